@@ -1,0 +1,29 @@
+// commands.hpp — the subcommands of `mw`, one file each.
+//
+// Each takes the arguments after the subcommand name (argv[0] is the
+// subcommand) and returns the process exit code. Errors are thrown as
+// mw::Error or cxxopts exceptions; main() prints them as one line.
+#pragma once
+
+#include <string>
+
+#include <cxxopts.hpp>
+
+namespace mw::cli {
+
+int submit(int argc, char** argv);
+int status(int argc, char** argv);
+int listen(int argc, char** argv);
+int bench(int argc, char** argv);
+
+// Adds --broker (default $MW_BROKER, then tcp://127.0.0.1:5555) and -h/--help.
+void add_common_options(cxxopts::Options& options);
+
+// Parses; prints help and returns true when --help was given.
+// Throws mw::Error for arguments nobody asked for.
+bool parse_or_help(cxxopts::Options& options, int argc, char** argv, cxxopts::ParseResult& out);
+
+// Reads all of standard input (for `-` arguments).
+std::string read_stdin();
+
+}  // namespace mw::cli

@@ -1,0 +1,50 @@
+// mw listen [TOPIC ...]
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "mw/listener.hpp"
+#include "mw/stop_signal.hpp"
+
+namespace mw::cli {
+
+int listen(int argc, char** argv) {
+  auto stop = StopSignal::on_signals();
+  cxxopts::Options options("mw listen",
+                           "Print the broker's events, one JSON line each: {\"topic\", \"seq\", \"data\"}.\n"
+                           "TOPIC patterns match whole topics, * matching anything (\"$mw.flow.*\"); none = all.");
+  options.positional_help("[TOPIC ...]");
+  add_common_options(options);
+  options.add_options()
+      ("count", "exit after this many events (0 = until interrupted)", cxxopts::value<std::uint64_t>()->default_value("0"))
+      ("topics", "topic patterns", cxxopts::value<std::vector<std::string>>());
+  options.parse_positional({"topics"});
+  cxxopts::ParseResult args;
+  if (parse_or_help(options, argc, argv, args)) return 0;
+  ListenerOptions lo;
+  lo.broker = args["broker"].as<std::string>();
+  if (args.count("topics")) lo.topics = args["topics"].as<std::vector<std::string>>();
+  Listener listener(lo);
+  const std::uint64_t limit = args["count"].as<std::uint64_t>();
+  std::uint64_t seen = 0;
+  while (!stop.fired()) {
+    auto event = listener.next(std::chrono::milliseconds(200));
+    if (!event) continue;
+    nlohmann::json line = {{"topic", event->topic}, {"seq", event->seq}};
+    if (event->flow_id) line["flow"] = event->flow_id;
+    if (!event->type.empty()) line["type"] = event->type;
+    if (!event->error.empty()) line["error"] = event->error;
+    try {
+      line["data"] = event->data.to_json();
+    } catch (const std::exception& e) {
+      line["data"] = nullptr;
+      line["data_error"] = e.what();
+    }
+    std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    if (limit && ++seen >= limit) break;
+  }
+  return 0;
+}
+
+}  // namespace mw::cli

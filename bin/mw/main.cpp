@@ -1,0 +1,77 @@
+// mw — the command line for people: submit jobs, watch status and events,
+// measure the broker.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <string_view>
+
+#include "commands.hpp"
+#include "mw/error.hpp"
+#include "mw/options.hpp"
+#include "mw/version.hpp"
+
+namespace mw::cli {
+
+void add_common_options(cxxopts::Options& options) {
+  options.add_options()
+      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+       cxxopts::value<std::string>()->default_value(default_broker_address()))
+      ("h,help", "print this help");
+}
+
+bool parse_or_help(cxxopts::Options& options, int argc, char** argv, cxxopts::ParseResult& out) {
+  out = options.parse(argc, argv);
+  if (out.count("help")) {
+    std::cout << options.help() << std::endl;
+    return true;
+  }
+  return false;
+}
+
+std::string read_stdin() {
+  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+}
+
+}  // namespace mw::cli
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: mw COMMAND [ARGS]\n"
+    "\n"
+    "  submit TYPE [JSON | -] [--wait] [--timeout SECONDS]   submit a job; prints its id, or the final result\n"
+    "  status [--json]                                       workers, queues and counters\n"
+    "  listen [TOPIC ...]                                    print events as JSON lines\n"
+    "  bench [--stages K] [--workers W] [--concurrency C] [--jobs N] [--payload BYTES] [--serial] [--json]\n"
+    "                                                        measure jobs/s and latency against a broker\n"
+    "\n"
+    "Every command takes --broker ADDR (default $MW_BROKER, then tcp://127.0.0.1:5555) and --help.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string_view command = argv[1];
+  if (command == "--version") {
+    std::cout << "mw " << mw::kVersion << std::endl;
+    return 0;
+  }
+  try {
+    if (command == "submit") return mw::cli::submit(argc - 1, argv + 1);
+    if (command == "status") return mw::cli::status(argc - 1, argv + 1);
+    if (command == "listen") return mw::cli::listen(argc - 1, argv + 1);
+    if (command == "bench") return mw::cli::bench(argc - 1, argv + 1);
+    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, bench; see mw --help)\n", argv[1]);
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,90 @@
+// mw status [--json]
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "mw/client.hpp"
+
+namespace mw::cli {
+namespace {
+
+nlohmann::json to_json(const wire::Stats& s) {
+  nlohmann::json j = {
+      {"broker_version", s.broker_version}, {"uptime_ms", s.uptime_ms}, {"store", s.store},
+      {"submitted", s.submitted}, {"done", s.done}, {"failed", s.failed}, {"dead", s.dead},
+      {"retried", s.retried}, {"requeued", s.requeued}, {"submitted_per_second", s.submitted_per_second},
+      {"done_per_second", s.done_per_second}, {"types", nlohmann::json::array()}, {"workers", nlohmann::json::array()}};
+  for (const auto& t : s.types) {
+    j["types"].push_back({{"type", t.type}, {"workers", t.workers}, {"queued", t.queued},
+                          {"oldest_queued_ms", t.oldest_queued_ms}, {"in_flight", t.in_flight}, {"done", t.done},
+                          {"failed", t.failed}, {"dead", t.dead}, {"done_per_second", t.done_per_second}});
+  }
+  for (const auto& w : s.workers) {
+    j["workers"].push_back({{"id", w.id}, {"types", w.types}, {"next", w.next}, {"host", w.host}, {"pid", w.pid},
+                            {"credit", w.credit}, {"in_flight", w.in_flight}, {"done", w.done}});
+  }
+  return j;
+}
+
+std::string age(std::uint64_t ms) {
+  if (ms == 0) return "-";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << static_cast<double>(ms) / 1000.0 << "s";
+  return out.str();
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+void print_table(const wire::Stats& s) {
+  std::printf("broker %s  up %s  store %s\n", s.broker_version.c_str(), age(s.uptime_ms).c_str(), s.store.c_str());
+  std::printf("flows: %llu submitted, %llu done, %llu dead; %llu failures, %llu retries, %llu requeued; "
+              "%.1f submitted/s, %.1f done/s\n",
+              static_cast<unsigned long long>(s.submitted), static_cast<unsigned long long>(s.done),
+              static_cast<unsigned long long>(s.dead), static_cast<unsigned long long>(s.failed),
+              static_cast<unsigned long long>(s.retried), static_cast<unsigned long long>(s.requeued),
+              s.submitted_per_second, s.done_per_second);
+  std::printf("\n%-24s %7s %8s %8s %9s %10s %8s %6s %9s\n", "TYPE", "WORKERS", "QUEUED", "OLDEST", "IN-FLIGHT",
+              "DONE", "FAILED", "DEAD", "DONE/S");
+  for (const auto& t : s.types) {
+    std::printf("%-24s %7u %8llu %8s %9llu %10llu %8llu %6llu %9.1f\n", t.type.c_str(), t.workers,
+                static_cast<unsigned long long>(t.queued), age(t.oldest_queued_ms).c_str(),
+                static_cast<unsigned long long>(t.in_flight), static_cast<unsigned long long>(t.done),
+                static_cast<unsigned long long>(t.failed), static_cast<unsigned long long>(t.dead), t.done_per_second);
+  }
+  std::printf("\n%-12s %-24s %-16s %-20s %8s %11s %10s\n", "WORKER", "TYPES", "NEXT", "HOST", "PID", "IN-FLIGHT",
+              "DONE");
+  for (const auto& w : s.workers) {
+    std::printf("%-12s %-24s %-16s %-20s %8u %5u/%-5u %10llu\n", w.id.c_str(), join(w.types).c_str(),
+                w.next.empty() ? "-" : w.next.c_str(), w.host.c_str(), w.pid, w.in_flight, w.credit,
+                static_cast<unsigned long long>(w.done));
+  }
+}
+
+}  // namespace
+
+int status(int argc, char** argv) {
+  cxxopts::Options options("mw status", "Show the broker's workers, queues and counters.");
+  add_common_options(options);
+  options.add_options()("json", "print one JSON object instead of tables");
+  cxxopts::ParseResult args;
+  if (parse_or_help(options, argc, argv, args)) return 0;
+  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  Client client({args["broker"].as<std::string>()});
+  const auto stats = client.status();
+  if (args.count("json")) {
+    std::cout << to_json(stats).dump() << std::endl;
+  } else {
+    print_table(stats);
+  }
+  return 0;
+}
+
+}  // namespace mw::cli

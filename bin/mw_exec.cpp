@@ -1,0 +1,274 @@
+// mw-exec --type T [--next U] [--concurrency N] -- COMMAND [ARG ...]
+//
+// Makes any program a worker: for each job it runs COMMAND with the payload
+// as JSON on stdin, and takes the JSON on its stdout as the result. A
+// non-zero exit fails the job with the last lines of stderr as the error;
+// exit status 65 (EX_DATAERR) fails it for good (no retry).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <nlohmann/json.hpp>
+
+#include "mw/log.hpp"
+#include "mw/worker.hpp"
+
+extern char** environ;
+
+namespace {
+
+constexpr int kExitDataError = 65;  // sysexits.h EX_DATAERR: bad input, do not retry
+constexpr std::size_t kMaxStdoutBytes = 16 * 1024 * 1024;
+constexpr std::size_t kStderrTailBytes = 2048;
+constexpr std::size_t kStderrTailLines = 5;
+
+struct ExecOptions {
+  std::vector<std::string> command;
+  std::chrono::milliseconds timeout{0};  // 0 = none
+};
+
+// A pipe whose ends close themselves.
+struct Pipe {
+  int read = -1, write = -1;
+  Pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw mw::Error(std::string("pipe: ") + std::strerror(errno));
+    read = fds[0];
+    write = fds[1];
+  }
+  ~Pipe() {
+    close_read();
+    close_write();
+  }
+  void close_read() {
+    if (read >= 0) ::close(read);
+    read = -1;
+  }
+  void close_write() {
+    if (write >= 0) ::close(write);
+    write = -1;
+  }
+};
+
+// The last few non-blank lines of a child's stderr: the part that says what went wrong.
+std::string tail_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream stream(text);
+  std::string line;
+  while (std::getline(stream, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
+  }
+  std::string out;
+  const std::size_t from = lines.size() > kStderrTailLines ? lines.size() - kStderrTailLines : 0;
+  for (std::size_t i = from; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
+  return out;
+}
+
+void set_env(std::vector<std::string>& env, const std::string& name, const std::string& value) {
+  env.push_back(name + "=" + value);
+}
+
+// Runs the command for one job and returns its result, or throws
+// mw::JobError describing how it failed.
+mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
+  const std::string input = job.payload.to_json_text() + "\n";
+  Pipe in, out, err;
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in.read, STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out.write, STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err.write, STDERR_FILENO);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  // mw-exec blocks SIGINT/SIGTERM to receive them on a signalfd; the child
+  // must get the default mask and dispositions back.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGPIPE);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &defaults);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  set_env(env, "MW_JOB_ID", std::to_string(job.id));
+  set_env(env, "MW_FLOW_ID", std::to_string(job.flow_id));
+  set_env(env, "MW_JOB_TYPE", job.type);
+  set_env(env, "MW_ATTEMPT", std::to_string(job.attempt));
+  set_env(env, "MW_ENTITY", job.entity);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_storage = options.command;
+  std::vector<char*> argv;
+  for (auto& a : argv_storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  pid_t pid = -1;
+  const int spawn_error = ::posix_spawnp(&pid, argv[0], &actions, &attributes, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
+  if (spawn_error != 0)
+    throw mw::JobError("cannot run '" + options.command[0] + "': " + std::strerror(spawn_error), false);
+  in.close_read();
+  out.close_write();
+  err.close_write();
+  ::fcntl(in.write, F_SETFL, O_NONBLOCK);
+
+  // Feed stdin and drain stdout/stderr together, so a child that writes a
+  // lot before reading everything cannot deadlock with us.
+  std::string stdout_text, stderr_text;
+  std::size_t written = 0;
+  bool too_much_output = false, timed_out = false;
+  const auto started = std::chrono::steady_clock::now();
+  char buffer[65536];
+  while (out.read >= 0 || err.read >= 0) {
+    pollfd fds[3];
+    int n = 0;
+    int in_at = -1, out_at = -1, err_at = -1;
+    if (in.write >= 0) { in_at = n; fds[n++] = {in.write, POLLOUT, 0}; }
+    if (out.read >= 0) { out_at = n; fds[n++] = {out.read, POLLIN, 0}; }
+    if (err.read >= 0) { err_at = n; fds[n++] = {err.read, POLLIN, 0}; }
+    int wait_ms = 1000;
+    if (options.timeout.count() > 0) {
+      const auto left = options.timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              std::chrono::steady_clock::now() - started);
+      if (left.count() <= 0) {
+        timed_out = true;
+        break;
+      }
+      wait_ms = static_cast<int>(std::min<std::int64_t>(left.count(), 1000));
+    }
+    if (::poll(fds, static_cast<nfds_t>(n), wait_ms) < 0 && errno != EINTR) break;
+    if (in_at >= 0 && fds[in_at].revents) {
+      const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
+      if (w > 0) written += static_cast<std::size_t>(w);
+      if (w < 0 && errno != EAGAIN) in.close_write();  // EPIPE: the child does not read its input
+      if (written == input.size()) in.close_write();
+    }
+    if (out_at >= 0 && fds[out_at].revents) {
+      const ssize_t r = ::read(out.read, buffer, sizeof buffer);
+      if (r <= 0) {
+        out.close_read();
+      } else {
+        stdout_text.append(buffer, static_cast<std::size_t>(r));
+        if (stdout_text.size() > kMaxStdoutBytes) {
+          too_much_output = true;
+          break;
+        }
+      }
+    }
+    if (err_at >= 0 && fds[err_at].revents) {
+      const ssize_t r = ::read(err.read, buffer, sizeof buffer);
+      if (r <= 0) {
+        err.close_read();
+      } else {
+        stderr_text.append(buffer, static_cast<std::size_t>(r));
+        if (stderr_text.size() > 4 * kStderrTailBytes) stderr_text.erase(0, stderr_text.size() - kStderrTailBytes);
+      }
+    }
+  }
+  if (timed_out || too_much_output) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out)
+    throw mw::JobError("'" + options.command[0] + "' ran longer than " + std::to_string(options.timeout.count()) +
+                       " ms and was killed");
+  if (too_much_output) throw mw::JobError("'" + options.command[0] + "' wrote more than 16 MiB to stdout", false);
+
+  if (WIFSIGNALED(status))
+    throw mw::JobError("'" + options.command[0] + "' was killed by signal " + std::to_string(WTERMSIG(status)) +
+                       (stderr_text.empty() ? "" : ": " + tail_lines(stderr_text)));
+  const int code = WEXITSTATUS(status);
+  if (code != 0) {
+    std::string why = tail_lines(stderr_text);
+    if (why.empty()) why = "exit status " + std::to_string(code);
+    throw mw::JobError(why, code != kExitDataError);
+  }
+  if (stdout_text.find_first_not_of(" \t\r\n") == std::string::npos) return mw::Payload();
+  try {
+    return mw::Payload::parse_json(stdout_text);
+  } catch (const mw::Error& e) {
+    throw mw::JobError("'" + options.command[0] + "' printed something that is not JSON: " + e.what(), false);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    auto stop = mw::StopSignal::on_signals();
+    // Everything after "--" is the command, untouched by option parsing.
+    int split = argc;
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--") == 0) {
+        split = i;
+        break;
+      }
+    }
+    cxxopts::Options options("mw-exec", "Run any command as an mw worker: payload JSON on stdin, result JSON on stdout.");
+    options.positional_help("-- COMMAND [ARG ...]");
+    options.add_options()
+        ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+         cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
+        ("type", "job type(s) to serve, comma-separated", cxxopts::value<std::vector<std::string>>())
+        ("next", "type of the job the result becomes; empty ends the flow", cxxopts::value<std::string>()->default_value(""))
+        ("concurrency", "commands run at once", cxxopts::value<std::uint32_t>()->default_value("1"))
+        ("timeout", "kill a command running longer than this many seconds and fail the job (0 = never)",
+         cxxopts::value<double>()->default_value("0"))
+        ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
+        ("h,help", "print this help");
+    auto args = options.parse(split, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
+    if (!args.unmatched().empty())
+      throw mw::Error("unexpected argument '" + args.unmatched().front() + "' (put the command after --)");
+    if (!args.count("type")) throw mw::Error("--type is required: mw-exec --type T -- COMMAND [ARG ...]");
+    if (split >= argc - 1) throw mw::Error("no command: mw-exec --type T -- COMMAND [ARG ...]");
+    mw::set_log_level(mw::parse_log_level(args["log-level"].as<std::string>()));
+
+    ExecOptions exec;
+    for (int i = split + 1; i < argc; ++i) exec.command.emplace_back(argv[i]);
+    const double timeout_s = args["timeout"].as<double>();
+    if (timeout_s < 0) throw mw::Error("--timeout must not be negative");
+    exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
+
+    mw::WorkerOptions wo;
+    wo.broker = args["broker"].as<std::string>();
+    wo.types = args["type"].as<std::vector<std::string>>();
+    wo.next = args["next"].as<std::string>();
+    wo.concurrency = args["concurrency"].as<std::uint32_t>();
+    wo.threads = wo.concurrency;  // one command per held job
+    wo.name = wo.types.empty() ? "mw-exec" : wo.types.front() + "@mw-exec";
+    mw::Worker worker(wo, [&exec](const mw::Job& job) { return run_command(exec, job); });
+    mw::log(mw::LogLevel::info, "mw-exec", "serving " + wo.types.front() + " with '" + exec.command[0] + "' from " + wo.broker);
+    worker.run(stop);
+    return 0;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "mw-exec: %s (see --help)\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mw-exec: %s\n", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,65 @@
+// mw/broker/job_queue.hpp — where jobs wait for a worker of their type.
+//
+// The broker core only talks to this interface, so a durable store can back
+// the queues without the core changing. Ordering contract: per type, jobs
+// come out in the order they were pushed to the back, except that a job
+// pushed to the front (handed back by a lost worker) comes out first.
+//
+// Thread safety: none; the broker is single-threaded.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "mw/broker/job.hpp"
+
+namespace mw::broker {
+
+class JobQueue {
+ public:
+  virtual ~JobQueue() = default;
+
+  // A new job, or one whose retry delay has passed.
+  virtual void push_back(Job job) = 0;
+
+  // A job handed back by a worker that died or failed to receive it.
+  virtual void push_front(Job job) = 0;
+
+  // Removes and returns the next job of `type`; nullopt when none waits.
+  [[nodiscard]] virtual std::optional<Job> pop(std::string_view type) = 0;
+
+  virtual std::size_t depth(std::string_view type) const = 0;
+
+  // enqueued_ms of the job that has waited longest in `type`; nullopt if empty.
+  [[nodiscard]] virtual std::optional<std::int64_t> oldest_enqueued_ms(std::string_view type) const = 0;
+
+  // Every type that has ever had a job queued (for status).
+  virtual std::vector<std::string> types() const = 0;
+};
+
+// Queues held in memory: the store of `--store :memory:`.
+class MemoryJobQueue final : public JobQueue {
+ public:
+  void push_back(Job job) override;
+  void push_front(Job job) override;
+  [[nodiscard]] std::optional<Job> pop(std::string_view type) override;
+  std::size_t depth(std::string_view type) const override;
+  [[nodiscard]] std::optional<std::int64_t> oldest_enqueued_ms(std::string_view type) const override;
+  std::vector<std::string> types() const override;
+
+ private:
+  // Heterogeneous lookup so that hot-path lookups by string_view do not allocate.
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::deque<Job>& queue_for(const std::string& type);
+  std::unordered_map<std::string, std::deque<Job>, Hash, std::equal_to<>> queues_;
+};
+
+}  // namespace mw::broker

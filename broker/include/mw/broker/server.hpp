@@ -1,0 +1,51 @@
+// mw/broker/server.hpp — the broker's sockets around a BrokerCore.
+//
+// One thread: a zmq::poll loop over the ROUTER (every peer), the XPUB
+// (events; XPUB so the broker knows which topics anyone listens to and
+// builds no event nobody wants) and a StopSignal, with the poll timeout
+// taken from the core's next deadline.
+//
+//   mw::broker::BrokerServer server({.bind = "tcp://127.0.0.1:*", .pub = "tcp://127.0.0.1:*"});
+//   std::string address = server.bound_address();   // the port picked
+//   server.run(stop);                               // until stop fires
+//
+// Move-only (owns sockets); not thread-safe: run() on one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "mw/broker/config.hpp"
+#include "mw/stop_signal.hpp"
+
+namespace mw::broker {
+
+struct ServerOptions {
+  std::string bind = std::string(kDefaultBrokerAddress);
+  std::string pub = std::string(kDefaultPubAddress);
+  BrokerConfig config;  // config.pub_address is filled in from the bound PUB address
+};
+
+class BrokerServer {
+ public:
+  // Binds both sockets. Throws mw::Error with the address and the reason
+  // when a bind fails (port in use, bad address).
+  explicit BrokerServer(ServerOptions options);
+  ~BrokerServer();
+  BrokerServer(BrokerServer&&) noexcept;
+  BrokerServer& operator=(BrokerServer&&) noexcept;
+
+  // The addresses actually bound (a `*` port resolved).
+  const std::string& bound_address() const noexcept;
+  const std::string& pub_address() const noexcept;
+
+  // Serves until `stop` fires, then tells peers DISCONNECT and returns.
+  void run(const StopSignal& stop);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mw::broker

@@ -1,0 +1,41 @@
+// mw/broker/transport.hpp — how the broker core reaches its peers.
+//
+// The core decides what to send; a Transport delivers it. The real one is a
+// ROUTER and a PUB socket (mw/broker/server.hpp); tests use a recording fake,
+// so the whole broker logic runs without sockets.
+#pragma once
+
+#include <string_view>
+
+#include <zmq.hpp>
+
+#include "mw/protocol.hpp"
+
+namespace mw::broker {
+
+enum class SendResult {
+  Sent,
+  Unreachable,  // the peer is gone (ZMQ_ROUTER_MANDATORY said EHOSTUNREACH)
+  WouldBlock,   // the peer's pipe is full; nothing was sent
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  // Sends one message to `peer`: the tag for `command`, then `header` unless
+  // it is empty and the command has none, then `payload` if not null. Never
+  // blocks. Takes the frames' contents (they are moved from).
+  virtual SendResult send(std::string_view peer, Command command, zmq::message_t* header,
+                          zmq::message_t* payload) = 0;
+
+  // True when some subscriber's prefix matches `topic`, so an event is
+  // worth building.
+  virtual bool has_subscribers(std::string_view topic) const = 0;
+
+  // Publishes [topic][meta][data] on PUB. Never blocks; drops for slow
+  // subscribers (PUB semantics).
+  virtual void publish(std::string_view topic, zmq::message_t& meta, zmq::message_t& data) = 0;
+};
+
+}  // namespace mw::broker

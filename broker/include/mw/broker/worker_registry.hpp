@@ -1,0 +1,76 @@
+// mw/broker/worker_registry.hpp — the live workers and the jobs each holds.
+//
+// A worker enters with READY and leaves when it disconnects, goes silent or
+// becomes unreachable; the caller requeues the jobs it held. Choosing a
+// worker is least-loaded first (fewest jobs in flight relative to credit),
+// round-robin among equals, so several workers of one type share the load.
+//
+// Thread safety: none; the broker is single-threaded.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace mw::broker {
+
+struct WorkerEntry {
+  std::string id;  // ZeroMQ routing id
+  std::vector<std::string> types;
+  std::string next;  // static next type from READY; empty = none
+  std::string host;
+  std::uint32_t pid = 0;
+  std::uint32_t credit = 1;
+  std::vector<std::uint64_t> jobs;  // ids in flight here, at most `credit`
+  std::uint64_t done = 0;
+  // Set when a send to it would block (its pipe is full); cleared by any
+  // message from it. A paused worker gets no new jobs.
+  bool paused = false;
+
+  bool has_free_credit() const noexcept { return !paused && jobs.size() < credit; }
+};
+
+class WorkerRegistry {
+ public:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+
+  // Registers or re-registers `entry.id`. A re-registration keeps the jobs
+  // already in flight. Returns the stored entry.
+  WorkerEntry& upsert(WorkerEntry entry);
+
+  // Removes a worker and returns it (with the ids of its jobs in flight).
+  [[nodiscard]] std::optional<WorkerEntry> remove(std::string_view id);
+
+  WorkerEntry* find(std::string_view id) noexcept;
+
+  // The least-loaded worker of `type` with free credit; nullptr if none.
+  WorkerEntry* least_loaded(std::string_view type) noexcept;
+
+  std::size_t count(std::string_view type) const noexcept;
+  std::size_t size() const noexcept { return by_id_.size(); }
+
+  // Every worker, in registration order of their ids' first READY.
+  std::vector<const WorkerEntry*> all() const;
+
+  // Every type at least one worker serves.
+  std::vector<std::string> types() const;
+
+ private:
+  struct TypeIndex {
+    std::vector<WorkerEntry*> workers;
+    std::size_t cursor = 0;  // round-robin start among equally loaded workers
+  };
+  void unindex(WorkerEntry& entry);
+
+  std::unordered_map<std::string, std::unique_ptr<WorkerEntry>, Hash, std::equal_to<>> by_id_;
+  std::unordered_map<std::string, TypeIndex, Hash, std::equal_to<>> by_type_;
+};
+
+}  // namespace mw::broker

@@ -1,0 +1,509 @@
+#include "mw/broker/core.hpp"
+
+#include <algorithm>
+
+#include "mw/version.hpp"
+
+namespace mw::broker {
+namespace {
+
+constexpr std::string_view kLogComponent = "broker";
+
+// Routing ids are binary; status and logs show them as hex.
+std::string printable_id(std::string_view id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(id.size() * 2);
+  for (unsigned char c : id) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) {
+    if (!out.empty()) out += ",";
+    out += s;
+  }
+  return out;
+}
+
+}  // namespace
+
+BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
+    : config_(std::move(config)), queue_(queue), transport_(transport), next_id_(first_id) {
+  in_flight_.reserve(4096);
+}
+
+// ---- input ----------------------------------------------------------------
+
+void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
+  if (started_ms_ < 0) {
+    started_ms_ = now_ms;
+    next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
+  }
+  if (frames.empty()) return;
+  const std::string peer(frames[0].data<char>(), frames[0].size());
+  if (frames.size() < 2) {
+    note_bad_message(peer, "message has no tag frame", nullptr, now_ms);
+    reply_error(peer, ErrorCode::BadProtocol, "message has no tag frame: expected MW1<command>");
+    return;
+  }
+  auto [peer_it, is_new] = peers_.try_emplace(peer);
+  peer_it->second.last_seen_ms = now_ms;
+  if (auto* w = workers_.find(peer)) w->paused = false;
+
+  try {
+    const Command command = wire::decode_tag(frames[1]);
+    const std::size_t expected = wire::frame_count(command);
+    if (frames.size() - 1 != expected) {
+      const std::string reason = std::string(command_name(command)) + " carries " +
+                                 std::to_string(expected) + " frame(s), got " + std::to_string(frames.size() - 1);
+      note_bad_message(peer, reason, nullptr, now_ms);
+      reply_error(peer, ErrorCode::BadRequest, reason);
+      return;
+    }
+    switch (command) {
+      case Command::Hello: on_hello(peer, frames[2]); break;
+      case Command::Ready: on_ready(peer, frames[2], now_ms); break;
+      case Command::Done: on_done(peer, frames[2], frames[3], now_ms); break;
+      case Command::Fail: on_fail(peer, frames[2], now_ms); break;
+      case Command::Submit: on_submit(peer, frames[2], frames[3], now_ms); break;
+      case Command::Status: on_status(peer, frames[2], now_ms); break;
+      case Command::Heartbeat: on_heartbeat(peer); break;
+      case Command::Disconnect: on_disconnect(peer, now_ms); break;
+      case Command::Call:
+        reply_error(peer, ErrorCode::NotImplemented, "CALL: this broker has no entity service");
+        break;
+      case Command::Welcome:
+      case Command::Job:
+      case Command::Accepted:
+      case Command::Result:
+      case Command::Reply:
+      case Command::Stats:
+      case Command::Error: {
+        const std::string reason = std::string(command_name(command)) + " is sent by the broker, not to it";
+        note_bad_message(peer, reason, nullptr, now_ms);
+        reply_error(peer, ErrorCode::BadRequest, reason);
+        break;
+      }
+    }
+  } catch (const wire::DecodeError& e) {
+    note_bad_message(peer, e.what(), frames.size() > 2 ? &frames[2] : &frames[1], now_ms);
+    reply_error(peer, e.code(), e.what());
+  } catch (const std::exception& e) {
+    // Nothing a peer sends may take the broker down; handlers decode before
+    // they change state, so an exception here leaves the state as it was.
+    note_bad_message(peer, e.what(), nullptr, now_ms);
+    reply_error(peer, ErrorCode::Internal, "internal error while handling the message");
+  }
+  drop_pending(now_ms);
+}
+
+void BrokerCore::on_hello(const std::string& peer, const zmq::message_t& header) {
+  const auto hello = wire::decode_hello(header);
+  if (hello.version != kProtocolVersion) {
+    reply_error(peer, ErrorCode::BadProtocol,
+                "protocol version " + std::to_string(hello.version) + " is not served; this broker speaks MW/1");
+    return;
+  }
+  peers_[peer].said_hello = true;
+  wire::Welcome welcome;
+  welcome.pub_address = config_.pub_address;
+  welcome.heartbeat_ms = config_.heartbeat_ms;
+  welcome.broker_version = kVersion;
+  welcome.max_message_bytes = config_.max_message_bytes;
+  send(peer, Command::Welcome, wire::encode(welcome));
+}
+
+void BrokerCore::on_ready(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms) {
+  const auto ready = wire::decode_ready(header);
+  WorkerEntry entry;
+  entry.id = peer;
+  for (auto t : ready.types) entry.types.emplace_back(t);
+  entry.next = ready.next;
+  entry.host = ready.host;
+  entry.pid = ready.pid;
+  entry.credit = ready.credit;
+  peers_[peer].said_hello = true;
+  const WorkerEntry& stored = workers_.upsert(std::move(entry));
+  log(LogLevel::info, kLogComponent,
+      "worker " + printable_id(peer) + " ready for " + join(stored.types) +
+          (stored.next.empty() ? "" : " -> " + stored.next) + " (host " + stored.host + ", pid " +
+          std::to_string(stored.pid) + ", credit " + std::to_string(stored.credit) + ")");
+  if (transport_.has_subscribers("$mw.worker.ready")) publish_event("$mw.worker.ready", 0, join(stored.types), "", nullptr);
+  dispatch_for_worker(peer, now_ms);
+}
+
+void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header, zmq::message_t& payload,
+                           std::int64_t now_ms) {
+  const auto submit = wire::decode_submit(header);
+  if (payload.size() == 0) {
+    reply_error(peer, ErrorCode::BadRequest, "SUBMIT payload frame is empty: send one msgpack value (nil is 0xc0)",
+                submit.request_id);
+    return;
+  }
+  Job job;
+  job.id = next_id_++;
+  job.flow_id = job.id;
+  job.type = submit.type;
+  job.max_attempts = submit.max_attempts ? submit.max_attempts : config_.default_max_attempts;
+  job.payload = std::move(payload);
+  if (submit.wait) job.reply_to = peer;
+  ++counters_.submitted;
+  submit_rate_.add(now_ms);
+  send(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, job.flow_id}));
+  const std::string_view type = submit.type;  // views the header frame, alive for this call
+  enqueue(std::move(job), now_ms);
+  dispatch(type);
+}
+
+void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, zmq::message_t& result,
+                         std::int64_t now_ms) {
+  const auto done = wire::decode_done(header);
+  auto job = take_in_flight(peer, done.job_id);
+  if (!job) return;
+  WorkerEntry* worker = workers_.find(peer);
+  ++worker->done;
+  auto& tc = type_counters(job->type);
+  ++tc.done;
+  tc.done_rate.add(now_ms);
+
+  const std::string_view next = done.next ? *done.next : std::string_view(worker->next);
+  if (next.empty()) {
+    finish_flow(*job, result, now_ms);
+  } else {
+    Job stage;
+    stage.id = next_id_++;
+    stage.flow_id = job->flow_id;
+    stage.type = next;
+    stage.max_attempts = job->max_attempts;
+    stage.payload = std::move(result);
+    stage.reply_to = std::move(job->reply_to);
+    stage.entity = std::move(job->entity);
+    enqueue(std::move(stage), now_ms);
+    dispatch(next);
+  }
+  dispatch_for_worker(peer, now_ms);
+}
+
+void BrokerCore::on_fail(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms) {
+  const auto fail = wire::decode_fail(header);
+  auto job = take_in_flight(peer, fail.job_id);
+  if (!job) return;
+  ++counters_.failed;
+  ++type_counters(job->type).failed;
+  retry_or_bury(std::move(*job), fail.error, fail.retryable, now_ms);
+  dispatch_for_worker(peer, now_ms);
+}
+
+void BrokerCore::on_status(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms) {
+  auto stats_reply = stats(now_ms);
+  stats_reply.request_id = wire::decode_status(header).request_id;
+  send(peer, Command::Stats, wire::encode(stats_reply));
+}
+
+void BrokerCore::on_heartbeat(const std::string& peer) {
+  // A heartbeat from a peer we never met means it knew a broker that has
+  // since restarted: tell it to start over so it registers again.
+  const auto it = peers_.find(peer);
+  if (it == peers_.end() || !it->second.said_hello) send(peer, Command::Disconnect, zmq::message_t());
+}
+
+void BrokerCore::on_disconnect(const std::string& peer, std::int64_t now_ms) {
+  if (workers_.find(peer)) drop_worker(peer, "said DISCONNECT", now_ms);
+  peers_.erase(peer);
+}
+
+// ---- jobs -----------------------------------------------------------------
+
+std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, std::uint64_t job_id) {
+  auto it = in_flight_.find(job_id);
+  WorkerEntry* worker = workers_.find(peer);
+  if (it == in_flight_.end() || it->second.worker != peer || !worker) {
+    // A late answer for a job that was requeued (its worker was presumed
+    // dead) or that a previous broker gave out: at-least-once means the job
+    // runs again elsewhere, so this answer is dropped.
+    ++counters_.stale_replies;
+    if (!worker) send(peer, Command::Disconnect, zmq::message_t());
+    return std::nullopt;
+  }
+  Job job = std::move(it->second.job);
+  in_flight_.erase(it);
+  auto& ids = worker->jobs;
+  if (auto pos = std::find(ids.begin(), ids.end(), job_id); pos != ids.end()) {
+    *pos = ids.back();
+    ids.pop_back();
+  }
+  return job;
+}
+
+void BrokerCore::enqueue(Job job, std::int64_t now_ms) {
+  job.enqueued_ms = now_ms;
+  queue_.push_back(std::move(job));
+}
+
+void BrokerCore::dispatch(std::string_view type) {
+  while (WorkerEntry* worker = workers_.least_loaded(type)) {
+    auto job = queue_.pop(type);
+    if (!job) return;
+    ++job->attempts;
+    // The queue keeps its reference to the payload until DONE: zmq shares
+    // the buffer (reference count), it does not copy it.
+    zmq::message_t payload;
+    payload.copy(job->payload);
+    const auto result = send(worker->id, Command::Job,
+                             wire::encode(wire::JobHeader{job->id, job->type, job->attempts, job->flow_id, job->entity}),
+                             &payload);
+    if (result == SendResult::Sent) {
+      worker->jobs.push_back(job->id);
+      const std::uint64_t id = job->id;
+      in_flight_.emplace(id, InFlight{std::move(*job), worker->id});
+      continue;
+    }
+    --job->attempts;
+    queue_.push_front(std::move(*job));
+    worker->paused = true;  // no more jobs for it until it speaks again or is dropped
+    if (result == SendResult::Unreachable) pending_drops_.push_back(worker->id);
+  }
+}
+
+void BrokerCore::dispatch_for_worker(const std::string& worker_id, std::int64_t now_ms) {
+  // Index loop and re-lookup: dispatch() never removes workers, but keep
+  // this robust to registry changes all the same.
+  for (std::size_t i = 0;; ++i) {
+    WorkerEntry* worker = workers_.find(worker_id);
+    if (!worker || i >= worker->types.size() || !worker->has_free_credit()) break;
+    dispatch(worker->types[i]);
+  }
+  drop_pending(now_ms);
+}
+
+void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms) {
+  ++counters_.flows_done;
+  done_rate_.add(now_ms);
+  if (transport_.has_subscribers("$mw.flow.done")) publish_event("$mw.flow.done", job.flow_id, job.type, "", &result);
+  if (!job.reply_to.empty()) {
+    send(job.reply_to, Command::Result,
+         wire::encode(wire::Result{job.flow_id, kOutcomeDone, "", job.type, job.attempts}), &result);
+  }
+}
+
+void BrokerCore::retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms) {
+  if (retryable && job.attempts < job.max_attempts) {
+    ++counters_.retried;
+    const std::uint64_t id = job.id;
+    timers_.push(Timer{now_ms + retry_delay_ms(job.attempts), id});
+    delayed_.emplace(id, std::move(job));
+    return;
+  }
+  bury(job, error, now_ms);
+}
+
+void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
+  ++counters_.dead;
+  ++type_counters(job.type).dead;
+  std::uint64_t suppressed = 0;
+  if (dead_log_.allow(now_ms, suppressed)) {
+    log(LogLevel::warn, kLogComponent,
+        "job " + std::to_string(job.id) + " (flow " + std::to_string(job.flow_id) + ", type " + job.type +
+            ") is dead after " + std::to_string(job.attempts) + " attempt(s): " + std::string(error) +
+            (suppressed ? " (" + std::to_string(suppressed) + " similar lines suppressed)" : ""));
+  }
+  if (transport_.has_subscribers("$mw.job.dead")) publish_event("$mw.job.dead", job.flow_id, job.type, error, &job.payload);
+  if (!job.reply_to.empty()) {
+    send(job.reply_to, Command::Result,
+         wire::encode(wire::Result{job.flow_id, kOutcomeDead, error, job.type, job.attempts}), &job.payload);
+  }
+}
+
+void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms) {
+  auto worker = workers_.remove(worker_id);
+  if (!worker) return;
+  std::size_t requeued = 0;
+  // Put back in reverse so the job dispatched first is first again.
+  for (auto it = worker->jobs.rbegin(); it != worker->jobs.rend(); ++it) {
+    auto node = in_flight_.extract(*it);
+    if (node.empty()) continue;
+    Job job = std::move(node.mapped().job);
+    if (job.attempts >= job.max_attempts) {
+      // A job whose every delivery died with its worker is likely what kills
+      // them; stop feeding it to workers.
+      bury(job, "lost with its worker on every attempt (last: " + std::string(why) + ")", now_ms);
+      continue;
+    }
+    ++counters_.requeued;
+    ++requeued;
+    queue_.push_front(std::move(job));
+  }
+  log(LogLevel::info, kLogComponent,
+      "worker " + printable_id(worker_id) + " (" + join(worker->types) + ", pid " + std::to_string(worker->pid) +
+          ") dropped: " + std::string(why) + "; " + std::to_string(requeued) + " job(s) requeued");
+  if (transport_.has_subscribers("$mw.worker.gone")) publish_event("$mw.worker.gone", 0, join(worker->types), why, nullptr);
+  for (const auto& type : worker->types) dispatch(type);
+}
+
+void BrokerCore::drop_pending(std::int64_t now_ms) {
+  while (!pending_drops_.empty()) {
+    std::string id = std::move(pending_drops_.back());
+    pending_drops_.pop_back();
+    drop_worker(id, "unreachable", now_ms);
+    peers_.erase(id);
+  }
+}
+
+std::int64_t BrokerCore::retry_delay_ms(std::uint32_t attempts) {
+  const std::uint32_t shift = std::min<std::uint32_t>(attempts > 0 ? attempts - 1 : 0, 30);
+  const std::uint64_t base = std::min<std::uint64_t>(std::uint64_t{config_.retry_base_ms} << shift, config_.retry_max_ms);
+  // xorshift64: cheap jitter, no need for a seeded engine here.
+  jitter_state_ ^= jitter_state_ << 13;
+  jitter_state_ ^= jitter_state_ >> 7;
+  jitter_state_ ^= jitter_state_ << 17;
+  const std::uint64_t quarter = base / 4;
+  const std::uint64_t jitter = quarter ? jitter_state_ % (2 * quarter + 1) : 0;
+  return static_cast<std::int64_t>(base - quarter + jitter);
+}
+
+// ---- timers ---------------------------------------------------------------
+
+void BrokerCore::tick(std::int64_t now_ms) {
+  if (started_ms_ < 0) {
+    started_ms_ = now_ms;
+    next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
+  }
+  while (!timers_.empty() && timers_.top().due_ms <= now_ms) {
+    const auto id = timers_.top().job_id;
+    timers_.pop();
+    auto node = delayed_.extract(id);
+    if (node.empty()) continue;
+    std::string type = node.mapped().type;
+    enqueue(std::move(node.mapped()), now_ms);
+    dispatch(type);
+  }
+  if (now_ms >= next_heartbeat_ms_) {
+    send_heartbeats_and_expire(now_ms);
+    next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
+  }
+  drop_pending(now_ms);
+}
+
+std::int64_t BrokerCore::next_deadline_ms() const noexcept {
+  std::int64_t next = next_heartbeat_ms_;
+  if (!timers_.empty()) next = std::min(next, timers_.top().due_ms);
+  return next;
+}
+
+void BrokerCore::send_heartbeats_and_expire(std::int64_t now_ms) {
+  const std::int64_t silent_since = now_ms - static_cast<std::int64_t>(config_.heartbeat_ms) * config_.liveness;
+  std::vector<std::string> expired;
+  for (const auto& [id, peer] : peers_) {
+    if (peer.last_seen_ms < silent_since) {
+      expired.push_back(id);
+    } else if (peer.said_hello) {
+      if (transport_.send(id, Command::Heartbeat, nullptr, nullptr) == SendResult::Unreachable) expired.push_back(id);
+    }
+  }
+  for (const auto& id : expired) {
+    if (workers_.find(id)) drop_worker(id, "missed heartbeats or unreachable", now_ms);
+    peers_.erase(id);
+  }
+}
+
+void BrokerCore::say_goodbye() {
+  for (const auto& [id, peer] : peers_)
+    if (peer.said_hello) transport_.send(id, Command::Disconnect, nullptr, nullptr);
+}
+
+// ---- output ---------------------------------------------------------------
+
+SendResult BrokerCore::send(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload) {
+  return transport_.send(peer, command, &header, payload);
+}
+
+void BrokerCore::reply_error(const std::string& peer, ErrorCode code, std::string_view message,
+                             std::uint64_t request_id) {
+  send(peer, Command::Error, wire::encode(wire::ErrorReply{code, message, request_id}));
+}
+
+void BrokerCore::publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type,
+                               std::string_view error, const zmq::message_t* data) {
+  // meta: {"seq": 0, "flow": id, "type": "...", "error": "..."}; data: the payload or nil.
+  wire::EventMeta meta{0, flow_id, type, error};
+  zmq::message_t meta_frame = wire::encode(meta);
+  zmq::message_t data_frame;
+  if (data) {
+    data_frame.copy(*const_cast<zmq::message_t*>(data));
+  } else {
+    data_frame.rebuild("\xc0", 1);
+  }
+  transport_.publish(topic, meta_frame, data_frame);
+}
+
+void BrokerCore::note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
+                                  std::int64_t now_ms) {
+  ++counters_.bad_messages;
+  std::uint64_t suppressed = 0;
+  if (!bad_input_log_.allow(now_ms, suppressed)) return;
+  std::string line = "bad message from " + printable_id(peer) + ": " + std::string(reason);
+  if (sample) line += "; sample: " + sanitized_sample(std::string_view(sample->data<char>(), sample->size()));
+  if (suppressed) line += " (" + std::to_string(suppressed) + " similar lines suppressed)";
+  log(LogLevel::warn, kLogComponent, line);
+}
+
+BrokerCore::TypeCounters& BrokerCore::type_counters(std::string_view type) {
+  auto it = type_counters_.find(type);
+  if (it == type_counters_.end()) it = type_counters_.emplace(std::string(type), TypeCounters{}).first;
+  return it->second;
+}
+
+// ---- status ---------------------------------------------------------------
+
+wire::Stats BrokerCore::stats(std::int64_t now_ms) {
+  wire::Stats s;
+  s.broker_version = std::string(kVersion);
+  s.uptime_ms = started_ms_ < 0 ? 0 : static_cast<std::uint64_t>(now_ms - started_ms_);
+  s.store = config_.store;
+  s.submitted = counters_.submitted;
+  s.done = counters_.flows_done;
+  s.failed = counters_.failed;
+  s.dead = counters_.dead;
+  s.retried = counters_.retried;
+  s.requeued = counters_.requeued;
+  s.submitted_per_second = submit_rate_.per_second(now_ms);
+  s.done_per_second = done_rate_.per_second(now_ms);
+
+  std::vector<std::string> types = queue_.types();
+  for (auto& t : workers_.types()) types.push_back(std::move(t));
+  for (const auto& [t, c] : type_counters_) types.push_back(t);
+  for (const auto& [id, job] : delayed_) types.push_back(job.type);
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+
+  std::unordered_map<std::string_view, std::uint64_t> in_flight_by_type;
+  for (const auto& [id, f] : in_flight_) ++in_flight_by_type[f.job.type];
+
+  for (const auto& type : types) {
+    wire::TypeStats ts;
+    ts.type = type;
+    ts.workers = static_cast<std::uint32_t>(workers_.count(type));
+    ts.queued = queue_.depth(type);
+    if (auto oldest = queue_.oldest_enqueued_ms(type)) ts.oldest_queued_ms = static_cast<std::uint64_t>(now_ms - *oldest);
+    ts.in_flight = in_flight_by_type[type];
+    if (auto it = type_counters_.find(type); it != type_counters_.end()) {
+      ts.done = it->second.done;
+      ts.failed = it->second.failed;
+      ts.dead = it->second.dead;
+      ts.done_per_second = it->second.done_rate.per_second(now_ms);
+    }
+    s.types.push_back(std::move(ts));
+  }
+  for (const WorkerEntry* w : workers_.all()) {
+    s.workers.push_back({printable_id(w->id), w->types, w->next, w->host, w->pid, w->credit,
+                         static_cast<std::uint32_t>(w->jobs.size()), w->done});
+  }
+  return s;
+}
+
+}  // namespace mw::broker

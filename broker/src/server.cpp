@@ -1,0 +1,210 @@
+#include "mw/broker/server.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <set>
+
+#include <zmq.hpp>
+
+#include "mw/broker/core.hpp"
+#include "mw/broker/job_queue.hpp"
+#include "mw/error.hpp"
+#include "mw/log.hpp"
+
+namespace mw::broker {
+namespace {
+
+// Messages with more frames than any command has are answered ERROR; their
+// extra frames are read and dropped without being kept.
+constexpr std::size_t kMaxFrames = 8;
+// Messages handled per wake-up before timers get a turn, so a flood on the
+// ROUTER cannot starve heartbeats.
+constexpr int kBatch = 512;
+constexpr int kSendHighWaterMark = 100'000;
+constexpr int kListenBacklog = 4096;
+constexpr int kShutdownLingerMs = 200;
+
+std::int64_t steady_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Ids stay below 2^53 (exact in JSON numbers everywhere) and do not repeat
+// across restarts unless a broker issued over 1024 ids per millisecond of its life.
+std::uint64_t first_job_id() {
+  using namespace std::chrono;
+  const auto ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  return static_cast<std::uint64_t>(ms) << 10;
+}
+
+std::string bind_or_throw(zmq::socket_t& socket, const std::string& address, const char* what) {
+  try {
+    socket.bind(address);
+  } catch (const zmq::error_t& e) {
+    throw Error(std::string("cannot bind ") + what + " to " + address + ": " + e.what() +
+                    (e.num() == EADDRINUSE ? " (another broker running? pick another port)" : ""),
+                ErrorCode::BadRequest);
+  }
+  return socket.get(zmq::sockopt::last_endpoint);
+}
+
+}  // namespace
+
+class BrokerServer::Impl final : public Transport {
+ public:
+  explicit Impl(ServerOptions options)
+      : router_(context_, zmq::socket_type::router), pub_(context_, zmq::socket_type::xpub) {
+    auto& config = options.config;
+    router_.set(zmq::sockopt::router_mandatory, 1);
+    router_.set(zmq::sockopt::linger, 0);
+    router_.set(zmq::sockopt::sndhwm, kSendHighWaterMark);
+    router_.set(zmq::sockopt::backlog, kListenBacklog);
+    router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(config.max_message_bytes));
+    pub_.set(zmq::sockopt::linger, 0);
+    pub_.set(zmq::sockopt::sndhwm, kSendHighWaterMark);
+    bound_ = bind_or_throw(router_, options.bind, "the broker socket (--bind)");
+    pub_bound_ = bind_or_throw(pub_, options.pub, "the event socket (--pub)");
+    config.pub_address = pub_bound_;
+    max_message_bytes_ = config.max_message_bytes;
+    core_ = std::make_unique<BrokerCore>(config, queue_, *this, first_job_id());
+  }
+
+  const std::string& bound() const noexcept { return bound_; }
+  const std::string& pub_bound() const noexcept { return pub_bound_; }
+
+  void run(const StopSignal& stop) {
+    std::array<zmq::pollitem_t, 3> items{{
+        {router_.handle(), 0, ZMQ_POLLIN, 0},
+        {pub_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, stop.fd(), ZMQ_POLLIN, 0},
+    }};
+    std::array<zmq::message_t, kMaxFrames> frames;
+    for (;;) {
+      const std::int64_t now = steady_ms();
+      const auto wait = std::clamp<std::int64_t>(core_->next_deadline_ms() - now, 0, 1000);
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(wait));
+      if (items[2].revents & ZMQ_POLLIN) break;
+      if (items[0].revents & ZMQ_POLLIN) drain_router(frames);
+      if (items[1].revents & ZMQ_POLLIN) drain_subscriptions();
+      core_->tick(steady_ms());
+    }
+    log(LogLevel::info, "broker", "stopping: telling peers goodbye");
+    core_->say_goodbye();
+    router_.set(zmq::sockopt::linger, kShutdownLingerMs);
+  }
+
+  // ---- Transport ----
+
+  SendResult send(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) override {
+    const std::size_t frames = wire::frame_count(command);
+    try {
+      zmq::message_t id(peer.data(), peer.size());
+      if (!router_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return SendResult::WouldBlock;
+      const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+      const auto last = zmq::send_flags::dontwait;
+      // Once the routing-id frame is accepted, the rest of the message is too.
+      zmq::message_t tag = wire::encode_tag(command);
+      router_.send(tag, frames > 1 ? more : last);
+      if (frames > 1) {
+        zmq::message_t empty_header;
+        router_.send(header ? *header : empty_header, frames > 2 ? more : last);
+      }
+      if (frames > 2) {
+        zmq::message_t nil("\xc0", 1);
+        router_.send(payload ? *payload : nil, last);
+      }
+      return SendResult::Sent;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EHOSTUNREACH) return SendResult::Unreachable;
+      if (e.num() == EAGAIN) return SendResult::WouldBlock;
+      throw;
+    }
+  }
+
+  bool has_subscribers(std::string_view topic) const override {
+    for (const auto& prefix : subscriptions_)
+      if (topic.substr(0, prefix.size()) == prefix) return true;
+    return false;
+  }
+
+  void publish(std::string_view topic, zmq::message_t& meta, zmq::message_t& data) override {
+    zmq::message_t topic_frame(topic.data(), topic.size());
+    // XPUB never blocks on slow subscribers: it drops for them.
+    pub_.send(topic_frame, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    pub_.send(meta, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    pub_.send(data, zmq::send_flags::dontwait);
+  }
+
+ private:
+  void drain_router(std::array<zmq::message_t, kMaxFrames>& frames) {
+    for (int n = 0; n < kBatch; ++n) {
+      if (!router_.recv(frames[0], zmq::recv_flags::dontwait)) return;
+      std::size_t count = 1;
+      std::size_t total = frames[0].size();
+      bool too_many = false;
+      while (frames[count - 1].more()) {
+        if (count == kMaxFrames) {
+          // Read the rest of this message into a scratch frame and drop it.
+          zmq::message_t scratch;
+          do {
+            (void)router_.recv(scratch);
+          } while (scratch.more());
+          too_many = true;
+          break;
+        }
+        (void)router_.recv(frames[count]);
+        total += frames[count].size();
+        ++count;
+      }
+      const std::int64_t now = steady_ms();
+      if (too_many || total > max_message_bytes_) {
+        const std::string peer(frames[0].data<char>(), frames[0].size());
+        zmq::message_t header = wire::encode(wire::ErrorReply{
+            too_many ? ErrorCode::BadRequest : ErrorCode::TooLarge,
+            too_many ? "message has more frames than any MW/1 command" : "message larger than --max-message-bytes",
+            0});
+        send(peer, Command::Error, &header, nullptr);
+        continue;
+      }
+      core_->handle(std::span<zmq::message_t>(frames.data(), count), now);
+    }
+  }
+
+  void drain_subscriptions() {
+    zmq::message_t msg;
+    while (pub_.recv(msg, zmq::recv_flags::dontwait)) {
+      if (msg.size() == 0) continue;
+      const auto* p = msg.data<char>();
+      std::string prefix(p + 1, msg.size() - 1);
+      if (p[0] == 1) {
+        subscriptions_.insert(std::move(prefix));
+      } else if (p[0] == 0) {
+        subscriptions_.erase(prefix);
+      }
+    }
+  }
+
+  zmq::context_t context_{1};
+  zmq::socket_t router_;
+  zmq::socket_t pub_;
+  std::string bound_;
+  std::string pub_bound_;
+  std::size_t max_message_bytes_ = kDefaultMaxMessageBytes;
+  std::set<std::string> subscriptions_;
+  MemoryJobQueue queue_;
+  std::unique_ptr<BrokerCore> core_;
+};
+
+BrokerServer::BrokerServer(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+BrokerServer::~BrokerServer() = default;
+BrokerServer::BrokerServer(BrokerServer&&) noexcept = default;
+BrokerServer& BrokerServer::operator=(BrokerServer&&) noexcept = default;
+
+const std::string& BrokerServer::bound_address() const noexcept { return impl_->bound(); }
+const std::string& BrokerServer::pub_address() const noexcept { return impl_->pub_bound(); }
+void BrokerServer::run(const StopSignal& stop) { impl_->run(stop); }
+
+}  // namespace mw::broker

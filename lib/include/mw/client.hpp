@@ -1,0 +1,101 @@
+// mw/client.hpp — submit jobs and ask the broker how things stand.
+//
+//   mw::Client client;                                   // $MW_BROKER or tcp://127.0.0.1:5555
+//   auto flow = client.submit("sampleworker", mw::Payload::of(0.5));
+//   auto outcome = client.submit_and_wait("sampleworker", mw::Payload::of(0.5), std::chrono::seconds(10));
+//   if (outcome && outcome->done) std::cout << outcome->result.to_json_text();
+//
+// For producers that keep many jobs in flight (mw bench), send_submit()
+// and next_event() pipeline requests without waiting for each answer.
+//
+// Not thread-safe: one Client per thread. Move-only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mw/options.hpp"
+#include "mw/payload.hpp"
+#include "mw/wire.hpp"
+
+namespace mw {
+
+struct ClientOptions {
+  std::string broker = default_broker_address();
+  // How long submit() and status() wait for the broker's answer before
+  // throwing mw::Error (the broker is down or unreachable).
+  std::chrono::milliseconds timeout{5000};
+};
+
+struct SubmitOptions {
+  std::uint32_t max_attempts = 0;  // per stage; 0 = the broker's default (5)
+};
+
+// How a flow ended.
+struct Outcome {
+  std::uint64_t flow_id = 0;
+  bool done = false;        // false: dead (error says why)
+  Payload result;           // the final result; for a dead flow, the input of the stage that died
+  std::string error;
+  std::string last_type;    // the stage that finished or died
+  std::uint32_t attempts = 0;
+};
+
+// One answer from the broker, for pipelined use.
+struct ClientEvent {
+  enum class Kind { Accepted, Result, Error };
+  Kind kind = Kind::Accepted;
+  std::uint64_t request_id = 0;  // Accepted, Error
+  std::uint64_t flow_id = 0;     // Accepted, Result
+  Outcome outcome;               // Result
+  ErrorCode code = ErrorCode::BadRequest;  // Error
+  std::string message;           // Error
+};
+
+class Client {
+ public:
+  // Connects in the background; never blocks. Throws mw::Error for an
+  // address ZeroMQ rejects.
+  explicit Client(ClientOptions options = {});
+  ~Client();
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+
+  // Submits a job and returns its flow id once the broker has accepted it.
+  // Throws mw::Error on an ERROR reply or when no answer comes in time.
+  std::uint64_t submit(std::string_view type, const Payload& payload, SubmitOptions options = {});
+
+  // Submits and waits for the flow's end. Returns nullopt when `timeout`
+  // passes first (the flow goes on). Throws mw::Error on an ERROR reply or
+  // when the broker goes silent for its liveness period.
+  [[nodiscard]] std::optional<Outcome> submit_and_wait(std::string_view type, const Payload& payload,
+                                                       std::chrono::milliseconds timeout, SubmitOptions options = {});
+
+  // The broker's counters, queues and workers. Throws mw::Error on timeout.
+  wire::Stats status();
+
+  // The address where the broker publishes events, connectable from here.
+  // Throws mw::Error on timeout.
+  std::string pub_address();
+
+  // Pipelined submit: queues the request and returns its request id at
+  // once. Answers arrive through next_event(): ACCEPTED (or ERROR) always,
+  // RESULT too when `wait`.
+  std::uint64_t send_submit(std::string_view type, std::string_view msgpack_payload, bool wait,
+                            SubmitOptions options = {});
+
+  // The next answer, or nullopt when none arrives within `timeout`.
+  [[nodiscard]] std::optional<ClientEvent> next_event(std::chrono::milliseconds timeout);
+
+  const std::string& broker() const noexcept;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mw

@@ -1,0 +1,39 @@
+// mw/error.hpp — how mw reports failure.
+//
+// mw::Error is thrown for set-up and programmer mistakes (a bad address, a
+// broker that cannot be reached in time, an ERROR reply). Timeouts and
+// "nothing yet" are std::optional returns, never exceptions. A job handler
+// fails a job by throwing: any std::exception fails it retryably, JobError
+// lets the handler say whether a retry can help.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "mw/protocol.hpp"
+
+namespace mw {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message, ErrorCode code = ErrorCode::Internal)
+      : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// Thrown from a job handler to fail the job. `retryable == false` makes the
+// job dead at once (bad input will not get better on the next attempt).
+class JobError : public std::runtime_error {
+ public:
+  explicit JobError(const std::string& message, bool retryable = true)
+      : std::runtime_error(message), retryable_(retryable) {}
+  bool retryable() const noexcept { return retryable_; }
+
+ private:
+  bool retryable_;
+};
+
+}  // namespace mw

@@ -1,0 +1,47 @@
+// mw/log.hpp — one-line log messages on stderr, with a level and a limiter.
+//
+// Lines look like `2026-11-28T10:00:00.123Z warn  broker: message`.
+// Thread safety: every function may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace mw {
+
+enum class LogLevel { debug, info, warn, error, off };
+
+// Process-wide threshold; messages below it are skipped. Default: info.
+void set_log_level(LogLevel level) noexcept;
+bool log_enabled(LogLevel level) noexcept;
+
+// Parses "debug", "info", "warn", "error" or "off". Throws mw::Error naming
+// the accepted values otherwise.
+LogLevel parse_log_level(std::string_view text);
+
+void log(LogLevel level, std::string_view component, std::string_view message);
+
+// Returns a printable sample of untrusted bytes: at most `max_bytes`, with
+// anything outside printable ASCII written as \xNN, and "…(N bytes)" when cut.
+std::string sanitized_sample(std::string_view bytes, std::size_t max_bytes = 32);
+
+// Lets through at most `burst` events per window; counts what it holds back
+// so the next line that passes can say how many were suppressed.
+class LogLimiter {
+ public:
+  LogLimiter(std::uint32_t burst, std::int64_t window_ms) : burst_(burst), window_ms_(window_ms) {}
+
+  // Returns true when the caller may log now. `suppressed` receives how many
+  // events were dropped since the last one let through.
+  [[nodiscard]] bool allow(std::int64_t now_ms, std::uint64_t& suppressed) noexcept;
+
+ private:
+  std::uint32_t burst_;
+  std::int64_t window_ms_;
+  std::int64_t window_start_ms_ = 0;
+  std::uint32_t used_ = 0;
+  std::uint64_t suppressed_ = 0;
+};
+
+}  // namespace mw

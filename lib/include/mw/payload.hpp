@@ -1,0 +1,84 @@
+// mw/payload.hpp — the msgpack value a job carries.
+//
+// A Payload owns the raw msgpack bytes of one value. Build it from JSON, from
+// any type msgpack-c can pack (including structs with MSGPACK_DEFINE_MAP), or
+// from bytes you already have; read it back the same ways. The broker never
+// looks inside a payload: only workers and clients decode it.
+//
+//   struct Order { std::string id; double total; MSGPACK_DEFINE_MAP(id, total); };
+//   auto p = mw::Payload::of(Order{"o1", 9.5});
+//   Order o = p.as<Order>();
+//   nlohmann::json j = p.to_json();      // {"id":"o1","total":9.5}
+//
+// Thread safety: a const Payload may be read from many threads.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <msgpack.hpp>
+#include <nlohmann/json.hpp>
+
+#include "mw/error.hpp"
+
+namespace mw {
+
+class Payload {
+ public:
+  // The msgpack nil value.
+  Payload();
+
+  // Takes `msgpack_bytes` as they are. Throws mw::Error unless they hold
+  // exactly one well-formed msgpack value.
+  static Payload from_msgpack(std::string msgpack_bytes);
+
+  // Takes bytes without checking them; for bytes that came from the broker
+  // and will be checked when decoded.
+  static Payload adopt(std::string msgpack_bytes) noexcept;
+
+  static Payload from_json(const nlohmann::json& value);
+
+  // Parses JSON text. Throws mw::Error with the parser's message on bad JSON.
+  static Payload parse_json(std::string_view json_text);
+
+  // Packs any value msgpack-c knows how to pack.
+  template <typename T>
+  static Payload of(const T& value) {
+    msgpack::sbuffer buffer;
+    msgpack::pack(buffer, value);
+    return adopt(std::string(buffer.data(), buffer.size()));
+  }
+
+  // Unpacks into T. Throws mw::Error when the bytes are malformed or do not
+  // convert to T (msgpack's type_error names no field; the message says so).
+  template <typename T>
+  T as() const {
+    msgpack::object_handle handle = unpack();
+    try {
+      return handle.get().as<T>();
+    } catch (const std::exception& e) {
+      throw Error(std::string("payload does not convert to the requested type: ") + e.what(),
+                  ErrorCode::BadRequest);
+    }
+  }
+
+  // Throws mw::Error when the bytes are malformed. Binary strings become
+  // arrays of byte values; map keys that are not strings are written as JSON text.
+  nlohmann::json to_json() const;
+  std::string to_json_text() const;
+
+  const std::string& bytes() const noexcept { return bytes_; }
+  std::size_t size() const noexcept { return bytes_.size(); }
+
+  // Decodes with hostile-input limits (see mw/wire.hpp). Throws mw::Error.
+  msgpack::object_handle unpack() const;
+
+  friend bool operator==(const Payload&, const Payload&) = default;
+
+ private:
+  explicit Payload(std::string bytes) noexcept : bytes_(std::move(bytes)) {}
+  std::string bytes_;
+};
+
+}  // namespace mw

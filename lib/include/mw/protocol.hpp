@@ -1,0 +1,99 @@
+// mw/protocol.hpp — the constants of the MW/1 wire protocol.
+//
+// Everything a peer needs to frame a message lives here; the body layout of
+// each command is documented in docs/PROTOCOL.md and encoded in mw/wire.hpp.
+//
+// A message on the wire (as a DEALER sends it; the broker's ROUTER sees an
+// extra routing-id frame in front):
+//
+//   frame 0  tag      4 bytes: 'M' 'W' '1' <command byte>
+//   frame 1  header   one msgpack array (absent for HEARTBEAT and DISCONNECT)
+//   frame 2  payload  raw msgpack bytes (JOB, DONE, SUBMIT, RESULT only)
+//
+// On the wire: never renumber a Command or an ErrorCode; add new ones.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace mw {
+
+// The first three bytes of every tag frame; the fourth is the Command.
+inline constexpr std::string_view kProtocolTag = "MW1";
+inline constexpr std::size_t kTagFrameBytes = 4;
+inline constexpr std::uint32_t kProtocolVersion = 1;
+
+enum class Command : std::uint8_t {
+  Hello = 0x01,       // any → broker: [role, name, version]
+  Welcome = 0x02,     // broker → any: [pub address, heartbeat ms, broker version, max message bytes]
+  Ready = 0x03,       // worker → broker: [[type…], next type, credit, host, pid]
+  Job = 0x04,         // broker → worker: [job id, type, attempt, flow id, entity] + payload
+  Done = 0x05,        // worker → broker: [job id, next type | nil] + result
+  Fail = 0x06,        // worker → broker: [job id, error, retryable]
+  Submit = 0x07,      // client → broker: [request id, type, wait, max attempts] + payload
+  Accepted = 0x08,    // broker → client: [request id, flow id]
+  Result = 0x09,      // broker → client: [flow id, outcome, error, last type, attempts] + result
+  Call = 0x0A,        // client → broker: entity endpoints (reserved for the entity service)
+  Reply = 0x0B,       // broker → client: entity endpoints (reserved for the entity service)
+  Status = 0x0C,      // any → broker: [request id]
+  Stats = 0x0D,       // broker → any: [request id, stats map]
+  Heartbeat = 0x0E,   // both ways: no header
+  Disconnect = 0x0F,  // both ways: no header
+  Error = 0x10,       // broker → any: [code, message, request id]
+};
+
+// Returns the command's name as written in docs and logs ("READY"), or
+// "UNKNOWN" for a byte that is not a Command.
+std::string_view command_name(Command command) noexcept;
+
+// Returns true when `byte` is one of the Command values above.
+bool is_known_command(std::uint8_t byte) noexcept;
+
+// Codes carried by ERROR messages and failed RESULTs. Numbers follow HTTP
+// where a meaning exists so entity errors and protocol errors share one table.
+enum class ErrorCode : std::uint16_t {
+  BadRequest = 400,       // malformed header, wrong field types
+  NotRegistered = 401,    // a worker-only command from a peer that never sent READY
+  NotFound = 404,         // unknown job id, entity or endpoint
+  UnknownCommand = 405,   // a tag with a command byte this broker does not know
+  Conflict = 409,
+  TooLarge = 413,         // a frame or message over the broker's limit
+  BadProtocol = 426,      // a tag frame that is not MW1
+  Unavailable = 503,      // the broker is shutting down
+  Internal = 500,
+  NotImplemented = 501,   // a known command this broker does not serve (CALL without an entity store)
+};
+
+// Roles a peer declares in HELLO.
+inline constexpr std::string_view kRoleWorker = "worker";
+inline constexpr std::string_view kRoleClient = "client";
+inline constexpr std::string_view kRoleListener = "listener";
+
+// Outcomes carried in RESULT.
+inline constexpr std::string_view kOutcomeDone = "done";
+inline constexpr std::string_view kOutcomeDead = "dead";
+
+// The seed's field in a worker's result that names the next worker type.
+inline constexpr std::string_view kNextWorkerTypeField = "nextWorkerType";
+
+// Topic prefix reserved for the broker's own lifecycle events on PUB.
+inline constexpr std::string_view kSystemTopicPrefix = "$mw.";
+
+// Limits. A header is small by design; payloads are bounded by the broker's
+// --max-message-bytes (which also sets ZMQ_MAXMSGSIZE).
+inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+inline constexpr std::size_t kMaxTypeNameBytes = 128;
+inline constexpr std::size_t kMaxTypesPerWorker = 64;
+inline constexpr std::size_t kDefaultMaxMessageBytes = 16 * 1024 * 1024;
+inline constexpr std::uint32_t kMaxCredit = 10000;
+
+// Defaults shared by the broker and its peers.
+inline constexpr std::uint32_t kDefaultHeartbeatMs = 1000;
+inline constexpr std::uint32_t kHeartbeatLiveness = 3;  // missed intervals before a peer is dead
+inline constexpr std::uint32_t kDefaultMaxAttempts = 5;
+inline constexpr std::string_view kDefaultBrokerAddress = "tcp://127.0.0.1:5555";
+inline constexpr std::string_view kDefaultPubAddress = "tcp://127.0.0.1:5556";
+inline constexpr std::string_view kBrokerEnvVar = "MW_BROKER";
+
+}  // namespace mw

@@ -1,0 +1,212 @@
+// mw/wire.hpp — encode and decode every MW/1 message, in one place.
+//
+// Each command has a plain struct for its header and a pair of functions:
+// `encode(const T&)` returns the header frame, `decode_T(frame)` parses one.
+// Decoded structs hold string_views into the frame they came from: keep the
+// frame alive while you use them.
+//
+// Decoding treats its input as hostile: every decode is bounded (see
+// mw/protocol.hpp limits) and throws mw::wire::DecodeError with a short
+// reason on anything malformed; it never allocates more than a small multiple
+// of the input's size. Fields appended by a newer peer are ignored, so a
+// header may grow at the end without a version bump.
+//
+// Thread safety: all functions are safe to call from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "mw/protocol.hpp"
+
+namespace mw::wire {
+
+// Thrown by every decode on malformed input. what() is one short line, safe
+// to send back in an ERROR message.
+class DecodeError : public std::runtime_error {
+ public:
+  DecodeError(ErrorCode code, const std::string& reason)
+      : std::runtime_error(reason), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+struct Hello {
+  std::string_view role;  // kRoleWorker, kRoleClient or kRoleListener
+  std::string_view name;  // free text for logs, e.g. "sampleworker@host"
+  std::uint32_t version = kProtocolVersion;
+};
+
+struct Welcome {
+  std::string_view pub_address;  // where the broker publishes events
+  std::uint32_t heartbeat_ms = kDefaultHeartbeatMs;
+  std::string_view broker_version;
+  std::uint64_t max_message_bytes = kDefaultMaxMessageBytes;
+};
+
+struct Ready {
+  std::vector<std::string_view> types;  // 1..kMaxTypesPerWorker job types served
+  std::string_view next;                // static next type; empty = none
+  std::uint32_t credit = 1;             // jobs the broker may keep in flight here
+  std::string_view host;
+  std::uint32_t pid = 0;
+};
+
+struct JobHeader {
+  std::uint64_t job_id = 0;   // unique per dispatchable job (one per pipeline stage)
+  std::string_view type;
+  std::uint32_t attempt = 1;  // 1 on the first delivery
+  std::uint64_t flow_id = 0;  // the id the submitter got; same for every stage
+  std::string_view entity;    // "endpoint/id" or empty
+};
+
+struct Done {
+  std::uint64_t job_id = 0;
+  // Absent: continue with the worker's static next type (READY). Empty
+  // string: the flow ends here. Otherwise: the next job's type.
+  std::optional<std::string_view> next;
+};
+
+struct Fail {
+  std::uint64_t job_id = 0;
+  std::string_view error;
+  bool retryable = true;
+};
+
+struct Submit {
+  std::uint64_t request_id = 0;  // echoed in ACCEPTED/ERROR, chosen by the client
+  std::string_view type;
+  bool wait = false;             // send a RESULT when the flow ends
+  std::uint32_t max_attempts = 0;  // 0 = broker default
+};
+
+struct Accepted {
+  std::uint64_t request_id = 0;
+  std::uint64_t flow_id = 0;
+};
+
+struct Result {
+  std::uint64_t flow_id = 0;
+  std::string_view outcome;    // kOutcomeDone or kOutcomeDead
+  std::string_view error;      // empty when done
+  std::string_view last_type;  // type of the stage that finished or died
+  std::uint32_t attempts = 0;  // attempts of that last stage
+};
+
+struct StatusRequest {
+  std::uint64_t request_id = 0;
+};
+
+struct ErrorReply {
+  ErrorCode code = ErrorCode::BadRequest;
+  std::string_view message;
+  std::uint64_t request_id = 0;  // the request it answers, 0 when none
+};
+
+// The second frame of every event on PUB (the first is the topic, the third
+// the data as raw msgpack). seq is 0 for events that are not stored.
+struct EventMeta {
+  std::uint64_t seq = 0;
+  std::uint64_t flow_id = 0;    // system job events; 0 otherwise
+  std::string_view type;        // job type(s) for system events
+  std::string_view error;       // why, for $mw.job.dead and $mw.worker.gone
+};
+
+// What `mw status` shows. Owned strings: this is built by the broker and
+// decoded by clients, never on a hot path.
+struct TypeStats {
+  std::string type;
+  std::uint32_t workers = 0;
+  std::uint64_t queued = 0;
+  std::uint64_t oldest_queued_ms = 0;  // age of the oldest queued job, 0 if none
+  std::uint64_t in_flight = 0;
+  std::uint64_t done = 0;
+  std::uint64_t failed = 0;  // FAIL messages received
+  std::uint64_t dead = 0;    // jobs that gave up
+  double done_per_second = 0;  // over the last few seconds
+};
+
+struct WorkerInfo {
+  std::string id;  // printable routing id
+  std::vector<std::string> types;
+  std::string next;
+  std::string host;
+  std::uint32_t pid = 0;
+  std::uint32_t credit = 0;
+  std::uint32_t in_flight = 0;
+  std::uint64_t done = 0;
+};
+
+struct Stats {
+  std::uint64_t request_id = 0;
+  std::string broker_version;
+  std::uint64_t uptime_ms = 0;
+  std::string store;
+  std::uint64_t submitted = 0;
+  std::uint64_t done = 0;      // flows finished
+  std::uint64_t failed = 0;    // FAIL messages
+  std::uint64_t dead = 0;      // flows that gave up
+  std::uint64_t retried = 0;
+  std::uint64_t requeued = 0;  // jobs handed back by lost workers
+  double submitted_per_second = 0;
+  double done_per_second = 0;
+  std::vector<TypeStats> types;
+  std::vector<WorkerInfo> workers;
+};
+
+// ---- the tag frame --------------------------------------------------------
+
+zmq::message_t encode_tag(Command command);
+
+// Returns the command of a tag frame. Throws DecodeError (BadProtocol) for a
+// frame that is not "MW1"+byte, (UnknownCommand) for an unknown byte.
+Command decode_tag(const zmq::message_t& frame);
+
+// How many frames (tag included, routing id excluded) a command carries.
+std::size_t frame_count(Command command) noexcept;
+
+// ---- headers --------------------------------------------------------------
+
+zmq::message_t encode(const Hello& m);
+zmq::message_t encode(const Welcome& m);
+zmq::message_t encode(const Ready& m);
+zmq::message_t encode(const JobHeader& m);
+zmq::message_t encode(const Done& m);
+zmq::message_t encode(const Fail& m);
+zmq::message_t encode(const Submit& m);
+zmq::message_t encode(const Accepted& m);
+zmq::message_t encode(const Result& m);
+zmq::message_t encode(const StatusRequest& m);
+zmq::message_t encode(const ErrorReply& m);
+zmq::message_t encode(const Stats& m);
+zmq::message_t encode(const EventMeta& m);
+
+Hello decode_hello(const zmq::message_t& frame);
+Welcome decode_welcome(const zmq::message_t& frame);
+Ready decode_ready(const zmq::message_t& frame);
+JobHeader decode_job(const zmq::message_t& frame);
+Done decode_done(const zmq::message_t& frame);
+Fail decode_fail(const zmq::message_t& frame);
+Submit decode_submit(const zmq::message_t& frame);
+Accepted decode_accepted(const zmq::message_t& frame);
+Result decode_result(const zmq::message_t& frame);
+StatusRequest decode_status(const zmq::message_t& frame);
+ErrorReply decode_error(const zmq::message_t& frame);
+Stats decode_stats(const zmq::message_t& frame);
+EventMeta decode_event_meta(const zmq::message_t& frame);
+
+// Throws DecodeError unless `frame` holds exactly one well-formed msgpack
+// value within the given size, nesting and element limits. Used on payloads
+// that a peer will later decode, and by tests.
+void check_msgpack(std::span<const char> bytes, std::size_t max_depth = 64);
+
+}  // namespace mw::wire

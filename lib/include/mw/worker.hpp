@@ -1,0 +1,110 @@
+// mw/worker.hpp — serve jobs of a type, in a pipeline.
+//
+// A worker registers with the broker for one or more job types, receives
+// jobs, runs a handler on each and reports the result. Whatever the handler
+// returns becomes a job of the next type: the worker's static `next`, or
+// the `nextWorkerType` field of the result (seed compatible; it wins, and
+// is removed from the result; null ends the flow). No next type: the flow
+// is done and a waiting submitter gets the result.
+//
+// The fifteen-line worker (see examples/sample_worker.cpp):
+//
+//   int main(int argc, char** argv) {
+//     return mw::run_worker(argc, argv, {.type = "sampleworker", .next = "nextworker"},
+//                           [](const mw::Job& job) {
+//                             double x = job.payload.as<double>();
+//                             double y = std::sin(x);
+//                             if (std::isnan(y)) throw mw::JobError("The result is not a number", false);
+//                             return mw::Payload::of(y);
+//                           });
+//   }
+//
+// Failing a job: throw. mw::JobError says whether a retry can help; any
+// other exception is retryable. The broker retries with backoff up to the
+// job's max attempts.
+//
+// Reliability: the worker heartbeats from its I/O thread while handlers
+// run, reconnects and registers again by itself when the broker goes silent
+// or restarts, and on stop hands back jobs it has not started, lets running
+// ones finish and report, then says DISCONNECT.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mw/options.hpp"
+#include "mw/payload.hpp"
+#include "mw/stop_signal.hpp"
+
+namespace mw {
+
+// One job as a handler sees it.
+struct Job {
+  std::uint64_t id = 0;       // this stage's id
+  std::uint64_t flow_id = 0;  // the id the submitter got; same at every stage
+  std::string type;
+  std::uint32_t attempt = 1;  // 1 on first delivery
+  std::string entity;         // "endpoint/id" or empty
+  Payload payload;
+};
+
+// Returns the result; throws to fail the job. Called on a handler thread,
+// never concurrently on the same Job; with threads > 1, concurrently for
+// different jobs.
+using Handler = std::function<Payload(const Job&)>;
+
+struct WorkerOptions {
+  std::string broker = default_broker_address();
+  std::vector<std::string> types;  // REQUIRES: at least one
+  std::string next;                // static next type; empty = the flow ends here
+  // Jobs the broker keeps in flight on this worker (its credit). More than
+  // `threads` lets the next job wait here instead of a round trip away.
+  std::uint32_t concurrency = 1;
+  std::uint32_t threads = 1;  // handler threads: jobs actually run at once
+  std::string name;           // for logs; default "<type>@<host>"
+};
+
+class Worker {
+ public:
+  // Throws mw::Error for options that cannot work (no type, zero credit).
+  Worker(WorkerOptions options, Handler handler);
+  ~Worker();
+  Worker(Worker&&) noexcept;
+  Worker& operator=(Worker&&) noexcept;
+
+  // Serves until `stop` fires, then shuts down as described above and
+  // returns. Never returns early on broker trouble: it keeps reconnecting.
+  void run(const StopSignal& stop);
+
+  struct Counters {
+    std::uint64_t done = 0;
+    std::uint64_t failed = 0;
+    std::uint64_t registrations = 0;  // 1 + reconnections
+  };
+  // Thread-safe snapshot.
+  Counters counters() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// What a worker program is when the command line says nothing else.
+struct WorkerDefaults {
+  std::string_view type;
+  std::string_view next;
+  std::uint32_t concurrency = 1;
+};
+
+// The standard main of a worker program: parses --broker, --type, --next,
+// --concurrency, --threads, --log-level (and --help), stops on SIGINT or
+// SIGTERM, and runs. Returns the process exit code; errors are one line on
+// stderr.
+int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler);
+
+}  // namespace mw

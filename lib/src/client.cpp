@@ -1,0 +1,275 @@
+#include "mw/client.hpp"
+
+#include <deque>
+#include <functional>
+
+#include "mw/log.hpp"
+#include "peer_socket.hpp"
+
+namespace mw {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string error_text(const wire::ErrorReply& e) {
+  return "broker: " + std::string(e.message) + " (" + std::to_string(static_cast<int>(e.code)) + ")";
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options)
+      : options_(std::move(options)), context_(1), peer_(context_, options_.broker) {}
+
+  std::uint64_t send_submit(std::string_view type, std::string_view payload, bool wait, SubmitOptions options) {
+    if (type.empty() || type.size() > kMaxTypeNameBytes)
+      throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
+    const std::uint64_t request_id = ++last_request_id_;
+    zmq::message_t header = wire::encode(wire::Submit{request_id, type, wait, options.max_attempts});
+    zmq::message_t body(payload.data(), payload.size());
+    peer_.send(Command::Submit, &header, &body);
+    return request_id;
+  }
+
+  std::optional<ClientEvent> next_event(std::chrono::milliseconds timeout) {
+    if (!backlog_.empty()) {
+      ClientEvent e = std::move(backlog_.front());
+      backlog_.pop_front();
+      return e;
+    }
+    const auto deadline = Clock::now() + timeout;
+    std::optional<ClientEvent> found;
+    receive_until(deadline, [&](detail::Inbound& in) {
+      found = to_event(in);
+      return found.has_value();
+    });
+    return found;
+  }
+
+  std::uint64_t submit(std::string_view type, const Payload& payload, SubmitOptions options) {
+    const auto request_id = send_submit(type, payload.bytes(), false, options);
+    return await_accepted(request_id);
+  }
+
+  std::optional<Outcome> submit_and_wait(std::string_view type, const Payload& payload,
+                                         std::chrono::milliseconds timeout, SubmitOptions options) {
+    say_hello();  // heartbeats tell us if the broker dies while we wait
+    const auto request_id = send_submit(type, payload.bytes(), true, options);
+    const auto flow_id = await_accepted(request_id);
+    const auto deadline = Clock::now() + timeout;
+    std::optional<Outcome> outcome;
+    if (take_from_backlog([&](ClientEvent& e) {
+          if (e.kind != ClientEvent::Kind::Result || e.flow_id != flow_id) return false;
+          outcome = std::move(e.outcome);
+          return true;
+        }))
+      return outcome;
+    receive_until(deadline, [&](detail::Inbound& in) {
+      auto e = to_event(in);
+      if (!e) return false;
+      if (e->kind == ClientEvent::Kind::Result && e->flow_id == flow_id) {
+        outcome = std::move(e->outcome);
+        return true;
+      }
+      backlog_.push_back(std::move(*e));
+      return false;
+    });
+    return outcome;
+  }
+
+  wire::Stats status() {
+    const std::uint64_t request_id = ++last_request_id_;
+    zmq::message_t header = wire::encode(wire::StatusRequest{request_id});
+    peer_.send(Command::Status, &header);
+    std::optional<wire::Stats> stats;
+    receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+      if (in.command == Command::Stats) {
+        auto s = wire::decode_stats(in.header);
+        if (s.request_id == request_id) {
+          stats = std::move(s);
+          return true;
+        }
+        return false;
+      }
+      if (in.command == Command::Error) {
+        const auto e = wire::decode_error(in.header);
+        if (e.request_id == 0 || e.request_id == request_id) throw Error(error_text(e), e.code);
+      }
+      if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
+      return false;
+    });
+    if (!stats) throw no_answer("STATUS");
+    return std::move(*stats);
+  }
+
+  std::string pub_address() {
+    if (pub_address_.empty()) {
+      say_hello();
+      receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+        if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
+        return !pub_address_.empty();
+      });
+      if (pub_address_.empty()) throw no_answer("HELLO");
+    }
+    return connectable_address(pub_address_, options_.broker);
+  }
+
+  const std::string& broker() const noexcept { return options_.broker; }
+
+ private:
+  Error no_answer(const char* what) const {
+    return Error("no answer to " + std::string(what) + " from the broker at " + options_.broker + " within " +
+                     std::to_string(options_.timeout.count()) + " ms: is mw-broker running there? (--broker or $MW_BROKER)",
+                 ErrorCode::Unavailable);
+  }
+
+  void say_hello() {
+    if (said_hello_) return;
+    zmq::message_t hello = wire::encode(wire::Hello{kRoleClient, "mw-client", kProtocolVersion});
+    peer_.send(Command::Hello, &hello);
+    said_hello_ = true;
+    last_heard_ = Clock::now();
+    last_heartbeat_ = Clock::now();
+  }
+
+  std::uint64_t await_accepted(std::uint64_t request_id) {
+    std::optional<std::uint64_t> flow_id;
+    receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+      if (in.command == Command::Accepted) {
+        const auto a = wire::decode_accepted(in.header);
+        if (a.request_id == request_id) {
+          flow_id = a.flow_id;
+          return true;
+        }
+      } else if (in.command == Command::Error) {
+        const auto e = wire::decode_error(in.header);
+        if (e.request_id == request_id || e.request_id == 0) throw Error(error_text(e), e.code);
+      }
+      if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
+      return false;
+    });
+    if (!flow_id) throw no_answer("SUBMIT");
+    return *flow_id;
+  }
+
+  bool take_from_backlog(const std::function<bool(ClientEvent&)>& want) {
+    for (auto it = backlog_.begin(); it != backlog_.end(); ++it) {
+      if (want(*it)) {
+        backlog_.erase(it);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Reads messages until `accept` returns true or `deadline` passes. Keeps
+  // the heartbeat going when this client said HELLO, and throws when the
+  // broker has been silent for its whole liveness period.
+  void receive_until(Clock::time_point deadline, const std::function<bool(detail::Inbound&)>& accept) {
+    for (;;) {
+      while (auto in = peer_.try_recv()) {
+        last_heard_ = Clock::now();
+        if (in->command == Command::Welcome) {
+          const auto w = wire::decode_welcome(in->header);
+          pub_address_ = std::string(w.pub_address);
+          heartbeat_ms_ = w.heartbeat_ms ? w.heartbeat_ms : kDefaultHeartbeatMs;
+        } else if (in->command == Command::Heartbeat) {
+          continue;
+        } else if (in->command == Command::Disconnect) {
+          if (said_hello_)
+            throw Error("the broker at " + options_.broker + " closed our session (it stopped or restarted)",
+                        ErrorCode::Unavailable);
+          continue;
+        }
+        if (accept(*in)) return;
+      }
+      const auto now = Clock::now();
+      if (now >= deadline) return;
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1);
+      if (said_hello_) {
+        const auto beat = std::chrono::milliseconds(heartbeat_ms_);
+        if (now - last_heartbeat_ >= beat) {
+          peer_.send(Command::Heartbeat);
+          last_heartbeat_ = now;
+        }
+        if (now - last_heard_ > beat * kHeartbeatLiveness)
+          throw Error("lost the broker at " + options_.broker + ": no heartbeat for " +
+                          std::to_string(heartbeat_ms_ * kHeartbeatLiveness) + " ms",
+                      ErrorCode::Unavailable);
+        wait = std::min(wait, beat);
+      }
+      zmq::pollitem_t item{peer_.socket().handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, wait);
+    }
+  }
+
+  std::optional<ClientEvent> to_event(detail::Inbound& in) {
+    ClientEvent e;
+    switch (in.command) {
+      case Command::Accepted: {
+        const auto a = wire::decode_accepted(in.header);
+        e.kind = ClientEvent::Kind::Accepted;
+        e.request_id = a.request_id;
+        e.flow_id = a.flow_id;
+        return e;
+      }
+      case Command::Result: {
+        const auto r = wire::decode_result(in.header);
+        e.kind = ClientEvent::Kind::Result;
+        e.flow_id = r.flow_id;
+        e.outcome.flow_id = r.flow_id;
+        e.outcome.done = r.outcome == kOutcomeDone;
+        e.outcome.error = r.error;
+        e.outcome.last_type = r.last_type;
+        e.outcome.attempts = r.attempts;
+        e.outcome.result = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
+        return e;
+      }
+      case Command::Error: {
+        const auto r = wire::decode_error(in.header);
+        e.kind = ClientEvent::Kind::Error;
+        e.request_id = r.request_id;
+        e.code = r.code;
+        e.message = r.message;
+        return e;
+      }
+      default:
+        return std::nullopt;
+    }
+  }
+
+  ClientOptions options_;
+  zmq::context_t context_;
+  detail::PeerSocket peer_;
+  std::uint64_t last_request_id_ = 0;
+  std::deque<ClientEvent> backlog_;
+  bool said_hello_ = false;
+  std::string pub_address_;
+  std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
+  Clock::time_point last_heard_ = Clock::now();
+  Clock::time_point last_heartbeat_ = Clock::now();
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::~Client() = default;
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+
+std::uint64_t Client::submit(std::string_view type, const Payload& payload, SubmitOptions options) {
+  return impl_->submit(type, payload, options);
+}
+std::optional<Outcome> Client::submit_and_wait(std::string_view type, const Payload& payload,
+                                               std::chrono::milliseconds timeout, SubmitOptions options) {
+  return impl_->submit_and_wait(type, payload, timeout, options);
+}
+wire::Stats Client::status() { return impl_->status(); }
+std::string Client::pub_address() { return impl_->pub_address(); }
+std::uint64_t Client::send_submit(std::string_view type, std::string_view msgpack_payload, bool wait,
+                                  SubmitOptions options) {
+  return impl_->send_submit(type, msgpack_payload, wait, options);
+}
+std::optional<ClientEvent> Client::next_event(std::chrono::milliseconds timeout) { return impl_->next_event(timeout); }
+const std::string& Client::broker() const noexcept { return impl_->broker(); }
+
+}  // namespace mw

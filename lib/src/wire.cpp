@@ -1,0 +1,514 @@
+// Encoding and decoding of MW/1 headers. Headers are msgpack arrays read by
+// position; see docs/PROTOCOL.md for each layout.
+#include "mw/wire.hpp"
+
+#include <cstring>
+#include <limits>
+
+#include <msgpack.hpp>
+
+namespace mw::wire {
+namespace {
+
+// Strings in headers point into the frame instead of being copied.
+bool reference_everything(msgpack::type::object_type, std::size_t, void*) { return true; }
+
+// A header is decoded into this thread's zone, which is cleared (keeping its
+// first chunk) before every decode, so decoding does not allocate in steady state.
+msgpack::zone& decode_zone() {
+  thread_local msgpack::zone zone;
+  return zone;
+}
+
+// Every count in msgpack takes at least one byte per element, so no
+// container can honestly claim more elements than the input has bytes. Using
+// the input size as the limit stops "array of 4G elements" headers from
+// making msgpack-c allocate gigabytes up front.
+msgpack::unpack_limit limits_for(std::size_t bytes, std::size_t max_depth) {
+  const std::size_t n = bytes == 0 ? 1 : bytes;
+  return msgpack::unpack_limit(n, n, n, n, n, max_depth);
+}
+
+msgpack::object unpack_bounded(const char* data, std::size_t size, std::size_t max_depth) {
+  auto& zone = decode_zone();
+  zone.clear();
+  std::size_t offset = 0;
+  try {
+    msgpack::object obj = msgpack::unpack(zone, data, size, offset, reference_everything,
+                                          nullptr, limits_for(size, max_depth));
+    if (offset != size) throw DecodeError(ErrorCode::BadRequest, "trailing bytes after msgpack value");
+    return obj;
+  } catch (const DecodeError&) {
+    throw;
+  } catch (const msgpack::insufficient_bytes&) {
+    throw DecodeError(ErrorCode::BadRequest, "truncated msgpack");
+  } catch (const std::exception& e) {
+    // unpack_error, size/depth limit errors, bad_alloc: all mean hostile or broken input.
+    throw DecodeError(ErrorCode::BadRequest, std::string("bad msgpack: ") + e.what());
+  }
+}
+
+// Positional access to a header array with type checks that name the field.
+class Fields {
+ public:
+  Fields(const zmq::message_t& frame, std::size_t required, const char* what) : what_(what) {
+    if (frame.size() > kMaxHeaderBytes) throw DecodeError(ErrorCode::TooLarge, std::string(what) + ": header too large");
+    msgpack::object obj = unpack_bounded(frame.data<char>(), frame.size(), 8);
+    if (obj.type != msgpack::type::ARRAY)
+      throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": header is not an array");
+    array_ = obj.via.array;
+    if (array_.size < required)
+      throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": header has " + std::to_string(array_.size) +
+                                                   " fields, needs " + std::to_string(required));
+  }
+
+  bool has(std::size_t i) const { return i < array_.size && array_.ptr[i].type != msgpack::type::NIL; }
+
+  std::uint64_t u64(std::size_t i, const char* field) const {
+    const auto& o = at(i);
+    if (o.type != msgpack::type::POSITIVE_INTEGER) fail(field, "a non-negative integer");
+    return o.via.u64;
+  }
+
+  std::uint32_t u32(std::size_t i, const char* field) const {
+    std::uint64_t v = u64(i, field);
+    if (v > std::numeric_limits<std::uint32_t>::max()) fail(field, "a 32-bit integer");
+    return static_cast<std::uint32_t>(v);
+  }
+
+  bool boolean(std::size_t i, const char* field) const {
+    const auto& o = at(i);
+    if (o.type != msgpack::type::BOOLEAN) fail(field, "a boolean");
+    return o.via.boolean;
+  }
+
+  std::string_view str(std::size_t i, const char* field) const {
+    const auto& o = at(i);
+    if (o.type != msgpack::type::STR) fail(field, "a string");
+    return {o.via.str.ptr, o.via.str.size};
+  }
+
+  // A string, or empty for nil / a missing trailing field.
+  std::string_view str_or_empty(std::size_t i, const char* field) const {
+    return has(i) ? str(i, field) : std::string_view{};
+  }
+
+  const msgpack::object& at(std::size_t i) const {
+    if (i >= array_.size) throw DecodeError(ErrorCode::BadRequest, std::string(what_) + ": missing field");
+    return array_.ptr[i];
+  }
+
+  [[noreturn]] void fail(const char* field, const char* expected) const {
+    throw DecodeError(ErrorCode::BadRequest, std::string(what_) + ": " + field + " must be " + expected);
+  }
+
+ private:
+  const char* what_;
+  msgpack::object_array array_{};
+};
+
+std::string_view type_name(std::string_view type, const char* what) {
+  if (type.empty() || type.size() > kMaxTypeNameBytes)
+    throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": type must be 1.." +
+                                                 std::to_string(kMaxTypeNameBytes) + " bytes");
+  return type;
+}
+
+// This thread's encode buffer, cleared (capacity kept) for every message.
+class Writer {
+ public:
+  Writer() : buffer_(buffer()), packer_(buffer_) { buffer_.clear(); }
+  msgpack::packer<msgpack::sbuffer>& pack() { return packer_; }
+  Writer& array(std::uint32_t n) { packer_.pack_array(n); return *this; }
+  Writer& u64(std::uint64_t v) { packer_.pack_uint64(v); return *this; }
+  Writer& str(std::string_view s) {
+    packer_.pack_str(static_cast<std::uint32_t>(s.size()));
+    packer_.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+    return *this;
+  }
+  Writer& boolean(bool b) { b ? packer_.pack_true() : packer_.pack_false(); return *this; }
+  Writer& nil() { packer_.pack_nil(); return *this; }
+  Writer& f64(double d) { packer_.pack_double(d); return *this; }
+  zmq::message_t frame() { return zmq::message_t(buffer_.data(), buffer_.size()); }
+
+ private:
+  static msgpack::sbuffer& buffer() {
+    thread_local msgpack::sbuffer b(256);
+    return b;
+  }
+  msgpack::sbuffer& buffer_;
+  msgpack::packer<msgpack::sbuffer> packer_;
+};
+
+// Stats are a map so that other languages can read them by name.
+const msgpack::object* find_key(const msgpack::object& map, std::string_view key) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key)
+      return &kv.val;
+  }
+  return nullptr;
+}
+
+std::uint64_t map_u64(const msgpack::object& map, std::string_view key) {
+  const auto* v = find_key(map, key);
+  return v && v->type == msgpack::type::POSITIVE_INTEGER ? v->via.u64 : 0;
+}
+
+double map_f64(const msgpack::object& map, std::string_view key) {
+  const auto* v = find_key(map, key);
+  if (!v) return 0;
+  if (v->type == msgpack::type::FLOAT64 || v->type == msgpack::type::FLOAT32) return v->via.f64;
+  if (v->type == msgpack::type::POSITIVE_INTEGER) return static_cast<double>(v->via.u64);
+  return 0;
+}
+
+std::string map_str(const msgpack::object& map, std::string_view key) {
+  const auto* v = find_key(map, key);
+  return v && v->type == msgpack::type::STR ? std::string(v->via.str.ptr, v->via.str.size) : std::string();
+}
+
+std::vector<std::string> map_strs(const msgpack::object& map, std::string_view key) {
+  std::vector<std::string> out;
+  const auto* v = find_key(map, key);
+  if (!v || v->type != msgpack::type::ARRAY) return out;
+  for (std::uint32_t i = 0; i < v->via.array.size; ++i) {
+    const auto& s = v->via.array.ptr[i];
+    if (s.type == msgpack::type::STR) out.emplace_back(s.via.str.ptr, s.via.str.size);
+  }
+  return out;
+}
+
+void pack_kv(Writer& w, std::string_view key, std::uint64_t v) { w.str(key).u64(v); }
+void pack_kv(Writer& w, std::string_view key, double v) { w.str(key).f64(v); }
+void pack_kv(Writer& w, std::string_view key, std::string_view v) { w.str(key).str(v); }
+
+}  // namespace
+
+// ---- tag ------------------------------------------------------------------
+
+zmq::message_t encode_tag(Command command) {
+  const char tag[kTagFrameBytes] = {kProtocolTag[0], kProtocolTag[1], kProtocolTag[2],
+                                    static_cast<char>(command)};
+  return zmq::message_t(tag, sizeof tag);
+}
+
+Command decode_tag(const zmq::message_t& frame) {
+  const auto* p = frame.data<char>();
+  if (frame.size() != kTagFrameBytes || std::memcmp(p, kProtocolTag.data(), kProtocolTag.size()) != 0)
+    throw DecodeError(ErrorCode::BadProtocol, "first frame must be the 4-byte tag MW1<command>");
+  const auto byte = static_cast<std::uint8_t>(p[3]);
+  if (!is_known_command(byte))
+    throw DecodeError(ErrorCode::UnknownCommand, "unknown command 0x" + [&] {
+      const char* hex = "0123456789abcdef";
+      return std::string{hex[byte >> 4], hex[byte & 15]};
+    }());
+  return static_cast<Command>(byte);
+}
+
+std::size_t frame_count(Command command) noexcept {
+  switch (command) {
+    case Command::Heartbeat:
+    case Command::Disconnect:
+      return 1;
+    case Command::Job:
+    case Command::Done:
+    case Command::Submit:
+    case Command::Result:
+      return 3;
+    default:
+      return 2;
+  }
+}
+
+// ---- encode ---------------------------------------------------------------
+
+zmq::message_t encode(const Hello& m) {
+  Writer w;
+  w.array(3).str(m.role).str(m.name).u64(m.version);
+  return w.frame();
+}
+
+zmq::message_t encode(const Welcome& m) {
+  Writer w;
+  w.array(4).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
+  return w.frame();
+}
+
+zmq::message_t encode(const Ready& m) {
+  Writer w;
+  w.array(5);
+  w.array(static_cast<std::uint32_t>(m.types.size()));
+  for (auto t : m.types) w.str(t);
+  w.str(m.next).u64(m.credit).str(m.host).u64(m.pid);
+  return w.frame();
+}
+
+zmq::message_t encode(const JobHeader& m) {
+  Writer w;
+  w.array(5).u64(m.job_id).str(m.type).u64(m.attempt).u64(m.flow_id);
+  if (m.entity.empty()) w.nil(); else w.str(m.entity);
+  return w.frame();
+}
+
+zmq::message_t encode(const Done& m) {
+  Writer w;
+  w.array(2).u64(m.job_id);
+  if (m.next) w.str(*m.next); else w.nil();
+  return w.frame();
+}
+
+zmq::message_t encode(const Fail& m) {
+  Writer w;
+  w.array(3).u64(m.job_id).str(m.error).boolean(m.retryable);
+  return w.frame();
+}
+
+zmq::message_t encode(const Submit& m) {
+  Writer w;
+  w.array(4).u64(m.request_id).str(m.type).boolean(m.wait).u64(m.max_attempts);
+  return w.frame();
+}
+
+zmq::message_t encode(const Accepted& m) {
+  Writer w;
+  w.array(2).u64(m.request_id).u64(m.flow_id);
+  return w.frame();
+}
+
+zmq::message_t encode(const Result& m) {
+  Writer w;
+  w.array(5).u64(m.flow_id).str(m.outcome);
+  if (m.error.empty()) w.nil(); else w.str(m.error);
+  w.str(m.last_type).u64(m.attempts);
+  return w.frame();
+}
+
+zmq::message_t encode(const StatusRequest& m) {
+  Writer w;
+  w.array(1).u64(m.request_id);
+  return w.frame();
+}
+
+zmq::message_t encode(const ErrorReply& m) {
+  Writer w;
+  w.array(3).u64(static_cast<std::uint16_t>(m.code)).str(m.message).u64(m.request_id);
+  return w.frame();
+}
+
+zmq::message_t encode(const Stats& m) {
+  Writer w;
+  w.array(2).u64(m.request_id);
+  w.pack().pack_map(13);
+  pack_kv(w, "broker_version", std::string_view(m.broker_version));
+  pack_kv(w, "uptime_ms", m.uptime_ms);
+  pack_kv(w, "store", std::string_view(m.store));
+  pack_kv(w, "submitted", m.submitted);
+  pack_kv(w, "done", m.done);
+  pack_kv(w, "failed", m.failed);
+  pack_kv(w, "dead", m.dead);
+  pack_kv(w, "retried", m.retried);
+  pack_kv(w, "requeued", m.requeued);
+  pack_kv(w, "submitted_per_second", m.submitted_per_second);
+  pack_kv(w, "done_per_second", m.done_per_second);
+  w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
+  for (const auto& t : m.types) {
+    w.pack().pack_map(9);
+    pack_kv(w, "type", std::string_view(t.type));
+    pack_kv(w, "workers", std::uint64_t{t.workers});
+    pack_kv(w, "queued", t.queued);
+    pack_kv(w, "oldest_queued_ms", t.oldest_queued_ms);
+    pack_kv(w, "in_flight", t.in_flight);
+    pack_kv(w, "done", t.done);
+    pack_kv(w, "failed", t.failed);
+    pack_kv(w, "dead", t.dead);
+    pack_kv(w, "done_per_second", t.done_per_second);
+  }
+  w.str("workers").array(static_cast<std::uint32_t>(m.workers.size()));
+  for (const auto& wi : m.workers) {
+    w.pack().pack_map(8);
+    pack_kv(w, "id", std::string_view(wi.id));
+    w.str("types").array(static_cast<std::uint32_t>(wi.types.size()));
+    for (const auto& t : wi.types) w.str(t);
+    pack_kv(w, "next", std::string_view(wi.next));
+    pack_kv(w, "host", std::string_view(wi.host));
+    pack_kv(w, "pid", std::uint64_t{wi.pid});
+    pack_kv(w, "credit", std::uint64_t{wi.credit});
+    pack_kv(w, "in_flight", std::uint64_t{wi.in_flight});
+    pack_kv(w, "done", wi.done);
+  }
+  return w.frame();
+}
+
+zmq::message_t encode(const EventMeta& m) {
+  Writer w;
+  w.pack().pack_map(4);
+  pack_kv(w, "seq", m.seq);
+  pack_kv(w, "flow", m.flow_id);
+  pack_kv(w, "type", m.type);
+  pack_kv(w, "error", m.error);
+  return w.frame();
+}
+
+// ---- decode ---------------------------------------------------------------
+
+Hello decode_hello(const zmq::message_t& frame) {
+  Fields f(frame, 3, "HELLO");
+  return {f.str(0, "role"), f.str(1, "name"), f.u32(2, "version")};
+}
+
+Welcome decode_welcome(const zmq::message_t& frame) {
+  Fields f(frame, 4, "WELCOME");
+  return {f.str(0, "pub address"), f.u32(1, "heartbeat ms"), f.str(2, "broker version"),
+          f.u64(3, "max message bytes")};
+}
+
+Ready decode_ready(const zmq::message_t& frame) {
+  Fields f(frame, 5, "READY");
+  Ready m;
+  const auto& types = f.at(0);
+  if (types.type != msgpack::type::ARRAY || types.via.array.size == 0 ||
+      types.via.array.size > kMaxTypesPerWorker)
+    f.fail("types", "an array of 1..64 type names");
+  m.types.reserve(types.via.array.size);
+  for (std::uint32_t i = 0; i < types.via.array.size; ++i) {
+    const auto& t = types.via.array.ptr[i];
+    if (t.type != msgpack::type::STR) f.fail("types", "an array of strings");
+    m.types.push_back(type_name({t.via.str.ptr, t.via.str.size}, "READY"));
+  }
+  m.next = f.str_or_empty(1, "next");
+  if (m.next.size() > kMaxTypeNameBytes) f.fail("next", "at most 128 bytes");
+  m.credit = f.u32(2, "credit");
+  if (m.credit == 0 || m.credit > kMaxCredit) f.fail("credit", "1..10000");
+  m.host = f.str_or_empty(3, "host");
+  m.pid = f.u32(4, "pid");
+  return m;
+}
+
+JobHeader decode_job(const zmq::message_t& frame) {
+  Fields f(frame, 4, "JOB");
+  JobHeader m;
+  m.job_id = f.u64(0, "job id");
+  m.type = f.str(1, "type");
+  m.attempt = f.u32(2, "attempt");
+  m.flow_id = f.u64(3, "flow id");
+  m.entity = f.str_or_empty(4, "entity");
+  return m;
+}
+
+Done decode_done(const zmq::message_t& frame) {
+  Fields f(frame, 1, "DONE");
+  Done m;
+  m.job_id = f.u64(0, "job id");
+  if (f.has(1)) {
+    m.next = f.str(1, "next");
+    if (m.next->size() > kMaxTypeNameBytes) f.fail("next", "at most 128 bytes");
+  }
+  return m;
+}
+
+Fail decode_fail(const zmq::message_t& frame) {
+  Fields f(frame, 2, "FAIL");
+  Fail m;
+  m.job_id = f.u64(0, "job id");
+  m.error = f.str(1, "error");
+  m.retryable = f.has(2) ? f.boolean(2, "retryable") : true;
+  return m;
+}
+
+Submit decode_submit(const zmq::message_t& frame) {
+  Fields f(frame, 2, "SUBMIT");
+  Submit m;
+  m.request_id = f.u64(0, "request id");
+  m.type = type_name(f.str(1, "type"), "SUBMIT");
+  m.wait = f.has(2) ? f.boolean(2, "wait") : false;
+  m.max_attempts = f.has(3) ? f.u32(3, "max attempts") : 0;
+  return m;
+}
+
+Accepted decode_accepted(const zmq::message_t& frame) {
+  Fields f(frame, 2, "ACCEPTED");
+  return {f.u64(0, "request id"), f.u64(1, "flow id")};
+}
+
+Result decode_result(const zmq::message_t& frame) {
+  Fields f(frame, 4, "RESULT");
+  Result m;
+  m.flow_id = f.u64(0, "flow id");
+  m.outcome = f.str(1, "outcome");
+  m.error = f.str_or_empty(2, "error");
+  m.last_type = f.str(3, "last type");
+  m.attempts = f.has(4) ? f.u32(4, "attempts") : 0;
+  return m;
+}
+
+StatusRequest decode_status(const zmq::message_t& frame) {
+  Fields f(frame, 1, "STATUS");
+  return {f.u64(0, "request id")};
+}
+
+ErrorReply decode_error(const zmq::message_t& frame) {
+  Fields f(frame, 2, "ERROR");
+  ErrorReply m;
+  m.code = static_cast<ErrorCode>(f.u32(0, "code"));
+  m.message = f.str(1, "message");
+  m.request_id = f.has(2) ? f.u64(2, "request id") : 0;
+  return m;
+}
+
+Stats decode_stats(const zmq::message_t& frame) {
+  Fields f(frame, 2, "STATS");
+  Stats s;
+  s.request_id = f.u64(0, "request id");
+  const auto& map = f.at(1);
+  if (map.type != msgpack::type::MAP) f.fail("stats", "a map");
+  s.broker_version = map_str(map, "broker_version");
+  s.uptime_ms = map_u64(map, "uptime_ms");
+  s.store = map_str(map, "store");
+  s.submitted = map_u64(map, "submitted");
+  s.done = map_u64(map, "done");
+  s.failed = map_u64(map, "failed");
+  s.dead = map_u64(map, "dead");
+  s.retried = map_u64(map, "retried");
+  s.requeued = map_u64(map, "requeued");
+  s.submitted_per_second = map_f64(map, "submitted_per_second");
+  s.done_per_second = map_f64(map, "done_per_second");
+  if (const auto* types = find_key(map, "types"); types && types->type == msgpack::type::ARRAY) {
+    for (std::uint32_t i = 0; i < types->via.array.size; ++i) {
+      const auto& t = types->via.array.ptr[i];
+      s.types.push_back({map_str(t, "type"), static_cast<std::uint32_t>(map_u64(t, "workers")),
+                         map_u64(t, "queued"), map_u64(t, "oldest_queued_ms"), map_u64(t, "in_flight"),
+                         map_u64(t, "done"), map_u64(t, "failed"), map_u64(t, "dead"),
+                         map_f64(t, "done_per_second")});
+    }
+  }
+  if (const auto* workers = find_key(map, "workers"); workers && workers->type == msgpack::type::ARRAY) {
+    for (std::uint32_t i = 0; i < workers->via.array.size; ++i) {
+      const auto& w = workers->via.array.ptr[i];
+      s.workers.push_back({map_str(w, "id"), map_strs(w, "types"), map_str(w, "next"), map_str(w, "host"),
+                           static_cast<std::uint32_t>(map_u64(w, "pid")),
+                           static_cast<std::uint32_t>(map_u64(w, "credit")),
+                           static_cast<std::uint32_t>(map_u64(w, "in_flight")), map_u64(w, "done")});
+    }
+  }
+  return s;
+}
+
+EventMeta decode_event_meta(const zmq::message_t& frame) {
+  if (frame.size() > kMaxHeaderBytes) throw DecodeError(ErrorCode::TooLarge, "event meta too large");
+  const msgpack::object map = unpack_bounded(frame.data<char>(), frame.size(), 8);
+  if (map.type != msgpack::type::MAP) throw DecodeError(ErrorCode::BadRequest, "event meta is not a map");
+  EventMeta m;
+  m.seq = map_u64(map, "seq");
+  m.flow_id = map_u64(map, "flow");
+  if (const auto* v = find_key(map, "type"); v && v->type == msgpack::type::STR) m.type = {v->via.str.ptr, v->via.str.size};
+  if (const auto* v = find_key(map, "error"); v && v->type == msgpack::type::STR) m.error = {v->via.str.ptr, v->via.str.size};
+  return m;
+}
+
+void check_msgpack(std::span<const char> bytes, std::size_t max_depth) {
+  (void)unpack_bounded(bytes.data(), bytes.size(), max_depth);
+}
+
+}  // namespace mw::wire

@@ -1,0 +1,410 @@
+#include "mw/worker.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <cxxopts.hpp>
+
+#include "mw/log.hpp"
+#include "mw/wire.hpp"
+#include "peer_socket.hpp"
+
+namespace mw {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// What a handler thread hands back to the I/O thread.
+struct Completion {
+  std::uint64_t job_id = 0;
+  bool ok = true;
+  Payload result;
+  std::optional<std::string> next;  // from nextWorkerType; "" ends the flow
+  std::string error;
+  bool retryable = true;
+};
+
+bool is_msgpack_map(const std::string& bytes) {
+  if (bytes.empty()) return false;
+  const auto b = static_cast<unsigned char>(bytes[0]);
+  return (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
+}
+
+// Pulls the seed's `nextWorkerType` out of a map result: it is a routing
+// instruction for the broker, not data for the next worker (which would
+// otherwise route its own result by it again).
+void extract_next_worker_type(Completion& c) {
+  if (!is_msgpack_map(c.result.bytes())) return;
+  auto handle = c.result.unpack();
+  const msgpack::object& map = handle.get();
+  const msgpack::object_kv* found = nullptr;
+  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR &&
+        std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == kNextWorkerTypeField) {
+      found = &kv;
+      break;
+    }
+  }
+  if (!found) return;
+  if (found->val.type == msgpack::type::STR) {
+    c.next = std::string(found->val.via.str.ptr, found->val.via.str.size);
+  } else if (found->val.type == msgpack::type::NIL) {
+    c.next = std::string();
+  } else {
+    throw JobError("nextWorkerType must be a string or null", false);
+  }
+  if (c.next->size() > kMaxTypeNameBytes) throw JobError("nextWorkerType is longer than 128 bytes", false);
+  msgpack::sbuffer out;
+  msgpack::packer<msgpack::sbuffer> packer(out);
+  packer.pack_map(map.via.map.size - 1);
+  for (std::uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (&kv == found) continue;
+    packer.pack(kv.key);
+    packer.pack(kv.val);
+  }
+  c.result = Payload::adopt(std::string(out.data(), out.size()));
+}
+
+Completion execute(const Handler& handler, const Job& job) {
+  Completion c;
+  c.job_id = job.id;
+  try {
+    c.result = handler(job);
+    extract_next_worker_type(c);
+  } catch (const JobError& e) {
+    c.ok = false;
+    c.error = e.what();
+    c.retryable = e.retryable();
+  } catch (const Error& e) {
+    // Payload conversion errors: the input will not convert next time either.
+    c.ok = false;
+    c.error = e.what();
+    c.retryable = e.code() != ErrorCode::BadRequest;
+  } catch (const std::exception& e) {
+    c.ok = false;
+    c.error = e.what();
+  } catch (...) {
+    c.ok = false;
+    c.error = "handler threw a non-standard exception";
+  }
+  return c;
+}
+
+std::int64_t ms_since(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+class Worker::Impl {
+ public:
+  Impl(WorkerOptions options, Handler handler)
+      : options_(std::move(options)), handler_(std::move(handler)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (options_.types.empty()) throw Error("a worker needs at least one type (--type)", ErrorCode::BadRequest);
+    for (const auto& t : options_.types)
+      if (t.empty() || t.size() > kMaxTypeNameBytes)
+        throw Error("worker type '" + t + "' must be 1..128 bytes", ErrorCode::BadRequest);
+    if (options_.concurrency == 0 || options_.concurrency > kMaxCredit)
+      throw Error("--concurrency must be between 1 and 10000", ErrorCode::BadRequest);
+    if (options_.threads == 0 || options_.threads > 1024)
+      throw Error("--threads must be between 1 and 1024", ErrorCode::BadRequest);
+    if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
+    if (wake_fd_ < 0) throw Error("eventfd failed");
+    if (options_.name.empty()) options_.name = options_.types.front() + "@" + host_name();
+  }
+
+  ~Impl() {
+    stop_threads();
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+  }
+
+  void run(const StopSignal& stop) {
+    zmq::context_t context(1);
+    detail::PeerSocket peer(context, options_.broker);
+    start_threads();
+    register_with(peer);
+
+    bool stopping = false;
+    for (;;) {
+      const std::int64_t liveness_ms = static_cast<std::int64_t>(heartbeat_ms_) * kHeartbeatLiveness;
+      const std::int64_t until_heartbeat = heartbeat_ms_ - ms_since(last_sent_heartbeat_);
+      const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
+      const auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, heartbeat_ms_);
+      zmq::pollitem_t items[] = {
+          {peer.socket().handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+          {nullptr, stop.fd(), ZMQ_POLLIN, 0},
+      };
+      zmq::poll(items, stopping ? 2 : 3, std::chrono::milliseconds(wait));
+
+      if (!stopping && (items[2].revents & ZMQ_POLLIN)) {
+        stopping = true;
+        // Jobs not started go back to the broker (with DISCONNECT below).
+        std::lock_guard lock(mutex_);
+        pending_.clear();
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        std::uint64_t count;
+        [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
+      }
+      send_completions(peer);
+
+      while (auto in = peer.try_recv()) {
+        last_heard_ = Clock::now();
+        if (!handle(peer, *in, stopping)) break;
+      }
+
+      if (stopping) {
+        std::lock_guard lock(mutex_);
+        if (running_ == 0 && completed_.empty()) break;
+      }
+      if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_) {
+        peer.send(Command::Heartbeat);
+        last_sent_heartbeat_ = Clock::now();
+      }
+      if (ms_since(last_heard_) > liveness_ms) {
+        log(LogLevel::warn, "worker", options_.name + ": no word from the broker at " + options_.broker + " for " +
+                                          std::to_string(liveness_ms) + " ms; reconnecting");
+        reconnect(peer);
+      }
+    }
+    send_completions(peer);
+    peer.send(Command::Disconnect);
+    // Give the DONEs and the DISCONNECT a moment to leave before the socket closes.
+    peer.socket().set(zmq::sockopt::linger, 1000);
+    stop_threads();
+  }
+
+  Counters counters() const {
+    return {done_.load(), failed_.load(), registrations_.load()};
+  }
+
+ private:
+  // Returns false when the socket was replaced and the drain must stop.
+  bool handle(detail::PeerSocket& peer, detail::Inbound& in, bool stopping) {
+    try {
+      switch (in.command) {
+        case Command::Job: {
+          if (stopping) return true;  // handed back by our DISCONNECT
+          const auto header = wire::decode_job(in.header);
+          Job job;
+          job.id = header.job_id;
+          job.flow_id = header.flow_id;
+          job.type = header.type;
+          job.attempt = header.attempt;
+          job.entity = header.entity;
+          job.payload = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
+          {
+            std::lock_guard lock(mutex_);
+            pending_.push_back(std::move(job));
+          }
+          work_ready_.notify_one();
+          return true;
+        }
+        case Command::Welcome: {
+          const auto welcome = wire::decode_welcome(in.header);
+          heartbeat_ms_ = std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000);
+          return true;
+        }
+        case Command::Heartbeat:
+          return true;
+        case Command::Disconnect:
+          // The broker does not know us (it restarted) or is going away:
+          // register again on a fresh connection.
+          log(LogLevel::info, "worker", options_.name + ": broker asked us to reconnect");
+          reconnect(peer);
+          return false;
+        case Command::Error: {
+          const auto error = wire::decode_error(in.header);
+          log(LogLevel::warn, "worker", options_.name + ": broker says " + std::to_string(static_cast<int>(error.code)) +
+                                            " " + std::string(error.message));
+          if (error.code == ErrorCode::NotRegistered) {
+            reconnect(peer);
+            return false;
+          }
+          return true;
+        }
+        default:
+          log(LogLevel::warn, "worker", options_.name + ": ignoring unexpected " +
+                                            std::string(command_name(in.command)) + " from the broker");
+          return true;
+      }
+    } catch (const wire::DecodeError& e) {
+      log(LogLevel::warn, "worker", options_.name + ": skipping malformed message from broker: " + e.what());
+      return true;
+    }
+  }
+
+  void register_with(detail::PeerSocket& peer) {
+    zmq::message_t hello = wire::encode(wire::Hello{kRoleWorker, options_.name, kProtocolVersion});
+    peer.send(Command::Hello, &hello);
+    wire::Ready ready;
+    for (const auto& t : options_.types) ready.types.push_back(t);
+    ready.next = options_.next;
+    ready.credit = options_.concurrency;
+    const std::string host = host_name();
+    ready.host = host;
+    ready.pid = static_cast<std::uint32_t>(::getpid());
+    zmq::message_t header = wire::encode(ready);
+    peer.send(Command::Ready, &header);
+    last_heard_ = Clock::now();
+    last_sent_heartbeat_ = Clock::now();
+    ++registrations_;
+  }
+
+  void reconnect(detail::PeerSocket& peer) {
+    {
+      // The broker requeues whatever it had given us; do not start those.
+      std::lock_guard lock(mutex_);
+      pending_.clear();
+    }
+    peer.reset();
+    register_with(peer);
+  }
+
+  void send_completions(detail::PeerSocket& peer) {
+    std::deque<Completion> batch;
+    {
+      std::lock_guard lock(mutex_);
+      batch.swap(completed_);
+    }
+    for (auto& c : batch) {
+      if (c.ok) {
+        zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
+                                       : wire::encode(wire::Done{c.job_id, std::nullopt});
+        zmq::message_t result(c.result.bytes().data(), c.result.size());
+        peer.send(Command::Done, &header, &result);
+        ++done_;
+      } else {
+        zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable});
+        peer.send(Command::Fail, &header);
+        ++failed_;
+      }
+    }
+  }
+
+  void start_threads() {
+    shutting_down_ = false;
+    for (std::uint32_t i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { handler_loop(); });
+  }
+
+  void stop_threads() {
+    {
+      std::lock_guard lock(mutex_);
+      shutting_down_ = true;
+      pending_.clear();
+    }
+    work_ready_.notify_all();
+    threads_.clear();  // joins
+  }
+
+  void handler_loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mutex_);
+        work_ready_.wait(lock, [&] { return shutting_down_ || !pending_.empty(); });
+        if (pending_.empty()) return;
+        job = std::move(pending_.front());
+        pending_.pop_front();
+        ++running_;
+      }
+      Completion c = execute(handler_, job);
+      bool wake;
+      {
+        std::lock_guard lock(mutex_);
+        completed_.push_back(std::move(c));
+        --running_;
+        // One wake-up per batch: the I/O thread takes every completion it finds.
+        wake = completed_.size() == 1;
+      }
+      if (wake) {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+      }
+    }
+  }
+
+  WorkerOptions options_;
+  Handler handler_;
+  int wake_fd_;
+  std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
+  Clock::time_point last_heard_ = Clock::now();
+  Clock::time_point last_sent_heartbeat_ = Clock::now();
+
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::deque<Job> pending_;
+  std::deque<Completion> completed_;
+  std::uint32_t running_ = 0;
+  bool shutting_down_ = false;
+  std::vector<std::jthread> threads_;
+
+  std::atomic<std::uint64_t> done_{0}, failed_{0}, registrations_{0};
+};
+
+Worker::Worker(WorkerOptions options, Handler handler)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+Worker::~Worker() = default;
+Worker::Worker(Worker&&) noexcept = default;
+Worker& Worker::operator=(Worker&&) noexcept = default;
+void Worker::run(const StopSignal& stop) { impl_->run(stop); }
+Worker::Counters Worker::counters() const { return impl_->counters(); }
+
+int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) {
+  const std::string program = argc > 0 ? argv[0] : "worker";
+  try {
+    auto stop = StopSignal::on_signals();
+    cxxopts::Options options(program, "An mw worker: serves jobs of --type, passes results on to --next.");
+    options.add_options()
+        ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+         cxxopts::value<std::string>()->default_value(default_broker_address()))
+        ("type", "job type(s) to serve, comma-separated",
+         cxxopts::value<std::vector<std::string>>()->default_value(std::string(defaults.type)))
+        ("next", "type of the job the result becomes; empty ends the flow",
+         cxxopts::value<std::string>()->default_value(std::string(defaults.next)))
+        ("concurrency", "jobs held at once (the broker's credit for this worker)",
+         cxxopts::value<std::uint32_t>()->default_value(std::to_string(defaults.concurrency)))
+        ("threads", "handler threads: jobs run at once", cxxopts::value<std::uint32_t>()->default_value("1"))
+        ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
+        ("h,help", "print this help");
+    auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
+    if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+    set_log_level(parse_log_level(args["log-level"].as<std::string>()));
+    WorkerOptions wo;
+    wo.broker = args["broker"].as<std::string>();
+    for (const auto& t : args["type"].as<std::vector<std::string>>())
+      if (!t.empty()) wo.types.push_back(t);
+    wo.next = args["next"].as<std::string>();
+    wo.concurrency = args["concurrency"].as<std::uint32_t>();
+    wo.threads = args["threads"].as<std::uint32_t>();
+    Worker worker(wo, std::move(handler));
+    log(LogLevel::info, "worker", "serving " + wo.types.front() + (wo.next.empty() ? "" : " -> " + wo.next) +
+                                      " from " + wo.broker);
+    worker.run(stop);
+    return 0;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "%s: %s (see --help)\n", program.c_str(), e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
+  }
+  return 1;
+}
+
+}  // namespace mw
