@@ -1,4 +1,5 @@
 // mw-broker: routes typed jobs through pipelines of workers.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -23,8 +24,21 @@ int main(int argc, char** argv) {
          cxxopts::value<std::string>()->default_value(std::string(mw::kDefaultBrokerAddress)))
         ("pub", "PUB address where events are published",
          cxxopts::value<std::string>()->default_value(std::string(mw::kDefaultPubAddress)))
-        ("store", "where jobs live: :memory: (the only store of this release)",
-         cxxopts::value<std::string>()->default_value(":memory:"))
+        ("store", "the SQLite file of entities and events, or :memory: for none (jobs are kept in memory)",
+         cxxopts::value<std::string>()->default_value("mw.db"))
+        ("sync", "normal: a write survives a broker crash; full: also a power loss (an fsync per commit)",
+         cxxopts::value<std::string>()->default_value("normal"))
+        ("endpoints", "serve only these entity endpoints (comma-separated); default: any, created on first use",
+         cxxopts::value<std::vector<std::string>>())
+        ("index", "index a field queried by find, as endpoint.field (repeat or comma-separate)",
+         cxxopts::value<std::vector<std::string>>())
+        ("page-default", "find's page size when the query has no $limit",
+         cxxopts::value<std::size_t>()->default_value("10"))
+        ("page-max", "the largest page find returns", cxxopts::value<std::size_t>()->default_value("1000"))
+        ("events-keep", "stored change events kept for resuming listeners (newest N)",
+         cxxopts::value<std::uint64_t>()->default_value("1000000"))
+        ("events-keep-hours", "stored change events older than this are dropped",
+         cxxopts::value<double>()->default_value("168"))
         ("heartbeat-ms", "heartbeat interval; a peer silent for 3 intervals is dropped",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultHeartbeatMs)))
         ("max-message-bytes", "largest message accepted",
@@ -51,8 +65,18 @@ int main(int argc, char** argv) {
     server.bind = args["bind"].as<std::string>();
     server.pub = args["pub"].as<std::string>();
     config.store = args["store"].as<std::string>();
-    if (config.store != ":memory:")
-      throw mw::Error("--store " + config.store + ": this release keeps jobs in memory only; use --store :memory:");
+    if (config.store.empty()) throw mw::Error("--store needs a file path or :memory:");
+    server.sqlite.synchronous = args["sync"].as<std::string>();
+    if (args.count("endpoints")) server.entities.endpoints = args["endpoints"].as<std::vector<std::string>>();
+    if (args.count("index")) server.entities.indexes = args["index"].as<std::vector<std::string>>();
+    server.entities.page.default_limit = args["page-default"].as<std::size_t>();
+    server.entities.page.max_limit = args["page-max"].as<std::size_t>();
+    if (server.entities.page.max_limit == 0) throw mw::Error("--page-max must be at least 1");
+    server.entities.page.default_limit = std::min(server.entities.page.default_limit, server.entities.page.max_limit);
+    server.entities.event_keep_count = args["events-keep"].as<std::uint64_t>();
+    const double keep_hours = args["events-keep-hours"].as<double>();
+    if (!(keep_hours > 0)) throw mw::Error("--events-keep-hours must be positive");
+    server.entities.event_keep_ms = static_cast<std::int64_t>(keep_hours * 3600 * 1000);
     config.heartbeat_ms = args["heartbeat-ms"].as<std::uint32_t>();
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)
       throw mw::Error("--heartbeat-ms must be between 10 and 600000");

@@ -11,7 +11,7 @@ struct Report {
   double value = 0;
   double rounded = 0;
   std::string sign;
-  MSGPACK_DEFINE_MAP(value, rounded, sign);
+  MSGPACK_DEFINE_MAP(value, rounded, sign)
 };
 
 int main(int argc, char** argv) {

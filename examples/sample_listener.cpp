@@ -17,7 +17,10 @@ int main(int argc, char** argv) {
                         cxxopts::value<std::string>()->default_value(mw::default_broker_address()));
   try {
     auto args = options.parse(argc, argv);
-    mw::Listener listener({.broker = args["broker"].as<std::string>(), .topics = {"$mw.flow.done", "$mw.job.dead"}});
+    mw::ListenerOptions lo;
+    lo.broker = args["broker"].as<std::string>();
+    lo.topics = {"$mw.flow.done", "$mw.job.dead"};
+    mw::Listener listener(lo);
     while (!stop.fired()) {
       auto event = listener.next(std::chrono::milliseconds(200));
       if (!event) continue;

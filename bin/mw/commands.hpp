@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <cxxopts.hpp>
 
@@ -15,6 +16,9 @@ int submit(int argc, char** argv);
 int status(int argc, char** argv);
 int listen(int argc, char** argv);
 int bench(int argc, char** argv);
+int bench_entities(int argc, char** argv);  // mw bench --entities
+// create, get, find, update, patch, remove
+int entity(std::string_view method, int argc, char** argv);
 
 // Adds --broker (default $MW_BROKER, then tcp://127.0.0.1:5555) and -h/--help.
 void add_common_options(cxxopts::Options& options);

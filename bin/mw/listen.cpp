@@ -1,4 +1,5 @@
 // mw listen [TOPIC ...]
+#include <cstdio>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,8 @@ int listen(int argc, char** argv) {
   options.positional_help("[TOPIC ...]");
   add_common_options(options);
   options.add_options()
+      ("since", "first replay the stored events after this sequence (0: all kept), then go live; none lost or twice",
+       cxxopts::value<std::uint64_t>())
       ("count", "exit after this many events (0 = until interrupted)", cxxopts::value<std::uint64_t>()->default_value("0"))
       ("topics", "topic patterns", cxxopts::value<std::vector<std::string>>());
   options.parse_positional({"topics"});
@@ -25,7 +28,11 @@ int listen(int argc, char** argv) {
   ListenerOptions lo;
   lo.broker = args["broker"].as<std::string>();
   if (args.count("topics")) lo.topics = args["topics"].as<std::vector<std::string>>();
+  if (args.count("since")) lo.since = args["since"].as<std::uint64_t>();
   Listener listener(lo);
+  if (listener.missed())
+    std::fprintf(stderr, "mw listen: %llu event(s) after %llu were already dropped by the broker's retention\n",
+                 static_cast<unsigned long long>(listener.missed()), static_cast<unsigned long long>(*lo.since));
   const std::uint64_t limit = args["count"].as<std::uint64_t>();
   std::uint64_t seen = 0;
   while (!stop.fired()) {

@@ -42,9 +42,16 @@ constexpr const char* kUsage =
     "\n"
     "  submit TYPE [JSON | -] [--wait] [--timeout SECONDS]   submit a job; prints its id, or the final result\n"
     "  status [--json]                                       workers, queues and counters\n"
-    "  listen [TOPIC ...]                                    print events as JSON lines\n"
+    "  listen [TOPIC ...] [--since SEQ]                      print events as JSON lines\n"
+    "  create ENDPOINT JSON|-                                create one entity (or an array of them)\n"
+    "  get ENDPOINT ID                                       one entity\n"
+    "  find ENDPOINT [QUERY_JSON]                            {total, limit, skip, data}; Feathers query\n"
+    "  patch ENDPOINT ID JSON|-                              merge fields (--query Q instead of ID: every match)\n"
+    "  update ENDPOINT ID JSON|-                             replace the document (--query Q as for patch)\n"
+    "  remove ENDPOINT ID                                    remove (--query Q as for patch)\n"
     "  bench [--stages K] [--workers W] [--concurrency C] [--jobs N] [--payload BYTES] [--serial] [--json]\n"
     "                                                        measure jobs/s and latency against a broker\n"
+    "  bench --entities [--jobs N] [--window W]              measure creates/s, gets/s and finds/s of the entity store\n"
     "\n"
     "Every command takes --broker ADDR (default $MW_BROKER, then tcp://127.0.0.1:5555) and --help.\n";
 
@@ -64,8 +71,14 @@ int main(int argc, char** argv) {
     if (command == "submit") return mw::cli::submit(argc - 1, argv + 1);
     if (command == "status") return mw::cli::status(argc - 1, argv + 1);
     if (command == "listen") return mw::cli::listen(argc - 1, argv + 1);
-    if (command == "bench") return mw::cli::bench(argc - 1, argv + 1);
-    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, bench; see mw --help)\n", argv[1]);
+    if (command == "bench") {
+      for (int i = 2; i < argc; ++i)
+        if (std::strcmp(argv[i], "--entities") == 0) return mw::cli::bench_entities(argc - 1, argv + 1);
+      return mw::cli::bench(argc - 1, argv + 1);
+    }
+    for (std::string_view method : {"create", "get", "find", "update", "patch", "remove"})
+      if (command == method) return mw::cli::entity(method, argc - 1, argv + 1);
+    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);

@@ -1,7 +1,10 @@
 // mw submit TYPE [JSON | -] [--wait] [--timeout SECONDS]
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "commands.hpp"
 #include "mw/client.hpp"
@@ -18,11 +21,22 @@ int submit(int argc, char** argv) {
        cxxopts::value<double>()->default_value("30"))
       ("max-attempts", "deliveries per stage before the job is dead (default: the broker's)",
        cxxopts::value<std::uint32_t>()->default_value("0"))
+      ("entity", "the entity the job works on: ENDPOINT/ID, or ID / auto to take the endpoint (and id) from the "
+                 "payload's nested object ({\"order\": {\"id\": …}})", cxxopts::value<std::string>())
       ("type", "job type", cxxopts::value<std::string>())
       ("payload", "payload as JSON, or - to read it from stdin (default null)", cxxopts::value<std::string>());
   options.parse_positional({"type", "payload"});
+  // cxxopts takes a negative number ("-0.5") for a cluster of short options.
+  // No option name starts with a digit, so such a word is a payload: a
+  // leading space keeps it positional and is the same JSON.
+  std::vector<std::string> words(argv, argv + argc);
+  std::vector<char*> word_ptrs;
+  for (auto& w : words) {
+    if (w.size() > 1 && w[0] == '-' && (std::isdigit(static_cast<unsigned char>(w[1])) || w[1] == '.')) w.insert(0, " ");
+    word_ptrs.push_back(w.data());
+  }
   cxxopts::ParseResult args;
-  if (parse_or_help(options, argc, argv, args)) return 0;
+  if (parse_or_help(options, argc, word_ptrs.data(), args)) return 0;
   if (!args.count("type")) throw Error("missing TYPE: mw submit TYPE [JSON | -]", ErrorCode::BadRequest);
   if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
 
@@ -35,6 +49,7 @@ int submit(int argc, char** argv) {
   Client client({args["broker"].as<std::string>()});
   SubmitOptions submit_options;
   submit_options.max_attempts = args["max-attempts"].as<std::uint32_t>();
+  if (args.count("entity")) submit_options.entity = args["entity"].as<std::string>();
   const std::string type = args["type"].as<std::string>();
 
   if (!args.count("wait")) {

@@ -1,7 +1,10 @@
 #include "mw/broker/core.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <utility>
 
+#include "mw/payload.hpp"
 #include "mw/version.hpp"
 
 namespace mw::broker {
@@ -35,6 +38,15 @@ std::string join(const std::vector<std::string>& items) {
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
     : config_(std::move(config)), queue_(queue), transport_(transport), next_id_(first_id) {
   in_flight_.reserve(4096);
+  wall_clock_ = [] {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  };
+}
+
+void BrokerCore::attach_entities(Store& store, EntityService& entities) {
+  store_ = &store;
+  entities_ = &entities;
 }
 
 // ---- input ----------------------------------------------------------------
@@ -53,7 +65,8 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
   }
   auto [peer_it, is_new] = peers_.try_emplace(peer);
   peer_it->second.last_seen_ms = now_ms;
-  if (auto* w = workers_.find(peer)) w->paused = false;
+  bool resumed = false;  // a paused worker that speaks again has room: send it what waited
+  if (auto* w = workers_.find(peer)) resumed = std::exchange(w->paused, false);
 
   try {
     const Command command = wire::decode_tag(frames[1]);
@@ -63,6 +76,7 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
                                  std::to_string(expected) + " frame(s), got " + std::to_string(frames.size() - 1);
       note_bad_message(peer, reason, nullptr, now_ms);
       reply_error(peer, ErrorCode::BadRequest, reason);
+      if (resumed) dispatch_for_worker(peer, now_ms);
       return;
     }
     switch (command) {
@@ -74,9 +88,7 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
       case Command::Status: on_status(peer, frames[2], now_ms); break;
       case Command::Heartbeat: on_heartbeat(peer); break;
       case Command::Disconnect: on_disconnect(peer, now_ms); break;
-      case Command::Call:
-        reply_error(peer, ErrorCode::NotImplemented, "CALL: this broker has no entity service");
-        break;
+      case Command::Call: on_call(peer, frames[2], frames[3]); break;
       case Command::Welcome:
       case Command::Job:
       case Command::Accepted:
@@ -92,13 +104,16 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
     }
   } catch (const wire::DecodeError& e) {
     note_bad_message(peer, e.what(), frames.size() > 2 ? &frames[2] : &frames[1], now_ms);
-    reply_error(peer, e.code(), e.what());
+    // Answer with the request id when it could be read, so a client with
+    // many requests in flight knows which one failed.
+    reply_error(peer, e.code(), e.what(), frames.size() > 2 ? wire::peek_request_id(frames[2]) : 0);
   } catch (const std::exception& e) {
     // Nothing a peer sends may take the broker down; handlers decode before
     // they change state, so an exception here leaves the state as it was.
     note_bad_message(peer, e.what(), nullptr, now_ms);
     reply_error(peer, ErrorCode::Internal, "internal error while handling the message");
   }
+  if (resumed) dispatch_for_worker(peer, now_ms);
   drop_pending(now_ms);
 }
 
@@ -145,10 +160,25 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
                 submit.request_id);
     return;
   }
+  std::string entity;
+  if (!submit.entity.empty()) {
+    if (!entities_) {
+      reply_error(peer, ErrorCode::NotImplemented, "SUBMIT with an entity: this broker has no entity store",
+                  submit.request_id);
+      return;
+    }
+    try {
+      entity = resolve_entity(submit.entity, payload);
+    } catch (const Error& e) {
+      reply_error(peer, e.code(), e.what(), submit.request_id);
+      return;
+    }
+  }
   Job job;
   job.id = next_id_++;
   job.flow_id = job.id;
   job.type = submit.type;
+  job.entity = std::move(entity);
   job.max_attempts = submit.max_attempts ? submit.max_attempts : config_.default_max_attempts;
   job.payload = std::move(payload);
   if (submit.wait) job.reply_to = peer;
@@ -165,6 +195,9 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
   const auto done = wire::decode_done(header);
   auto job = take_in_flight(peer, done.job_id);
   if (!job) return;
+  // An empty frame is not msgpack; the broker does not decode results, but
+  // it never passes on a frame that cannot be one.
+  if (result.size() == 0) result.rebuild("\xc0", 1);
   WorkerEntry* worker = workers_.find(peer);
   ++worker->done;
   auto& tc = type_counters(job->type);
@@ -213,7 +246,10 @@ void BrokerCore::on_heartbeat(const std::string& peer) {
 }
 
 void BrokerCore::on_disconnect(const std::string& peer, std::int64_t now_ms) {
-  if (workers_.find(peer)) drop_worker(peer, "said DISCONNECT", now_ms);
+  // A worker that says DISCONNECT has finished (and reported) every job it
+  // started: what it still holds it never started, so those deliveries do
+  // not count as attempts.
+  if (workers_.find(peer)) drop_worker(peer, "said DISCONNECT", now_ms, /*graceful=*/true);
   peers_.erase(peer);
 }
 
@@ -233,10 +269,8 @@ std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, std::uint
   Job job = std::move(it->second.job);
   in_flight_.erase(it);
   auto& ids = worker->jobs;
-  if (auto pos = std::find(ids.begin(), ids.end(), job_id); pos != ids.end()) {
-    *pos = ids.back();
-    ids.pop_back();
-  }
+  // erase, not swap-with-back: drop_worker() relies on dispatch order.
+  if (auto pos = std::find(ids.begin(), ids.end(), job_id); pos != ids.end()) ids.erase(pos);
   return job;
 }
 
@@ -258,6 +292,7 @@ void BrokerCore::dispatch(std::string_view type) {
                              wire::encode(wire::JobHeader{job->id, job->type, job->attempts, job->flow_id, job->entity}),
                              &payload);
     if (result == SendResult::Sent) {
+      if (!job->entity.empty()) stamp_entity(*job);
       worker->jobs.push_back(job->id);
       const std::uint64_t id = job->id;
       in_flight_.emplace(id, InFlight{std::move(*job), worker->id});
@@ -284,10 +319,32 @@ void BrokerCore::dispatch_for_worker(const std::string& worker_id, std::int64_t 
 void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms) {
   ++counters_.flows_done;
   done_rate_.add(now_ms);
+  if (!job.entity.empty() && entities_) {
+    // The result lands on the entity in this turn's transaction; the RESULT
+    // below waits for its commit.
+    const auto slash = job.entity.find('/');
+    try {
+      const Json value = Payload::adopt(std::string(result.data<char>(), result.size())).to_ordered_json();
+      store_->begin();
+      store_->begin_unit();
+      try {
+        if (!entities_->write_back(job.entity.substr(0, slash), job.entity.substr(slash + 1), value, wall_clock_()))
+          log(LogLevel::warn, kLogComponent, "flow " + std::to_string(job.flow_id) + ": entity " + job.entity +
+                                                 " no longer exists; its result was not written back");
+        store_->commit_unit();
+      } catch (...) {
+        store_->rollback_unit();
+        throw;
+      }
+    } catch (const std::exception& e) {
+      log(LogLevel::warn, kLogComponent, "flow " + std::to_string(job.flow_id) + ": cannot write the result back to " +
+                                             job.entity + ": " + e.what());
+    }
+  }
   if (transport_.has_subscribers("$mw.flow.done")) publish_event("$mw.flow.done", job.flow_id, job.type, "", &result);
   if (!job.reply_to.empty()) {
-    send(job.reply_to, Command::Result,
-         wire::encode(wire::Result{job.flow_id, kOutcomeDone, "", job.type, job.attempts}), &result);
+    send_after_commit(job.reply_to, Command::Result,
+                      wire::encode(wire::Result{job.flow_id, kOutcomeDone, "", job.type, job.attempts}), &result);
   }
 }
 
@@ -319,7 +376,7 @@ void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
   }
 }
 
-void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms) {
+void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms, bool graceful) {
   auto worker = workers_.remove(worker_id);
   if (!worker) return;
   std::size_t requeued = 0;
@@ -328,10 +385,13 @@ void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why,
     auto node = in_flight_.extract(*it);
     if (node.empty()) continue;
     Job job = std::move(node.mapped().job);
-    if (job.attempts >= job.max_attempts) {
-      // A job whose every delivery died with its worker is likely what kills
-      // them; stop feeding it to workers.
-      bury(job, "lost with its worker on every attempt (last: " + std::string(why) + ")", now_ms);
+    if (graceful) {
+      --job.attempts;
+    } else if (job.attempts >= job.max_attempts) {
+      // Out of attempts, the last one lost with its worker: a job that keeps
+      // killing its workers must stop being fed to them.
+      bury(job, "gave up after " + std::to_string(job.attempts) + " attempt(s); the last was lost with its worker (" +
+                    std::string(why) + ")", now_ms);
       continue;
     }
     ++counters_.requeued;
@@ -414,6 +474,152 @@ void BrokerCore::send_heartbeats_and_expire(std::int64_t now_ms) {
 void BrokerCore::say_goodbye() {
   for (const auto& [id, peer] : peers_)
     if (peer.said_hello) transport_.send(id, Command::Disconnect, nullptr, nullptr);
+}
+
+// ---- entities -------------------------------------------------------------
+
+void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, const zmq::message_t& body) {
+  const auto call = wire::decode_call(header);
+  auto reply_failure = [&](ErrorCode code, const std::string& message) {
+    send_after_commit(peer, Command::Reply,
+                      wire::encode(wire::Reply{call.request_id, static_cast<std::uint16_t>(code), message}), nullptr);
+  };
+  if (!entities_) {
+    reply_failure(ErrorCode::NotImplemented, "this broker has no entity store");
+    return;
+  }
+  const auto method = parse_method(call.method);
+  if (!method) {
+    reply_failure(ErrorCode::BadRequest, "unknown method '" + std::string(call.method) +
+                                             "': use create, get, find, update, patch or remove");
+    return;
+  }
+  HookContext context;
+  context.endpoint = call.endpoint;
+  context.method = *method;
+  if (call.id) context.id = std::string(*call.id);
+  context.now_ms = wall_clock_();
+  try {
+    const Json request = Payload::adopt(std::string(body.data<char>(), body.size())).to_ordered_json();
+    if (request.is_object()) {
+      if (auto it = request.find("data"); it != request.end()) context.data = *it;
+      if (auto it = request.find("query"); it != request.end()) context.query = *it;
+    } else if (!request.is_null()) {
+      throw Error("CALL body must be a map {data, query} or nil", ErrorCode::BadRequest);
+    }
+    if (call.endpoint == kMarkEndpoint) {
+      // A listener's marker: once it sees this on PUB, every subscription it
+      // made before is live (see Listener), so its snapshot misses nothing.
+      const auto topic = context.data.is_object() ? context.data.value("topic", std::string()) : std::string();
+      if (topic.rfind(kMarkTopicPrefix, 0) != 0 || topic.size() > 256)
+        throw Error("$mark needs data {\"topic\": \"$mw.mark.<token>\"}", ErrorCode::BadRequest);
+      publish_event(topic, 0, "", "", nullptr);
+      send(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}));
+      return;
+    }
+    store_->begin();
+    std::string result = entities_->call(std::move(context));
+    zmq::message_t result_frame(result.data(), result.size());
+    send_after_commit(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}), &result_frame,
+                      call.request_id);
+  } catch (const Error& e) {
+    reply_failure(e.code(), e.what());
+  } catch (const std::exception& e) {
+    reply_failure(ErrorCode::Internal, std::string("internal error: ") + e.what());
+  }
+}
+
+std::string BrokerCore::resolve_entity(std::string_view option, const zmq::message_t& payload) const {
+  if (const auto slash = option.find('/'); slash != std::string_view::npos) {
+    const auto endpoint = option.substr(0, slash), id = option.substr(slash + 1);
+    EntityService::check_endpoint_name(endpoint);
+    if (id.empty()) throw Error("entity '" + std::string(option) + "' has no id", ErrorCode::BadRequest);
+    return std::string(option);
+  }
+  // micro-workers 0.1.24: the endpoint is the key of the payload's nested
+  // object, e.g. {"order": {"id": "o1", …}} → order/o1.
+  const Json value = Payload::adopt(std::string(payload.data<char>(), payload.size())).to_ordered_json();
+  if (value.is_object()) {
+    for (const auto& [key, nested] : value.items()) {
+      if (!nested.is_object()) continue;
+      EntityService::check_endpoint_name(key);
+      if (option != "auto") return key + "/" + std::string(option);
+      const auto id = nested.find("id");
+      if (id != nested.end() && (id->is_string() || id->is_number_integer()))
+        return key + "/" + (id->is_string() ? id->get<std::string>() : std::to_string(id->get<std::int64_t>()));
+      break;
+    }
+  }
+  throw Error("cannot derive the entity from the payload: expected {\"<endpoint>\": {\"id\": …}}", ErrorCode::BadRequest);
+}
+
+void BrokerCore::stamp_entity(const Job& job) {
+  const auto slash = job.entity.find('/');
+  try {
+    store_->begin();
+    store_->begin_unit();
+    try {
+      entities_->stamp_worked_on(job.entity.substr(0, slash), job.entity.substr(slash + 1), wall_clock_());
+      store_->commit_unit();
+    } catch (...) {
+      store_->rollback_unit();
+      throw;
+    }
+  } catch (const std::exception& e) {
+    log(LogLevel::warn, kLogComponent, "job " + std::to_string(job.id) + ": cannot stamp " + job.entity + ": " + e.what());
+  }
+}
+
+void BrokerCore::end_turn() {
+  if (!store_) return;
+  if (wall_clock_() >= next_trim_ms_ && entities_) {
+    next_trim_ms_ = wall_clock_() + 1000;
+    try {
+      store_->begin();
+      entities_->trim_events(wall_clock_());
+    } catch (const std::exception& e) {
+      log(LogLevel::warn, kLogComponent, std::string("cannot trim old events: ") + e.what());
+    }
+  }
+  if (!store_->in_transaction()) return;
+  bool committed = true;
+  try {
+    store_->commit();
+  } catch (const std::exception& e) {
+    committed = false;
+    log(LogLevel::error, kLogComponent, std::string("store commit failed; this turn's writes are lost: ") + e.what());
+  }
+  if (committed) {
+    for (auto& event : entities_->pending_events()) {
+      if (!transport_.has_subscribers(event.topic)) continue;
+      zmq::message_t meta = wire::encode(wire::EventMeta{event.seq, 0, "", ""});
+      zmq::message_t data(event.data.data(), event.data.size());
+      transport_.publish(event.topic, meta, data);
+    }
+  }
+  entities_->pending_events().clear();
+  auto deferred = std::move(deferred_);
+  deferred_.clear();
+  for (auto& d : deferred) {
+    if (!committed && d.call_request_id) {
+      send(d.peer, Command::Reply,
+           wire::encode(wire::Reply{d.call_request_id, static_cast<std::uint16_t>(ErrorCode::Internal),
+                                    "the store could not commit this write; it did not happen"}));
+      continue;
+    }
+    transport_.send(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr);
+  }
+}
+
+void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq::message_t header,
+                                   zmq::message_t* payload, std::uint64_t call_request_id) {
+  if (!store_ || !store_->in_transaction()) {
+    send(peer, command, std::move(header), payload);
+    return;
+  }
+  Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, call_request_id};
+  if (payload) d.payload.move(*payload);
+  deferred_.push_back(std::move(d));
 }
 
 // ---- output ---------------------------------------------------------------

@@ -69,7 +69,10 @@ class BrokerServer::Impl final : public Transport {
     pub_bound_ = bind_or_throw(pub_, options.pub, "the event socket (--pub)");
     config.pub_address = pub_bound_;
     max_message_bytes_ = config.max_message_bytes;
+    store_ = open_sqlite_store(config.store, options.sqlite);
+    entities_ = std::make_unique<EntityService>(*store_, std::move(options.hooks), std::move(options.entities));
     core_ = std::make_unique<BrokerCore>(config, queue_, *this, first_job_id());
+    core_->attach_entities(*store_, *entities_);
   }
 
   const std::string& bound() const noexcept { return bound_; }
@@ -90,6 +93,7 @@ class BrokerServer::Impl final : public Transport {
       if (items[0].revents & ZMQ_POLLIN) drain_router(frames);
       if (items[1].revents & ZMQ_POLLIN) drain_subscriptions();
       core_->tick(steady_ms());
+      core_->end_turn();
     }
     log(LogLevel::info, "broker", "stopping: telling peers goodbye");
     core_->say_goodbye();
@@ -195,6 +199,8 @@ class BrokerServer::Impl final : public Transport {
   std::size_t max_message_bytes_ = kDefaultMaxMessageBytes;
   std::set<std::string> subscriptions_;
   MemoryJobQueue queue_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<EntityService> entities_;
   std::unique_ptr<BrokerCore> core_;
 };
 

@@ -26,7 +26,7 @@ class Client::Impl {
     if (type.empty() || type.size() > kMaxTypeNameBytes)
       throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
     const std::uint64_t request_id = ++last_request_id_;
-    zmq::message_t header = wire::encode(wire::Submit{request_id, type, wait, options.max_attempts});
+    zmq::message_t header = wire::encode(wire::Submit{request_id, type, wait, options.max_attempts, options.entity});
     zmq::message_t body(payload.data(), payload.size());
     peer_.send(Command::Submit, &header, &body);
     return request_id;
@@ -76,6 +76,43 @@ class Client::Impl {
       return false;
     });
     return outcome;
+  }
+
+  std::uint64_t send_call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
+                          const nlohmann::ordered_json& data, const nlohmann::ordered_json& query) {
+    const std::uint64_t request_id = ++last_request_id_;
+    std::optional<std::string_view> id_view;
+    if (id) id_view = *id;
+    zmq::message_t header = wire::encode(wire::Call{request_id, endpoint, method, id_view});
+    nlohmann::ordered_json body = nlohmann::ordered_json::object();
+    if (!data.is_null()) body["data"] = data;
+    if (!query.is_null()) body["query"] = query;
+    std::string bytes;
+    nlohmann::ordered_json::to_msgpack(body, bytes);
+    zmq::message_t frame(bytes.data(), bytes.size());
+    peer_.send(Command::Call, &header, &frame);
+    return request_id;
+  }
+
+  nlohmann::ordered_json call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
+                              const nlohmann::ordered_json& data, const nlohmann::ordered_json& query) {
+    const auto request_id = send_call(endpoint, method, std::move(id), data, query);
+    std::optional<ClientEvent> reply;
+    receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+      auto e = to_event(in);
+      if (!e) return false;
+      if ((e->kind == ClientEvent::Kind::Reply || e->kind == ClientEvent::Kind::Error) &&
+          (e->request_id == request_id || (e->kind == ClientEvent::Kind::Error && e->request_id == 0))) {
+        reply = std::move(e);
+        return true;
+      }
+      backlog_.push_back(std::move(*e));
+      return false;
+    });
+    if (!reply) throw no_answer("CALL");
+    if (reply->kind == ClientEvent::Kind::Error) throw Error("broker: " + reply->message, reply->code);
+    if (!reply->ok) throw Error(reply->message, reply->code);
+    return reply->reply.to_ordered_json();
   }
 
   wire::Stats status() {
@@ -177,9 +214,13 @@ class Client::Impl {
         } else if (in->command == Command::Heartbeat) {
           continue;
         } else if (in->command == Command::Disconnect) {
-          if (said_hello_)
-            throw Error("the broker at " + options_.broker + " closed our session (it stopped or restarted)",
-                        ErrorCode::Unavailable);
+          // The broker forgot us: we were idle past its liveness period, or
+          // it restarted or is stopping. Say HELLO again; if it is gone for
+          // good, its silence ends the wait below.
+          if (said_hello_) {
+            said_hello_ = false;
+            say_hello();
+          }
           continue;
         }
         if (accept(*in)) return;
@@ -226,6 +267,16 @@ class Client::Impl {
         e.outcome.result = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
         return e;
       }
+      case Command::Reply: {
+        const auto r = wire::decode_reply(in.header);
+        e.kind = ClientEvent::Kind::Reply;
+        e.request_id = r.request_id;
+        e.ok = r.code == 0;
+        e.code = static_cast<ErrorCode>(r.code);
+        e.message = r.message;
+        e.reply = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
+        return e;
+      }
       case Command::Error: {
         const auto r = wire::decode_error(in.header);
         e.kind = ClientEvent::Kind::Error;
@@ -264,6 +315,14 @@ std::optional<Outcome> Client::submit_and_wait(std::string_view type, const Payl
   return impl_->submit_and_wait(type, payload, timeout, options);
 }
 wire::Stats Client::status() { return impl_->status(); }
+nlohmann::ordered_json Client::call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
+                                    const nlohmann::ordered_json& data, const nlohmann::ordered_json& query) {
+  return impl_->call(endpoint, method, std::move(id), data, query);
+}
+std::uint64_t Client::send_call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
+                                const nlohmann::ordered_json& data, const nlohmann::ordered_json& query) {
+  return impl_->send_call(endpoint, method, std::move(id), data, query);
+}
 std::string Client::pub_address() { return impl_->pub_address(); }
 std::uint64_t Client::send_submit(std::string_view type, std::string_view msgpack_payload, bool wait,
                                   SubmitOptions options) {

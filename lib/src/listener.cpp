@@ -1,5 +1,9 @@
 #include "mw/listener.hpp"
 
+#include <deque>
+#include <random>
+#include <utility>
+
 #include <zmq.hpp>
 
 #include "mw/client.hpp"
@@ -32,10 +36,12 @@ bool topic_matches(std::string_view pattern, std::string_view topic) noexcept {
 
 class Listener::Impl {
  public:
-  explicit Impl(ListenerOptions options) : options_(std::move(options)), context_(1), sub_(context_, zmq::socket_type::sub) {
-    if (options_.pub_address.empty()) {
-      Client client({options_.broker, options_.timeout});
-      options_.pub_address = client.pub_address();
+  explicit Impl(ListenerOptions options)
+      : options_(std::move(options)), context_(1), sub_(context_, zmq::socket_type::sub) {
+    std::optional<Client> client;
+    if (options_.pub_address.empty() || options_.since) {
+      client.emplace(ClientOptions{options_.broker, options_.timeout});
+      if (options_.pub_address.empty()) options_.pub_address = client->pub_address();
     }
     sub_.set(zmq::sockopt::linger, 0);
     try {
@@ -50,13 +56,29 @@ class Listener::Impl {
       // then match the whole pattern here.
       for (const auto& pattern : options_.topics) sub_.set(zmq::sockopt::subscribe, pattern.substr(0, pattern.find('*')));
     }
+    if (options_.since) replay(*client, *options_.since);
+  }
+
+  std::uint64_t last_seq() const noexcept { return last_seq_; }
+  std::uint64_t missed() const noexcept { return missed_; }
+
+  // Live events that arrived while replaying, then the stored ones are
+  // handed out first by next().
+  std::optional<Event> take_queued() {
+    while (!queued_.empty()) {
+      Event e = std::move(queued_.front());
+      queued_.pop_front();
+      if (accept(e)) return e;
+    }
+    return std::nullopt;
   }
 
   std::optional<Event> next(std::chrono::milliseconds timeout) {
+    if (auto e = take_queued()) return e;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
       while (auto e = try_receive()) {
-        if (matches(e->topic)) return e;
+        if (accept(*e)) return e;
       }
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return std::nullopt;
@@ -68,6 +90,68 @@ class Listener::Impl {
   const std::string& pub_address() const noexcept { return options_.pub_address; }
 
  private:
+  // Deduplicates stored events by sequence and filters by pattern.
+  bool accept(const Event& e) {
+    if (!matches(e.topic)) return false;
+    if (e.seq != 0) {
+      if (e.seq <= last_seq_) return false;
+      last_seq_ = e.seq;
+    }
+    return true;
+  }
+
+  void replay(Client& client, std::uint64_t since) {
+    // 1. Have the broker publish a marker on a topic of our own: once it
+    //    arrives, every subscription above is live at the broker.
+    std::random_device random;
+    const std::string mark = std::string(kMarkTopic) + std::to_string(random()) + std::to_string(random());
+    sub_.set(zmq::sockopt::subscribe, mark);
+    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    bool marked = false;
+    while (!marked) {
+      nlohmann::ordered_json data = {{"topic", mark}};
+      client.call("$mark", "create", std::nullopt, data);
+      const auto retry_at = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+      while (!marked && std::chrono::steady_clock::now() < retry_at) {
+        zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(10));
+        while (auto e = try_receive()) {
+          if (e->topic == mark) marked = true;
+          else live_.push_back(std::move(*e));
+        }
+      }
+      if (!marked && std::chrono::steady_clock::now() >= deadline)
+        throw Error("the broker did not echo our marker in time; cannot replay without risking a gap",
+                    ErrorCode::Unavailable);
+    }
+    sub_.set(zmq::sockopt::unsubscribe, mark);
+
+    // 2. Read the store from `since` until caught up.
+    std::uint64_t cursor = since;
+    for (;;) {
+      nlohmann::ordered_json query = {{"since", cursor}};
+      const auto page = client.call("$events", "find", std::nullopt, nullptr, query);
+      const auto first = page.value("first_seq", std::uint64_t{0});
+      if (cursor == since && first > since + 1) missed_ = first - since - 1;
+      // None kept at all (first_seq 0): every event after `since` was dropped.
+      const auto last = page.value("last_seq", std::uint64_t{0});
+      if (cursor == since && first == 0 && last > since) missed_ = last - since;
+      const auto& events = page.at("events");
+      for (const auto& item : events) {
+        Event e;
+        e.seq = item.at(0).get<std::uint64_t>();
+        e.topic = item.at(1).get<std::string>();
+        e.data = Payload::from_json(item.at(3));
+        cursor = e.seq;
+        queued_.push_back(std::move(e));
+      }
+      if (events.empty() || cursor >= page.value("last_seq", std::uint64_t{0})) break;
+    }
+    // 3. Then what arrived live meanwhile; accept() drops what the store gave.
+    for (auto& e : live_) queued_.push_back(std::move(e));
+    live_.clear();
+  }
+
   bool matches(std::string_view topic) const {
     if (options_.topics.empty()) return true;
     for (const auto& pattern : options_.topics)
@@ -110,12 +194,45 @@ class Listener::Impl {
     }
   }
 
+  static constexpr std::string_view kMarkTopic = "$mw.mark.";
+
   ListenerOptions options_;
   zmq::context_t context_;
   zmq::socket_t sub_;
+  std::deque<Event> queued_;
+  std::vector<Event> live_;
+  std::uint64_t last_seq_ = 0;
+  std::uint64_t missed_ = 0;
 };
 
 Listener::Listener(ListenerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Listener& Listener::on(std::string pattern, Callback callback) {
+  callbacks_.emplace_back(std::move(pattern), std::move(callback));
+  return *this;
+}
+
+void Listener::run(const StopSignal& stop) {
+  while (!stop.fired()) {
+    auto event = next(std::chrono::milliseconds(100));
+    if (!event) continue;
+    try {
+      for (const auto& [pattern, callback] : callbacks_)
+        if (topic_matches(pattern, event->topic)) callback(*event);
+      const auto dot = event->topic.rfind('.');
+      const std::string_view word = dot == std::string::npos ? std::string_view() : std::string_view(event->topic).substr(dot + 1);
+      if (word == "created") created(*event);
+      else if (word == "updated") updated(*event);
+      else if (word == "patched") patched(*event);
+      else if (word == "removed") removed(*event);
+    } catch (const std::exception& e) {
+      log(LogLevel::warn, "listener", "callback for " + event->topic + " failed: " + e.what());
+    }
+  }
+}
+
+std::uint64_t Listener::last_seq() const noexcept { return impl_->last_seq(); }
+std::uint64_t Listener::missed() const noexcept { return impl_->missed(); }
 Listener::~Listener() = default;
 Listener::Listener(Listener&&) noexcept = default;
 Listener& Listener::operator=(Listener&&) noexcept = default;

@@ -11,7 +11,8 @@ namespace {
 // recursive conversion can exhaust the stack.
 constexpr std::size_t kMaxPayloadDepth = 64;
 
-nlohmann::json object_to_json(const msgpack::object& o) {
+template <typename J>
+J object_to_json(const msgpack::object& o) {
   switch (o.type) {
     case msgpack::type::NIL: return nullptr;
     case msgpack::type::BOOLEAN: return o.via.boolean;
@@ -21,23 +22,23 @@ nlohmann::json object_to_json(const msgpack::object& o) {
     case msgpack::type::FLOAT64: return o.via.f64;
     case msgpack::type::STR: return std::string(o.via.str.ptr, o.via.str.size);
     case msgpack::type::BIN: {
-      auto array = nlohmann::json::array();
+      auto array = J::array();
       for (std::uint32_t i = 0; i < o.via.bin.size; ++i) array.push_back(static_cast<unsigned char>(o.via.bin.ptr[i]));
       return array;
     }
     case msgpack::type::EXT: return nullptr;
     case msgpack::type::ARRAY: {
-      auto array = nlohmann::json::array();
-      for (std::uint32_t i = 0; i < o.via.array.size; ++i) array.push_back(object_to_json(o.via.array.ptr[i]));
+      auto array = J::array();
+      for (std::uint32_t i = 0; i < o.via.array.size; ++i) array.push_back(object_to_json<J>(o.via.array.ptr[i]));
       return array;
     }
     case msgpack::type::MAP: {
-      auto map = nlohmann::json::object();
+      auto map = J::object();
       for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
         const auto& kv = o.via.map.ptr[i];
         std::string key = kv.key.type == msgpack::type::STR ? std::string(kv.key.via.str.ptr, kv.key.via.str.size)
-                                                            : object_to_json(kv.key).dump();
-        map[std::move(key)] = object_to_json(kv.val);
+                                                            : object_to_json<J>(kv.key).dump();
+        map[std::move(key)] = object_to_json<J>(kv.val);
       }
       return map;
     }
@@ -68,7 +69,8 @@ Payload Payload::from_json(const nlohmann::json& value) {
 
 Payload Payload::parse_json(std::string_view json_text) {
   try {
-    return from_json(nlohmann::json::parse(json_text));
+    // ordered: keeps the key order the user wrote (it matters for $sort).
+    return from_json(nlohmann::ordered_json::parse(json_text));
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid JSON: ") + e.what(), ErrorCode::BadRequest);
   }
@@ -89,7 +91,17 @@ msgpack::object_handle Payload::unpack() const {
   }
 }
 
-nlohmann::json Payload::to_json() const { return object_to_json(unpack().get()); }
+nlohmann::json Payload::to_json() const { return object_to_json<nlohmann::json>(unpack().get()); }
+
+nlohmann::ordered_json Payload::to_ordered_json() const {
+  return object_to_json<nlohmann::ordered_json>(unpack().get());
+}
+
+Payload Payload::from_json(const nlohmann::ordered_json& value) {
+  std::string bytes;
+  nlohmann::ordered_json::to_msgpack(value, bytes);
+  return Payload(std::move(bytes));
+}
 
 std::string Payload::to_json_text() const {
   return to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

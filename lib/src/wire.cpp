@@ -216,6 +216,8 @@ std::size_t frame_count(Command command) noexcept {
     case Command::Done:
     case Command::Submit:
     case Command::Result:
+    case Command::Call:
+    case Command::Reply:
       return 3;
     default:
       return 2;
@@ -267,7 +269,8 @@ zmq::message_t encode(const Fail& m) {
 
 zmq::message_t encode(const Submit& m) {
   Writer w;
-  w.array(4).u64(m.request_id).str(m.type).boolean(m.wait).u64(m.max_attempts);
+  w.array(5).u64(m.request_id).str(m.type).boolean(m.wait).u64(m.max_attempts);
+  if (m.entity.empty()) w.nil(); else w.str(m.entity);
   return w.frame();
 }
 
@@ -288,6 +291,20 @@ zmq::message_t encode(const Result& m) {
 zmq::message_t encode(const StatusRequest& m) {
   Writer w;
   w.array(1).u64(m.request_id);
+  return w.frame();
+}
+
+zmq::message_t encode(const Call& m) {
+  Writer w;
+  w.array(4).u64(m.request_id).str(m.endpoint).str(m.method);
+  if (m.id) w.str(*m.id); else w.nil();
+  return w.frame();
+}
+
+zmq::message_t encode(const Reply& m) {
+  Writer w;
+  w.array(3).u64(m.request_id).u64(m.code);
+  if (m.message.empty()) w.nil(); else w.str(m.message);
   return w.frame();
 }
 
@@ -424,6 +441,8 @@ Submit decode_submit(const zmq::message_t& frame) {
   m.type = type_name(f.str(1, "type"), "SUBMIT");
   m.wait = f.has(2) ? f.boolean(2, "wait") : false;
   m.max_attempts = f.has(3) ? f.u32(3, "max attempts") : 0;
+  m.entity = f.str_or_empty(4, "entity");
+  if (m.entity.size() > 512) f.fail("entity", "at most 512 bytes");
   return m;
 }
 
@@ -446,6 +465,31 @@ Result decode_result(const zmq::message_t& frame) {
 StatusRequest decode_status(const zmq::message_t& frame) {
   Fields f(frame, 1, "STATUS");
   return {f.u64(0, "request id")};
+}
+
+Call decode_call(const zmq::message_t& frame) {
+  Fields f(frame, 3, "CALL");
+  Call m;
+  m.request_id = f.u64(0, "request id");
+  m.endpoint = f.str(1, "endpoint");
+  m.method = f.str(2, "method");
+  if (f.has(3)) {
+    const auto& id = f.at(3);
+    if (id.type != msgpack::type::STR) f.fail("id", "a string or nil");
+    m.id = std::string_view(id.via.str.ptr, id.via.str.size);
+  }
+  return m;
+}
+
+Reply decode_reply(const zmq::message_t& frame) {
+  Fields f(frame, 2, "REPLY");
+  Reply m;
+  m.request_id = f.u64(0, "request id");
+  const auto code = f.u32(1, "code");
+  if (code > 0xffff) f.fail("code", "0..65535");
+  m.code = static_cast<std::uint16_t>(code);
+  m.message = f.str_or_empty(2, "message");
+  return m;
 }
 
 ErrorReply decode_error(const zmq::message_t& frame) {
@@ -505,6 +549,18 @@ EventMeta decode_event_meta(const zmq::message_t& frame) {
   if (const auto* v = find_key(map, "type"); v && v->type == msgpack::type::STR) m.type = {v->via.str.ptr, v->via.str.size};
   if (const auto* v = find_key(map, "error"); v && v->type == msgpack::type::STR) m.error = {v->via.str.ptr, v->via.str.size};
   return m;
+}
+
+std::uint64_t peek_request_id(const zmq::message_t& frame) noexcept {
+  try {
+    if (frame.size() > kMaxHeaderBytes) return 0;
+    const msgpack::object obj = unpack_bounded(frame.data<char>(), frame.size(), 8);
+    if (obj.type != msgpack::type::ARRAY || obj.via.array.size == 0) return 0;
+    const auto& first = obj.via.array.ptr[0];
+    return first.type == msgpack::type::POSITIVE_INTEGER ? first.via.u64 : 0;
+  } catch (...) {
+    return 0;
+  }
 }
 
 void check_msgpack(std::span<const char> bytes, std::size_t max_depth) {

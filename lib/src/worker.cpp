@@ -275,11 +275,18 @@ class Worker::Impl {
   }
 
   void send_completions(detail::PeerSocket& peer) {
-    std::deque<Completion> batch;
+    // sending_ is a member so this per-wake-up call does not allocate a
+    // fresh deque (map + node) every time; it is empty between calls.
+    auto& batch = sending_;
     {
       std::lock_guard lock(mutex_);
       batch.swap(completed_);
     }
+    // Cleared on every way out, as the local deque it replaces was.
+    struct ClearOnExit {
+      std::deque<Completion>& d;
+      ~ClearOnExit() { d.clear(); }
+    } clear_on_exit{batch};
     for (auto& c : batch) {
       if (c.ok) {
         zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
@@ -348,6 +355,7 @@ class Worker::Impl {
   std::condition_variable work_ready_;
   std::deque<Job> pending_;
   std::deque<Completion> completed_;
+  std::deque<Completion> sending_;  // I/O thread only: completions being sent
   std::uint32_t running_ = 0;
   bool shutting_down_ = false;
   std::vector<std::jthread> threads_;

@@ -33,6 +33,11 @@ struct ClientOptions {
 
 struct SubmitOptions {
   std::uint32_t max_attempts = 0;  // per stage; 0 = the broker's default (5)
+  // The entity the job works on: "endpoint/id", or "id" / "auto" to take the
+  // endpoint (and with "auto" the id) from the payload's nested object, as
+  // in {"order": {"id": "o1"}}. The broker stamps its last_worked_on when a
+  // worker takes the job and merges the flow's result into it at the end.
+  std::string entity;
 };
 
 // How a flow ended.
@@ -47,13 +52,15 @@ struct Outcome {
 
 // One answer from the broker, for pipelined use.
 struct ClientEvent {
-  enum class Kind { Accepted, Result, Error };
+  enum class Kind { Accepted, Result, Error, Reply };
   Kind kind = Kind::Accepted;
   std::uint64_t request_id = 0;  // Accepted, Error
   std::uint64_t flow_id = 0;     // Accepted, Result
   Outcome outcome;               // Result
-  ErrorCode code = ErrorCode::BadRequest;  // Error
-  std::string message;           // Error
+  ErrorCode code = ErrorCode::BadRequest;  // Error; Reply when !ok
+  std::string message;           // Error; Reply when !ok
+  bool ok = false;               // Reply
+  Payload reply;                 // Reply: the result when ok
 };
 
 class Client {
@@ -81,6 +88,21 @@ class Client {
   // The address where the broker publishes events, connectable from here.
   // Throws mw::Error on timeout.
   std::string pub_address();
+
+  // Calls an entity endpoint: method is create, get, find, update, patch or
+  // remove; `id` is for get/update/patch/remove of one entity; `data` for
+  // create/update/patch; `query` for find and for update/patch/remove of
+  // every match. Returns the result (ordered as the broker sent it).
+  // Throws mw::Error with the broker's code (NotFound, BadRequest,
+  // Conflict …) and message, or Unavailable on timeout.
+  nlohmann::ordered_json call(std::string_view endpoint, std::string_view method,
+                              std::optional<std::string> id = std::nullopt,
+                              const nlohmann::ordered_json& data = nullptr,
+                              const nlohmann::ordered_json& query = nullptr);
+
+  // Pipelined call, as send_submit(): answers arrive as Kind::Reply events.
+  std::uint64_t send_call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
+                          const nlohmann::ordered_json& data, const nlohmann::ordered_json& query);
 
   // Pipelined submit: queues the request and returns its request id at
   // once. Answers arrive through next_event(): ACCEPTED (or ERROR) always,

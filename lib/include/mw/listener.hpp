@@ -13,22 +13,41 @@
 // $mw.job.dead (data: the dead job's payload, meta.error: why),
 // $mw.worker.ready and $mw.worker.gone (meta.type: the worker's types).
 //
-// PUB semantics: a listener gets what is published while it is connected;
-// events published before it subscribed are not replayed.
+// Entity events (`<endpoint>.created|updated|patched|removed`) are stored
+// with a sequence number. A listener given `since` first receives every
+// stored event after that sequence, then the live stream, with none lost and
+// none twice (the snapshot-plus-updates idea of the ZeroMQ guide's Clone
+// pattern: it subscribes, has the broker publish a marker on a topic of its
+// own, and once the marker arrives — so its subscriptions are live — reads
+// the store; live events are then deduplicated by sequence). Without
+// `since`, a listener gets what is published while it is connected.
+//
+// The seed's Listener, by subclassing or by callbacks:
+//
+//   class SampleListener : public mw::Listener {
+//     using Listener::Listener;
+//     void created(const mw::Event& e) override { std::cout << "created: " << e.data.to_json_text() << "\n"; }
+//   };
+//   SampleListener listener({.topics = {"sampleendpoint.*"}});
+//   listener.on("sampleendpoint.removed", [](const mw::Event& e) { … });
+//   listener.run(stop);
 //
 // Not thread-safe: one Listener per thread. Move-only.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mw/options.hpp"
 #include "mw/payload.hpp"
+#include "mw/stop_signal.hpp"
 
 namespace mw {
 
@@ -38,6 +57,9 @@ struct ListenerOptions {
   std::string pub_address;
   std::vector<std::string> topics;  // patterns; empty = everything
   std::chrono::milliseconds timeout{5000};  // for asking the broker
+  // Replay stored events with a greater sequence first (0 = every stored
+  // event); nullopt = live events only.
+  std::optional<std::uint64_t> since;
 };
 
 struct Event {
@@ -54,10 +76,12 @@ bool topic_matches(std::string_view pattern, std::string_view topic) noexcept;
 
 class Listener {
  public:
-  // Subscribes at once. Throws mw::Error when the broker cannot be asked
-  // for its PUB address in time.
+  using Callback = std::function<void(const Event&)>;
+
+  // Subscribes at once (and with `since`, replays). Throws mw::Error when
+  // the broker does not answer in time.
   explicit Listener(ListenerOptions options);
-  ~Listener();
+  virtual ~Listener();
   Listener(Listener&&) noexcept;
   Listener& operator=(Listener&&) noexcept;
 
@@ -65,11 +89,34 @@ class Listener {
   // Malformed events are skipped.
   [[nodiscard]] std::optional<Event> next(std::chrono::milliseconds timeout);
 
+  // Calls `callback` for events whose topic matches `pattern` (run() only).
+  Listener& on(std::string pattern, Callback callback);
+
+  // Delivers events until `stop` fires: to the matching on() callbacks, and
+  // to created/updated/patched/removed by the topic's last word. An
+  // exception from a callback is logged and the loop goes on.
+  void run(const StopSignal& stop);
+
+  // The sequence of the newest stored event delivered so far (0 if none):
+  // keep it to resume from with `since` after a restart.
+  std::uint64_t last_seq() const noexcept;
+
+  // Stored events that retention had dropped before a `since` replay could
+  // read them (0 when nothing was missed).
+  std::uint64_t missed() const noexcept;
+
+  // What an entity listener overrides.
+  virtual void created(const Event&) {}
+  virtual void updated(const Event&) {}
+  virtual void patched(const Event&) {}
+  virtual void removed(const Event&) {}
+
   const std::string& pub_address() const noexcept;
 
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
+  std::vector<std::pair<std::string, Callback>> callbacks_;
 };
 
 }  // namespace mw

@@ -38,6 +38,8 @@ class Payload {
   static Payload adopt(std::string msgpack_bytes) noexcept;
 
   static Payload from_json(const nlohmann::json& value);
+  // Keeps the objects' key order (it matters for queries' $sort).
+  static Payload from_json(const nlohmann::ordered_json& value);
 
   // Parses JSON text. Throws mw::Error with the parser's message on bad JSON.
   static Payload parse_json(std::string_view json_text);
@@ -66,6 +68,8 @@ class Payload {
   // Throws mw::Error when the bytes are malformed. Binary strings become
   // arrays of byte values; map keys that are not strings are written as JSON text.
   nlohmann::json to_json() const;
+  // As to_json(), keeping the order of map keys as they are in the bytes.
+  nlohmann::ordered_json to_ordered_json() const;
   std::string to_json_text() const;
 
   const std::string& bytes() const noexcept { return bytes_; }

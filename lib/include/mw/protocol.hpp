@@ -8,7 +8,7 @@
 //
 //   frame 0  tag      4 bytes: 'M' 'W' '1' <command byte>
 //   frame 1  header   one msgpack array (absent for HEARTBEAT and DISCONNECT)
-//   frame 2  payload  raw msgpack bytes (JOB, DONE, SUBMIT, RESULT only)
+//   frame 2  payload  raw msgpack bytes (JOB, DONE, SUBMIT, RESULT, CALL, REPLY only)
 //
 // On the wire: never renumber a Command or an ErrorCode; add new ones.
 #pragma once
@@ -31,11 +31,11 @@ enum class Command : std::uint8_t {
   Job = 0x04,         // broker → worker: [job id, type, attempt, flow id, entity] + payload
   Done = 0x05,        // worker → broker: [job id, next type | nil] + result
   Fail = 0x06,        // worker → broker: [job id, error, retryable]
-  Submit = 0x07,      // client → broker: [request id, type, wait, max attempts] + payload
+  Submit = 0x07,      // client → broker: [request id, type, wait, max attempts, entity] + payload
   Accepted = 0x08,    // broker → client: [request id, flow id]
   Result = 0x09,      // broker → client: [flow id, outcome, error, last type, attempts] + result
-  Call = 0x0A,        // client → broker: entity endpoints (reserved for the entity service)
-  Reply = 0x0B,       // broker → client: entity endpoints (reserved for the entity service)
+  Call = 0x0A,        // client → broker: [request id, endpoint, method, id | nil] + {data, query}
+  Reply = 0x0B,       // broker → client: [request id, code (0 = ok), message | nil] + result
   Status = 0x0C,      // any → broker: [request id]
   Stats = 0x0D,       // broker → any: [request id, stats map]
   Heartbeat = 0x0E,   // both ways: no header
@@ -54,13 +54,13 @@ bool is_known_command(std::uint8_t byte) noexcept;
 // where a meaning exists so entity errors and protocol errors share one table.
 enum class ErrorCode : std::uint16_t {
   BadRequest = 400,       // malformed header, wrong field types
-  NotRegistered = 401,    // a worker-only command from a peer that never sent READY
+  NotRegistered = 401,    // reserved: this broker answers unknown workers with DISCONNECT instead
   NotFound = 404,         // unknown job id, entity or endpoint
   UnknownCommand = 405,   // a tag with a command byte this broker does not know
   Conflict = 409,
   TooLarge = 413,         // a frame or message over the broker's limit
   BadProtocol = 426,      // a tag frame that is not MW1
-  Unavailable = 503,      // the broker is shutting down
+  Unavailable = 503,      // the broker cannot serve now (client side: no answer in time)
   Internal = 500,
   NotImplemented = 501,   // a known command this broker does not serve (CALL without an entity store)
 };

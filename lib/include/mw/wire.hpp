@@ -87,6 +87,10 @@ struct Submit {
   std::string_view type;
   bool wait = false;             // send a RESULT when the flow ends
   std::uint32_t max_attempts = 0;  // 0 = broker default
+  // The entity the job works on: "endpoint/id"; "id" alone (the endpoint is
+  // the payload's top-level key whose value is an object); "auto" (that
+  // object's "id" too); empty for none.
+  std::string_view entity;
 };
 
 struct Accepted {
@@ -100,6 +104,21 @@ struct Result {
   std::string_view error;      // empty when done
   std::string_view last_type;  // type of the stage that finished or died
   std::uint32_t attempts = 0;  // attempts of that last stage
+};
+
+// CALL's body frame is a msgpack map with optional keys "data" and "query".
+struct Call {
+  std::uint64_t request_id = 0;
+  std::string_view endpoint;  // "users"; "$events" replays stored events
+  std::string_view method;    // create get find update patch remove
+  std::optional<std::string_view> id;
+};
+
+// REPLY's body frame is the result (msgpack), nil on error.
+struct Reply {
+  std::uint64_t request_id = 0;
+  std::uint16_t code = 0;     // 0 = success, else an ErrorCode
+  std::string_view message;   // the error, empty on success
 };
 
 struct StatusRequest {
@@ -186,6 +205,8 @@ zmq::message_t encode(const Submit& m);
 zmq::message_t encode(const Accepted& m);
 zmq::message_t encode(const Result& m);
 zmq::message_t encode(const StatusRequest& m);
+zmq::message_t encode(const Call& m);
+zmq::message_t encode(const Reply& m);
 zmq::message_t encode(const ErrorReply& m);
 zmq::message_t encode(const Stats& m);
 zmq::message_t encode(const EventMeta& m);
@@ -200,9 +221,16 @@ Submit decode_submit(const zmq::message_t& frame);
 Accepted decode_accepted(const zmq::message_t& frame);
 Result decode_result(const zmq::message_t& frame);
 StatusRequest decode_status(const zmq::message_t& frame);
+Call decode_call(const zmq::message_t& frame);
+Reply decode_reply(const zmq::message_t& frame);
 ErrorReply decode_error(const zmq::message_t& frame);
 Stats decode_stats(const zmq::message_t& frame);
 EventMeta decode_event_meta(const zmq::message_t& frame);
+
+// The first field of a header array when it is an unsigned integer (the
+// request id of SUBMIT, STATUS and CALL), else 0. Never throws: used to
+// address an ERROR about a header that failed to decode.
+std::uint64_t peek_request_id(const zmq::message_t& frame) noexcept;
 
 // Throws DecodeError unless `frame` holds exactly one well-formed msgpack
 // value within the given size, nesting and element limits. Used on payloads

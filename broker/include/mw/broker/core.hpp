@@ -32,6 +32,7 @@
 #include <zmq.hpp>
 
 #include "mw/broker/config.hpp"
+#include "mw/broker/entity_service.hpp"
 #include "mw/broker/job_queue.hpp"
 #include "mw/broker/rate_meter.hpp"
 #include "mw/broker/transport.hpp"
@@ -49,6 +50,19 @@ class BrokerCore {
 
   BrokerCore(const BrokerCore&) = delete;
   BrokerCore& operator=(const BrokerCore&) = delete;
+
+  // Serves CALL (entity endpoints) from `entities` on `store`, and stamps
+  // and writes back entities that jobs carry. Both must outlive the core.
+  // Without this, CALL is answered NotImplemented.
+  void attach_entities(Store& store, EntityService& entities);
+
+  // The wall clock for entity timestamps (ms since the epoch). Tests fix it.
+  void set_wall_clock(std::function<std::int64_t()> wall_clock) { wall_clock_ = std::move(wall_clock); }
+
+  // Ends a loop turn: commits the store's transaction (group commit), then
+  // sends the replies that waited for it and publishes the stored events.
+  // Call after every batch of handle()/tick().
+  void end_turn();
 
   // Handles one message: frames[0] is the sender's routing id, the rest are
   // as the peer sent them. Frames are moved from (payloads travel on).
@@ -109,6 +123,11 @@ class BrokerCore {
   void on_fail(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms);
   void on_submit(const std::string& peer, const zmq::message_t& header, zmq::message_t& payload, std::int64_t now_ms);
   void on_status(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms);
+  void on_call(const std::string& peer, const zmq::message_t& header, const zmq::message_t& body);
+  // Resolves SUBMIT's entity option ("endpoint/id", "id" or "auto") against
+  // the payload; throws mw::Error(BadRequest) when it cannot.
+  std::string resolve_entity(std::string_view option, const zmq::message_t& payload) const;
+  void stamp_entity(const Job& job);
   void on_heartbeat(const std::string& peer);
   void on_disconnect(const std::string& peer, std::int64_t now_ms);
 
@@ -121,7 +140,9 @@ class BrokerCore {
   void finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms);
   void retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms);
   void bury(Job& job, std::string_view error, std::int64_t now_ms);
-  void drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms);
+  // `graceful`: the worker said DISCONNECT after finishing what it started,
+  // so the jobs it held were never started and keep their attempts.
+  void drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms, bool graceful = false);
   // Drops the workers a send found unreachable. Deferred to here so that no
   // worker disappears while dispatch() is iterating.
   void drop_pending(std::int64_t now_ms);
@@ -129,6 +150,10 @@ class BrokerCore {
 
   void reply_error(const std::string& peer, ErrorCode code, std::string_view message, std::uint64_t request_id = 0);
   SendResult send(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload = nullptr);
+  // Sends now, or after end_turn()'s commit when this turn has written to
+  // the store (a reply must never announce a write that may not land).
+  void send_after_commit(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload,
+                         std::uint64_t call_request_id = 0);
   void publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type, std::string_view error,
                      const zmq::message_t* data);
   void note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
@@ -155,6 +180,20 @@ class BrokerCore {
   RateMeter submit_rate_;
   RateMeter done_rate_;
   std::vector<std::string> pending_drops_;
+
+  struct Deferred {
+    std::string peer;
+    Command command;
+    zmq::message_t header;
+    zmq::message_t payload;
+    bool has_payload = false;
+    std::uint64_t call_request_id = 0;  // REPLYs: turned into an error if the commit fails
+  };
+  Store* store_ = nullptr;
+  EntityService* entities_ = nullptr;
+  std::vector<Deferred> deferred_;
+  std::function<std::int64_t()> wall_clock_;
+  std::int64_t next_trim_ms_ = 0;
   LogLimiter bad_input_log_{5, 1000};
   LogLimiter dead_log_{5, 1000};
   std::uint64_t jitter_state_ = 0x9e3779b97f4a7c15ULL;

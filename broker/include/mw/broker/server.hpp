@@ -17,6 +17,9 @@
 #include <string>
 
 #include "mw/broker/config.hpp"
+#include "mw/broker/entity_service.hpp"
+#include "mw/broker/hooks.hpp"
+#include "mw/broker/store.hpp"
 #include "mw/stop_signal.hpp"
 
 namespace mw::broker {
@@ -25,6 +28,11 @@ struct ServerOptions {
   std::string bind = std::string(kDefaultBrokerAddress);
   std::string pub = std::string(kDefaultPubAddress);
   BrokerConfig config;  // config.pub_address is filled in from the bound PUB address
+  // The store of entities and events: config.store names it (a file path,
+  // or ":memory:").
+  SqliteOptions sqlite;
+  EntityConfig entities;
+  Hooks hooks;  // a custom broker's hooks on entity endpoints
 };
 
 class BrokerServer {

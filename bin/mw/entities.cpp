@@ -1,0 +1,80 @@
+// mw create | get | find | update | patch | remove — entity endpoints.
+//
+//   mw create ENDPOINT JSON|-            mw get ENDPOINT ID
+//   mw find ENDPOINT [QUERY_JSON]        mw remove ENDPOINT ID | --query Q
+//   mw patch ENDPOINT ID JSON|-          mw patch ENDPOINT --query Q JSON|-
+//   mw update ENDPOINT ID JSON|-         mw update ENDPOINT --query Q JSON|-
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "mw/client.hpp"
+
+namespace mw::cli {
+namespace {
+
+nlohmann::ordered_json parse_json_argument(std::string text, const char* what) {
+  if (text == "-") text = read_stdin();
+  try {
+    return nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string(what) + " is not valid JSON: " + e.what(), ErrorCode::BadRequest);
+  }
+}
+
+}  // namespace
+
+int entity(std::string_view method, int argc, char** argv) {
+  const std::string name = "mw " + std::string(method);
+  const bool takes_id = method == "get" || method == "update" || method == "patch" || method == "remove";
+  const bool takes_data = method == "create" || method == "update" || method == "patch";
+  const bool takes_query = method == "find" || method == "update" || method == "patch" || method == "remove";
+  cxxopts::Options options(name, "Call the " + std::string(method) + " method of an entity endpoint; prints the result as JSON.");
+  std::vector<std::string> positional = {"endpoint"};
+  std::string help = "ENDPOINT";
+  if (takes_id) help += " ID", positional.push_back("id");
+  if (takes_data) help += " JSON|-", positional.push_back("data");
+  if (method == "find") help += " [QUERY_JSON]", positional.push_back("query_arg");
+  options.positional_help(help);
+  add_common_options(options);
+  options.add_options()
+      ("endpoint", "endpoint", cxxopts::value<std::string>())
+      ("id", "entity id", cxxopts::value<std::string>())
+      ("data", "JSON data, or - for stdin", cxxopts::value<std::string>())
+      ("query_arg", "query", cxxopts::value<std::string>())
+      ("pretty", "indent the JSON output");
+  if (takes_query && method != "find")
+    options.add_options()("query", "act on every entity matching this query instead of one id", cxxopts::value<std::string>());
+
+  // With --query there is no ID: the data follows the endpoint directly.
+  bool by_query = false;
+  for (int i = 1; i < argc; ++i) by_query = by_query || std::string_view(argv[i]).rfind("--query", 0) == 0;
+  if (by_query) positional.erase(std::remove(positional.begin(), positional.end(), "id"), positional.end());
+  options.parse_positional(positional);
+
+  cxxopts::ParseResult args;
+  if (parse_or_help(options, argc, argv, args)) return 0;
+  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "' (usage: " + name + " " + help + ")");
+  if (!args.count("endpoint")) throw Error("missing ENDPOINT (usage: " + name + " " + help + ")", ErrorCode::BadRequest);
+  std::optional<std::string> id;
+  nlohmann::ordered_json data, query;
+  if (takes_id && !by_query) {
+    if (!args.count("id")) throw Error("missing ID (usage: " + name + " " + help + ")", ErrorCode::BadRequest);
+    id = args["id"].as<std::string>();
+  }
+  if (takes_data) {
+    if (!args.count("data")) throw Error("missing JSON data (usage: " + name + " " + help + ")", ErrorCode::BadRequest);
+    data = parse_json_argument(args["data"].as<std::string>(), "data");
+  }
+  if (method == "find" && args.count("query_arg")) query = parse_json_argument(args["query_arg"].as<std::string>(), "query");
+  if (by_query) query = parse_json_argument(args["query"].as<std::string>(), "--query");
+
+  Client client({args["broker"].as<std::string>()});
+  const auto result = client.call(args["endpoint"].as<std::string>(), method, id, data, query);
+  std::cout << result.dump(args.count("pretty") ? 2 : -1, ' ', false, nlohmann::json::error_handler_t::replace)
+            << std::endl;
+  return 0;
+}
+
+}  // namespace mw::cli

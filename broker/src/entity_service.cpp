@@ -1,0 +1,302 @@
+#include "mw/broker/entity_service.hpp"
+
+#include <cstdio>
+#include <random>
+
+#include <msgpack.hpp>
+
+namespace mw::broker {
+namespace {
+
+constexpr std::size_t kMaxEndpointBytes = 64;
+constexpr std::size_t kMaxIdBytes = 256;
+
+[[noreturn]] void fail(ErrorCode code, const std::string& message) { throw Error(message, code); }
+
+std::string to_msgpack(const Json& value) {
+  std::string out;
+  Json::to_msgpack(value, out);
+  return out;
+}
+
+// Ids given by clients may be strings or integers; stored as strings.
+std::string id_of(const Json& value) {
+  if (value.is_string()) {
+    auto id = value.get<std::string>();
+    if (id.empty() || id.size() > kMaxIdBytes) fail(ErrorCode::BadRequest, "id must be 1..256 bytes");
+    return id;
+  }
+  if (value.is_number_integer()) return std::to_string(value.get<std::int64_t>());
+  fail(ErrorCode::BadRequest, "id must be a string or an integer");
+}
+
+// $select keeps the named fields (and the id).
+Json select_fields(const Json& doc, const std::vector<std::string>& fields) {
+  if (fields.empty()) return doc;
+  Json out = Json::object();
+  if (doc.contains("id")) out["id"] = doc["id"];
+  for (const auto& f : fields) {
+    const auto dot = f.find('.');
+    const std::string top = f.substr(0, dot);
+    if (doc.contains(top)) out[top] = doc[top];
+  }
+  return out;
+}
+
+}  // namespace
+
+EntityService::EntityService(Store& store, Hooks hooks, EntityConfig config)
+    : store_(store), hooks_(std::move(hooks)), config_(std::move(config)) {
+  for (const auto& e : config_.endpoints) {
+    check_endpoint_name(e);
+    allowed_.insert(e);
+  }
+  for (const auto& spec : config_.indexes) {
+    const auto dot = spec.find('.');
+    if (dot == std::string::npos) fail(ErrorCode::BadRequest, "index '" + spec + "' must be endpoint.field");
+    const std::string endpoint = spec.substr(0, dot), field = spec.substr(dot + 1);
+    check_endpoint_name(endpoint);
+    if (!is_valid_field_name(field)) fail(ErrorCode::BadRequest, "index '" + spec + "': bad field name");
+    store_.ensure_index(endpoint, field);
+  }
+  std::random_device seed;
+  id_counter_ = (static_cast<std::uint64_t>(seed()) << 20) & 0xffffffffffULL;
+}
+
+void EntityService::check_endpoint_name(std::string_view endpoint) {
+  if (endpoint.empty() || endpoint.size() > kMaxEndpointBytes)
+    fail(ErrorCode::BadRequest, "endpoint name must be 1..64 characters");
+  for (char c : endpoint) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) fail(ErrorCode::BadRequest, "endpoint name '" + std::string(endpoint) + "' may hold only letters, digits, _ and -");
+  }
+}
+
+void EntityService::check_allowed(std::string_view endpoint) const {
+  check_endpoint_name(endpoint);
+  if (!allowed_.empty() && !allowed_.count(std::string(endpoint)))
+    fail(ErrorCode::NotFound, "no endpoint '" + std::string(endpoint) + "' (this broker serves only its --endpoints)");
+}
+
+std::string EntityService::new_id(std::int64_t now_ms) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%011llx%08llx", static_cast<unsigned long long>(now_ms),
+                static_cast<unsigned long long>(++id_counter_ & 0xffffffffULL));
+  return buffer;
+}
+
+void EntityService::record(const std::string& endpoint, std::string_view event, const Json& doc, std::int64_t now_ms) {
+  std::string topic = endpoint + "." + std::string(event);
+  std::string data = to_msgpack(doc);
+  const auto seq = store_.append_event(topic, now_ms, data);
+  pending_.push_back({seq, std::move(topic), std::move(data)});
+}
+
+std::string EntityService::call(HookContext c) {
+  if (c.endpoint == kEventsEndpoint) return replay(c);
+  const std::size_t events_before = pending_.size();
+  store_.begin_unit();
+  try {
+    check_allowed(c.endpoint);
+    try {
+      hooks_.run_before(c);
+      if (c.result.is_null()) c.result = run_method(c);
+      hooks_.run_after(c);
+    } catch (const Error& e) {
+      c.error = e;
+    } catch (const std::exception& e) {
+      c.error = Error(std::string("internal error: ") + e.what(), ErrorCode::Internal);
+    }
+    if (c.error) {
+      hooks_.run_error(c);
+      if (c.error) throw *c.error;
+    }
+    store_.commit_unit();
+  } catch (...) {
+    store_.rollback_unit();
+    pending_.resize(events_before);
+    throw;
+  }
+  return to_msgpack(c.result);
+}
+
+Json EntityService::run_method(HookContext& c) {
+  const bool by_id = c.id.has_value();
+  const auto need_id = [&] {
+    if (!by_id) fail(ErrorCode::BadRequest, std::string(method_name(c.method)) + " needs an id");
+  };
+  switch (c.method) {
+    case Method::Create: {
+      if (c.data.is_array()) {
+        if (c.data.size() > config_.max_multi)
+          fail(ErrorCode::BadRequest, "create takes at most " + std::to_string(config_.max_multi) + " objects");
+        Json out = Json::array();
+        for (auto& item : c.data) out.push_back(create_one(c.endpoint, item, c.now_ms));
+        return out;
+      }
+      return create_one(c.endpoint, c.data, c.now_ms);
+    }
+    case Method::Get: {
+      need_id();
+      auto doc = store_.get(c.endpoint, *c.id);
+      if (!doc) fail(ErrorCode::NotFound, "no " + c.endpoint + " with id '" + *c.id + "'");
+      return *doc;
+    }
+    case Method::Find: {
+      const auto query = translate_query(c.query, config_.page);
+      auto found = store_.find(c.endpoint, query);
+      Json data = Json::array();
+      for (auto& doc : found.docs) data.push_back(select_fields(doc, query.select));
+      Json result = Json::object();
+      result["total"] = found.total;
+      result["limit"] = query.limit;
+      result["skip"] = query.skip;
+      result["data"] = std::move(data);
+      return result;
+    }
+    case Method::Update:
+    case Method::Patch:
+    case Method::Remove: {
+      if (c.method != Method::Remove && !c.data.is_object())
+        fail(ErrorCode::BadRequest, std::string(method_name(c.method)) + " takes an object as data");
+      auto apply = [&](const std::string& id) {
+        if (c.method == Method::Update) return update_one(c.endpoint, id, c.data, c.now_ms);
+        if (c.method == Method::Patch) return patch_one(c.endpoint, id, c.data, c.now_ms);
+        return remove_one(c.endpoint, id, c.now_ms);
+      };
+      if (by_id) return apply(*c.id);
+      if (!c.query.is_object())
+        fail(ErrorCode::BadRequest, std::string(method_name(c.method)) + " needs an id or a query");
+      Json out = Json::array();
+      for (const auto& id : ids_matching(c.endpoint, c.query)) out.push_back(apply(id));
+      return out;
+    }
+  }
+  fail(ErrorCode::BadRequest, "unknown method");
+}
+
+Json EntityService::create_one(const std::string& endpoint, Json data, std::int64_t now_ms) {
+  if (!data.is_object()) fail(ErrorCode::BadRequest, "create takes an object, or an array of objects");
+  const std::string id = data.contains("id") && !data["id"].is_null() ? id_of(data["id"]) : new_id(now_ms);
+  Json doc = Json::object();
+  doc["id"] = id;
+  for (auto& [key, value] : data.items())
+    if (key != "id") doc[key] = std::move(value);
+  if (!doc.contains("created_at")) doc["created_at"] = now_ms;
+  doc["updated_at"] = now_ms;
+  if (!store_.insert(endpoint, id, doc)) fail(ErrorCode::Conflict, endpoint + " '" + id + "' already exists");
+  record(endpoint, "created", doc, now_ms);
+  return doc;
+}
+
+Json EntityService::update_one(const std::string& endpoint, const std::string& id, Json data, std::int64_t now_ms) {
+  auto old = store_.get(endpoint, id);
+  if (!old) fail(ErrorCode::NotFound, "no " + endpoint + " with id '" + id + "'");
+  Json doc = Json::object();
+  doc["id"] = id;
+  for (auto& [key, value] : data.items())
+    if (key != "id") doc[key] = std::move(value);
+  doc["created_at"] = old->contains("created_at") ? (*old)["created_at"] : Json(now_ms);
+  doc["updated_at"] = now_ms;
+  store_.replace(endpoint, id, doc);
+  record(endpoint, "updated", doc, now_ms);
+  return doc;
+}
+
+Json EntityService::patch_one(const std::string& endpoint, const std::string& id, const Json& changes,
+                              std::int64_t now_ms) {
+  auto doc = store_.get(endpoint, id);
+  if (!doc) fail(ErrorCode::NotFound, "no " + endpoint + " with id '" + id + "'");
+  for (const auto& [key, value] : changes.items())
+    if (key != "id" && key != "created_at") (*doc)[key] = value;
+  (*doc)["updated_at"] = now_ms;
+  store_.replace(endpoint, id, *doc);
+  record(endpoint, "patched", *doc, now_ms);
+  return *doc;
+}
+
+Json EntityService::remove_one(const std::string& endpoint, const std::string& id, std::int64_t now_ms) {
+  auto doc = store_.get(endpoint, id);
+  if (!doc) fail(ErrorCode::NotFound, "no " + endpoint + " with id '" + id + "'");
+  store_.remove(endpoint, id);
+  record(endpoint, "removed", *doc, now_ms);
+  return *doc;
+}
+
+std::vector<std::string> EntityService::ids_matching(const std::string& endpoint, const Json& query) {
+  Json bounded = query;
+  bounded["$limit"] = config_.max_multi + 1;
+  bounded.erase("$skip");
+  bounded.erase("$select");
+  PageLimits limits{config_.max_multi + 1, config_.max_multi + 1};
+  auto found = store_.find(endpoint, translate_query(bounded, limits));
+  if (found.total > config_.max_multi)
+    fail(ErrorCode::BadRequest, "query matches " + std::to_string(found.total) + " entities; calls by query touch at most " +
+                                    std::to_string(config_.max_multi) + " (narrow the query)");
+  std::vector<std::string> ids;
+  for (const auto& doc : found.docs) ids.push_back(doc["id"].get<std::string>());
+  return ids;
+}
+
+bool EntityService::stamp_worked_on(std::string_view endpoint, std::string_view id, std::int64_t now_ms) {
+  Json changes = Json::object();
+  changes["last_worked_on"] = now_ms;
+  const std::string e(endpoint), i(id);
+  if (!store_.get(e, i)) return false;
+  patch_one(e, i, changes, now_ms);
+  return true;
+}
+
+bool EntityService::write_back(std::string_view endpoint, std::string_view id, const Json& result, std::int64_t now_ms) {
+  const std::string e(endpoint), i(id);
+  if (!store_.get(e, i)) return false;
+  Json changes = Json::object();
+  if (result.is_object()) {
+    changes = result;
+  } else {
+    changes["result"] = result;
+  }
+  patch_one(e, i, changes, now_ms);
+  return true;
+}
+
+void EntityService::trim_events(std::int64_t now_ms) {
+  store_.trim_events(config_.event_keep_count, now_ms - config_.event_keep_ms);
+}
+
+std::string EntityService::replay(const HookContext& c) {
+  // {"since": N, "limit": L} → {"first_seq", "last_seq", "events": [[seq, topic, at_ms, data], …]}.
+  // `data` is spliced in as the stored msgpack, not re-encoded.
+  if (c.method != Method::Find) fail(ErrorCode::BadRequest, "$events serves find only");
+  std::uint64_t since = 0;
+  std::size_t limit = config_.replay_batch;
+  if (c.query.is_object()) {
+    if (auto it = c.query.find("since"); it != c.query.end()) {
+      if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<std::int64_t>() >= 0))
+        fail(ErrorCode::BadRequest, "since must be a non-negative integer");
+      since = it->get<std::uint64_t>();
+    }
+    if (auto it = c.query.find("limit"); it != c.query.end() && it->is_number_unsigned())
+      limit = std::min<std::size_t>(it->get<std::size_t>(), config_.replay_batch);
+  }
+  const auto events = store_.events_after(since, limit);
+  msgpack::sbuffer out;
+  msgpack::packer<msgpack::sbuffer> packer(out);
+  packer.pack_map(3);
+  packer.pack(std::string("first_seq"));
+  packer.pack(store_.first_event_seq());
+  packer.pack(std::string("last_seq"));
+  packer.pack(store_.last_event_seq());
+  packer.pack(std::string("events"));
+  packer.pack_array(static_cast<std::uint32_t>(events.size()));
+  for (const auto& e : events) {
+    packer.pack_array(4);
+    packer.pack(e.seq);
+    packer.pack(e.topic);
+    packer.pack(e.at_ms);
+    out.write(e.data.data(), e.data.size());
+  }
+  return std::string(out.data(), out.size());
+}
+
+}  // namespace mw::broker

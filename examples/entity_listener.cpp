@@ -1,0 +1,40 @@
+// The seed's SampleListener: reacts to the events of one endpoint
+// (created, updated, patched, removed), e.g. to mail a user once created.
+//
+//   ./entity_listener --endpoint sampleendpoint [--since 0]
+#include <iostream>
+
+#include <cxxopts.hpp>
+
+#include "mw/listener.hpp"
+
+class SampleListener : public mw::Listener {
+ public:
+  using Listener::Listener;
+  void created(const mw::Event& e) override { std::cout << "created: " << e.data.to_json_text() << std::endl; }
+  void updated(const mw::Event& e) override { std::cout << "updated: " << e.data.to_json_text() << std::endl; }
+  void patched(const mw::Event& e) override { std::cout << "patched: " << e.data.to_json_text() << std::endl; }
+  void removed(const mw::Event& e) override { std::cout << "removed: " << e.data.to_json_text() << std::endl; }
+};
+
+int main(int argc, char** argv) {
+  auto stop = mw::StopSignal::on_signals();
+  cxxopts::Options options("entity_listener", "Print the events of one endpoint, as the seed's SampleListener.");
+  options.add_options()
+      ("broker", "broker address", cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
+      ("endpoint", "endpoint to listen to", cxxopts::value<std::string>()->default_value("sampleendpoint"))
+      ("since", "replay stored events after this sequence first", cxxopts::value<std::uint64_t>());
+  try {
+    auto args = options.parse(argc, argv);
+    mw::ListenerOptions lo;
+    lo.broker = args["broker"].as<std::string>();
+    lo.topics = {args["endpoint"].as<std::string>() + ".*"};
+    if (args.count("since")) lo.since = args["since"].as<std::uint64_t>();
+    SampleListener listener(lo);
+    listener.run(stop);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "entity_listener: " << e.what() << std::endl;
+    return 1;
+  }
+}

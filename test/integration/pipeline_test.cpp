@@ -1,0 +1,171 @@
+// Pipelines end to end: --next, the seed's nextWorkerType, jobs that wait
+// for a worker that comes late.
+#include <cmath>
+#include <mutex>
+#include <thread>
+
+#include <doctest/doctest.h>
+
+#include "cluster.hpp"
+#include "in_process_worker.hpp"
+#include "mw/client.hpp"
+
+using namespace mwtest;
+
+namespace {
+
+nlohmann::json parse_json_output(const std::string& text) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    FAIL("not JSON (" << e.what() << "): '" << text << "'");
+    return nullptr;
+  }
+}
+
+mw::WorkerOptions worker_options(const std::string& broker, const std::string& type, const std::string& next = "") {
+  mw::WorkerOptions options;
+  options.broker = broker;
+  options.types = {type};
+  options.next = next;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: sampleworker --next nextworker reports sin(x); bad input fails the submit") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  cluster.start_worker("sample_worker", binaries().sample_worker);
+  cluster.start_worker("next_worker", binaries().next_worker);
+
+  SUBCASE("a number goes through both stages") {
+    for (double x : {0.5, -1.25}) {
+      // As people type it: a negative number must not be taken for an option.
+      const auto r = cluster.mw({"submit", "sampleworker", x < 0 ? "-1.25" : "0.5", "--wait", "--timeout", "20"});
+      REQUIRE(r.exit_status == 0);
+      const auto report = parse_json_output(r.out);
+      REQUIRE(report.is_object());
+      // next_worker's report: proof that the flow went on to the second stage.
+      CHECK(report.at("value").get<double>() == doctest::Approx(std::sin(x)).epsilon(1e-12));
+      CHECK(report.at("rounded").get<double>() == doctest::Approx(std::round(std::sin(x) * 1000) / 1000));
+      CHECK(report.at("sign") == (x < 0 ? "negative" : "non-negative"));
+    }
+    const auto s = cluster.status();
+    CHECK(s.done == 2);
+    CHECK(type_stats(s, "nextworker").value().done == 2);
+  }
+
+  SUBCASE("a string is not a number: the flow dies at once, the error on stderr") {
+    const auto r = cluster.mw({"submit", "sampleworker", "\"abc\"", "--wait", "--timeout", "20"});
+    CHECK(r.exit_status != 0);
+    CHECK(r.exit_status != 3);  // 3 is "no result in time": this one must be a real failure
+    CHECK(r.err.find("The input is not a number") != std::string::npos);
+    CHECK(r.out.empty());
+    const auto s = cluster.status();
+    CHECK(s.dead == 1);
+    CHECK(s.retried == 0);  // non-retryable: exactly one attempt
+    CHECK(type_stats(s, "nextworker").value_or(mw::wire::TypeStats{}).done == 0);
+  }
+}
+
+TEST_CASE("pipeline: nextWorkerType in a result routes the flow and is removed") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+
+  std::mutex mutex;
+  std::vector<nlohmann::json> seen_by_x, seen_by_fallback;
+  // router: echoes its input without "route"; "route" becomes nextWorkerType.
+  InProcessWorker router(worker_options(cluster.address(), "router", "fallback"), [](const mw::Job& job) {
+                           nlohmann::json in = job.payload.to_json();
+                           nlohmann::json out = {{"v", in.at("v")}, {"from", "router"}};
+                           if (in.contains("route")) out["nextWorkerType"] = in["route"];
+                           return mw::Payload::from_json(out);
+                         });
+  auto recorder = [&](const char* name, std::vector<nlohmann::json>& into) {
+    return [&mutex, name, list = &into](const mw::Job& job) {
+      nlohmann::json in = job.payload.to_json();
+      {
+        std::lock_guard lock(mutex);
+        list->push_back(in);
+      }
+      return mw::Payload::from_json(nlohmann::json{{"seen_by", name}, {"got", in}});
+    };
+  };
+  InProcessWorker x(worker_options(cluster.address(), "x"), recorder("x", seen_by_x));
+  InProcessWorker fallback(worker_options(cluster.address(), "fallback"), recorder("fallback", seen_by_fallback));
+
+  mw::Client client({cluster.address()});
+  auto run = [&](const nlohmann::json& input) {
+    auto outcome = client.submit_and_wait("router", mw::Payload::from_json(input), 20s);
+    REQUIRE(outcome.has_value());
+    REQUIRE(outcome->done);
+    return *outcome;
+  };
+
+  SUBCASE("\"nextWorkerType\": \"x\" wins over --next and x does not see the field") {
+    const auto outcome = run({{"route", "x"}, {"v", 1}});
+    CHECK(outcome.last_type == "x");
+    CHECK(outcome.result.to_json() == nlohmann::json{{"seen_by", "x"}, {"got", {{"v", 1}, {"from", "router"}}}});
+    std::lock_guard lock(mutex);
+    REQUIRE(seen_by_x.size() == 1);
+    CHECK_FALSE(seen_by_x[0].contains("nextWorkerType"));
+    CHECK(seen_by_fallback.empty());
+  }
+
+  SUBCASE("\"nextWorkerType\": null ends the flow at the worker that said it") {
+    const auto outcome = run({{"route", nullptr}, {"v", 2}});
+    CHECK(outcome.last_type == "router");
+    CHECK(outcome.result.to_json() == nlohmann::json{{"v", 2}, {"from", "router"}});
+    std::lock_guard lock(mutex);
+    CHECK(seen_by_x.empty());
+    CHECK(seen_by_fallback.empty());
+  }
+
+  SUBCASE("without the field the static --next applies") {
+    const auto outcome = run({{"v", 3}});
+    CHECK(outcome.last_type == "fallback");
+    CHECK(outcome.result.to_json() ==
+          nlohmann::json{{"seen_by", "fallback"}, {"got", {{"v", 3}, {"from", "router"}}}});
+    std::lock_guard lock(mutex);
+    CHECK(seen_by_x.empty());
+    CHECK(seen_by_fallback.size() == 1);
+  }
+
+  SUBCASE("mw-exec results route the same way") {
+    cluster.start_exec("shell_router", {"--next", "fallback"},
+                       {"/bin/sh", "-c", "cat >/dev/null; printf '{\"nextWorkerType\":\"x\",\"a\":1}'"});
+    const auto r = cluster.mw({"submit", "shell_router", "{}", "--wait", "--timeout", "20"});
+    REQUIRE(r.exit_status == 0);
+    CHECK(parse_json_output(r.out) == nlohmann::json{{"seen_by", "x"}, {"got", {{"a", 1}}}});
+    std::lock_guard lock(mutex);
+    CHECK(seen_by_fallback.empty());
+  }
+}
+
+TEST_CASE("pipeline: a job submitted before any worker of its type waits for one") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+
+  Process& submit = cluster.start_mw("mw-submit-early", {"submit", "sampleworker", "0.25", "--wait", "--timeout", "30"});
+  // The job is stored and queued, with nobody to take it.
+  REQUIRE(wait_until(
+      [&] {
+        const auto t = type_stats(cluster.status(), "sampleworker");
+        return t && t->queued == 1 && t->workers == 0;
+      },
+      10s));
+  pause_for(500ms);
+  REQUIRE(submit.running());  // still waiting, not failed for lack of a worker
+
+  cluster.start_worker("sample_worker", binaries().sample_worker);
+  cluster.start_worker("next_worker", binaries().next_worker);
+  const auto status = submit.wait_exit(20s);
+  REQUIRE(status.has_value());
+  REQUIRE(*status == 0);
+  const auto report = parse_json_output(submit.stdout_text());
+  CHECK(report.at("value").get<double>() == doctest::Approx(std::sin(0.25)).epsilon(1e-12));
+}

@@ -1,0 +1,194 @@
+// Workers and brokers that die, freeze, restart or stop: no job is lost,
+// none is reported twice.
+#include <signal.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include <doctest/doctest.h>
+
+#include "cluster.hpp"
+#include "mw/client.hpp"
+
+using namespace mwtest;
+
+namespace {
+
+// A command that holds its job long enough to be interrupted, then echoes it.
+std::vector<std::string> slow_echo(double seconds) {
+  return {"/bin/sh", "-c", "sleep " + std::to_string(seconds) + "; cat"};
+}
+
+std::uint32_t in_flight_of(Cluster& cluster, pid_t pid) {
+  try {
+    const auto w = worker_stats(cluster.status(), pid);
+    return w ? w->in_flight : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("reliability: kill -9 of a worker with jobs in flight loses no job") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  Process& victim = cluster.start_exec("slow", {"--concurrency", "3"}, slow_echo(0.3));
+  Process& survivor = cluster.start_exec("slow", {"--concurrency", "3"}, slow_echo(0.3));
+  REQUIRE(cluster.wait_for_workers("slow", 2));
+
+  constexpr int kJobs = 20;
+  mw::Client client({cluster.address()});
+  std::map<std::uint64_t, int> input_of_request;
+  for (int i = 0; i < kJobs; ++i)
+    input_of_request[client.send_submit("slow", mw::Payload::from_json(nlohmann::json{{"i", i}}).bytes(), true)] = i;
+
+  std::map<std::uint64_t, int> input_of_flow;
+  std::map<std::uint64_t, mw::Outcome> results;
+  std::size_t duplicate_results = 0;
+  bool killed = false;
+  const auto deadline = Clock::now() + 40s;
+  while (results.size() < kJobs && Clock::now() < deadline) {
+    auto event = client.next_event(100ms);
+    if (event && event->kind == mw::ClientEvent::Kind::Accepted) {
+      REQUIRE(input_of_request.count(event->request_id) == 1);
+      input_of_flow[event->flow_id] = input_of_request[event->request_id];
+    } else if (event && event->kind == mw::ClientEvent::Kind::Result) {
+      if (!results.emplace(event->flow_id, event->outcome).second) ++duplicate_results;
+    } else if (event) {
+      FAIL("unexpected ERROR from the broker: " << event->message);
+    }
+    if (!killed && results.size() >= 2) {
+      // Mid-way: the victim must hold jobs when it dies.
+      REQUIRE(wait_until([&] { return in_flight_of(cluster, victim.pid()) > 0; }, 5s, 5ms));
+      victim.signal(SIGKILL);
+      killed = true;
+      REQUIRE(victim.wait_exit(5s) == 128 + SIGKILL);
+    }
+  }
+  REQUIRE(killed);
+  REQUIRE(input_of_flow.size() == kJobs);
+  CHECK(results.size() == kJobs);
+  CHECK(duplicate_results == 0);
+  for (const auto& [flow, input] : input_of_flow) {
+    CAPTURE(flow);
+    REQUIRE(results.count(flow) == 1);
+    CHECK(results[flow].done);
+    CHECK(results[flow].result.to_json() == nlohmann::json{{"i", input}});
+  }
+  CHECK(survivor.running());
+
+  const auto status = cluster.status_json();
+  CHECK(status.at("requeued").get<int>() > 0);
+  CHECK(status.at("done").get<int>() == kJobs);
+  CHECK(status.at("dead").get<int>() == 0);
+  CHECK(worker_json(status, victim.pid()).is_null());
+  CHECK(type_json(status, "slow").at("workers") == 1);
+}
+
+TEST_CASE("reliability: a frozen worker is dropped, its job completes elsewhere, and it comes back alone") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "150"});  // dropped after 3 × 150 ms of silence
+  Process& frozen = cluster.start_exec("hb", {}, slow_echo(0.5));
+  REQUIRE(cluster.wait_for_workers("hb", 1));
+
+  mw::Client client({cluster.address()});
+  const auto flow = submit_waiting(client, "hb", {{"n", 7}});
+  REQUIRE(wait_until([&] { return in_flight_of(cluster, frozen.pid()) == 1; }, 5s, 5ms));
+  frozen.signal(SIGSTOP);
+  const auto stopped_at = Clock::now();
+  Process& other = cluster.start_exec("hb", {}, slow_echo(0.5));
+
+  REQUIRE(cluster.wait_for_worker_pid(frozen.pid(), false, 5s));
+  const auto dropped_after = Clock::now() - stopped_at;
+  // Silence must last 3 × 150 ms, and the worker spoke at most 150 ms before it froze.
+  CHECK(dropped_after >= 250ms);
+  CHECK(dropped_after < 3s);
+
+  const auto outcome = await_result(client, flow, 15s);
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->done);
+  CHECK(outcome->result.to_json() == nlohmann::json{{"n", 7}});
+  {
+    const auto s = cluster.status();
+    CHECK(s.requeued >= 1);
+    REQUIRE(worker_stats(s, other.pid()).has_value());
+    CHECK(worker_stats(s, other.pid())->done == 1);
+  }
+
+  // Thawed, it finds its broker silent, reconnects and registers by itself;
+  // its DONE for the job that was taken from it must not count.
+  frozen.signal(SIGCONT);
+  REQUIRE(cluster.wait_for_worker_pid(frozen.pid(), true, 10s));
+  CHECK(worker_json(cluster.status_json(), frozen.pid()).is_object());
+  CHECK(cluster.wait_for_workers("hb", 2, 5s));
+  const auto late = await_result(client, flow, 1500ms);
+  CHECK_FALSE(late.has_value());
+  const auto s = cluster.status();
+  CHECK(s.done == 1);
+  CHECK(type_stats(s, "hb").value().done == 1);
+  CHECK(frozen.running());
+}
+
+TEST_CASE("reliability: workers find a restarted broker on the same port by themselves") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  const std::string address = cluster.address();
+  const std::string pub = cluster.pub_address();
+  Process& sample = cluster.start_worker("sample_worker", binaries().sample_worker);
+  Process& next = cluster.start_worker("next_worker", binaries().next_worker);
+  REQUIRE(cluster.wait_for_workers("sampleworker", 1));
+  REQUIRE(cluster.wait_for_workers("nextworker", 1));
+  REQUIRE(cluster.mw({"submit", "sampleworker", "0.5", "--wait", "--timeout", "20"}).exit_status == 0);
+
+  Process& first = cluster.broker();
+  first.signal(SIGTERM);
+  REQUIRE(first.wait_exit(5s) == 0);
+  pause_for(300ms);  // the workers notice the broker is gone meanwhile
+
+  cluster.start_broker({"--heartbeat-ms", "200"}, address, pub);
+  REQUIRE(cluster.address() == address);
+  const auto restarted_at = Clock::now();
+  REQUIRE(cluster.wait_for_worker_pid(sample.pid(), true, 10s));
+  REQUIRE(cluster.wait_for_worker_pid(next.pid(), true, 10s));
+  CHECK(Clock::now() - restarted_at < 5s);
+  CHECK(sample.running());
+  CHECK(next.running());
+
+  const auto r = cluster.mw({"submit", "sampleworker", "0.75", "--wait", "--timeout", "20"});
+  REQUIRE(r.exit_status == 0);
+  CHECK(nlohmann::json::parse(r.out).at("value").get<double>() == doctest::Approx(std::sin(0.75)).epsilon(1e-12));
+}
+
+TEST_CASE("reliability: SIGTERM lets a worker finish its running job, then it leaves cleanly") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  Process& worker = cluster.start_exec("graceful", {}, slow_echo(1.0));
+  REQUIRE(cluster.wait_for_workers("graceful", 1));
+
+  mw::Client client({cluster.address()});
+  const auto flow = submit_waiting(client, "graceful", {{"k", "v"}});
+  REQUIRE(wait_until([&] { return in_flight_of(cluster, worker.pid()) == 1; }, 5s, 5ms));
+  pause_for(200ms);  // the command is running
+  worker.signal(SIGTERM);
+
+  // Only this worker serves the type: the result can only come from it.
+  const auto outcome = await_result(client, flow, 10s);
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->done);
+  CHECK(outcome->result.to_json() == nlohmann::json{{"k", "v"}});
+  CHECK(outcome->attempts == 1);
+  REQUIRE(worker.wait_exit(10s) == 0);
+
+  REQUIRE(cluster.wait_for_worker_pid(worker.pid(), false, 5s));
+  const auto s = cluster.status();
+  CHECK(s.requeued == 0);
+  CHECK(s.retried == 0);
+  CHECK(type_stats(s, "graceful").value().workers == 0);
+  CHECK(type_stats(s, "graceful").value().done == 1);
+}

@@ -1,0 +1,136 @@
+// mw status and mw status --json: workers per type with host, pid and
+// in-flight; queue depth and age; done, failed and dead counts.
+#include <signal.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include <doctest/doctest.h>
+
+#include "cluster.hpp"
+#include "mw/options.hpp"
+
+using namespace mwtest;
+
+namespace {
+
+// The whitespace-separated fields of the first line of `table` that starts
+// with `first` (a type name) or holds `inner` (a pid).
+std::vector<std::string> row(const std::string& table, std::string_view key, bool at_start) {
+  std::istringstream in(table);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::vector<std::string> out;
+    for (std::string f; fields >> f;) out.push_back(f);
+    if (out.empty()) continue;
+    if (at_start ? out.front() == key : std::find(out.begin(), out.end(), key) != out.end()) return out;
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+
+  // Jobs nobody serves wait in their queue.
+  for (int i = 0; i < 3; ++i) {
+    const auto r = cluster.mw({"submit", "nobody", "{\"i\":" + std::to_string(i) + "}"});
+    REQUIRE(r.exit_status == 0);
+    CHECK(std::stoull(r.out) > 0);  // the flow id
+  }
+  pause_for(150ms);
+  {
+    const auto status = cluster.status_json();
+    const auto nobody = type_json(status, "nobody");
+    REQUIRE(nobody.is_object());
+    CHECK(nobody.at("queued") == 3);
+    CHECK(nobody.at("oldest_queued_ms").get<std::uint64_t>() >= 100);
+    CHECK(nobody.at("workers") == 0);
+    CHECK(nobody.at("in_flight") == 0);
+    CHECK(status.at("submitted") == 3);
+    CHECK(status.at("workers").empty());
+
+    const auto table = cluster.mw({"status"});
+    REQUIRE(table.exit_status == 0);
+    // TYPE WORKERS QUEUED OLDEST IN-FLIGHT DONE FAILED DEAD DONE/S
+    const auto fields = row(table.out, "nobody", true);
+    REQUIRE(fields.size() == 9);
+    CHECK(fields[1] == "0");
+    CHECK(fields[2] == "3");
+    CHECK(fields[3] != "-");  // an age
+  }
+
+  // A worker holding a job: host, pid, credit and in-flight.
+  Process& busy = cluster.start_exec("busy", {"--concurrency", "2"}, {"/bin/sh", "-c", "sleep 2; cat"});
+  REQUIRE(cluster.wait_for_workers("busy", 1));
+  REQUIRE(cluster.mw({"submit", "busy", "{}"}).exit_status == 0);
+  REQUIRE(wait_until(
+      [&] {
+        const auto w = worker_stats(cluster.status(), busy.pid());
+        return w && w->in_flight == 1;
+      },
+      5s));
+  {
+    const auto status = cluster.status_json();
+    const auto worker = worker_json(status, busy.pid());
+    REQUIRE(worker.is_object());
+    CHECK(worker.at("host") == mw::host_name());
+    CHECK(worker.at("types") == nlohmann::json{"busy"});
+    CHECK(worker.at("credit") == 2);
+    CHECK(worker.at("in_flight") == 1);
+    CHECK(worker.at("next") == "");
+    const auto type = type_json(status, "busy");
+    REQUIRE(type.is_object());
+    CHECK(type.at("workers") == 1);
+    CHECK(type.at("in_flight") == 1);
+    CHECK(type.at("queued") == 0);
+
+    const auto table = cluster.mw({"status"});
+    REQUIRE(table.exit_status == 0);
+    // WORKER TYPES NEXT HOST PID IN-FLIGHT DONE
+    const auto fields = row(table.out, std::to_string(busy.pid()), false);
+    REQUIRE(fields.size() == 7);
+    CHECK(fields[1] == "busy");
+    CHECK(fields[3] == mw::host_name());
+    CHECK(fields[5] == "1/2");
+  }
+  busy.signal(SIGKILL);  // its job would hold up the end of the test
+  REQUIRE(busy.wait_exit(5s).has_value());
+
+  // Done, failed and dead counts per type and in total.
+  cluster.start_worker("sample_worker", binaries().sample_worker);
+  cluster.start_worker("next_worker", binaries().next_worker);
+  REQUIRE(cluster.mw({"submit", "sampleworker", "0.5", "--wait", "--timeout", "20"}).exit_status == 0);
+  REQUIRE(cluster.mw({"submit", "sampleworker", "\"x\"", "--wait", "--timeout", "20"}).exit_status == 1);
+  {
+    const auto status = cluster.status_json();
+    const auto sample = type_json(status, "sampleworker");
+    REQUIRE(sample.is_object());
+    CHECK(sample.at("done") == 1);
+    CHECK(sample.at("failed") == 1);
+    CHECK(sample.at("dead") == 1);
+    CHECK(sample.at("workers") == 1);
+    const auto next = type_json(status, "nextworker");
+    REQUIRE(next.is_object());
+    CHECK(next.at("done") == 1);
+    CHECK(next.at("dead") == 0);
+    CHECK(status.at("submitted") == 6);
+    CHECK(status.at("done") == 1);
+    CHECK(status.at("failed") == 1);
+    CHECK(status.at("dead") == 1);
+    CHECK(type_json(status, "nobody").at("queued") == 3);
+
+    const auto table = cluster.mw({"status"});
+    REQUIRE(table.exit_status == 0);
+    CHECK(table.out.find("6 submitted, 1 done, 1 dead; 1 failures") != std::string::npos);
+    const auto fields = row(table.out, "sampleworker", true);
+    REQUIRE(fields.size() == 9);
+    CHECK(fields[5] == "1");  // done
+    CHECK(fields[6] == "1");  // failed
+    CHECK(fields[7] == "1");  // dead
+  }
+}

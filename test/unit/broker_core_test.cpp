@@ -1,0 +1,1525 @@
+// Unit tests of the broker as a state machine (mw/broker/core.hpp), driven
+// without sockets: frames go in as a ROUTER would deliver them, a fake clock
+// is passed to handle()/tick(), and a RecordingTransport keeps what the core
+// sends. Also the worker registry, the memory queue and topic matching.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mw/broker/core.hpp"
+#include "mw/broker/job_queue.hpp"
+#include "mw/broker/worker_registry.hpp"
+#include "mw/listener.hpp"
+#include "mw/log.hpp"
+#include "mw/version.hpp"
+#include "mw/wire.hpp"
+
+namespace {
+
+using mw::Command;
+using mw::ErrorCode;
+using mw::broker::BrokerConfig;
+using mw::broker::BrokerCore;
+using mw::broker::Job;
+using mw::broker::MemoryJobQueue;
+using mw::broker::SendResult;
+using mw::broker::Transport;
+using mw::broker::WorkerEntry;
+using mw::broker::WorkerRegistry;
+namespace wire = mw::wire;
+
+// SUBMIT's header; fields set by name so the struct may grow.
+wire::Submit submit_header(std::uint64_t request_id, std::string_view type, bool wait = false,
+                           std::uint32_t max_attempts = 0, std::string_view entity = {}) {
+  wire::Submit m;
+  m.request_id = request_id;
+  m.type = type;
+  m.wait = wait;
+  m.max_attempts = max_attempts;
+  m.entity = entity;
+  return m;
+}
+
+std::string bytes_of(const zmq::message_t& m) { return std::string(m.data<char>(), m.size()); }
+zmq::message_t frame_of(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
+
+// A msgpack value that is easy to tell apart: bin16 of `n` bytes 0..255 repeating, tagged.
+std::string payload_bytes(std::size_t n, unsigned char salt = 0) {
+  std::string out("\xc5", 1);
+  out.push_back(static_cast<char>(n >> 8));
+  out.push_back(static_cast<char>(n & 0xff));
+  for (std::size_t i = 0; i < n; ++i) out.push_back(static_cast<char>((i + salt) & 0xff));
+  return out;
+}
+
+// One message the core asked to send.
+struct Sent {
+  std::string peer;
+  Command command{};
+  std::string header;                  // header bytes; empty when none
+  std::optional<std::string> payload;  // payload bytes when a payload frame was given
+  SendResult result = SendResult::Sent;
+};
+
+struct Published {
+  std::string topic;
+  std::string meta;
+  std::string data;
+};
+
+// Records every send; can be told to answer Unreachable or WouldBlock for a peer.
+class RecordingTransport final : public Transport {
+ public:
+  SendResult send(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) override {
+    Sent s;
+    s.peer = std::string(peer);
+    s.command = command;
+    if (header) s.header = bytes_of(*header);
+    if (payload) s.payload = bytes_of(*payload);
+    if (auto it = fail_for.find(s.peer); it != fail_for.end()) s.result = it->second;
+    if (s.result == SendResult::Sent) {
+      // Like a socket: the frames' contents are taken.
+      if (header) {
+        zmq::message_t taken(std::move(*header));
+      }
+      if (payload) {
+        zmq::message_t taken(std::move(*payload));
+      }
+    }
+    sent.push_back(std::move(s));
+    return sent.back().result;
+  }
+
+  bool has_subscribers(std::string_view) const override { return subscribers; }
+
+  void publish(std::string_view topic, zmq::message_t& meta, zmq::message_t& data) override {
+    published.push_back({std::string(topic), bytes_of(meta), bytes_of(data)});
+  }
+
+  std::vector<Sent> sent;  // every attempt, delivered or not
+  std::vector<Published> published;
+  std::map<std::string, SendResult> fail_for;
+  bool subscribers = false;
+};
+
+struct JobMsg {
+  std::uint64_t id = 0;
+  std::uint64_t flow = 0;
+  std::string type;
+  std::uint32_t attempt = 0;
+  std::string entity;
+  std::string payload;
+};
+
+struct ResultMsg {
+  std::uint64_t flow = 0;
+  std::string outcome;
+  std::string error;
+  std::string last_type;
+  std::uint32_t attempts = 0;
+  std::string payload;
+};
+
+struct ErrorMsg {
+  ErrorCode code{};
+  std::string message;
+  std::uint64_t request_id = 0;
+};
+
+BrokerConfig test_config() {
+  BrokerConfig c;
+  c.heartbeat_ms = 1000;
+  c.liveness = 3;
+  c.retry_base_ms = 1000;
+  c.retry_max_ms = 60'000;
+  c.default_max_attempts = 5;
+  c.pub_address = "tcp://pub.example:5556";
+  c.max_message_bytes = 1 << 20;
+  return c;
+}
+
+// A core with a recording transport, a fake clock and helpers that speak
+// the protocol as peers would.
+class Harness {
+ public:
+  explicit Harness(BrokerConfig config = test_config()) : config_(config), core(std::move(config), queue, transport, 1) {
+    mw::set_log_level(mw::LogLevel::off);
+  }
+
+  // frames[0] is the routing id.
+  void raw(const std::vector<std::string>& frames) {
+    std::vector<zmq::message_t> msgs;
+    for (const auto& f : frames) msgs.push_back(frame_of(f));
+    core.handle(std::span<zmq::message_t>(msgs.data(), msgs.size()), now);
+  }
+
+  void command(const std::string& peer, Command c, std::optional<std::string> header = std::nullopt,
+               std::optional<std::string> payload = std::nullopt) {
+    std::vector<std::string> frames{peer, bytes_of(wire::encode_tag(c))};
+    if (header) frames.push_back(*header);
+    if (payload) frames.push_back(*payload);
+    raw(frames);
+  }
+
+  void hello(const std::string& peer, std::uint32_t version = mw::kProtocolVersion) {
+    command(peer, Command::Hello, bytes_of(wire::encode(wire::Hello{mw::kRoleClient, "test", version})));
+  }
+
+  void ready(const std::string& peer, std::vector<std::string> types, std::string next = "", std::uint32_t credit = 1) {
+    wire::Ready r;
+    for (const auto& t : types) r.types.push_back(t);
+    r.next = next;
+    r.credit = credit;
+    r.host = "testhost";
+    r.pid = 1234;
+    command(peer, Command::Ready, bytes_of(wire::encode(r)));
+  }
+
+  // Submits and returns the flow id from the ACCEPTED that must answer it.
+  std::uint64_t submit(const std::string& peer, const std::string& type, const std::string& payload, bool wait = true,
+                       std::uint32_t max_attempts = 0) {
+    const std::uint64_t request_id = ++request_id_;
+    const std::size_t mark = transport.sent.size();
+    command(peer, Command::Submit, bytes_of(wire::encode(submit_header(request_id, type, wait, max_attempts))),
+            payload);
+    for (std::size_t i = mark; i < transport.sent.size(); ++i) {
+      const auto& s = transport.sent[i];
+      if (s.peer == peer && s.command == Command::Accepted) {
+        const auto frame = frame_of(s.header);
+        const auto a = wire::decode_accepted(frame);
+        REQUIRE(a.request_id == request_id);
+        return a.flow_id;
+      }
+    }
+    FAIL("SUBMIT was not answered with ACCEPTED");
+    return 0;
+  }
+
+  void done(const std::string& peer, std::uint64_t job_id, std::optional<std::string> next, const std::string& result) {
+    wire::Done d{job_id, std::nullopt};
+    if (next) d.next = std::string_view(*next);
+    command(peer, Command::Done, bytes_of(wire::encode(d)), result);
+  }
+
+  void fail(const std::string& peer, std::uint64_t job_id, const std::string& error, bool retryable = true) {
+    command(peer, Command::Fail, bytes_of(wire::encode(wire::Fail{job_id, error, retryable})));
+  }
+
+  void heartbeat(const std::string& peer) { command(peer, Command::Heartbeat); }
+  void disconnect(const std::string& peer) { command(peer, Command::Disconnect); }
+  void tick() { core.tick(now); }
+
+  // Messages delivered (send returned Sent) to `peer`.
+  std::vector<Sent> to(const std::string& peer, std::size_t since = 0) const {
+    std::vector<Sent> out;
+    for (std::size_t i = since; i < transport.sent.size(); ++i) {
+      const auto& s = transport.sent[i];
+      if (s.peer == peer && s.result == SendResult::Sent) out.push_back(s);
+    }
+    return out;
+  }
+
+  std::size_t attempts_to(const std::string& peer) const {
+    return static_cast<std::size_t>(std::count_if(transport.sent.begin(), transport.sent.end(),
+                                                  [&](const Sent& s) { return s.peer == peer; }));
+  }
+
+  std::vector<JobMsg> jobs(const std::string& peer) const {
+    std::vector<JobMsg> out;
+    for (const auto& s : to(peer)) {
+      if (s.command != Command::Job) continue;
+      const auto frame = frame_of(s.header);
+      const auto j = wire::decode_job(frame);
+      REQUIRE(s.payload.has_value());
+      out.push_back({j.job_id, j.flow_id, std::string(j.type), j.attempt, std::string(j.entity), *s.payload});
+    }
+    return out;
+  }
+
+  std::vector<ResultMsg> results(const std::string& peer) const {
+    std::vector<ResultMsg> out;
+    for (const auto& s : to(peer)) {
+      if (s.command != Command::Result) continue;
+      const auto frame = frame_of(s.header);
+      const auto r = wire::decode_result(frame);
+      REQUIRE(s.payload.has_value());
+      out.push_back({r.flow_id, std::string(r.outcome), std::string(r.error), std::string(r.last_type), r.attempts,
+                     *s.payload});
+    }
+    return out;
+  }
+
+  static ErrorMsg error_of(const Sent& s) {
+    REQUIRE(s.command == Command::Error);
+    const auto frame = frame_of(s.header);
+    const auto e = wire::decode_error(frame);
+    return {e.code, std::string(e.message), e.request_id};
+  }
+
+  std::size_t worker_count() const { return core.workers().size(); }
+
+  const WorkerEntry* worker(const std::string& id) const {
+    for (const auto* w : core.workers().all())
+      if (w->id == id) return w;
+    return nullptr;
+  }
+
+  wire::TypeStats type_stats(const std::string& type) {
+    for (auto& t : core.stats(now).types)
+      if (t.type == type) return t;
+    return {};
+  }
+
+  BrokerConfig config_;
+  MemoryJobQueue queue;
+  RecordingTransport transport;
+  BrokerCore core;
+  std::int64_t now = 1'000'000;
+
+ private:
+  std::uint64_t request_id_ = 100;
+};
+
+// What must not change when a message is rejected.
+struct Snapshot {
+  std::size_t workers = 0;
+  std::size_t in_flight = 0;
+  std::size_t delayed = 0;
+  std::size_t depth_a = 0;
+  std::uint64_t flows_done = 0;
+  std::uint64_t submitted = 0;
+  std::vector<std::uint32_t> worker_loads;
+
+  static Snapshot of(const Harness& h) {
+    Snapshot s{h.worker_count(), h.core.in_flight(), h.core.delayed(), h.queue.depth("a"),
+               h.core.counters().flows_done, h.core.counters().submitted, {}};
+    for (const auto* w : h.core.workers().all()) s.worker_loads.push_back(static_cast<std::uint32_t>(w->jobs.size()));
+    return s;
+  }
+  bool operator==(const Snapshot&) const = default;
+};
+
+}  // namespace
+
+// ---- registration ---------------------------------------------------------------
+
+TEST_CASE("HELLO is answered with WELCOME carrying the broker's settings") {
+  Harness h;
+  h.hello("client-1");
+  const auto sent = h.to("client-1");
+  REQUIRE(sent.size() == 1);
+  REQUIRE(sent[0].command == Command::Welcome);
+  const auto frame = frame_of(sent[0].header);
+  const auto w = wire::decode_welcome(frame);
+  CHECK(w.pub_address == "tcp://pub.example:5556");
+  CHECK(w.heartbeat_ms == 1000);
+  CHECK(w.broker_version == mw::kVersion);
+  CHECK(w.max_message_bytes == std::uint64_t{1} << 20);
+}
+
+TEST_CASE("HELLO with another protocol version gets ERROR, not WELCOME") {
+  Harness h;
+  h.hello("client-1", 2);
+  const auto sent = h.to("client-1");
+  REQUIRE(sent.size() == 1);
+  CHECK(Harness::error_of(sent[0]).code == ErrorCode::BadProtocol);
+}
+
+TEST_CASE("READY registers a worker with its types, next type and credit") {
+  Harness h;
+  h.transport.subscribers = true;
+  h.ready("w1", {"resize", "thumb"}, "store", 3);
+  REQUIRE(h.worker_count() == 1);
+  const auto* w = h.worker("w1");
+  REQUIRE(w != nullptr);
+  CHECK(w->types == std::vector<std::string>{"resize", "thumb"});
+  CHECK(w->next == "store");
+  CHECK(w->credit == 3);
+  CHECK(w->host == "testhost");
+  CHECK(w->pid == 1234);
+  CHECK(h.core.workers().count("resize") == 1);
+  CHECK(h.core.workers().count("thumb") == 1);
+  CHECK(h.core.workers().count("store") == 0);
+  CHECK(h.type_stats("resize").workers == 1);
+  CHECK(h.to("w1").empty());  // READY has no reply
+
+  REQUIRE(h.transport.published.size() == 1);
+  CHECK(h.transport.published[0].topic == "$mw.worker.ready");
+  const auto meta_frame = frame_of(h.transport.published[0].meta);
+  CHECK(wire::decode_event_meta(meta_frame).type == "resize,thumb");
+
+  SUBCASE("a second READY re-registers, keeping one entry") {
+    h.ready("w1", {"store"}, "", 5);
+    CHECK(h.worker_count() == 1);
+    CHECK(h.core.workers().count("resize") == 0);
+    CHECK(h.core.workers().count("store") == 1);
+    CHECK(h.worker("w1")->credit == 5);
+  }
+}
+
+TEST_CASE("no event is built when nobody subscribes") {
+  Harness h;
+  h.ready("w1", {"a"});
+  const auto flow = h.submit("c1", "a", payload_bytes(4));
+  h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(4));
+  CHECK(flow != 0);
+  CHECK(h.transport.published.empty());
+}
+
+// ---- routing, ACCEPTED, RESULT ------------------------------------------------------
+
+TEST_CASE("a job goes only to a worker of its type") {
+  Harness h;
+  h.ready("wa", {"a"});
+  h.ready("wb", {"b"});
+  const std::string payload = payload_bytes(10);
+  const auto flow = h.submit("c1", "b", payload);
+  CHECK(h.jobs("wa").empty());
+  const auto jobs = h.jobs("wb");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].type == "b");
+  CHECK(jobs[0].flow == flow);
+  CHECK(jobs[0].attempt == 1);
+  CHECK(jobs[0].payload == payload);
+}
+
+TEST_CASE("a job with no worker waits and is dispatched the moment one sends READY") {
+  Harness h;
+  h.ready("wa", {"a"});
+  const std::string payload = payload_bytes(300, 7);
+  const auto flow = h.submit("c1", "c", payload);
+  CHECK(h.queue.depth("c") == 1);
+  CHECK(h.jobs("wa").empty());
+  CHECK(h.type_stats("c").queued == 1);
+  CHECK(h.type_stats("c").workers == 0);
+
+  h.now += 5000;
+  h.ready("wc", {"x", "c"});
+  const auto jobs = h.jobs("wc");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].type == "c");
+  CHECK(jobs[0].flow == flow);
+  CHECK(jobs[0].payload == payload);
+  CHECK(h.queue.depth("c") == 0);
+  CHECK(h.core.in_flight() == 1);
+}
+
+TEST_CASE("ACCEPTED carries the request id and a flow id; RESULT forwards the final payload byte for byte") {
+  Harness h;
+  h.ready("w1", {"a"});
+  const std::string submitted = payload_bytes(1000, 1);
+  const std::string result = payload_bytes(2000, 99);
+
+  const auto flow = h.submit("c1", "a", submitted);  // checks the request id itself
+  CHECK(flow != 0);
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].flow == flow);
+  CHECK(jobs[0].payload == submitted);
+  CHECK(h.results("c1").empty());
+
+  h.done("w1", jobs[0].id, std::nullopt, result);
+  const auto results = h.results("c1");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == flow);
+  CHECK(results[0].outcome == mw::kOutcomeDone);
+  CHECK(results[0].error.empty());
+  CHECK(results[0].last_type == "a");
+  CHECK(results[0].attempts == 1);
+  CHECK(results[0].payload == result);
+  CHECK(h.core.counters().flows_done == 1);
+  CHECK(h.core.in_flight() == 0);
+  CHECK(h.worker("w1")->jobs.empty());
+}
+
+TEST_CASE("flows get distinct ids; a submitter that does not wait gets no RESULT") {
+  Harness h;
+  h.transport.subscribers = true;
+  h.ready("w1", {"a"}, "", 2);
+  const auto f1 = h.submit("c1", "a", payload_bytes(3), false);
+  const auto f2 = h.submit("c1", "a", payload_bytes(3), false);
+  CHECK(f1 != f2);
+  for (const auto& j : h.jobs("w1")) h.done("w1", j.id, std::nullopt, payload_bytes(5, 3));
+  CHECK(h.results("c1").empty());
+  CHECK(h.core.counters().flows_done == 2);
+  // Listeners still hear the flow end, with its result.
+  std::size_t flow_done_events = 0;
+  for (const auto& p : h.transport.published) {
+    if (p.topic != "$mw.flow.done") continue;
+    ++flow_done_events;
+    CHECK(p.data == payload_bytes(5, 3));
+  }
+  CHECK(flow_done_events == 2);
+}
+
+// ---- pipelines -------------------------------------------------------------------
+
+TEST_CASE("pipelines") {
+  Harness h;
+  const std::string p0 = payload_bytes(20, 0), p1 = payload_bytes(20, 1), p2 = payload_bytes(20, 2);
+
+  SUBCASE("the static next type from READY makes the result a job of that type") {
+    h.ready("wa", {"a"}, "b");
+    h.ready("wb", {"b"});
+    const auto flow = h.submit("c1", "a", p0);
+    const auto ja = h.jobs("wa").at(0);
+    h.done("wa", ja.id, std::nullopt, p1);
+    CHECK(h.results("c1").empty());
+    const auto jbs = h.jobs("wb");
+    REQUIRE(jbs.size() == 1);
+    CHECK(jbs[0].type == "b");
+    CHECK(jbs[0].flow == flow);
+    CHECK(jbs[0].id != ja.id);
+    CHECK(jbs[0].attempt == 1);
+    CHECK(jbs[0].payload == p1);
+    h.done("wb", jbs[0].id, std::nullopt, p2);
+    const auto results = h.results("c1");
+    REQUIRE(results.size() == 1);
+    CHECK(results[0].flow == flow);
+    CHECK(results[0].last_type == "b");
+    CHECK(results[0].payload == p2);
+    CHECK(h.core.counters().flows_done == 1);
+  }
+
+  SUBCASE("DONE's next overrides the static next") {
+    h.ready("wa", {"a"}, "b");
+    h.ready("wb", {"b"});
+    h.ready("wc", {"c"});
+    const auto flow = h.submit("c1", "a", p0);
+    h.done("wa", h.jobs("wa").at(0).id, std::string("c"), p1);
+    CHECK(h.jobs("wb").empty());
+    const auto jcs = h.jobs("wc");
+    REQUIRE(jcs.size() == 1);
+    CHECK(jcs[0].type == "c");
+    CHECK(jcs[0].flow == flow);
+    CHECK(jcs[0].payload == p1);
+  }
+
+  SUBCASE("DONE's next \"\" ends the flow even though READY had a next") {
+    h.ready("wa", {"a"}, "b");
+    h.ready("wb", {"b"});
+    const auto flow = h.submit("c1", "a", p0);
+    h.done("wa", h.jobs("wa").at(0).id, std::string(""), p1);
+    CHECK(h.jobs("wb").empty());
+    CHECK(h.queue.depth("b") == 0);
+    const auto results = h.results("c1");
+    REQUIRE(results.size() == 1);
+    CHECK(results[0].flow == flow);
+    CHECK(results[0].last_type == "a");
+    CHECK(results[0].payload == p1);
+    CHECK(h.core.counters().flows_done == 1);
+  }
+
+  SUBCASE("three stages keep the flow id, each stage has its own job id") {
+    h.ready("wa", {"a"}, "b");
+    h.ready("wb", {"b"}, "c");
+    h.ready("wc", {"c"});
+    const auto flow = h.submit("c1", "a", p0);
+    const auto ja = h.jobs("wa").at(0);
+    h.done("wa", ja.id, std::nullopt, p1);
+    const auto jb = h.jobs("wb").at(0);
+    h.done("wb", jb.id, std::nullopt, p2);
+    const auto jc = h.jobs("wc").at(0);
+    CHECK(ja.flow == flow);
+    CHECK(jb.flow == flow);
+    CHECK(jc.flow == flow);
+    CHECK(std::set<std::uint64_t>{ja.id, jb.id, jc.id}.size() == 3);
+    CHECK(jc.payload == p2);
+    h.done("wc", jc.id, std::nullopt, p0);
+    REQUIRE(h.results("c1").size() == 1);
+    CHECK(h.results("c1")[0].last_type == "c");
+    CHECK(h.core.counters().flows_done == 1);
+  }
+
+  SUBCASE("a next stage with no worker waits in its queue") {
+    h.ready("wa", {"a"}, "b");
+    h.submit("c1", "a", p0);
+    h.done("wa", h.jobs("wa").at(0).id, std::nullopt, p1);
+    CHECK(h.queue.depth("b") == 1);
+    CHECK(h.results("c1").empty());
+    h.ready("wb", {"b"});
+    REQUIRE(h.jobs("wb").size() == 1);
+    CHECK(h.jobs("wb")[0].payload == p1);
+  }
+}
+
+// ---- credit and load balancing ------------------------------------------------------
+
+TEST_CASE("a worker never holds more jobs than its credit; more follow each DONE") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 2);
+  for (int i = 0; i < 5; ++i) h.submit("c1", "a", payload_bytes(8, static_cast<unsigned char>(i)));
+  CHECK(h.jobs("w1").size() == 2);
+  CHECK(h.queue.depth("a") == 3);
+  CHECK(h.type_stats("a").in_flight == 2);
+  CHECK(h.type_stats("a").queued == 3);
+
+  std::size_t finished = 0;
+  while (finished < 5) {
+    const auto jobs = h.jobs("w1");
+    REQUIRE(jobs.size() > finished);
+    CHECK(jobs.size() - finished <= 2);  // in flight
+    h.done("w1", jobs[finished].id, std::nullopt, payload_bytes(1));
+    ++finished;
+    CHECK(h.jobs("w1").size() == std::min<std::size_t>(finished + 2, 5));
+  }
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 5);
+  // FIFO: the jobs came in the order they were submitted.
+  for (std::size_t i = 0; i < 5; ++i) CHECK(jobs[i].payload == payload_bytes(8, static_cast<unsigned char>(i)));
+  CHECK(h.core.counters().flows_done == 5);
+}
+
+TEST_CASE("the least-loaded worker (jobs relative to credit) gets the next job") {
+  Harness h;
+  h.ready("big", {"a"}, "", 10);
+  for (int i = 0; i < 4; ++i) h.submit("c1", "a", payload_bytes(2));
+  REQUIRE(h.jobs("big").size() == 4);  // 4/10
+
+  h.ready("small", {"a"}, "", 2);
+  h.submit("c1", "a", payload_bytes(2));
+  CHECK(h.jobs("small").size() == 1);  // 0/2 beat 4/10
+  CHECK(h.jobs("big").size() == 4);
+
+  h.submit("c1", "a", payload_bytes(2));
+  CHECK(h.jobs("big").size() == 5);  // 4/10 beat 1/2
+  CHECK(h.jobs("small").size() == 1);
+
+  h.done("small", h.jobs("small").at(0).id, std::nullopt, payload_bytes(1));
+  h.submit("c1", "a", payload_bytes(2));
+  CHECK(h.jobs("small").size() == 2);  // 0/2 beat 5/10
+  CHECK(h.jobs("big").size() == 5);
+}
+
+TEST_CASE("workers of one type share the load") {
+  Harness h;
+  SUBCASE("equal credit: an even split") {
+    h.ready("w1", {"a"}, "", 10);
+    h.ready("w2", {"a"}, "", 10);
+    for (int i = 0; i < 10; ++i) h.submit("c1", "a", payload_bytes(2));
+    CHECK(h.jobs("w1").size() == 5);
+    CHECK(h.jobs("w2").size() == 5);
+  }
+  SUBCASE("credit 1 each: one job each, the rest waits") {
+    h.ready("w1", {"a"});
+    h.ready("w2", {"a"});
+    h.ready("w3", {"a"});
+    for (int i = 0; i < 4; ++i) h.submit("c1", "a", payload_bytes(2));
+    CHECK(h.jobs("w1").size() == 1);
+    CHECK(h.jobs("w2").size() == 1);
+    CHECK(h.jobs("w3").size() == 1);
+    CHECK(h.queue.depth("a") == 1);
+  }
+}
+
+// ---- lost workers -------------------------------------------------------------------
+
+TEST_CASE("a silent worker is dropped after heartbeat_ms x liveness and its job goes first to another worker") {
+  Harness h;
+  h.transport.subscribers = true;
+  const std::int64_t t0 = h.now;
+  h.ready("w1", {"a"});
+  h.submit("c1", "a", payload_bytes(4, 1));  // X1 -> w1
+  h.submit("c1", "a", payload_bytes(4, 2));  // X2 queued
+  h.submit("c1", "a", payload_bytes(4, 3));  // X3 queued
+  h.ready("w2", {"a"});                      // takes X2
+  const auto x1 = h.jobs("w1").at(0);
+  const auto x2 = h.jobs("w2").at(0);
+  CHECK(x2.payload == payload_bytes(4, 2));
+
+  // w2 keeps talking, w1 says nothing; the clock runs as the server runs it.
+  std::int64_t dropped_at = -1;
+  for (std::int64_t t = t0 + 100; t <= t0 + 6000; t += 100) {
+    h.now = t;
+    if ((t - t0) % 1000 == 0) h.heartbeat("w2");
+    h.tick();
+    if (dropped_at < 0 && !h.worker("w1")) dropped_at = t;
+    CHECK(h.worker("w2") != nullptr);
+  }
+  REQUIRE(dropped_at > 0);
+  CHECK(dropped_at > t0 + 3000);         // not before heartbeat_ms x liveness of silence
+  CHECK(dropped_at <= t0 + 3000 + 1000);  // and within one heartbeat after
+  CHECK(h.core.counters().requeued == 1);
+  CHECK(h.core.workers().count("a") == 1);
+
+  // Heartbeats went to the live worker.
+  const auto to_w2 = h.to("w2");
+  CHECK(std::count_if(to_w2.begin(), to_w2.end(), [](const Sent& s) { return s.command == Command::Heartbeat; }) >= 3);
+
+  bool gone_event = false;
+  for (const auto& p : h.transport.published) gone_event |= p.topic == "$mw.worker.gone";
+  CHECK(gone_event);
+
+  // X1 was requeued at the front: it comes before X3, which waited longer in the queue.
+  CHECK(h.queue.depth("a") == 2);
+  h.done("w2", x2.id, std::nullopt, payload_bytes(1));
+  auto jobs = h.jobs("w2");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[1].id == x1.id);
+  CHECK(jobs[1].flow == x1.flow);
+  CHECK(jobs[1].attempt == 2);
+  CHECK(jobs[1].payload == payload_bytes(4, 1));
+  h.done("w2", x1.id, std::nullopt, payload_bytes(1));
+  jobs = h.jobs("w2");
+  REQUIRE(jobs.size() == 3);
+  CHECK(jobs[2].payload == payload_bytes(4, 3));
+  CHECK(jobs[2].attempt == 1);
+}
+
+TEST_CASE("a worker that keeps heartbeating is never dropped") {
+  Harness h;
+  h.ready("w1", {"a"});
+  for (int i = 1; i <= 20; ++i) {
+    h.now += 900;
+    h.heartbeat("w1");
+    h.tick();
+  }
+  CHECK(h.worker("w1") != nullptr);
+}
+
+TEST_CASE("DISCONNECT from a worker requeues its jobs to another worker") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.submit("c1", "a", payload_bytes(4));
+  const auto x = h.jobs("w1").at(0);
+  h.ready("w2", {"a"});
+  CHECK(h.jobs("w2").empty());
+  h.disconnect("w1");
+  CHECK(h.worker("w1") == nullptr);
+  CHECK(h.core.counters().requeued == 1);
+  const auto jobs = h.jobs("w2");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].id == x.id);
+  CHECK(jobs[0].flow == x.flow);
+  CHECK(jobs[0].payload == x.payload);
+  // A worker that says DISCONNECT reported every job it started, so what
+  // it hands back was never started: that delivery is not an attempt.
+  CHECK(jobs[0].attempt == 1);
+}
+
+TEST_CASE("jobs handed back by DISCONNECT are requeued even on their last attempt") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.submit("c1", "a", payload_bytes(4), true, 1);
+  h.disconnect("w1");
+  CHECK(h.core.counters().dead == 0);
+  CHECK(h.queue.depth("a") == 1);
+  CHECK(h.results("c1").empty());
+  h.ready("w2", {"a"});
+  REQUIRE(h.jobs("w2").size() == 1);
+  CHECK(h.jobs("w2")[0].attempt == 1);
+}
+
+TEST_CASE("a lost worker's jobs come back in the order they were dispatched") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 3);
+  for (int i = 1; i <= 4; ++i) h.submit("c1", "a", payload_bytes(4, static_cast<unsigned char>(i)));
+  auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 3);
+  h.done("w1", jobs[0].id, std::nullopt, payload_bytes(1));  // X1 done, X4 dispatched
+  jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 4);
+  h.disconnect("w1");
+  CHECK(h.queue.depth("a") == 3);
+  h.ready("w2", {"a"}, "", 3);
+  const auto again = h.jobs("w2");
+  REQUIRE(again.size() == 3);
+  CHECK(again[0].id == jobs[1].id);
+  CHECK(again[1].id == jobs[2].id);
+  CHECK(again[2].id == jobs[3].id);
+}
+
+TEST_CASE("a job lost with its worker on its last attempt is dead, not requeued") {
+  Harness h;
+  h.ready("w1", {"a"});
+  const auto flow = h.submit("c1", "a", payload_bytes(4), true, 1);
+  // w1 goes silent with the job: lost, not handed back.
+  for (int i = 0; i < 6; ++i) {
+    h.now += 1000;
+    h.tick();
+  }
+  REQUIRE(h.worker("w1") == nullptr);
+  CHECK(h.queue.depth("a") == 0);
+  CHECK(h.core.counters().requeued == 0);
+  CHECK(h.core.counters().dead == 1);
+  const auto results = h.results("c1");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == flow);
+  CHECK(results[0].outcome == mw::kOutcomeDead);
+  CHECK(results[0].error.find("lost with its worker") != std::string::npos);
+}
+
+TEST_CASE("a send that finds the worker unreachable drops it and requeues") {
+  Harness h;
+  SUBCASE("the job being sent stays queued for the next worker") {
+    h.ready("w1", {"a"});
+    h.transport.fail_for["w1"] = SendResult::Unreachable;
+    const auto flow = h.submit("c1", "a", payload_bytes(6));
+    CHECK(h.worker("w1") == nullptr);
+    CHECK(h.queue.depth("a") == 1);
+    CHECK(h.core.in_flight() == 0);
+    h.ready("w2", {"a"});
+    const auto jobs = h.jobs("w2");
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].flow == flow);
+    CHECK(jobs[0].attempt == 1);  // never delivered before
+  }
+  SUBCASE("jobs it already held are requeued too, ahead of the one being sent") {
+    h.ready("w1", {"a"}, "", 2);
+    h.submit("c1", "a", payload_bytes(6, 1));
+    const auto x1 = h.jobs("w1").at(0);
+    h.transport.fail_for["w1"] = SendResult::Unreachable;
+    h.submit("c1", "a", payload_bytes(6, 2));
+    CHECK(h.worker("w1") == nullptr);
+    CHECK(h.core.counters().requeued == 1);
+    CHECK(h.queue.depth("a") == 2);
+    h.ready("w2", {"a"}, "", 2);
+    const auto jobs = h.jobs("w2");
+    REQUIRE(jobs.size() == 2);
+    CHECK(jobs[0].id == x1.id);
+    CHECK(jobs[0].attempt == 2);
+    CHECK(jobs[1].payload == payload_bytes(6, 2));
+    CHECK(jobs[1].attempt == 1);
+  }
+  SUBCASE("another live worker gets the job at once") {
+    h.ready("w1", {"a"});
+    h.ready("w2", {"a"});
+    h.transport.fail_for["w1"] = SendResult::Unreachable;
+    h.transport.fail_for["w2"] = SendResult::Sent;
+    h.submit("c1", "a", payload_bytes(6));
+    h.submit("c1", "a", payload_bytes(6));
+    CHECK(h.worker("w1") == nullptr);
+    CHECK(h.jobs("w2").size() == 1);
+    CHECK(h.queue.depth("a") == 1);
+  }
+}
+
+TEST_CASE("WouldBlock leaves the job queued and pauses the worker until it speaks again") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 4);
+  h.transport.fail_for["w1"] = SendResult::WouldBlock;
+  h.submit("c1", "a", payload_bytes(6, 1));
+  CHECK(h.attempts_to("w1") == 1);
+  CHECK(h.jobs("w1").empty());
+  CHECK(h.queue.depth("a") == 1);
+  CHECK(h.worker("w1") != nullptr);  // not dropped
+  CHECK(h.worker("w1")->paused);
+
+  h.submit("c1", "a", payload_bytes(6, 2));
+  CHECK(h.attempts_to("w1") == 1);  // paused: not even tried
+  CHECK(h.queue.depth("a") == 2);
+
+  h.transport.fail_for.erase("w1");
+  SUBCASE("a HEARTBEAT resumes it and the queued jobs flow") {
+    h.heartbeat("w1");
+  }
+  SUBCASE("a READY resumes it") {
+    h.ready("w1", {"a"}, "", 4);
+  }
+  SUBCASE("even a malformed message resumes it (it is alive and reading)") {
+    h.command("w1", Command::Ready);  // no header: answered with ERROR
+    CHECK(Harness::error_of(h.to("w1").at(0)).code == ErrorCode::BadRequest);
+  }
+  CHECK_FALSE(h.worker("w1")->paused);
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].payload == payload_bytes(6, 1));
+  CHECK(jobs[0].attempt == 1);
+  CHECK(jobs[1].payload == payload_bytes(6, 2));
+  CHECK(h.queue.depth("a") == 0);
+}
+
+TEST_CASE("a late DONE from a worker that no longer holds the job is ignored") {
+  Harness h;
+  const std::int64_t t0 = h.now;
+  h.ready("w1", {"a"});
+  const auto flow = h.submit("c1", "a", payload_bytes(4));
+  const auto x = h.jobs("w1").at(0);
+  h.ready("w2", {"a"});
+  // w1 goes silent; w2 keeps heartbeating.
+  for (std::int64_t t = t0 + 500; t <= t0 + 5000; t += 500) {
+    h.now = t;
+    h.heartbeat("w2");
+    h.tick();
+  }
+  REQUIRE(h.worker("w1") == nullptr);
+  REQUIRE(h.jobs("w2").size() == 1);
+  CHECK(h.jobs("w2")[0].id == x.id);
+
+  SUBCASE("from the dropped worker: DISCONNECT, no RESULT") {
+    const std::size_t mark = h.transport.sent.size();
+    h.done("w1", x.id, std::nullopt, payload_bytes(9, 9));
+    CHECK(h.core.counters().stale_replies == 1);
+    const auto sent = h.to("w1", mark);
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0].command == Command::Disconnect);
+  }
+  SUBCASE("from the same worker registered again: silently ignored") {
+    h.ready("w1", {"a"});
+    const std::size_t mark = h.transport.sent.size();
+    h.done("w1", x.id, std::nullopt, payload_bytes(9, 9));
+    CHECK(h.core.counters().stale_replies == 1);
+    CHECK(h.to("w1", mark).empty());
+  }
+  CHECK(h.results("c1").empty());
+  CHECK(h.core.counters().flows_done == 0);
+  CHECK(h.core.in_flight() == 1);
+
+  // The real holder finishes the flow, once.
+  h.done("w2", x.id, std::nullopt, payload_bytes(3, 3));
+  auto results = h.results("c1");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == flow);
+  CHECK(results[0].payload == payload_bytes(3, 3));
+  // A repeated DONE does not finish it twice.
+  h.done("w2", x.id, std::nullopt, payload_bytes(3, 3));
+  CHECK(h.results("c1").size() == 1);
+  CHECK(h.core.counters().flows_done == 1);
+  CHECK(h.core.counters().stale_replies == 2);
+}
+
+TEST_CASE("a late FAIL from a worker that no longer holds the job is ignored") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.submit("c1", "a", payload_bytes(4));
+  const auto x = h.jobs("w1").at(0);
+  h.done("w1", x.id, std::nullopt, payload_bytes(1));
+  h.fail("w1", x.id, "too late", false);
+  CHECK(h.core.counters().stale_replies == 1);
+  CHECK(h.core.counters().dead == 0);
+  CHECK(h.core.counters().failed == 0);
+  REQUIRE(h.results("c1").size() == 1);
+  CHECK(h.results("c1")[0].outcome == mw::kOutcomeDone);
+}
+
+// ---- retries and dead jobs ----------------------------------------------------------------
+
+TEST_CASE("FAIL retries after an exponential backoff, then the job is dead") {
+  Harness h;
+  h.transport.subscribers = true;
+  h.ready("w1", {"a"});
+  const std::string payload = payload_bytes(40, 5);
+  const auto flow = h.submit("c1", "a", payload, true, 3);
+  auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  const auto x = jobs[0];
+  CHECK(x.attempt == 1);
+
+  // Attempt 1 fails: the retry waits retry_base_ms (1000) +-25 %.
+  std::int64_t failed_at = h.now;
+  h.fail("w1", x.id, "flaky");
+  CHECK(h.core.counters().failed == 1);
+  CHECK(h.core.counters().retried == 1);
+  CHECK(h.core.delayed() == 1);
+  CHECK(h.core.next_deadline_ms() <= failed_at + 1250);
+  CHECK(h.jobs("w1").size() == 1);  // not redelivered at once
+  h.now = failed_at + 749;
+  h.tick();
+  CHECK(h.jobs("w1").size() == 1);
+  h.now = failed_at + 1251;
+  h.tick();
+  jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[1].id == x.id);
+  CHECK(jobs[1].flow == flow);
+  CHECK(jobs[1].attempt == 2);
+  CHECK(jobs[1].payload == payload);
+  CHECK(h.core.delayed() == 0);
+
+  // Attempt 2 fails: twice the wait, 2000 +-25 %.
+  failed_at = h.now;
+  h.fail("w1", x.id, "flaky again");
+  h.now = failed_at + 1499;
+  h.tick();
+  CHECK(h.jobs("w1").size() == 2);
+  h.now = failed_at + 2501;
+  h.tick();
+  jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 3);
+  CHECK(jobs[2].attempt == 3);
+
+  // Attempt 3 of 3 fails: dead.
+  h.fail("w1", x.id, "still broken");
+  CHECK(h.core.counters().dead == 1);
+  CHECK(h.core.counters().failed == 3);
+  CHECK(h.core.delayed() == 0);
+  CHECK(h.core.in_flight() == 0);
+  const auto results = h.results("c1");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == flow);
+  CHECK(results[0].outcome == mw::kOutcomeDead);
+  CHECK(results[0].error == "still broken");
+  CHECK(results[0].last_type == "a");
+  CHECK(results[0].attempts == 3);
+  CHECK(results[0].payload == payload);
+  CHECK(h.type_stats("a").dead == 1);
+  CHECK(h.type_stats("a").failed == 3);
+
+  bool dead_event = false;
+  for (const auto& p : h.transport.published) {
+    if (p.topic != "$mw.job.dead") continue;
+    dead_event = true;
+    const auto meta = frame_of(p.meta);
+    CHECK(wire::decode_event_meta(meta).error == "still broken");
+    CHECK(wire::decode_event_meta(meta).flow_id == flow);
+    CHECK(p.data == payload);
+  }
+  CHECK(dead_event);
+
+  // Nothing more is delivered, however long we wait.
+  h.now += 120'000;
+  h.heartbeat("w1");
+  h.tick();
+  CHECK(h.jobs("w1").size() == 3);
+}
+
+TEST_CASE("FAIL with retryable=false makes the job dead at once") {
+  Harness h;
+  h.ready("w1", {"a"});
+  const auto flow = h.submit("c1", "a", payload_bytes(4));
+  h.fail("w1", h.jobs("w1").at(0).id, "bad input", false);
+  CHECK(h.core.counters().dead == 1);
+  CHECK(h.core.counters().retried == 0);
+  CHECK(h.core.delayed() == 0);
+  const auto results = h.results("c1");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == flow);
+  CHECK(results[0].outcome == mw::kOutcomeDead);
+  CHECK(results[0].error == "bad input");
+  CHECK(results[0].attempts == 1);
+}
+
+TEST_CASE("SUBMIT's max_attempts overrides the broker default") {
+  BrokerConfig config = test_config();
+  config.default_max_attempts = 2;
+  Harness h(config);
+  h.ready("w1", {"a"});
+
+  SUBCASE("max_attempts 1: the first retryable FAIL is final") {
+    h.submit("c1", "a", payload_bytes(4), true, 1);
+    h.fail("w1", h.jobs("w1").at(0).id, "nope");
+    CHECK(h.core.counters().dead == 1);
+    REQUIRE(h.results("c1").size() == 1);
+    CHECK(h.results("c1")[0].attempts == 1);
+  }
+  SUBCASE("max_attempts 4: four deliveries") {
+    h.submit("c1", "a", payload_bytes(4), true, 4);
+    for (std::uint32_t attempt = 1; attempt <= 4; ++attempt) {
+      const auto jobs = h.jobs("w1");
+      REQUIRE(jobs.size() == attempt);
+      CHECK(jobs.back().attempt == attempt);
+      h.fail("w1", jobs.back().id, "nope");
+      h.now += 60'000;  // past any backoff
+      h.heartbeat("w1");
+      h.tick();
+    }
+    CHECK(h.jobs("w1").size() == 4);
+    CHECK(h.core.counters().dead == 1);
+  }
+  SUBCASE("max_attempts 0: the default (2) applies") {
+    h.submit("c1", "a", payload_bytes(4), true, 0);
+    h.fail("w1", h.jobs("w1").at(0).id, "nope");
+    h.now += 60'000;
+    h.heartbeat("w1");
+    h.tick();
+    REQUIRE(h.jobs("w1").size() == 2);
+    h.fail("w1", h.jobs("w1").at(1).id, "nope");
+    CHECK(h.core.counters().dead == 1);
+  }
+}
+
+// ---- hostile input -----------------------------------------------------------------
+
+TEST_CASE("malformed messages get exactly one ERROR and change nothing") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.submit("c1", "a", payload_bytes(4, 1));  // X1 in flight on w1
+  h.submit("c1", "a", payload_bytes(4, 2));  // X2 queued
+  const auto x1 = h.jobs("w1").at(0);
+
+  const std::string tag_ready = bytes_of(wire::encode_tag(Command::Ready));
+  const std::string tag_submit = bytes_of(wire::encode_tag(Command::Submit));
+  const std::string tag_done = bytes_of(wire::encode_tag(Command::Done));
+  const std::string tag_fail = bytes_of(wire::encode_tag(Command::Fail));
+  const std::string tag_hello = bytes_of(wire::encode_tag(Command::Hello));
+  const std::string tag_status = bytes_of(wire::encode_tag(Command::Status));
+  const std::string tag_heartbeat = bytes_of(wire::encode_tag(Command::Heartbeat));
+  const std::string hostile("\xdd\xff\xff\xff\xff", 5);
+  const std::string valid_ready = bytes_of(wire::encode(wire::Ready{{"a"}, "", 1, "", 0}));
+  const std::string valid_submit = bytes_of(wire::encode(submit_header(7, "a", true)));
+  const std::string pl = payload_bytes(4);
+
+  struct Case {
+    std::string name;
+    std::vector<std::string> frames_after_id;
+    ErrorCode code;
+  };
+  const std::vector<Case> cases = {
+      {"routing id only", {}, ErrorCode::BadProtocol},
+      {"garbage tag", {"garbage"}, ErrorCode::BadProtocol},
+      {"garbage tag with more frames", {"MW2\x03", valid_ready}, ErrorCode::BadProtocol},
+      {"empty tag", {""}, ErrorCode::BadProtocol},
+      {"unknown command byte", {std::string("MW1\x7f"), "\xc0"}, ErrorCode::UnknownCommand},
+      {"command byte zero", {std::string("MW1\0", 4)}, ErrorCode::UnknownCommand},
+      {"READY without header", {tag_ready}, ErrorCode::BadRequest},
+      {"SUBMIT without payload", {tag_submit, valid_submit}, ErrorCode::BadRequest},
+      {"HEARTBEAT with a header", {tag_heartbeat, "\xc0"}, ErrorCode::BadRequest},
+      {"DONE with an extra frame", {tag_done, bytes_of(wire::encode(wire::Done{x1.id, std::nullopt})), pl, pl},
+       ErrorCode::BadRequest},
+      {"READY garbage header", {tag_ready, "\xc1\xc1"}, ErrorCode::BadRequest},
+      {"READY header not an array", {tag_ready, "\xa5hello"}, ErrorCode::BadRequest},
+      {"READY credit 0", {tag_ready, bytes_of(wire::encode(wire::Ready{{"a"}, "", 0, "", 0}))}, ErrorCode::BadRequest},
+      {"READY empty type", {tag_ready, bytes_of(wire::encode(wire::Ready{{""}, "", 1, "", 0}))}, ErrorCode::BadRequest},
+      {"READY 4G-element header", {tag_ready, hostile}, ErrorCode::BadRequest},
+      {"SUBMIT 4G-element header", {tag_submit, hostile, pl}, ErrorCode::BadRequest},
+      {"DONE 4G-element header", {tag_done, hostile, pl}, ErrorCode::BadRequest},
+      {"FAIL 4G-element header", {tag_fail, hostile}, ErrorCode::BadRequest},
+      {"HELLO 4G-element header", {tag_hello, hostile}, ErrorCode::BadRequest},
+      {"STATUS 4G-element header", {tag_status, hostile}, ErrorCode::BadRequest},
+      {"READY oversize header", {tag_ready, std::string(mw::kMaxHeaderBytes + 1, '\x01')}, ErrorCode::TooLarge},
+      {"SUBMIT empty type", {tag_submit, bytes_of(wire::encode(submit_header(7, "", true))), pl},
+       ErrorCode::BadRequest},
+      {"SUBMIT empty payload frame", {tag_submit, valid_submit, ""}, ErrorCode::BadRequest},
+      {"DONE next too long",
+       {tag_done, bytes_of(wire::encode(wire::Done{x1.id, std::string_view(std::string(200, 'n'))})), pl},
+       ErrorCode::BadRequest},
+      {"JOB sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Job)), bytes_of(wire::encode(wire::JobHeader{1, "a", 1, 1, ""})), pl},
+       ErrorCode::BadRequest},
+      {"RESULT sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Result)), bytes_of(wire::encode(wire::Result{1, "done", "", "a", 1})), pl},
+       ErrorCode::BadRequest},
+      {"WELCOME sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Welcome)), bytes_of(wire::encode(wire::Welcome{"x", 1, "v", 1}))},
+       ErrorCode::BadRequest},
+      {"ACCEPTED sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Accepted)), bytes_of(wire::encode(wire::Accepted{1, 1}))},
+       ErrorCode::BadRequest},
+      {"STATS sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Stats)), bytes_of(wire::encode(wire::Stats{}))}, ErrorCode::BadRequest},
+      {"ERROR sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Error)), bytes_of(wire::encode(wire::ErrorReply{ErrorCode::Internal, "x", 0}))},
+       ErrorCode::BadRequest},
+      {"REPLY sent to the broker",
+       {bytes_of(wire::encode_tag(Command::Reply)), bytes_of(wire::encode(wire::Reply{1, 0, ""})), "\xc0"},
+       ErrorCode::BadRequest},
+      {"CALL without its body frame",
+       {bytes_of(wire::encode_tag(Command::Call)), bytes_of(wire::encode(wire::Call{1, "users", "find", std::nullopt}))},
+       ErrorCode::BadRequest},
+      {"CALL 4G-element header", {bytes_of(wire::encode_tag(Command::Call)), hostile, "\xc0"}, ErrorCode::BadRequest},
+  };
+
+  const Snapshot before = Snapshot::of(h);
+  REQUIRE(before.in_flight == 1);
+  REQUIRE(before.depth_a == 1);
+  for (const std::string sender : {"evil", "w1", "c1"}) {
+    for (const auto& c : cases) {
+      CAPTURE(sender);
+      CAPTURE(c.name);
+      std::vector<std::string> frames{sender};
+      frames.insert(frames.end(), c.frames_after_id.begin(), c.frames_after_id.end());
+      const std::size_t mark = h.transport.sent.size();
+      h.raw(frames);
+      REQUIRE(h.transport.sent.size() == mark + 1);  // one reply, to the sender alone
+      const auto& reply = h.transport.sent.back();
+      CHECK(reply.peer == sender);
+      REQUIRE(reply.command == Command::Error);
+      const auto error = Harness::error_of(reply);
+      CHECK(error.code == c.code);
+      CHECK_FALSE(error.message.empty());
+      CHECK(Snapshot::of(h) == before);
+    }
+  }
+  CHECK(h.core.counters().bad_messages >= 3 * 25);
+
+  // The valid peers' flows still complete.
+  h.done("w1", x1.id, std::nullopt, payload_bytes(2, 1));
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[1].payload == payload_bytes(4, 2));
+  h.done("w1", jobs[1].id, std::nullopt, payload_bytes(2, 2));
+  const auto results = h.results("c1");
+  REQUIRE(results.size() == 2);
+  CHECK(results[0].payload == payload_bytes(2, 1));
+  CHECK(results[1].payload == payload_bytes(2, 2));
+}
+
+TEST_CASE("a SUBMIT whose header fails to decode is answered with its request id") {
+  Harness h;
+  h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(4343, ""))), payload_bytes(4));
+  const auto sent = h.to("c1");
+  REQUIRE(sent.size() == 1);
+  const auto e = Harness::error_of(sent[0]);
+  CHECK(e.code == ErrorCode::BadRequest);
+  CHECK(e.request_id == 4343);
+  CHECK(h.core.counters().submitted == 0);
+}
+
+TEST_CASE("an empty SUBMIT payload is refused with the request id") {
+  Harness h;
+  h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(4242, "a", true))), std::string());
+  const auto sent = h.to("c1");
+  REQUIRE(sent.size() == 1);
+  const auto e = Harness::error_of(sent[0]);
+  CHECK(e.code == ErrorCode::BadRequest);
+  CHECK(e.request_id == 4242);
+  CHECK(h.core.counters().submitted == 0);
+  CHECK(h.queue.depth("a") == 0);
+}
+
+TEST_CASE("without an entity store, CALL gets a REPLY NotImplemented and SUBMIT with an entity is refused") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.command("c1", Command::Call, bytes_of(wire::encode(wire::Call{31, "users", "find", std::nullopt})),
+            std::string("\xc0", 1));
+  auto sent = h.to("c1");
+  REQUIRE(sent.size() == 1);
+  REQUIRE(sent[0].command == Command::Reply);
+  {
+    const auto frame = frame_of(sent[0].header);
+    const auto reply = wire::decode_reply(frame);
+    CHECK(reply.request_id == 31);
+    CHECK(reply.code == static_cast<std::uint16_t>(ErrorCode::NotImplemented));
+  }
+
+  const std::size_t mark = h.transport.sent.size();
+  h.command("c1", Command::Submit,
+            bytes_of(wire::encode(submit_header(32, "a", true, 0, "orders/o1"))),
+            payload_bytes(4));
+  sent = h.to("c1", mark);
+  REQUIRE(sent.size() == 1);
+  const auto e = Harness::error_of(sent[0]);
+  CHECK(e.code == ErrorCode::NotImplemented);
+  CHECK(e.request_id == 32);
+  CHECK(h.core.counters().submitted == 0);
+  CHECK(h.jobs("w1").empty());
+}
+
+TEST_CASE("HEARTBEAT from a peer the broker never met is answered with DISCONNECT") {
+  Harness h;
+  h.heartbeat("stranger");
+  auto sent = h.to("stranger");
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].command == Command::Disconnect);
+
+  SUBCASE("a registered worker's HEARTBEAT needs no answer") {
+    h.ready("w1", {"a"});
+    h.heartbeat("w1");
+    CHECK(h.to("w1").empty());
+  }
+  SUBCASE("nor does one after HELLO") {
+    h.hello("c1");
+    h.heartbeat("c1");
+    sent = h.to("c1");
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0].command == Command::Welcome);
+  }
+}
+
+TEST_CASE("DONE or FAIL from an unregistered peer is answered with DISCONNECT") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.submit("c1", "a", payload_bytes(4));
+  const auto x = h.jobs("w1").at(0);
+
+  h.done("intruder", x.id, std::nullopt, payload_bytes(1));
+  auto sent = h.to("intruder");
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].command == Command::Disconnect);
+
+  h.fail("intruder2", x.id, "x", false);
+  sent = h.to("intruder2");
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].command == Command::Disconnect);
+
+  CHECK(h.core.counters().stale_replies == 2);
+  CHECK(h.core.counters().flows_done == 0);
+  CHECK(h.core.counters().dead == 0);
+  CHECK(h.core.in_flight() == 1);
+  CHECK(h.results("c1").empty());
+}
+
+// ---- status ----------------------------------------------------------------
+
+TEST_CASE("stats report per-type queues, work in flight, workers and outcomes") {
+  Harness h;
+  const std::int64_t t0 = h.now;
+  h.ready("w1", {"a"}, "", 1);
+  for (int i = 0; i < 3; ++i) h.submit("c1", "a", payload_bytes(4));
+  h.submit("c1", "b", payload_bytes(4));
+
+  auto a = h.type_stats("a");
+  CHECK(a.workers == 1);
+  CHECK(a.queued == 2);
+  CHECK(a.in_flight == 1);
+  CHECK(a.oldest_queued_ms == 0);
+  auto b = h.type_stats("b");
+  CHECK(b.workers == 0);
+  CHECK(b.queued == 1);
+  CHECK(b.in_flight == 0);
+
+  h.now = t0 + 500;
+  CHECK(h.type_stats("a").oldest_queued_ms == 500);
+  h.now = t0 + 1500;
+  CHECK(h.type_stats("a").oldest_queued_ms == 1500);
+  CHECK(h.type_stats("b").oldest_queued_ms == 1500);
+
+  auto jobs = h.jobs("w1");
+  h.done("w1", jobs.at(0).id, std::nullopt, payload_bytes(1));
+  jobs = h.jobs("w1");
+  h.fail("w1", jobs.at(1).id, "broken", false);
+
+  a = h.type_stats("a");
+  CHECK(a.done == 1);
+  CHECK(a.failed == 1);
+  CHECK(a.dead == 1);
+  CHECK(a.queued == 0);
+  CHECK(a.in_flight == 1);
+  CHECK(a.oldest_queued_ms == 0);
+
+  const auto s = h.core.stats(h.now);
+  CHECK(s.submitted == 4);
+  CHECK(s.done == 1);
+  CHECK(s.failed == 1);
+  CHECK(s.dead == 1);
+  CHECK(s.uptime_ms == 1500);
+  CHECK(s.store == ":memory:");
+  CHECK(s.broker_version == mw::kVersion);
+  REQUIRE(s.workers.size() == 1);
+  CHECK(s.workers[0].types == std::vector<std::string>{"a"});
+  CHECK(s.workers[0].credit == 1);
+  CHECK(s.workers[0].in_flight == 1);
+  CHECK(s.workers[0].done == 1);
+  CHECK(s.workers[0].pid == 1234);
+}
+
+TEST_CASE("STATUS is answered with STATS carrying the request id") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.submit("c1", "b", payload_bytes(4));
+  h.command("c2", Command::Status, bytes_of(wire::encode(wire::StatusRequest{55})));
+  const auto sent = h.to("c2");
+  REQUIRE(sent.size() == 1);
+  REQUIRE(sent[0].command == Command::Stats);
+  const auto frame = frame_of(sent[0].header);
+  const auto s = wire::decode_stats(frame);
+  CHECK(s.request_id == 55);
+  CHECK(s.submitted == 1);
+  REQUIRE(s.types.size() == 2);
+  CHECK(s.types[0].type == "a");
+  CHECK(s.types[0].workers == 1);
+  CHECK(s.types[1].type == "b");
+  CHECK(s.types[1].queued == 1);
+  CHECK(s.workers.size() == 1);
+}
+
+TEST_CASE("say_goodbye tells every peer that introduced itself DISCONNECT") {
+  Harness h;
+  h.ready("w1", {"a"});
+  h.hello("c1");
+  h.heartbeat("stranger");
+  const std::size_t mark = h.transport.sent.size();
+  h.core.say_goodbye();
+  CHECK(h.to("w1", mark).size() == 1);
+  CHECK(h.to("w1", mark).at(0).command == Command::Disconnect);
+  CHECK(h.to("c1", mark).size() == 1);
+  CHECK(h.to("stranger", mark).empty());
+}
+
+// ---- WorkerRegistry -------------------------------------------------------------------
+
+namespace {
+WorkerEntry entry(std::string id, std::vector<std::string> types, std::uint32_t credit,
+                  std::vector<std::uint64_t> jobs = {}) {
+  WorkerEntry e;
+  e.id = std::move(id);
+  e.types = std::move(types);
+  e.credit = credit;
+  e.jobs = std::move(jobs);
+  return e;
+}
+}  // namespace
+
+TEST_CASE("WorkerRegistry::least_loaded") {
+  WorkerRegistry r;
+  CHECK(r.least_loaded("a") == nullptr);
+
+  SUBCASE("lowest jobs/credit ratio wins") {
+    r.upsert(entry("big", {"a"}, 10, {1, 2, 3, 4}));  // 0.4
+    r.upsert(entry("small", {"a"}, 2, {5}));          // 0.5
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(r.least_loaded("a") != nullptr);
+      CHECK(r.least_loaded("a")->id == "big");
+    }
+    r.find("small")->jobs.clear();  // 0
+    CHECK(r.least_loaded("a")->id == "small");
+  }
+  SUBCASE("workers without free credit or paused are skipped") {
+    r.upsert(entry("full", {"a"}, 1, {1}));
+    CHECK(r.least_loaded("a") == nullptr);
+    r.upsert(entry("paused", {"a"}, 5));
+    r.find("paused")->paused = true;
+    CHECK(r.least_loaded("a") == nullptr);
+    r.find("paused")->paused = false;
+    CHECK(r.least_loaded("a")->id == "paused");
+  }
+  SUBCASE("round robin among equally loaded workers") {
+    r.upsert(entry("w1", {"a"}, 2));
+    r.upsert(entry("w2", {"a"}, 2));
+    r.upsert(entry("w3", {"a"}, 2));
+    std::set<std::string> picked;
+    for (int i = 0; i < 3; ++i) picked.insert(r.least_loaded("a")->id);
+    CHECK(picked.size() == 3);
+  }
+  SUBCASE("only workers of the type") {
+    r.upsert(entry("wb", {"b"}, 5));
+    CHECK(r.least_loaded("a") == nullptr);
+    CHECK(r.least_loaded("b")->id == "wb");
+  }
+}
+
+TEST_CASE("WorkerRegistry registration and removal") {
+  WorkerRegistry r;
+  r.upsert(entry("w2", {"a", "b"}, 3, {7, 8}));
+  r.upsert(entry("w1", {"b"}, 1));
+  CHECK(r.size() == 2);
+  CHECK(r.count("a") == 1);
+  CHECK(r.count("b") == 2);
+  CHECK(r.types() == std::vector<std::string>{"a", "b"});
+  const auto all = r.all();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0]->id == "w1");
+  CHECK(all[1]->id == "w2");
+
+  SUBCASE("re-registration keeps jobs in flight and re-indexes types") {
+    r.find("w2")->done = 9;
+    r.upsert(entry("w2", {"c"}, 4));
+    CHECK(r.size() == 2);
+    CHECK(r.find("w2")->jobs == std::vector<std::uint64_t>{7, 8});
+    CHECK(r.find("w2")->done == 9);
+    CHECK(r.count("a") == 0);
+    CHECK(r.count("b") == 1);
+    CHECK(r.count("c") == 1);
+    CHECK(r.least_loaded("a") == nullptr);
+  }
+  SUBCASE("remove hands back the jobs it held") {
+    auto removed = r.remove("w2");
+    REQUIRE(removed.has_value());
+    CHECK(removed->jobs == std::vector<std::uint64_t>{7, 8});
+    CHECK(r.find("w2") == nullptr);
+    CHECK(r.count("a") == 0);
+    CHECK(r.count("b") == 1);
+    CHECK(r.least_loaded("b")->id == "w1");
+    CHECK_FALSE(r.remove("w2").has_value());
+  }
+}
+
+// ---- MemoryJobQueue --------------------------------------------------------------
+
+namespace {
+Job job(std::uint64_t id, std::string type, std::int64_t enqueued_ms = 0) {
+  Job j;
+  j.id = id;
+  j.flow_id = id;
+  j.type = std::move(type);
+  j.enqueued_ms = enqueued_ms;
+  return j;
+}
+
+std::vector<std::uint64_t> drain(MemoryJobQueue& q, std::string_view type) {
+  std::vector<std::uint64_t> ids;
+  while (auto j = q.pop(type)) ids.push_back(j->id);
+  return ids;
+}
+}  // namespace
+
+TEST_CASE("MemoryJobQueue ordering") {
+  MemoryJobQueue q;
+  CHECK_FALSE(q.pop("a").has_value());
+  CHECK_FALSE(q.oldest_enqueued_ms("a").has_value());
+
+  SUBCASE("FIFO per type") {
+    q.push_back(job(1, "a"));
+    q.push_back(job(2, "a"));
+    q.push_back(job(3, "a"));
+    CHECK(drain(q, "a") == std::vector<std::uint64_t>{1, 2, 3});
+  }
+  SUBCASE("a job pushed to the front comes out first") {
+    q.push_back(job(1, "a"));
+    q.push_back(job(2, "a"));
+    q.push_front(job(9, "a"));
+    q.push_back(job(3, "a"));
+    CHECK(drain(q, "a") == std::vector<std::uint64_t>{9, 1, 2, 3});
+  }
+  SUBCASE("the latest push_front is first") {
+    q.push_back(job(1, "a"));
+    q.push_front(job(8, "a"));
+    q.push_front(job(9, "a"));
+    CHECK(drain(q, "a") == std::vector<std::uint64_t>{9, 8, 1});
+  }
+  SUBCASE("types are independent") {
+    q.push_back(job(1, "a"));
+    q.push_back(job(2, "b"));
+    q.push_front(job(3, "b"));
+    CHECK(q.depth("a") == 1);
+    CHECK(q.depth("b") == 2);
+    CHECK(q.depth("c") == 0);
+    CHECK_FALSE(q.pop("c").has_value());
+    CHECK(drain(q, "b") == std::vector<std::uint64_t>{3, 2});
+    CHECK(drain(q, "a") == std::vector<std::uint64_t>{1});
+    CHECK(q.types() == std::vector<std::string>{"a", "b"});
+  }
+  SUBCASE("oldest_enqueued_ms sees requeued jobs at the front") {
+    q.push_back(job(1, "a", 500));
+    q.push_back(job(2, "a", 700));
+    CHECK(q.oldest_enqueued_ms("a") == 500);
+    q.push_front(job(3, "a", 100));
+    CHECK(q.oldest_enqueued_ms("a") == 100);
+    (void)q.pop("a");
+    CHECK(q.oldest_enqueued_ms("a") == 500);
+  }
+}
+
+// ---- topic patterns ---------------------------------------------------------------
+
+TEST_CASE("topic_matches") {
+  using mw::topic_matches;
+  CHECK(topic_matches("*", "users.created"));
+  CHECK(topic_matches("*", ""));
+  CHECK(topic_matches("*", "$mw.flow.done"));
+  CHECK(topic_matches("orders.*", "orders.created"));
+  CHECK(topic_matches("orders.*", "orders."));
+  CHECK_FALSE(topic_matches("orders.*", "orders"));
+  CHECK_FALSE(topic_matches("orders.*", "users.created"));
+  CHECK_FALSE(topic_matches("orders.*", "xorders.created"));
+  CHECK(topic_matches("*.created", "users.created"));
+  CHECK(topic_matches("*.created", "a.b.created"));
+  CHECK_FALSE(topic_matches("*.created", "users.created.late"));
+  CHECK_FALSE(topic_matches("*.created", "users.patched"));
+  CHECK(topic_matches("$mw.flow.done", "$mw.flow.done"));
+  CHECK_FALSE(topic_matches("$mw.flow.done", "$mw.flow.done2"));
+  CHECK_FALSE(topic_matches("$mw.flow.done", "$mw.flow"));
+  CHECK(topic_matches("$mw.*.done", "$mw.flow.done"));
+  CHECK(topic_matches("a*b*c", "a__b__c"));
+  CHECK_FALSE(topic_matches("a*b*c", "a__c__b"));
+  CHECK_FALSE(topic_matches("", "x"));
+  CHECK(topic_matches("", ""));
+  CHECK_FALSE(topic_matches("users", "users.created"));  // whole topic, not a prefix
+
+  // Pathological pattern: must answer quickly (no exponential backtracking).
+  const std::string long_a(100000, 'a');
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(topic_matches("a*a*a*a*b", long_a));
+  CHECK(topic_matches("a*a*a*a*b", long_a + "b"));
+  CHECK_FALSE(topic_matches("*a*a*a*a*a*a*a*a*b", long_a));
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+}

@@ -1,0 +1,791 @@
+// Unit tests of the MW/1 codec (mw/wire.hpp): a round trip for every header,
+// and hostile input for every decoder.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <msgpack.hpp>
+
+#include "mw/protocol.hpp"
+#include "mw/wire.hpp"
+
+namespace {
+
+using mw::Command;
+using mw::ErrorCode;
+namespace wire = mw::wire;
+
+// SUBMIT's header; fields set by name so the struct may grow.
+wire::Submit submit_header(std::uint64_t request_id, std::string_view type, bool wait = false,
+                           std::uint32_t max_attempts = 0, std::string_view entity = {}) {
+  wire::Submit m;
+  m.request_id = request_id;
+  m.type = type;
+  m.wait = wait;
+  m.max_attempts = max_attempts;
+  m.entity = entity;
+  return m;
+}
+
+zmq::message_t frame_of(std::string_view bytes) { return zmq::message_t(bytes.data(), bytes.size()); }
+
+std::string bytes_of(const zmq::message_t& frame) { return std::string(frame.data<char>(), frame.size()); }
+
+// Runs `f` and returns the DecodeError's code; fails the test when `f` does
+// not throw DecodeError (any other exception, e.g. bad_alloc, fails too).
+template <typename F>
+ErrorCode decode_error_code(F&& f) {
+  try {
+    f();
+  } catch (const wire::DecodeError& e) {
+    CHECK(std::string_view(e.what()).size() > 0);
+    return e.code();
+  }
+  FAIL("expected mw::wire::DecodeError");
+  return ErrorCode::Internal;
+}
+
+// One decoder under test: how to decode, a valid header for it, and how many
+// leading fields it requires (0 for the map-shaped EventMeta).
+struct DecoderCase {
+  std::string name;
+  std::function<void(const zmq::message_t&)> decode;
+  std::string valid;          // a well-formed header
+  std::size_t required = 0;   // fields a header must have (array decoders)
+  bool is_array = true;       // false for EventMeta (a map)
+  bool check_field_types = true;  // false for EventMeta: a lenient map read by key
+};
+
+std::vector<DecoderCase> all_decoders() {
+  std::vector<DecoderCase> cases;
+  auto add = [&](std::string name, auto decode, zmq::message_t valid, std::size_t required, bool is_array = true) {
+    cases.push_back({std::move(name), [decode](const zmq::message_t& f) { (void)decode(f); }, bytes_of(valid),
+                     required, is_array, is_array});
+  };
+  add("HELLO", wire::decode_hello, wire::encode(wire::Hello{"worker", "w@host", 1}), 3);
+  add("WELCOME", wire::decode_welcome, wire::encode(wire::Welcome{"tcp://127.0.0.1:5556", 1000, "0.1.0", 1 << 20}), 4);
+  add("READY", wire::decode_ready, wire::encode(wire::Ready{{"resize", "thumb"}, "store", 4, "host", 77}), 5);
+  add("JOB", wire::decode_job, wire::encode(wire::JobHeader{9, "resize", 2, 3, "users/1"}), 4);
+  add("DONE", wire::decode_done, wire::encode(wire::Done{9, std::string_view("next")}), 1);
+  add("DONE(nil next)", wire::decode_done, wire::encode(wire::Done{9, std::nullopt}), 1);
+  add("FAIL", wire::decode_fail, wire::encode(wire::Fail{9, "boom", false}), 2);
+  add("SUBMIT", wire::decode_submit,
+      wire::encode(submit_header(5, "resize", true, 3, "o/1")), 2);
+  add("ACCEPTED", wire::decode_accepted, wire::encode(wire::Accepted{5, 6}), 2);
+  add("RESULT", wire::decode_result, wire::encode(wire::Result{6, mw::kOutcomeDead, "why", "resize", 3}), 4);
+  add("RESULT(nil error)", wire::decode_result, wire::encode(wire::Result{6, mw::kOutcomeDone, "", "resize", 1}), 4);
+  add("CALL", wire::decode_call, wire::encode(wire::Call{8, "users", "get", std::string_view("u1")}), 3);
+  add("CALL(nil id)", wire::decode_call, wire::encode(wire::Call{8, "users", "find", std::nullopt}), 3);
+  add("REPLY", wire::decode_reply, wire::encode(wire::Reply{8, 404, "no such user"}), 2);
+  add("REPLY(ok)", wire::decode_reply, wire::encode(wire::Reply{8, 0, ""}), 2);
+  add("STATUS", wire::decode_status, wire::encode(wire::StatusRequest{12}), 1);
+  add("ERROR", wire::decode_error, wire::encode(wire::ErrorReply{ErrorCode::TooLarge, "big", 3}), 2);
+  {
+    wire::Stats s;
+    s.request_id = 4;
+    s.types.push_back({"resize", 1, 2, 3, 4, 5, 6, 7, 0.5});
+    add("STATS", wire::decode_stats, wire::encode(s), 2);
+  }
+  add("EVENTMETA", wire::decode_event_meta, wire::encode(wire::EventMeta{1, 2, "resize", "err"}), 0, false);
+  return cases;
+}
+
+msgpack::object_handle unpack(const std::string& bytes) { return msgpack::unpack(bytes.data(), bytes.size()); }
+
+// Re-packs the array `valid` keeping only its first `keep` elements.
+std::string first_fields(const std::string& valid, std::size_t keep) {
+  auto handle = unpack(valid);
+  const auto& array = handle.get().via.array;
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_array(static_cast<std::uint32_t>(keep));
+  for (std::size_t i = 0; i < keep; ++i) packer.pack(array.ptr[i]);
+  return std::string(buffer.data(), buffer.size());
+}
+
+// Re-packs the array `valid` with element `index` replaced by what `replace` packs.
+std::string replace_field(const std::string& valid, std::size_t index,
+                          const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& replace) {
+  auto handle = unpack(valid);
+  const auto& array = handle.get().via.array;
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_array(array.size);
+  for (std::uint32_t i = 0; i < array.size; ++i) {
+    if (i == index) replace(packer);
+    else packer.pack(array.ptr[i]);
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
+// Appends one extra element (array) or key "zz_pad" (map): a string of
+// `pad` bytes. Newer peers may append fields, so this alone stays valid.
+std::string with_extra_field(const std::string& valid, bool is_array, std::size_t pad) {
+  auto handle = unpack(valid);
+  const auto& obj = handle.get();
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  const std::string padding(pad, 'p');
+  if (is_array) {
+    packer.pack_array(obj.via.array.size + 1);
+    for (std::uint32_t i = 0; i < obj.via.array.size; ++i) packer.pack(obj.via.array.ptr[i]);
+  } else {
+    packer.pack_map(obj.via.map.size + 1);
+    for (std::uint32_t i = 0; i < obj.via.map.size; ++i) {
+      packer.pack(obj.via.map.ptr[i].key);
+      packer.pack(obj.via.map.ptr[i].val);
+    }
+    packer.pack(std::string("zz_pad"));
+  }
+  packer.pack(padding);
+  return std::string(buffer.data(), buffer.size());
+}
+
+// A header of exactly `total` bytes: `valid` plus one padding field.
+std::string padded_to(const std::string& valid, bool is_array, std::size_t total) {
+  const std::size_t overhead = with_extra_field(valid, is_array, 0).size();  // fixstr header: 1 byte
+  // A str of length L costs 1 (L<32), 2 (L<256), 3 (L<65536) or 5 bytes of header.
+  for (std::size_t header : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{5}}) {
+    if (total < overhead - 1 + header) continue;
+    const std::size_t len = total - (overhead - 1) - header;
+    std::string out = with_extra_field(valid, is_array, len);
+    if (out.size() == total) return out;
+  }
+  FAIL("could not pad header to the requested size");
+  return {};
+}
+
+}  // namespace
+
+// ---- round trips ------------------------------------------------------------
+
+TEST_CASE("HELLO round trip") {
+  const auto frame = wire::encode(wire::Hello{mw::kRoleClient, "cli@box", 7});
+  const auto m = wire::decode_hello(frame);
+  CHECK(m.role == mw::kRoleClient);
+  CHECK(m.name == "cli@box");
+  CHECK(m.version == 7);
+}
+
+TEST_CASE("WELCOME round trip") {
+  const auto frame = wire::encode(wire::Welcome{"tcp://10.0.0.1:6000", 250, "9.8.7", 123456789012ULL});
+  const auto m = wire::decode_welcome(frame);
+  CHECK(m.pub_address == "tcp://10.0.0.1:6000");
+  CHECK(m.heartbeat_ms == 250);
+  CHECK(m.broker_version == "9.8.7");
+  CHECK(m.max_message_bytes == 123456789012ULL);
+}
+
+TEST_CASE("READY round trip") {
+  SUBCASE("with a next type") {
+    const auto frame = wire::encode(wire::Ready{{"a", "bb", "ccc"}, "next", mw::kMaxCredit, "host-1", 4242});
+    const auto m = wire::decode_ready(frame);
+    REQUIRE(m.types.size() == 3);
+    CHECK(m.types[0] == "a");
+    CHECK(m.types[1] == "bb");
+    CHECK(m.types[2] == "ccc");
+    CHECK(m.next == "next");
+    CHECK(m.credit == mw::kMaxCredit);
+    CHECK(m.host == "host-1");
+    CHECK(m.pid == 4242);
+  }
+  SUBCASE("no next type, one type of the longest allowed name") {
+    const std::string longest(mw::kMaxTypeNameBytes, 't');
+    const auto frame = wire::encode(wire::Ready{{longest}, "", 1, "", 0});
+    const auto m = wire::decode_ready(frame);
+    REQUIRE(m.types.size() == 1);
+    CHECK(m.types[0] == longest);
+    CHECK(m.next.empty());
+    CHECK(m.credit == 1);
+  }
+  SUBCASE("the most types a worker may serve") {
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < mw::kMaxTypesPerWorker; ++i) names.push_back("t" + std::to_string(i));
+    wire::Ready r;
+    for (const auto& n : names) r.types.push_back(n);
+    const auto frame = wire::encode(r);
+    const auto m = wire::decode_ready(frame);
+    REQUIRE(m.types.size() == mw::kMaxTypesPerWorker);
+    CHECK(m.types.back() == names.back());
+  }
+}
+
+TEST_CASE("JOB round trip") {
+  SUBCASE("with an entity and large ids") {
+    const auto frame = wire::encode(wire::JobHeader{std::numeric_limits<std::uint64_t>::max(), "resize",
+                                                    std::numeric_limits<std::uint32_t>::max(), 1ULL << 40, "users/42"});
+    const auto m = wire::decode_job(frame);
+    CHECK(m.job_id == std::numeric_limits<std::uint64_t>::max());
+    CHECK(m.type == "resize");
+    CHECK(m.attempt == std::numeric_limits<std::uint32_t>::max());
+    CHECK(m.flow_id == 1ULL << 40);
+    CHECK(m.entity == "users/42");
+  }
+  SUBCASE("without an entity") {
+    const auto frame = wire::encode(wire::JobHeader{1, "t", 1, 1, ""});
+    const auto m = wire::decode_job(frame);
+    CHECK(m.job_id == 1);
+    CHECK(m.entity.empty());
+  }
+}
+
+TEST_CASE("DONE round trip keeps absent, empty and set next apart") {
+  SUBCASE("absent: continue with the worker's static next") {
+    const auto frame = wire::encode(wire::Done{17, std::nullopt});
+    const auto m = wire::decode_done(frame);
+    CHECK(m.job_id == 17);
+    CHECK_FALSE(m.next.has_value());
+  }
+  SUBCASE("empty: the flow ends here") {
+    const auto frame = wire::encode(wire::Done{18, std::string_view("")});
+    const auto m = wire::decode_done(frame);
+    CHECK(m.job_id == 18);
+    REQUIRE(m.next.has_value());
+    CHECK(m.next->empty());
+  }
+  SUBCASE("set") {
+    const auto frame = wire::encode(wire::Done{19, std::string_view("thumbnail")});
+    const auto m = wire::decode_done(frame);
+    CHECK(m.job_id == 19);
+    REQUIRE(m.next.has_value());
+    CHECK(*m.next == "thumbnail");
+  }
+}
+
+TEST_CASE("FAIL round trip") {
+  for (bool retryable : {true, false}) {
+    const auto frame = wire::encode(wire::Fail{21, "disk full", retryable});
+    const auto m = wire::decode_fail(frame);
+    CHECK(m.job_id == 21);
+    CHECK(m.error == "disk full");
+    CHECK(m.retryable == retryable);
+  }
+}
+
+TEST_CASE("SUBMIT round trip") {
+  for (bool wait : {true, false}) {
+    const auto frame = wire::encode(submit_header(99, "orders", wait, 8));
+    const auto m = wire::decode_submit(frame);
+    CHECK(m.request_id == 99);
+    CHECK(m.type == "orders");
+    CHECK(m.wait == wait);
+    CHECK(m.max_attempts == 8);
+    CHECK(m.entity.empty());
+  }
+  SUBCASE("with an entity") {
+    const auto frame = wire::encode(submit_header(1, "t", false, 0, "orders/o-17"));
+    CHECK(wire::decode_submit(frame).entity == "orders/o-17");
+  }
+  SUBCASE("an entity over 512 bytes is refused") {
+    const std::string big(513, 'e');
+    CHECK(decode_error_code([&] {
+            (void)wire::decode_submit(wire::encode(submit_header(1, "t", false, 0, big)));
+          }) == ErrorCode::BadRequest);
+  }
+}
+
+TEST_CASE("CALL round trip") {
+  SUBCASE("with an id") {
+    const auto frame = wire::encode(wire::Call{41, "users", "patch", std::string_view("u-9")});
+    const auto m = wire::decode_call(frame);
+    CHECK(m.request_id == 41);
+    CHECK(m.endpoint == "users");
+    CHECK(m.method == "patch");
+    REQUIRE(m.id.has_value());
+    CHECK(*m.id == "u-9");
+  }
+  SUBCASE("without an id") {
+    const auto frame = wire::encode(wire::Call{42, "orders", "find", std::nullopt});
+    const auto m = wire::decode_call(frame);
+    CHECK(m.request_id == 42);
+    CHECK_FALSE(m.id.has_value());
+  }
+}
+
+TEST_CASE("REPLY round trip") {
+  SUBCASE("success") {
+    const auto frame = wire::encode(wire::Reply{43, 0, ""});
+    const auto m = wire::decode_reply(frame);
+    CHECK(m.request_id == 43);
+    CHECK(m.code == 0);
+    CHECK(m.message.empty());
+  }
+  SUBCASE("failure") {
+    const auto frame = wire::encode(wire::Reply{44, static_cast<std::uint16_t>(ErrorCode::NotFound), "no user u-9"});
+    const auto m = wire::decode_reply(frame);
+    CHECK(m.request_id == 44);
+    CHECK(m.code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+    CHECK(m.message == "no user u-9");
+  }
+}
+
+TEST_CASE("ACCEPTED round trip") {
+  const auto frame = wire::encode(wire::Accepted{5, 1ULL << 50});
+  const auto m = wire::decode_accepted(frame);
+  CHECK(m.request_id == 5);
+  CHECK(m.flow_id == 1ULL << 50);
+}
+
+TEST_CASE("RESULT round trip") {
+  SUBCASE("done") {
+    const auto frame = wire::encode(wire::Result{31, mw::kOutcomeDone, "", "store", 1});
+    const auto m = wire::decode_result(frame);
+    CHECK(m.flow_id == 31);
+    CHECK(m.outcome == mw::kOutcomeDone);
+    CHECK(m.error.empty());
+    CHECK(m.last_type == "store");
+    CHECK(m.attempts == 1);
+  }
+  SUBCASE("dead") {
+    const auto frame = wire::encode(wire::Result{32, mw::kOutcomeDead, "gave up", "resize", 5});
+    const auto m = wire::decode_result(frame);
+    CHECK(m.flow_id == 32);
+    CHECK(m.outcome == mw::kOutcomeDead);
+    CHECK(m.error == "gave up");
+    CHECK(m.last_type == "resize");
+    CHECK(m.attempts == 5);
+  }
+}
+
+TEST_CASE("STATUS round trip") {
+  const auto frame = wire::encode(wire::StatusRequest{1234});
+  CHECK(wire::decode_status(frame).request_id == 1234);
+}
+
+TEST_CASE("ERROR round trip") {
+  for (ErrorCode code : {ErrorCode::BadRequest, ErrorCode::NotRegistered, ErrorCode::UnknownCommand,
+                         ErrorCode::TooLarge, ErrorCode::BadProtocol, ErrorCode::NotImplemented}) {
+    const auto frame = wire::encode(wire::ErrorReply{code, "what went wrong", 77});
+    const auto m = wire::decode_error(frame);
+    CHECK(m.code == code);
+    CHECK(m.message == "what went wrong");
+    CHECK(m.request_id == 77);
+  }
+}
+
+TEST_CASE("STATS round trip keeps every field") {
+  wire::Stats s;
+  s.request_id = 3;
+  s.broker_version = "0.1.0";
+  s.uptime_ms = 123456;
+  s.store = ":memory:";
+  s.submitted = 100;
+  s.done = 90;
+  s.failed = 7;
+  s.dead = 2;
+  s.retried = 5;
+  s.requeued = 4;
+  s.submitted_per_second = 12.5;
+  s.done_per_second = 11.25;
+  s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5});
+  s.types.push_back({"store", 1, 0, 0, 1, 10, 1, 1, 0.0});
+  s.workers.push_back({"00a1b2", {"resize", "thumb"}, "store", "host-a", 4321, 4, 3, 70});
+  s.workers.push_back({"00c3d4", {"store"}, "", "host-b", 99, 1, 0, 10});
+
+  const auto frame = wire::encode(s);
+  const auto m = wire::decode_stats(frame);
+  CHECK(m.request_id == 3);
+  CHECK(m.broker_version == "0.1.0");
+  CHECK(m.uptime_ms == 123456);
+  CHECK(m.store == ":memory:");
+  CHECK(m.submitted == 100);
+  CHECK(m.done == 90);
+  CHECK(m.failed == 7);
+  CHECK(m.dead == 2);
+  CHECK(m.retried == 5);
+  CHECK(m.requeued == 4);
+  CHECK(m.submitted_per_second == doctest::Approx(12.5));
+  CHECK(m.done_per_second == doctest::Approx(11.25));
+  REQUIRE(m.types.size() == 2);
+  CHECK(m.types[0].type == "resize");
+  CHECK(m.types[0].workers == 2);
+  CHECK(m.types[0].queued == 10);
+  CHECK(m.types[0].oldest_queued_ms == 1500);
+  CHECK(m.types[0].in_flight == 3);
+  CHECK(m.types[0].done == 80);
+  CHECK(m.types[0].failed == 6);
+  CHECK(m.types[0].dead == 1);
+  CHECK(m.types[0].done_per_second == doctest::Approx(9.5));
+  CHECK(m.types[1].type == "store");
+  CHECK(m.types[1].workers == 1);
+  REQUIRE(m.workers.size() == 2);
+  CHECK(m.workers[0].id == "00a1b2");
+  CHECK(m.workers[0].types == std::vector<std::string>{"resize", "thumb"});
+  CHECK(m.workers[0].next == "store");
+  CHECK(m.workers[0].host == "host-a");
+  CHECK(m.workers[0].pid == 4321);
+  CHECK(m.workers[0].credit == 4);
+  CHECK(m.workers[0].in_flight == 3);
+  CHECK(m.workers[0].done == 70);
+  CHECK(m.workers[1].id == "00c3d4");
+  CHECK(m.workers[1].next.empty());
+}
+
+TEST_CASE("EVENTMETA round trip") {
+  const auto frame = wire::encode(wire::EventMeta{5, 6, "resize,thumb", "worker lost"});
+  const auto m = wire::decode_event_meta(frame);
+  CHECK(m.seq == 5);
+  CHECK(m.flow_id == 6);
+  CHECK(m.type == "resize,thumb");
+  CHECK(m.error == "worker lost");
+}
+
+TEST_CASE("headers with only the required fields decode with the documented defaults") {
+  SUBCASE("DONE without next") {
+    const auto frame = frame_of(first_fields(bytes_of(wire::encode(wire::Done{4, std::string_view("x")})), 1));
+    const auto m = wire::decode_done(frame);
+    CHECK(m.job_id == 4);
+    CHECK_FALSE(m.next.has_value());
+  }
+  SUBCASE("FAIL without retryable is retryable") {
+    const auto frame = frame_of(first_fields(bytes_of(wire::encode(wire::Fail{4, "e", false})), 2));
+    CHECK(wire::decode_fail(frame).retryable);
+  }
+  SUBCASE("SUBMIT without wait and max attempts") {
+    const auto full = wire::encode(submit_header(4, "t", true, 9, "e/1"));
+    const auto frame = frame_of(first_fields(bytes_of(full), 2));
+    const auto m = wire::decode_submit(frame);
+    CHECK(m.type == "t");
+    CHECK_FALSE(m.wait);
+    CHECK(m.max_attempts == 0);
+    CHECK(m.entity.empty());
+  }
+  SUBCASE("JOB without entity") {
+    const auto frame = frame_of(first_fields(bytes_of(wire::encode(wire::JobHeader{1, "t", 2, 3, "e/1"})), 4));
+    const auto m = wire::decode_job(frame);
+    CHECK(m.attempt == 2);
+    CHECK(m.entity.empty());
+  }
+  SUBCASE("RESULT without attempts") {
+    const auto frame = frame_of(first_fields(bytes_of(wire::encode(wire::Result{1, "done", "", "t", 3})), 4));
+    CHECK(wire::decode_result(frame).attempts == 0);
+  }
+  SUBCASE("ERROR without request id") {
+    const auto frame = frame_of(first_fields(bytes_of(wire::encode(wire::ErrorReply{ErrorCode::Conflict, "m", 5})), 2));
+    const auto m = wire::decode_error(frame);
+    CHECK(m.code == ErrorCode::Conflict);
+    CHECK(m.request_id == 0);
+  }
+}
+
+TEST_CASE("fields appended by a newer peer are ignored") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    const auto frame = frame_of(with_extra_field(c.valid, c.is_array, 10));
+    CHECK_NOTHROW(c.decode(frame));
+  }
+}
+
+// ---- malformed input, every decoder -------------------------------------------
+
+TEST_CASE("every decoder accepts its valid sample") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    CHECK_NOTHROW(c.decode(frame_of(c.valid)));
+  }
+}
+
+TEST_CASE("every decoder rejects bytes that are not msgpack") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    for (std::string_view bad : {std::string_view(""), std::string_view("\xc1"), std::string_view("\xc1\xc1\xc1"),
+                                 std::string_view("hello world")}) {
+      CHECK(decode_error_code([&] { c.decode(frame_of(bad)); }) == ErrorCode::BadRequest);
+    }
+  }
+}
+
+TEST_CASE("every decoder rejects every truncation of a valid header") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    for (std::size_t n = 0; n < c.valid.size(); ++n) {
+      CAPTURE(n);
+      CHECK(decode_error_code([&] { c.decode(frame_of(std::string_view(c.valid).substr(0, n))); }) ==
+            ErrorCode::BadRequest);
+    }
+  }
+}
+
+TEST_CASE("every decoder rejects trailing bytes") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    for (std::string tail : {std::string("\xc0"), std::string("\x01"), std::string(1, '\0'), c.valid}) {
+      CHECK(decode_error_code([&] { c.decode(frame_of(c.valid + tail)); }) == ErrorCode::BadRequest);
+    }
+  }
+}
+
+TEST_CASE("every decoder rejects the wrong top-level type") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    std::vector<std::string> wrong = {"\xc0", "\x05", "\xa3" "abc", "\xc3",
+                                     std::string("\xcb\x3f\xf0\0\0\0\0\0\0", 9)};
+    if (c.is_array) wrong.push_back("\x81\xa1k\x01");  // a map
+    else wrong.push_back("\x91\x01");                  // an array
+    for (const auto& w : wrong) {
+      CAPTURE(w);
+      CHECK(decode_error_code([&] { c.decode(frame_of(w)); }) == ErrorCode::BadRequest);
+    }
+  }
+}
+
+TEST_CASE("every array decoder rejects too few fields") {
+  for (const auto& c : all_decoders()) {
+    if (!c.is_array) continue;
+    CAPTURE(c.name);
+    for (std::size_t keep = 0; keep < c.required; ++keep) {
+      CAPTURE(keep);
+      CHECK(decode_error_code([&] { c.decode(frame_of(first_fields(c.valid, keep))); }) == ErrorCode::BadRequest);
+    }
+    CHECK_NOTHROW(c.decode(frame_of(first_fields(c.valid, c.required))));
+  }
+}
+
+TEST_CASE("every array decoder rejects a field of the wrong type") {
+  for (const auto& c : all_decoders()) {
+    if (!c.check_field_types) continue;
+    CAPTURE(c.name);
+    auto handle = unpack(c.valid);
+    const auto& array = handle.get().via.array;
+    for (std::uint32_t i = 0; i < array.size; ++i) {
+      CAPTURE(i);
+      const auto type = array.ptr[i].type;
+      std::vector<std::function<void(msgpack::packer<msgpack::sbuffer>&)>> wrongs;
+      if (type == msgpack::type::STR || type == msgpack::type::NIL) {
+        wrongs.push_back([](auto& p) { p.pack(7); });
+        wrongs.push_back([](auto& p) { p.pack_true(); });
+      }
+      if (type == msgpack::type::POSITIVE_INTEGER) {
+        wrongs.push_back([](auto& p) { p.pack(std::string("12")); });
+        wrongs.push_back([](auto& p) { p.pack(-1); });
+        wrongs.push_back([](auto& p) { p.pack(1.5); });
+        wrongs.push_back([](auto& p) { p.pack_true(); });
+      }
+      if (type == msgpack::type::BOOLEAN) {
+        wrongs.push_back([](auto& p) { p.pack(1); });
+        wrongs.push_back([](auto& p) { p.pack(std::string("true")); });
+      }
+      if (type == msgpack::type::ARRAY || type == msgpack::type::MAP) {
+        wrongs.push_back([](auto& p) { p.pack(3); });
+        wrongs.push_back([](auto& p) { p.pack(std::string("a")); });
+      }
+      REQUIRE_FALSE(wrongs.empty());
+      for (const auto& w : wrongs)
+        CHECK(decode_error_code([&] { c.decode(frame_of(replace_field(c.valid, i, w))); }) == ErrorCode::BadRequest);
+    }
+  }
+}
+
+TEST_CASE("every decoder rejects a header over kMaxHeaderBytes as TooLarge") {
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    // Well-formed apart from its size: without the limit it would decode.
+    const std::string at_limit = padded_to(c.valid, c.is_array, mw::kMaxHeaderBytes);
+    REQUIRE(at_limit.size() == mw::kMaxHeaderBytes);
+    CHECK_NOTHROW(c.decode(frame_of(at_limit)));
+    const std::string over = padded_to(c.valid, c.is_array, mw::kMaxHeaderBytes + 1);
+    REQUIRE(over.size() == mw::kMaxHeaderBytes + 1);
+    CHECK(decode_error_code([&] { c.decode(frame_of(over)); }) == ErrorCode::TooLarge);
+  }
+}
+
+TEST_CASE("hostile length prefixes throw DecodeError quickly instead of allocating") {
+  const std::vector<std::string> hostile = {
+      std::string("\xdd\xff\xff\xff\xff", 5),          // array32 claiming 4G elements
+      std::string("\xdf\xff\xff\xff\xff", 5),          // map32 claiming 4G pairs
+      std::string("\xdb\xff\xff\xff\xff", 5),          // str32 claiming 4 GB
+      std::string("\xc6\xff\xff\xff\xff", 5),          // bin32 claiming 4 GB
+      std::string("\x95\xdd\xff\xff\xff\xff", 6),      // inside an array
+      std::string("\x93\x01\xdd\x7f\xff\xff\xff", 7),  // 2G elements in a field
+  };
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& c : all_decoders()) {
+    CAPTURE(c.name);
+    for (const auto& h : hostile) {
+      CAPTURE(h);
+      CHECK(decode_error_code([&] { c.decode(frame_of(h)); }) == ErrorCode::BadRequest);
+    }
+  }
+  for (const auto& h : hostile) CHECK_THROWS_AS(wire::check_msgpack(h), wire::DecodeError);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  CHECK(elapsed < std::chrono::seconds(2));
+}
+
+TEST_CASE("type names must be 1..128 bytes") {
+  const std::string longest(mw::kMaxTypeNameBytes, 'x');
+  const std::string too_long(mw::kMaxTypeNameBytes + 1, 'x');
+
+  SUBCASE("READY types") {
+    CHECK_NOTHROW(wire::decode_ready(wire::encode(wire::Ready{{longest}, "", 1, "", 0})));
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(wire::encode(wire::Ready{{""}, "", 1, "", 0})); }) ==
+          ErrorCode::BadRequest);
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(wire::encode(wire::Ready{{too_long}, "", 1, "", 0})); }) ==
+          ErrorCode::BadRequest);
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(wire::encode(wire::Ready{{"ok", ""}, "", 1, "", 0})); }) ==
+          ErrorCode::BadRequest);
+  }
+  SUBCASE("READY types list: 1..64 strings") {
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(wire::encode(wire::Ready{{}, "", 1, "", 0})); }) ==
+          ErrorCode::BadRequest);
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i <= mw::kMaxTypesPerWorker; ++i) names.push_back("t" + std::to_string(i));
+    wire::Ready r;
+    for (const auto& n : names) r.types.push_back(n);
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(wire::encode(r)); }) == ErrorCode::BadRequest);
+    const std::string types_not_strings = replace_field(bytes_of(wire::encode(wire::Ready{{"a"}, "", 1, "", 0})), 0,
+                                                        [](auto& p) { p.pack_array(1); p.pack(5); });
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(frame_of(types_not_strings)); }) == ErrorCode::BadRequest);
+  }
+  SUBCASE("READY next") {
+    CHECK_NOTHROW(wire::decode_ready(wire::encode(wire::Ready{{"a"}, longest, 1, "", 0})));
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(wire::encode(wire::Ready{{"a"}, too_long, 1, "", 0})); }) ==
+          ErrorCode::BadRequest);
+  }
+  SUBCASE("SUBMIT type") {
+    CHECK_NOTHROW(wire::decode_submit(wire::encode(submit_header(1, longest))));
+    CHECK(decode_error_code([&] {
+            (void)wire::decode_submit(wire::encode(submit_header(1, "")));
+          }) == ErrorCode::BadRequest);
+    CHECK(decode_error_code([&] {
+            (void)wire::decode_submit(wire::encode(submit_header(1, too_long)));
+          }) == ErrorCode::BadRequest);
+  }
+  SUBCASE("DONE next") {
+    CHECK_NOTHROW(wire::decode_done(wire::encode(wire::Done{1, std::string_view(longest)})));
+    CHECK(decode_error_code([&] { (void)wire::decode_done(wire::encode(wire::Done{1, std::string_view(too_long)})); }) ==
+          ErrorCode::BadRequest);
+  }
+}
+
+TEST_CASE("READY credit must be 1..10000") {
+  auto ready_with_credit = [](std::uint64_t credit) {
+    const std::string valid = bytes_of(wire::encode(wire::Ready{{"a"}, "", 1, "", 0}));
+    return frame_of(replace_field(valid, 2, [credit](auto& p) { p.pack(credit); }));
+  };
+  CHECK(wire::decode_ready(ready_with_credit(1)).credit == 1);
+  CHECK(wire::decode_ready(ready_with_credit(mw::kMaxCredit)).credit == mw::kMaxCredit);
+  CHECK(decode_error_code([&] { (void)wire::decode_ready(ready_with_credit(0)); }) == ErrorCode::BadRequest);
+  CHECK(decode_error_code([&] { (void)wire::decode_ready(ready_with_credit(mw::kMaxCredit + 1)); }) ==
+        ErrorCode::BadRequest);
+  CHECK(decode_error_code([&] { (void)wire::decode_ready(ready_with_credit(1ULL << 32)); }) == ErrorCode::BadRequest);
+}
+
+TEST_CASE("32-bit fields reject values that do not fit") {
+  const std::string hello = bytes_of(wire::encode(wire::Hello{"worker", "n", 1}));
+  CHECK(decode_error_code([&] {
+          (void)wire::decode_hello(frame_of(replace_field(hello, 2, [](auto& p) { p.pack(std::uint64_t{1} << 32); })));
+        }) == ErrorCode::BadRequest);
+  const std::string job = bytes_of(wire::encode(wire::JobHeader{1, "t", 1, 1, ""}));
+  CHECK(decode_error_code([&] {
+          (void)wire::decode_job(frame_of(replace_field(job, 2, [](auto& p) { p.pack(std::uint64_t{1} << 33); })));
+        }) == ErrorCode::BadRequest);
+}
+
+TEST_CASE("peek_request_id reads the first field and never throws") {
+  CHECK(wire::peek_request_id(wire::encode(submit_header(77, "t"))) == 77);
+  CHECK(wire::peek_request_id(frame_of(first_fields(bytes_of(wire::encode(submit_header(78, "t"))), 1))) == 78);
+  CHECK(wire::peek_request_id(wire::encode(wire::StatusRequest{79})) == 79);
+  for (const std::string& bad : {std::string(), std::string("\xc1"), std::string("\x90"), std::string("\x91\xa1x"),
+                                 std::string("\x91\xff"), std::string("\xdd\xff\xff\xff\xff", 5),
+                                 std::string("\x81\x01\x02"), std::string(100000, '\x91')}) {
+    CAPTURE(bad.size());
+    CHECK(wire::peek_request_id(frame_of(bad)) == 0);
+  }
+}
+
+// ---- check_msgpack ---------------------------------------------------------------
+
+TEST_CASE("check_msgpack accepts one value and rejects the rest") {
+  CHECK_NOTHROW(wire::check_msgpack(std::string_view("\xc0")));
+  CHECK_NOTHROW(wire::check_msgpack(std::string_view("\x92\x01\xa1x")));
+  CHECK_THROWS_AS(wire::check_msgpack(std::string_view("")), wire::DecodeError);
+  CHECK_THROWS_AS(wire::check_msgpack(std::string_view("\xc0\xc0")), wire::DecodeError);
+  CHECK_THROWS_AS(wire::check_msgpack(std::string_view("\x92\x01")), wire::DecodeError);
+  CHECK_THROWS_AS(wire::check_msgpack(std::string_view("\xc1")), wire::DecodeError);
+}
+
+TEST_CASE("check_msgpack rejects deep nesting without crashing") {
+  SUBCASE("100000 nested arrays") {
+    std::string deep(100000, '\x91');
+    deep.push_back('\xc0');
+    CHECK_THROWS_AS(wire::check_msgpack(deep), wire::DecodeError);
+  }
+  SUBCASE("100000 nested maps") {
+    std::string deep;
+    for (int i = 0; i < 100000; ++i) deep += "\x81\xc0";
+    deep.push_back('\xc0');
+    CHECK_THROWS_AS(wire::check_msgpack(deep), wire::DecodeError);
+  }
+  SUBCASE("the depth limit is honoured, shallow nesting passes") {
+    std::string shallow(10, '\x91');
+    shallow.push_back('\xc0');
+    CHECK_NOTHROW(wire::check_msgpack(shallow));
+    CHECK_THROWS_AS(wire::check_msgpack(shallow, 5), wire::DecodeError);
+  }
+  SUBCASE("a deeply nested header is rejected by the decoders") {
+    std::string deep(60000, '\x91');
+    deep.push_back('\xc0');
+    CHECK(decode_error_code([&] { (void)wire::decode_ready(frame_of(deep)); }) == ErrorCode::BadRequest);
+    CHECK(decode_error_code([&] { (void)wire::decode_event_meta(frame_of(deep)); }) == ErrorCode::BadRequest);
+  }
+}
+
+// ---- the tag frame -------------------------------------------------------------
+
+TEST_CASE("encode_tag and decode_tag round trip every command") {
+  for (std::uint8_t b = 0x01; b <= 0x10; ++b) {
+    const auto command = static_cast<Command>(b);
+    const auto tag = wire::encode_tag(command);
+    REQUIRE(tag.size() == mw::kTagFrameBytes);
+    CHECK(bytes_of(tag) == std::string("MW1") + static_cast<char>(b));
+    CHECK(wire::decode_tag(tag) == command);
+    CHECK(mw::command_name(command) != "UNKNOWN");
+  }
+}
+
+TEST_CASE("decode_tag rejects malformed tags") {
+  SUBCASE("wrong length") {
+    for (std::string_view bad : {std::string_view(""), std::string_view("MW1"), std::string_view("MW1\x01\x01"),
+                                 std::string_view("M")})
+      CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(bad)); }) == ErrorCode::BadProtocol);
+  }
+  SUBCASE("wrong magic") {
+    for (std::string_view bad : {std::string_view("MW2\x01"), std::string_view("mw1\x01"),
+                                 std::string_view("XW1\x03"), std::string_view("\0\0\0\x01", 4)})
+      CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(bad)); }) == ErrorCode::BadProtocol);
+  }
+  SUBCASE("unknown command byte") {
+    for (unsigned b : {0x00u, 0x11u, 0x7fu, 0x80u, 0xffu}) {
+      CAPTURE(b);
+      const std::string tag = std::string("MW1") + static_cast<char>(b);
+      CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(tag)); }) == ErrorCode::UnknownCommand);
+      CHECK_FALSE(mw::is_known_command(static_cast<std::uint8_t>(b)));
+    }
+  }
+}
+
+TEST_CASE("frame_count per command") {
+  CHECK(wire::frame_count(Command::Hello) == 2);
+  CHECK(wire::frame_count(Command::Welcome) == 2);
+  CHECK(wire::frame_count(Command::Ready) == 2);
+  CHECK(wire::frame_count(Command::Job) == 3);
+  CHECK(wire::frame_count(Command::Done) == 3);
+  CHECK(wire::frame_count(Command::Fail) == 2);
+  CHECK(wire::frame_count(Command::Submit) == 3);
+  CHECK(wire::frame_count(Command::Accepted) == 2);
+  CHECK(wire::frame_count(Command::Result) == 3);
+  CHECK(wire::frame_count(Command::Call) == 3);
+  CHECK(wire::frame_count(Command::Reply) == 3);
+  CHECK(wire::frame_count(Command::Status) == 2);
+  CHECK(wire::frame_count(Command::Stats) == 2);
+  CHECK(wire::frame_count(Command::Heartbeat) == 1);
+  CHECK(wire::frame_count(Command::Disconnect) == 1);
+  CHECK(wire::frame_count(Command::Error) == 2);
+}
