@@ -37,7 +37,6 @@ std::string join(const std::vector<std::string>& items) {
 
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
     : config_(std::move(config)), queue_(queue), transport_(transport), next_id_(first_id) {
-  in_flight_.reserve(4096);
   wall_clock_ = [] {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -193,12 +192,12 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
 void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, zmq::message_t& result,
                          std::int64_t now_ms) {
   const auto done = wire::decode_done(header);
-  auto job = take_in_flight(peer, done.job_id);
+  WorkerEntry* worker = workers_.find(peer);
+  auto job = take_in_flight(peer, worker, done.job_id);
   if (!job) return;
   // An empty frame is not msgpack; the broker does not decode results, but
   // it never passes on a frame that cannot be one.
   if (result.size() == 0) result.rebuild("\xc0", 1);
-  WorkerEntry* worker = workers_.find(peer);
   ++worker->done;
   auto& tc = type_counters(job->type);
   ++tc.done;
@@ -224,7 +223,7 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
 
 void BrokerCore::on_fail(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms) {
   const auto fail = wire::decode_fail(header);
-  auto job = take_in_flight(peer, fail.job_id);
+  auto job = take_in_flight(peer, workers_.find(peer), fail.job_id);
   if (!job) return;
   ++counters_.failed;
   ++type_counters(job->type).failed;
@@ -255,23 +254,30 @@ void BrokerCore::on_disconnect(const std::string& peer, std::int64_t now_ms) {
 
 // ---- jobs -----------------------------------------------------------------
 
-std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, std::uint64_t job_id) {
-  auto it = in_flight_.find(job_id);
-  WorkerEntry* worker = workers_.find(peer);
-  if (it == in_flight_.end() || it->second.worker != peer || !worker) {
-    // A late answer for a job that was requeued (its worker was presumed
-    // dead) or that a previous broker gave out: at-least-once means the job
-    // runs again elsewhere, so this answer is dropped.
-    ++counters_.stale_replies;
-    if (!worker) send(peer, Command::Disconnect, zmq::message_t());
-    return std::nullopt;
+std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id) {
+  if (worker) {
+    auto& held = worker->jobs;
+    // Jobs mostly finish in the order they were given: look from the front.
+    // erase, not swap-with-back: drop_worker() relies on dispatch order.
+    for (auto it = held.begin(); it != held.end(); ++it) {
+      if (it->id != job_id) continue;
+      Job job = std::move(*it);
+      held.erase(it);
+      return job;
+    }
   }
-  Job job = std::move(it->second.job);
-  in_flight_.erase(it);
-  auto& ids = worker->jobs;
-  // erase, not swap-with-back: drop_worker() relies on dispatch order.
-  if (auto pos = std::find(ids.begin(), ids.end(), job_id); pos != ids.end()) ids.erase(pos);
-  return job;
+  // A late answer for a job that was requeued (its worker was presumed
+  // dead) or that a previous broker gave out: at-least-once means the job
+  // runs again elsewhere, so this answer is dropped.
+  ++counters_.stale_replies;
+  if (!worker) send(peer, Command::Disconnect, zmq::message_t());
+  return std::nullopt;
+}
+
+std::size_t BrokerCore::in_flight() const noexcept {
+  std::size_t n = 0;
+  for (const WorkerEntry* w : workers_.all()) n += w->jobs.size();
+  return n;
 }
 
 void BrokerCore::enqueue(Job job, std::int64_t now_ms) {
@@ -293,9 +299,7 @@ void BrokerCore::dispatch(std::string_view type) {
                              &payload);
     if (result == SendResult::Sent) {
       if (!job->entity.empty()) stamp_entity(*job);
-      worker->jobs.push_back(job->id);
-      const std::uint64_t id = job->id;
-      in_flight_.emplace(id, InFlight{std::move(*job), worker->id});
+      worker->jobs.push_back(std::move(*job));
       continue;
     }
     --job->attempts;
@@ -382,9 +386,7 @@ void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why,
   std::size_t requeued = 0;
   // Put back in reverse so the job dispatched first is first again.
   for (auto it = worker->jobs.rbegin(); it != worker->jobs.rend(); ++it) {
-    auto node = in_flight_.extract(*it);
-    if (node.empty()) continue;
-    Job job = std::move(node.mapped().job);
+    Job job = std::move(*it);
     if (graceful) {
       --job.attempts;
     } else if (job.attempts >= job.max_attempts) {
@@ -688,7 +690,8 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   types.erase(std::unique(types.begin(), types.end()), types.end());
 
   std::unordered_map<std::string_view, std::uint64_t> in_flight_by_type;
-  for (const auto& [id, f] : in_flight_) ++in_flight_by_type[f.job.type];
+  for (const WorkerEntry* w : workers_.all())
+    for (const Job& job : w->jobs) ++in_flight_by_type[job.type];
 
   for (const auto& type : types) {
     wire::TypeStats ts;

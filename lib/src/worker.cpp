@@ -133,15 +133,31 @@ class Worker::Impl {
   void run(const StopSignal& stop) {
     zmq::context_t context(1);
     detail::PeerSocket peer(context, options_.broker);
-    start_threads();
+    // This thread owns the socket, except while it runs a handler inline:
+    // then the keeper may take it to send heartbeats.
+    std::unique_lock socket_lock(socket_mutex_);
+    struct StopHelpers {
+      Impl& self;
+      ~StopHelpers() {
+        self.stop_keeper();
+        self.stop_threads();
+      }
+    } stop_helpers{*this};
+    if (inline_) {
+      start_keeper(peer);
+    } else {
+      start_threads();
+    }
     register_with(peer);
 
     bool stopping = false;
     for (;;) {
-      const std::int64_t liveness_ms = static_cast<std::int64_t>(heartbeat_ms_) * kHeartbeatLiveness;
-      const std::int64_t until_heartbeat = heartbeat_ms_ - ms_since(last_sent_heartbeat_);
+      const std::int64_t beat = heartbeat_ms_.load();
+      const std::int64_t liveness_ms = beat * kHeartbeatLiveness;
+      const std::int64_t until_heartbeat = beat - ms_since(last_sent_heartbeat_);
       const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
-      const auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, heartbeat_ms_);
+      auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, beat);
+      if (!local_.empty()) wait = 0;
       zmq::pollitem_t items[] = {
           {peer.socket().handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, wake_fd_, ZMQ_POLLIN, 0},
@@ -152,6 +168,7 @@ class Worker::Impl {
       if (!stopping && (items[2].revents & ZMQ_POLLIN)) {
         stopping = true;
         // Jobs not started go back to the broker (with DISCONNECT below).
+        local_.clear();
         std::lock_guard lock(mutex_);
         pending_.clear();
       }
@@ -165,12 +182,11 @@ class Worker::Impl {
         last_heard_ = Clock::now();
         if (!handle(peer, *in, stopping)) break;
       }
-
       if (stopping) {
         std::lock_guard lock(mutex_);
         if (running_ == 0 && completed_.empty()) break;
       }
-      if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_) {
+      if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_.load()) {
         peer.send(Command::Heartbeat);
         last_sent_heartbeat_ = Clock::now();
       }
@@ -179,12 +195,14 @@ class Worker::Impl {
                                           std::to_string(liveness_ms) + " ms; reconnecting");
         reconnect(peer);
       }
+      // Last in the turn: the liveness check above must only ever follow a
+      // drain of the socket, never a long handler.
+      if (!stopping) run_inline(peer, socket_lock, stop);
     }
     send_completions(peer);
     peer.send(Command::Disconnect);
     // Give the DONEs and the DISCONNECT a moment to leave before the socket closes.
     peer.socket().set(zmq::sockopt::linger, 1000);
-    stop_threads();
   }
 
   Counters counters() const {
@@ -206,6 +224,10 @@ class Worker::Impl {
           job.attempt = header.attempt;
           job.entity = header.entity;
           job.payload = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
+          if (inline_) {
+            local_.push_back(std::move(job));
+            return true;
+          }
           {
             std::lock_guard lock(mutex_);
             pending_.push_back(std::move(job));
@@ -215,7 +237,8 @@ class Worker::Impl {
         }
         case Command::Welcome: {
           const auto welcome = wire::decode_welcome(in.header);
-          heartbeat_ms_ = std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000);
+          heartbeat_ms_.store(std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000));
+          keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }
         case Command::Heartbeat:
@@ -267,6 +290,7 @@ class Worker::Impl {
   void reconnect(detail::PeerSocket& peer) {
     {
       // The broker requeues whatever it had given us; do not start those.
+      local_.clear();
       std::lock_guard lock(mutex_);
       pending_.clear();
     }
@@ -287,19 +311,72 @@ class Worker::Impl {
       std::deque<Completion>& d;
       ~ClearOnExit() { d.clear(); }
     } clear_on_exit{batch};
-    for (auto& c : batch) {
-      if (c.ok) {
-        zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
-                                       : wire::encode(wire::Done{c.job_id, std::nullopt});
-        zmq::message_t result(c.result.bytes().data(), c.result.size());
-        peer.send(Command::Done, &header, &result);
-        ++done_;
-      } else {
-        zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable});
-        peer.send(Command::Fail, &header);
-        ++failed_;
-      }
+    for (auto& c : batch) report(peer, c);
+  }
+
+  void report(detail::PeerSocket& peer, Completion& c) {
+    if (c.ok) {
+      zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
+                                     : wire::encode(wire::Done{c.job_id, std::nullopt});
+      zmq::message_t result(c.result.bytes().data(), c.result.size());
+      peer.send(Command::Done, &header, &result);
+      ++done_;
+    } else {
+      zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable});
+      peer.send(Command::Fail, &header);
+      ++failed_;
     }
+  }
+
+  // threads == 1: jobs run here, on the socket's thread, so a job costs no
+  // hand-off between threads (two wake-ups less per job, which is most of
+  // the latency of a short job). The socket is released to the keeper for
+  // the duration of each handler, so long jobs do not silence heartbeats.
+  // At most one credit's worth per turn, so heartbeats and new messages
+  // are looked at between batches.
+  void run_inline(detail::PeerSocket& peer, std::unique_lock<std::mutex>& socket_lock, const StopSignal& stop) {
+    for (std::uint32_t n = 0; n < options_.concurrency && !local_.empty(); ++n) {
+      if (n > 0 && stop.fired()) return;  // the loop hands the rest back
+      Job job = std::move(local_.front());
+      local_.pop_front();
+      socket_lock.unlock();
+      Completion c = execute(handler_, job);
+      socket_lock.lock();
+      report(peer, c);
+    }
+  }
+
+  // The keeper sends HEARTBEATs while an inline handler holds the I/O
+  // thread. It only ever try-locks the socket: when the I/O thread has it,
+  // the I/O thread heartbeats by itself.
+  void start_keeper(detail::PeerSocket& peer) {
+    {
+      std::lock_guard lock(keeper_mutex_);
+      keeper_stopping_ = false;
+    }
+    keeper_ = std::jthread([this, &peer] {
+      std::unique_lock lock(keeper_mutex_);
+      while (!keeper_stopping_) {
+        // A quarter interval: a heartbeat is never more than that late.
+        keeper_wake_.wait_for(lock, std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1));
+        if (keeper_stopping_) break;
+        std::unique_lock socket(socket_mutex_, std::try_to_lock);
+        if (!socket.owns_lock()) continue;
+        if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_.load()) {
+          peer.send(Command::Heartbeat);
+          last_sent_heartbeat_ = Clock::now();
+        }
+      }
+    });
+  }
+
+  void stop_keeper() {
+    {
+      std::lock_guard lock(keeper_mutex_);
+      keeper_stopping_ = true;
+    }
+    keeper_wake_.notify_all();
+    if (keeper_.joinable()) keeper_.join();
   }
 
   void start_threads() {
@@ -347,9 +424,18 @@ class Worker::Impl {
   WorkerOptions options_;
   Handler handler_;
   int wake_fd_;
-  std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
+  const bool inline_ = options_.threads == 1;
+  std::atomic<std::uint32_t> heartbeat_ms_{kDefaultHeartbeatMs};
   Clock::time_point last_heard_ = Clock::now();
-  Clock::time_point last_sent_heartbeat_ = Clock::now();
+  Clock::time_point last_sent_heartbeat_ = Clock::now();  // under socket_mutex_
+
+  // Inline mode (threads == 1): jobs received and not yet run; I/O thread only.
+  std::deque<Job> local_;
+  std::mutex socket_mutex_;
+  std::mutex keeper_mutex_;
+  std::condition_variable keeper_wake_;
+  bool keeper_stopping_ = false;
+  std::jthread keeper_;
 
   std::mutex mutex_;
   std::condition_variable work_ready_;

@@ -1,5 +1,6 @@
 // Pipelines end to end: --next, the seed's nextWorkerType, jobs that wait
 // for a worker that comes late.
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <thread>
@@ -168,4 +169,29 @@ TEST_CASE("pipeline: a job submitted before any worker of its type waits for one
   REQUIRE(*status == 0);
   const auto report = parse_json_output(submit.stdout_text());
   CHECK(report.at("value").get<double>() == doctest::Approx(std::sin(0.25)).epsilon(1e-12));
+}
+
+TEST_CASE("pipeline: a handler running longer than the heartbeat liveness keeps its worker and its job") {
+  Cluster cluster;
+  INFO(cluster.report());
+  // Liveness is 3 x 100 ms; the handler runs on the socket's thread (threads
+  // = 1) for 800 ms, so only the keeper's heartbeats keep the worker alive.
+  cluster.start_broker({"--heartbeat-ms", "100"});
+  std::atomic<int> runs{0};
+  InProcessWorker slow(worker_options(cluster.address(), "slow"), [&](const mw::Job& job) {
+    ++runs;
+    std::this_thread::sleep_for(800ms);
+    return job.payload;
+  });
+  REQUIRE(cluster.wait_for_workers("slow", 1));
+
+  mw::Client client({cluster.address()});
+  const auto outcome = client.submit_and_wait("slow", mw::Payload::of(7), 20s);
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->done);
+  CHECK(outcome->result.as<int>() == 7);
+  CHECK(runs.load() == 1);  // never requeued to run again
+  const auto stats = cluster.status();
+  CHECK(stats.requeued == 0);
+  CHECK(slow.counters().registrations == 1);  // never dropped and re-registered
 }

@@ -23,9 +23,14 @@
 // other exception is retryable. The broker retries with backoff up to the
 // job's max attempts.
 //
-// Reliability: the worker heartbeats from its I/O thread while handlers
-// run, reconnects and registers again by itself when the broker goes silent
-// or restarts, and on stop hands back jobs it has not started, lets running
+// Threads: with `threads` = 1 (the default) handlers run on the thread that
+// owns the socket, so a short job costs no hand-off between threads; a
+// keeper thread sends the heartbeats while a long handler runs. With
+// `threads` > 1 the socket thread feeds a pool of that many handler threads.
+//
+// Reliability: heartbeats keep going while handlers run; the worker
+// reconnects and registers again by itself when the broker goes silent or
+// restarts, and on stop hands back jobs it has not started, lets running
 // ones finish and report, then says DISCONNECT.
 #pragma once
 
@@ -53,9 +58,9 @@ struct Job {
   Payload payload;
 };
 
-// Returns the result; throws to fail the job. Called on a handler thread,
-// never concurrently on the same Job; with threads > 1, concurrently for
-// different jobs.
+// Returns the result; throws to fail the job. Called on the worker's
+// socket thread (threads = 1) or a pool thread, never concurrently on the
+// same Job; with threads > 1, concurrently for different jobs.
 using Handler = std::function<Payload(const Job&)>;
 
 struct WorkerOptions {

@@ -93,7 +93,7 @@ class BrokerCore {
   };
   const Counters& counters() const noexcept { return counters_; }
 
-  std::size_t in_flight() const noexcept { return in_flight_.size(); }
+  std::size_t in_flight() const noexcept;
   std::size_t delayed() const noexcept { return delayed_.size(); }
   const WorkerRegistry& workers() const noexcept { return workers_; }
 
@@ -101,10 +101,6 @@ class BrokerCore {
   struct Peer {
     std::int64_t last_seen_ms = 0;
     bool said_hello = false;
-  };
-  struct InFlight {
-    Job job;
-    std::string worker;
   };
   struct TypeCounters {
     std::uint64_t done = 0, failed = 0, dead = 0;
@@ -131,8 +127,9 @@ class BrokerCore {
   void on_heartbeat(const std::string& peer);
   void on_disconnect(const std::string& peer, std::int64_t now_ms);
 
-  // Takes the job a worker reports on, if it really holds it.
-  std::optional<Job> take_in_flight(const std::string& peer, std::uint64_t job_id);
+  // Takes the job a worker reports on, if it really holds it; `worker` is
+  // the sender's registry entry (nullptr when it is not a worker).
+  std::optional<Job> take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id);
 
   void enqueue(Job job, std::int64_t now_ms);
   void dispatch(std::string_view type);
@@ -171,7 +168,6 @@ class BrokerCore {
 
   WorkerRegistry workers_;
   std::unordered_map<std::string, Peer, WorkerRegistry::Hash, std::equal_to<>> peers_;
-  std::unordered_map<std::uint64_t, InFlight> in_flight_;
   std::unordered_map<std::uint64_t, Job> delayed_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::unordered_map<std::string, TypeCounters, WorkerRegistry::Hash, std::equal_to<>> type_counters_;

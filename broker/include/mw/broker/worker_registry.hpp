@@ -9,12 +9,15 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "mw/broker/job.hpp"
 
 namespace mw::broker {
 
@@ -25,7 +28,10 @@ struct WorkerEntry {
   std::string host;
   std::uint32_t pid = 0;
   std::uint32_t credit = 1;
-  std::vector<std::uint64_t> jobs;  // ids in flight here, at most `credit`
+  // The jobs in flight here, in dispatch order, at most `credit`. The worker
+  // holds them itself (not a broker-wide map) so a DONE, which usually
+  // answers the oldest, finds its job at the front without a hash lookup.
+  std::deque<Job> jobs;
   std::uint64_t done = 0;
   // Set when a send to it would block (its pipe is full); cleared by any
   // message from it. A paused worker gets no new jobs.
