@@ -15,6 +15,19 @@ std::string error_text(const wire::ErrorReply& e) {
   return "broker: " + std::string(e.message) + " (" + std::to_string(static_cast<int>(e.code)) + ")";
 }
 
+// The broker refuses these too; checking here gives the caller the error
+// before anything is sent.
+void check_submit_options(const SubmitOptions& o) {
+  if (o.delay.count() < 0 || static_cast<std::uint64_t>(o.delay.count()) > kMaxSubmitDelayMs)
+    throw Error("delay must be between 0 and 10 years", ErrorCode::BadRequest);
+  if (o.lease.count() < 0 || static_cast<std::uint64_t>(o.lease.count()) > kMaxSubmitDelayMs)
+    throw Error("lease must be between 0 and 10 years", ErrorCode::BadRequest);
+  if (o.priority < -kMaxPriority || o.priority > kMaxPriority)
+    throw Error("priority must be between -1000 and 1000", ErrorCode::BadRequest);
+  if (o.key.size() > kMaxKeyBytes) throw Error("key must be at most 256 bytes", ErrorCode::BadRequest);
+  if (o.entity.size() > 512) throw Error("entity must be at most 512 bytes", ErrorCode::BadRequest);
+}
+
 }  // namespace
 
 class Client::Impl {
@@ -25,8 +38,14 @@ class Client::Impl {
   std::uint64_t send_submit(std::string_view type, std::string_view payload, bool wait, SubmitOptions options) {
     if (type.empty() || type.size() > kMaxTypeNameBytes)
       throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
+    check_submit_options(options);
     const std::uint64_t request_id = ++last_request_id_;
-    zmq::message_t header = wire::encode(wire::Submit{request_id, type, wait, options.max_attempts, options.entity});
+    wire::Submit submit{request_id, type, wait, options.max_attempts, options.entity};
+    submit.delay_ms = static_cast<std::uint64_t>(options.delay.count());
+    submit.priority = options.priority;
+    submit.key = options.key;
+    submit.lease_ms = static_cast<std::uint64_t>(options.lease.count());
+    zmq::message_t header = wire::encode(submit);
     zmq::message_t body(payload.data(), payload.size());
     peer_.send(Command::Submit, &header, &body);
     return request_id;

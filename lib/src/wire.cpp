@@ -149,6 +149,14 @@ class Fields {
     return static_cast<std::uint32_t>(v);
   }
 
+  std::int64_t i64(std::size_t i, const char* field) const {
+    const auto& o = at(i);
+    if (o.type == msgpack::type::NEGATIVE_INTEGER) return o.via.i64;
+    if (o.type != msgpack::type::POSITIVE_INTEGER || o.via.u64 > static_cast<std::uint64_t>(INT64_MAX))
+      fail(field, "an integer");
+    return static_cast<std::int64_t>(o.via.u64);
+  }
+
   bool boolean(std::size_t i, const char* field) const {
     const auto& o = at(i);
     if (o.type != msgpack::type::BOOLEAN) fail(field, "a boolean");
@@ -343,8 +351,12 @@ zmq::message_t encode(const Fail& m) {
 
 zmq::message_t encode(const Submit& m) {
   Writer w;
-  w.array(5).u64(m.request_id).str(m.type).boolean(m.wait).u64(m.max_attempts);
+  w.array(9).u64(m.request_id).str(m.type).boolean(m.wait).u64(m.max_attempts);
   if (m.entity.empty()) w.nil(); else w.str(m.entity);
+  w.u64(m.delay_ms);
+  w.pack().pack(m.priority);
+  if (m.key.empty()) w.nil(); else w.str(m.key);
+  w.u64(m.lease_ms);
   return w.frame();
 }
 
@@ -391,7 +403,7 @@ zmq::message_t encode(const ErrorReply& m) {
 zmq::message_t encode(const Stats& m) {
   Writer w;
   w.array(2).u64(m.request_id);
-  w.pack().pack_map(13);
+  w.pack().pack_map(18);
   pack_kv(w, "broker_version", std::string_view(m.broker_version));
   pack_kv(w, "uptime_ms", m.uptime_ms);
   pack_kv(w, "store", std::string_view(m.store));
@@ -401,6 +413,11 @@ zmq::message_t encode(const Stats& m) {
   pack_kv(w, "dead", m.dead);
   pack_kv(w, "retried", m.retried);
   pack_kv(w, "requeued", m.requeued);
+  pack_kv(w, "stale", m.stale);
+  pack_kv(w, "lease_expired", m.lease_expired);
+  pack_kv(w, "recovered", m.recovered);
+  pack_kv(w, "delayed", m.delayed);
+  pack_kv(w, "rss_bytes", m.rss_bytes);
   pack_kv(w, "submitted_per_second", m.submitted_per_second);
   pack_kv(w, "done_per_second", m.done_per_second);
   w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
@@ -517,6 +534,17 @@ Submit decode_submit(const zmq::message_t& frame) {
   m.max_attempts = f.has(3) ? f.u32(3, "max attempts") : 0;
   m.entity = f.str_or_empty(4, "entity");
   if (m.entity.size() > 512) f.fail("entity", "at most 512 bytes");
+  m.delay_ms = f.has(5) ? f.u64(5, "delay") : 0;
+  if (m.delay_ms > kMaxSubmitDelayMs) f.fail("delay", "at most 10 years in ms (315360000000)");
+  if (f.has(6)) {
+    const std::int64_t priority = f.i64(6, "priority");
+    if (priority < -kMaxPriority || priority > kMaxPriority) f.fail("priority", "between -1000 and 1000");
+    m.priority = static_cast<std::int32_t>(priority);
+  }
+  m.key = f.str_or_empty(7, "key");
+  if (m.key.size() > kMaxKeyBytes) f.fail("key", "at most 256 bytes");
+  m.lease_ms = f.has(8) ? f.u64(8, "lease") : 0;
+  if (m.lease_ms > kMaxSubmitDelayMs) f.fail("lease", "at most 10 years in ms (315360000000)");
   return m;
 }
 
@@ -590,6 +618,11 @@ Stats decode_stats(const zmq::message_t& frame) {
   s.dead = map_u64(map, "dead");
   s.retried = map_u64(map, "retried");
   s.requeued = map_u64(map, "requeued");
+  s.stale = map_u64(map, "stale");
+  s.lease_expired = map_u64(map, "lease_expired");
+  s.recovered = map_u64(map, "recovered");
+  s.delayed = map_u64(map, "delayed");
+  s.rss_bytes = map_u64(map, "rss_bytes");
   s.submitted_per_second = map_f64(map, "submitted_per_second");
   s.done_per_second = map_f64(map, "done_per_second");
   if (const auto* types = find_key(map, "types"); types && types->type == msgpack::type::ARRAY) {

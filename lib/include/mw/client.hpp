@@ -38,6 +38,19 @@ struct SubmitOptions {
   // in {"order": {"id": "o1"}}. The broker stamps its last_worked_on when a
   // worker takes the job and merges the flow's result into it at the end.
   std::string entity;
+  // Run no earlier than this long after the broker accepts the job (a
+  // restart of the broker does not reset the clock: the due time is stored).
+  std::chrono::milliseconds delay{0};
+  // Higher runs first among the jobs of its type waiting at the same time;
+  // -1000..1000. Later stages of the flow keep it.
+  std::int32_t priority = 0;
+  // Idempotent submit: while a flow submitted with this key is unfinished,
+  // submitting again with the key returns that flow's id and does nothing.
+  // At most 256 bytes; empty for none.
+  std::string key;
+  // How long one worker may hold one stage before the broker takes it back
+  // and gives it to another; 0 = the type's or the broker's default.
+  std::chrono::milliseconds lease{0};
 };
 
 // How a flow ended.

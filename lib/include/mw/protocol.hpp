@@ -87,6 +87,11 @@ inline constexpr std::size_t kMaxTypeNameBytes = 128;
 inline constexpr std::size_t kMaxTypesPerWorker = 64;
 inline constexpr std::size_t kDefaultMaxMessageBytes = 16 * 1024 * 1024;
 inline constexpr std::uint32_t kMaxCredit = 10000;
+// SUBMIT options (§7.1): delay and lease at most ten years, priority in
+// [-1000, 1000], idempotency key at most 256 bytes.
+inline constexpr std::uint64_t kMaxSubmitDelayMs = 315'360'000'000ULL;
+inline constexpr std::int64_t kMaxPriority = 1000;
+inline constexpr std::size_t kMaxKeyBytes = 256;
 
 // Defaults shared by the broker and its peers.
 inline constexpr std::uint32_t kDefaultHeartbeatMs = 1000;

@@ -91,6 +91,12 @@ struct Submit {
   // the payload's top-level key whose value is an object); "auto" (that
   // object's "id" too); empty for none.
   std::string_view entity;
+  std::uint64_t delay_ms = 0;    // run no earlier than this many ms after acceptance
+  std::int32_t priority = 0;     // higher first within a type; -1000..1000
+  // Idempotency key: while a flow submitted with this key is unfinished, a
+  // SUBMIT with the same key is ACCEPTED with that flow's id and does nothing.
+  std::string_view key;
+  std::uint64_t lease_ms = 0;    // how long a worker may hold a stage; 0 = type/broker default
 };
 
 struct Accepted {
@@ -176,6 +182,11 @@ struct Stats {
   std::uint64_t dead = 0;      // flows that gave up
   std::uint64_t retried = 0;
   std::uint64_t requeued = 0;  // jobs handed back by lost workers
+  std::uint64_t stale = 0;           // DONE/FAIL for a job its sender no longer held (ignored)
+  std::uint64_t lease_expired = 0;   // jobs taken back from a worker that held them past their lease
+  std::uint64_t recovered = 0;       // unfinished jobs read back from the store at start
+  std::uint64_t delayed = 0;         // jobs waiting for their time (--delay, --at, retry backoff)
+  std::uint64_t rss_bytes = 0;       // the broker's resident memory
   double submitted_per_second = 0;
   double done_per_second = 0;
   std::vector<TypeStats> types;
