@@ -1,15 +1,55 @@
 // mw-broker: routes typed jobs through pipelines of workers.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
 #include <iostream>
 
 #include <cxxopts.hpp>
 
+#include "mw/broker/entity_service.hpp"
 #include "mw/broker/server.hpp"
 #include "mw/error.hpp"
 #include "mw/log.hpp"
 #include "mw/stop_signal.hpp"
 #include "mw/version.hpp"
+
+namespace {
+
+// "TYPE=VALUE" pairs of the per-type options.
+std::vector<std::pair<std::string, std::string>> type_settings(const std::vector<std::string>& items,
+                                                               const char* option) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size() || eq > mw::kMaxTypeNameBytes)
+      throw mw::Error(std::string(option) + " takes TYPE=VALUE, got '" + item + "'");
+    out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+  }
+  return out;
+}
+
+double parse_number(const std::string& text, const char* option) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !std::isfinite(v)) throw mw::Error(std::string(option) + ": '" + text + "' is not a number");
+  return v;
+}
+
+std::uint64_t lease_ms(double seconds, const char* option) {
+  if (!(seconds >= 0.01 && seconds <= 315'360'000))
+    throw mw::Error(std::string(option) + " must be between 0.01 and 315360000 seconds");
+  return static_cast<std::uint64_t>(seconds * 1000);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   try {
@@ -24,7 +64,7 @@ int main(int argc, char** argv) {
          cxxopts::value<std::string>()->default_value(std::string(mw::kDefaultBrokerAddress)))
         ("pub", "PUB address where events are published",
          cxxopts::value<std::string>()->default_value(std::string(mw::kDefaultPubAddress)))
-        ("store", "the SQLite file of entities and events, or :memory: for none (jobs are kept in memory)",
+        ("store", "the SQLite file of jobs, entities and events, or :memory: to keep nothing across restarts",
          cxxopts::value<std::string>()->default_value("mw.db"))
         ("sync", "normal: a write survives a broker crash; full: also a power loss (an fsync per commit)",
          cxxopts::value<std::string>()->default_value("normal"))
@@ -45,6 +85,14 @@ int main(int argc, char** argv) {
          cxxopts::value<std::size_t>()->default_value(std::to_string(mw::kDefaultMaxMessageBytes)))
         ("max-attempts", "deliveries of a job before it is dead, unless the submitter says otherwise",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultMaxAttempts)))
+        ("type-max-attempts", "max attempts for one job type, as TYPE=N (repeat or comma-separate)",
+         cxxopts::value<std::vector<std::string>>())
+        ("lease", "seconds a worker may hold a job before it is taken back and requeued",
+         cxxopts::value<double>()->default_value("300"))
+        ("type-lease", "lease for one job type, as TYPE=SECONDS (repeat or comma-separate)",
+         cxxopts::value<std::vector<std::string>>())
+        ("sync-endpoint", "entity endpoint that receives the records of dead jobs",
+         cxxopts::value<std::string>()->default_value(config.sync_endpoint))
         ("retry-base-ms", "first retry delay; doubles each attempt (with jitter)",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(config.retry_base_ms)))
         ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
@@ -85,6 +133,20 @@ int main(int argc, char** argv) {
     config.default_max_attempts = args["max-attempts"].as<std::uint32_t>();
     if (config.default_max_attempts == 0) throw mw::Error("--max-attempts must be at least 1");
     config.retry_base_ms = args["retry-base-ms"].as<std::uint32_t>();
+    config.lease_ms = lease_ms(args["lease"].as<double>(), "--lease");
+    if (args.count("type-lease"))
+      for (const auto& [type, value] : type_settings(args["type-lease"].as<std::vector<std::string>>(), "--type-lease"))
+        config.type_lease_ms[type] = lease_ms(parse_number(value, "--type-lease"), "--type-lease");
+    if (args.count("type-max-attempts"))
+      for (const auto& [type, value] :
+           type_settings(args["type-max-attempts"].as<std::vector<std::string>>(), "--type-max-attempts")) {
+        const double n = parse_number(value, "--type-max-attempts");
+        if (n < 1 || n > 1'000'000 || n != static_cast<std::uint32_t>(n))
+          throw mw::Error("--type-max-attempts " + type + "=" + value + ": attempts must be a whole number from 1");
+        config.type_max_attempts[type] = static_cast<std::uint32_t>(n);
+      }
+    config.sync_endpoint = args["sync-endpoint"].as<std::string>();
+    mw::broker::EntityService::check_endpoint_name(config.sync_endpoint);
 
     mw::broker::BrokerServer broker(server);
     mw::log(mw::LogLevel::info, "broker",

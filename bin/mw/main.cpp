@@ -41,8 +41,12 @@ constexpr const char* kUsage =
     "usage: mw COMMAND [ARGS]\n"
     "\n"
     "  submit TYPE [JSON | -] [--wait] [--timeout SECONDS]   submit a job; prints its id, or the final result\n"
+    "         [--delay SECONDS | --at TIME] [--priority N] [--key KEY] [--lease SECONDS]\n"
+    "         [--max-attempts N] [--entity ENDPOINT/ID]      run later, ahead of others, once per key …\n"
     "  status [--json]                                       workers, queues and counters\n"
     "  listen [TOPIC ...] [--since SEQ]                      print events as JSON lines\n"
+    "  dead [TYPE] [--limit N] [--json]                      dead jobs not yet replayed, oldest first\n"
+    "  retry ID | --type TYPE [--limit N]                    submit dead jobs again; prints ID -> flow N\n"
     "  create ENDPOINT JSON|-                                create one entity (or an array of them)\n"
     "  get ENDPOINT ID                                       one entity\n"
     "  find ENDPOINT [QUERY_JSON]                            {total, limit, skip, data}; Feathers query\n"
@@ -71,6 +75,8 @@ int main(int argc, char** argv) {
     if (command == "submit") return mw::cli::submit(argc - 1, argv + 1);
     if (command == "status") return mw::cli::status(argc - 1, argv + 1);
     if (command == "listen") return mw::cli::listen(argc - 1, argv + 1);
+    if (command == "dead") return mw::cli::dead(argc - 1, argv + 1);
+    if (command == "retry") return mw::cli::retry(argc - 1, argv + 1);
     if (command == "bench") {
       for (int i = 2; i < argc; ++i)
         if (std::strcmp(argv[i], "--entities") == 0) return mw::cli::bench_entities(argc - 1, argv + 1);
@@ -78,7 +84,7 @@ int main(int argc, char** argv) {
     }
     for (std::string_view method : {"create", "get", "find", "update", "patch", "remove"})
       if (command == method) return mw::cli::entity(method, argc - 1, argv + 1);
-    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
+    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, dead, retry, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <utility>
+
+#include <unistd.h>
 
 #include "mw/payload.hpp"
 #include "mw/version.hpp"
@@ -33,6 +36,16 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
+// Resident set size from /proc (Linux); 0 where unavailable.
+std::uint64_t resident_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long long size = 0, resident = 0;
+  const int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
@@ -46,11 +59,52 @@ BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transpor
 void BrokerCore::attach_entities(Store& store, EntityService& entities) {
   store_ = &store;
   entities_ = &entities;
+  journal_ = std::make_unique<JobJournal>(store);
+}
+
+std::size_t BrokerCore::recover(std::int64_t now_ms) {
+  if (!journaling()) return 0;
+  now_ms_ = now_ms;
+  const std::int64_t wall_now = wall_clock_();
+  std::size_t recovered = 0;
+  std::vector<std::string> types;
+  store_->load_jobs([&](StoredJob&& stored) {
+    Job job;
+    job.id = stored.id;
+    job.flow_id = stored.flow_id;
+    job.type = std::move(stored.type);
+    job.attempts = stored.attempts;
+    job.max_attempts = stored.max_attempts;
+    job.priority = stored.priority;
+    job.lease_ms = stored.lease_ms;
+    job.submitted_at = stored.submitted_at;
+    job.key = std::move(stored.key);
+    job.entity = std::move(stored.entity);
+    job.payload.rebuild(stored.payload.data(), stored.payload.size());
+    next_id_ = std::max(next_id_, job.id + 1);
+    if (!job.key.empty()) keys_.emplace(job.key, job.flow_id);
+    ++recovered;
+    if (stored.due_at > wall_now) {
+      delay(std::move(job), now_ms + (stored.due_at - wall_now));
+    } else {
+      types.push_back(job.type);
+      enqueue(std::move(job), now_ms);
+    }
+  });
+  counters_.recovered += recovered;
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+  for (const auto& type : types) dispatch(type);
+  if (recovered)
+    log(LogLevel::info, kLogComponent,
+        "recovered " + std::to_string(recovered) + " unfinished job(s) from " + store_->description());
+  return recovered;
 }
 
 // ---- input ----------------------------------------------------------------
 
 void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
+  now_ms_ = now_ms;
   if (started_ms_ < 0) {
     started_ms_ = now_ms;
     next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
@@ -173,17 +227,40 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
       return;
     }
   }
+  if (!submit.key.empty()) {
+    if (const auto it = keys_.find(submit.key); it != keys_.end()) {
+      // Idempotent submit: the first flow with this key is unfinished.
+      ++counters_.duplicates;
+      send_after_commit(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, it->second}), nullptr);
+      return;
+    }
+  }
   Job job;
   job.id = next_id_++;
   job.flow_id = job.id;
   job.type = submit.type;
   job.entity = std::move(entity);
-  job.max_attempts = submit.max_attempts ? submit.max_attempts : config_.default_max_attempts;
+  job.max_attempts = submit.max_attempts ? submit.max_attempts : max_attempts_for(submit.type);
+  job.priority = submit.priority;
+  job.lease_ms = submit.lease_ms;
+  job.key = submit.key;
+  job.submitted_at = wall_clock_();
   job.payload = std::move(payload);
   if (submit.wait) job.reply_to = peer;
+  if (!job.key.empty()) keys_.emplace(job.key, job.flow_id);
   ++counters_.submitted;
   submit_rate_.add(now_ms);
-  send(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, job.flow_id}));
+  if (journaling()) {
+    store_->begin();
+    journal_->add(job, submit.delay_ms ? job.submitted_at + static_cast<std::int64_t>(submit.delay_ms) : 0);
+  }
+  // With a durable store ACCEPTED waits for the commit that holds the job.
+  send_after_commit(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, job.flow_id}), nullptr,
+                    CommitFailure{0, job.flow_id, submit.request_id});
+  if (submit.delay_ms) {
+    delay(std::move(job), now_ms + static_cast<std::int64_t>(submit.delay_ms));
+    return;
+  }
   const std::string_view type = submit.type;  // views the header frame, alive for this call
   enqueue(std::move(job), now_ms);
   dispatch(type);
@@ -195,6 +272,14 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
   WorkerEntry* worker = workers_.find(peer);
   auto job = take_in_flight(peer, worker, done.job_id);
   if (!job) return;
+  if (journaling()) {
+    store_->begin();
+    journal_->remove(job->id);
+  }
+  if (drop_if_cancelled(*job)) {
+    dispatch_for_worker(peer, now_ms);
+    return;
+  }
   // An empty frame is not msgpack; the broker does not decode results, but
   // it never passes on a frame that cannot be one.
   if (result.size() == 0) result.rebuild("\xc0", 1);
@@ -212,9 +297,14 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     stage.flow_id = job->flow_id;
     stage.type = next;
     stage.max_attempts = job->max_attempts;
+    stage.priority = job->priority;
+    stage.lease_ms = job->lease_ms;
+    stage.submitted_at = job->submitted_at;
     stage.payload = std::move(result);
     stage.reply_to = std::move(job->reply_to);
     stage.entity = std::move(job->entity);
+    stage.key = std::move(job->key);
+    if (journaling()) journal_->add(stage, 0);
     enqueue(std::move(stage), now_ms);
     dispatch(next);
   }
@@ -225,6 +315,10 @@ void BrokerCore::on_fail(const std::string& peer, const zmq::message_t& header, 
   const auto fail = wire::decode_fail(header);
   auto job = take_in_flight(peer, workers_.find(peer), fail.job_id);
   if (!job) return;
+  if (drop_if_cancelled(*job)) {
+    dispatch_for_worker(peer, now_ms);
+    return;
+  }
   ++counters_.failed;
   ++type_counters(job->type).failed;
   retry_or_bury(std::move(*job), fail.error, fail.retryable, now_ms);
@@ -267,9 +361,11 @@ std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEnt
     }
   }
   // A late answer for a job that was requeued (its worker was presumed
-  // dead) or that a previous broker gave out: at-least-once means the job
-  // runs again elsewhere, so this answer is dropped.
+  // dead or its lease expired) or that a previous broker gave out:
+  // at-least-once means the job runs again elsewhere, so this answer is
+  // dropped. The worker is done with it: its slot is free again.
   ++counters_.stale_replies;
+  if (worker && worker->expired > 0) --worker->expired;
   if (!worker) send(peer, Command::Disconnect, zmq::message_t());
   return std::nullopt;
 }
@@ -289,7 +385,9 @@ void BrokerCore::dispatch(std::string_view type) {
   while (WorkerEntry* worker = workers_.least_loaded(type)) {
     auto job = queue_.pop(type);
     if (!job) return;
+    if (drop_if_cancelled(*job)) continue;
     ++job->attempts;
+    job->dispatched_ms = now_ms_;
     // The queue keeps its reference to the payload until DONE: zmq shares
     // the buffer (reference count), it does not copy it.
     zmq::message_t payload;
@@ -322,6 +420,7 @@ void BrokerCore::dispatch_for_worker(const std::string& worker_id, std::int64_t 
 
 void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms) {
   ++counters_.flows_done;
+  release_key(job);
   done_rate_.add(now_ms);
   if (!job.entity.empty() && entities_) {
     // The result lands on the entity in this turn's transaction; the RESULT
@@ -355,16 +454,118 @@ void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_
 void BrokerCore::retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms) {
   if (retryable && job.attempts < job.max_attempts) {
     ++counters_.retried;
-    const std::uint64_t id = job.id;
-    timers_.push(Timer{now_ms + retry_delay_ms(job.attempts), id});
-    delayed_.emplace(id, std::move(job));
+    const std::int64_t wait_ms = retry_delay_ms(job.attempts);
+    if (journaling()) {
+      store_->begin();
+      journal_->update(job, wall_clock_() + wait_ms);
+    }
+    delay(std::move(job), now_ms + wait_ms);
     return;
   }
   bury(job, error, now_ms);
 }
 
+void BrokerCore::delay(Job job, std::int64_t due_ms) {
+  const std::uint64_t id = job.id;
+  timers_.push(Timer{due_ms, id});
+  delayed_.insert_or_assign(id, std::move(job));
+}
+
+std::uint32_t BrokerCore::max_attempts_for(std::string_view type) const {
+  if (!config_.type_max_attempts.empty())
+    if (const auto it = config_.type_max_attempts.find(type); it != config_.type_max_attempts.end()) return it->second;
+  return config_.default_max_attempts;
+}
+
+std::uint64_t BrokerCore::lease_for(const Job& job) const {
+  if (job.lease_ms) return job.lease_ms;
+  if (!config_.type_lease_ms.empty())
+    if (const auto it = config_.type_lease_ms.find(job.type); it != config_.type_lease_ms.end()) return it->second;
+  return config_.lease_ms;
+}
+
+void BrokerCore::release_key(const Job& job) {
+  if (job.key.empty()) return;
+  if (const auto it = keys_.find(job.key); it != keys_.end() && it->second == job.flow_id) keys_.erase(it);
+}
+
+bool BrokerCore::drop_if_cancelled(const Job& job) {
+  if (cancelled_flows_.empty() || !cancelled_flows_.contains(job.flow_id)) return false;
+  // A flow has one live job at a time: once it is dropped the flow is gone.
+  cancelled_flows_.erase(job.flow_id);
+  if (journaling()) {
+    store_->begin();
+    journal_->remove(job.id);
+  }
+  release_key(job);
+  return true;
+}
+
+void BrokerCore::cancel_flow(std::uint64_t flow_id) {
+  ++counters_.cancelled;
+  // The flow's first job has the flow's id; its journal entry, never
+  // committed, must not be written by a later turn either.
+  if (journaling()) journal_->remove(flow_id);
+  for (auto it = keys_.begin(); it != keys_.end(); ++it) {
+    if (it->second != flow_id) continue;
+    keys_.erase(it);
+    break;
+  }
+  // Dropped where it waits now, or when it next turns up (in flight).
+  if (auto node = delayed_.extract(flow_id); !node.empty()) return;
+  cancelled_flows_.insert(flow_id);
+}
+
+void BrokerCore::expire_leases(std::int64_t now_ms) {
+  if (now_ms < next_lease_scan_ms_) return;
+  next_lease_scan_ms_ = now_ms + 250;
+  std::vector<std::string> holders;
+  for (const WorkerEntry* w : workers_.all())
+    for (const Job& job : w->jobs)
+      if (now_ms - job.dispatched_ms >= static_cast<std::int64_t>(lease_for(job))) {
+        holders.push_back(w->id);
+        break;
+      }
+  for (const auto& id : holders) {
+    WorkerEntry* worker = workers_.find(id);
+    if (!worker) continue;
+    std::vector<Job> expired;
+    for (auto it = worker->jobs.begin(); it != worker->jobs.end();) {
+      if (now_ms - it->dispatched_ms >= static_cast<std::int64_t>(lease_for(*it))) {
+        expired.push_back(std::move(*it));
+        it = worker->jobs.erase(it);
+        ++worker->expired;
+      } else {
+        ++it;
+      }
+    }
+    // Requeue in reverse so that the oldest ends up first.
+    for (auto it = expired.rbegin(); it != expired.rend(); ++it) {
+      Job& job = *it;
+      ++counters_.lease_expired;
+      log(LogLevel::warn, kLogComponent,
+          "job " + std::to_string(job.id) + " (" + job.type + ") held by worker " + printable_id(id) + " for over " +
+              std::to_string(lease_for(job)) + " ms: lease expired, taken back");
+      if (job.attempts >= job.max_attempts) {
+        bury(job, "lease expired on the last of " + std::to_string(job.attempts) + " attempt(s)", now_ms);
+        continue;
+      }
+      ++counters_.requeued;
+      std::string type = job.type;
+      queue_.push_front(std::move(job));
+      dispatch(type);
+    }
+  }
+}
+
 void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
   ++counters_.dead;
+  release_key(job);
+  if (journaling()) {
+    store_->begin();
+    journal_->remove(job.id);
+  }
+  write_dead_record(job, error);
   ++type_counters(job.type).dead;
   std::uint64_t suppressed = 0;
   if (dead_log_.allow(now_ms, suppressed)) {
@@ -375,8 +576,40 @@ void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
   }
   if (transport_.has_subscribers("$mw.job.dead")) publish_event("$mw.job.dead", job.flow_id, job.type, error, &job.payload);
   if (!job.reply_to.empty()) {
-    send(job.reply_to, Command::Result,
-         wire::encode(wire::Result{job.flow_id, kOutcomeDead, error, job.type, job.attempts}), &job.payload);
+    send_after_commit(job.reply_to, Command::Result,
+                      wire::encode(wire::Result{job.flow_id, kOutcomeDead, error, job.type, job.attempts}),
+                      &job.payload);
+  }
+}
+
+void BrokerCore::write_dead_record(const Job& job, std::string_view error) {
+  if (!entities_) return;
+  const std::int64_t now = wall_clock_();
+  Json record = Json::object();
+  record["id"] = "dead-" + std::to_string(job.id);
+  record["kind"] = "dead";
+  record["type"] = job.type;
+  record["flow"] = job.flow_id;
+  record["job"] = job.id;
+  try {
+    record["payload"] = Payload::adopt(std::string(job.payload.data<char>(), job.payload.size())).to_ordered_json();
+  } catch (const std::exception& e) {
+    record["payload"] = nullptr;
+    record["payload_error"] = std::string("the payload is not representable as JSON: ") + e.what();
+  }
+  record["error"] = std::string(error);
+  record["attempts"] = job.attempts;
+  if (!job.entity.empty()) record["entity"] = job.entity;
+  record["submitted_at"] = job.submitted_at;
+  record["died_at"] = now;
+  record["retried"] = false;
+  try {
+    store_->begin();
+    if (!entities_->create_record(config_.sync_endpoint, std::move(record), now))
+      log(LogLevel::warn, kLogComponent, "dead record for job " + std::to_string(job.id) + " exists already");
+  } catch (const std::exception& e) {
+    log(LogLevel::error, kLogComponent,
+        "cannot write the dead record of job " + std::to_string(job.id) + " to " + config_.sync_endpoint + ": " + e.what());
   }
 }
 
@@ -431,6 +664,7 @@ std::int64_t BrokerCore::retry_delay_ms(std::uint32_t attempts) {
 // ---- timers ---------------------------------------------------------------
 
 void BrokerCore::tick(std::int64_t now_ms) {
+  now_ms_ = now_ms;
   if (started_ms_ < 0) {
     started_ms_ = now_ms;
     next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
@@ -440,10 +674,12 @@ void BrokerCore::tick(std::int64_t now_ms) {
     timers_.pop();
     auto node = delayed_.extract(id);
     if (node.empty()) continue;
+    if (drop_if_cancelled(node.mapped())) continue;
     std::string type = node.mapped().type;
     enqueue(std::move(node.mapped()), now_ms);
     dispatch(type);
   }
+  expire_leases(now_ms);
   if (now_ms >= next_heartbeat_ms_) {
     send_heartbeats_and_expire(now_ms);
     next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
@@ -452,7 +688,7 @@ void BrokerCore::tick(std::int64_t now_ms) {
 }
 
 std::int64_t BrokerCore::next_deadline_ms() const noexcept {
-  std::int64_t next = next_heartbeat_ms_;
+  std::int64_t next = std::min(next_heartbeat_ms_, next_lease_scan_ms_);
   if (!timers_.empty()) next = std::min(next, timers_.top().due_ms);
   return next;
 }
@@ -523,7 +759,7 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
     std::string result = entities_->call(std::move(context));
     zmq::message_t result_frame(result.data(), result.size());
     send_after_commit(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}), &result_frame,
-                      call.request_id);
+                      CommitFailure{call.request_id, 0, 0});
   } catch (const Error& e) {
     reply_failure(e.code(), e.what());
   } catch (const std::exception& e) {
@@ -583,15 +819,19 @@ void BrokerCore::end_turn() {
       log(LogLevel::warn, kLogComponent, std::string("cannot trim old events: ") + e.what());
     }
   }
-  if (!store_->in_transaction()) return;
+  if (!store_->in_transaction() && !(journal_ && journal_->pending())) return;
   bool committed = true;
   try {
+    if (journal_) journal_->flush();
     store_->commit();
   } catch (const std::exception& e) {
     committed = false;
-    log(LogLevel::error, kLogComponent, std::string("store commit failed; this turn's writes are lost: ") + e.what());
+    store_->rollback();
+    log(LogLevel::error, kLogComponent,
+        std::string("store commit failed; this turn's submits are refused and its other writes retried: ") + e.what());
   }
   if (committed) {
+    if (journal_) journal_->committed();
     for (auto& event : entities_->pending_events()) {
       if (!transport_.has_subscribers(event.topic)) continue;
       zmq::message_t meta = wire::encode(wire::EventMeta{event.seq, 0, "", ""});
@@ -603,10 +843,18 @@ void BrokerCore::end_turn() {
   auto deferred = std::move(deferred_);
   deferred_.clear();
   for (auto& d : deferred) {
-    if (!committed && d.call_request_id) {
+    if (!committed && d.on_failure.call_request_id) {
       send(d.peer, Command::Reply,
-           wire::encode(wire::Reply{d.call_request_id, static_cast<std::uint16_t>(ErrorCode::Internal),
+           wire::encode(wire::Reply{d.on_failure.call_request_id, static_cast<std::uint16_t>(ErrorCode::Internal),
                                     "the store could not commit this write; it did not happen"}));
+      continue;
+    }
+    if (!committed && d.on_failure.accepted_flow) {
+      // Nothing acknowledged may be lost: a job the store could not keep is
+      // refused, and its flow cancelled so that it does not run either.
+      cancel_flow(d.on_failure.accepted_flow);
+      reply_error(d.peer, ErrorCode::Internal, "the store could not commit this job; it was not accepted",
+                  d.on_failure.submit_request_id);
       continue;
     }
     transport_.send(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr);
@@ -614,12 +862,12 @@ void BrokerCore::end_turn() {
 }
 
 void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq::message_t header,
-                                   zmq::message_t* payload, std::uint64_t call_request_id) {
+                                   zmq::message_t* payload, CommitFailure on_failure) {
   if (!store_ || !store_->in_transaction()) {
     send(peer, command, std::move(header), payload);
     return;
   }
-  Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, call_request_id};
+  Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, on_failure};
   if (payload) d.payload.move(*payload);
   deferred_.push_back(std::move(d));
 }
@@ -679,6 +927,11 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   s.dead = counters_.dead;
   s.retried = counters_.retried;
   s.requeued = counters_.requeued;
+  s.stale = counters_.stale_replies;
+  s.lease_expired = counters_.lease_expired;
+  s.recovered = counters_.recovered;
+  s.delayed = delayed_.size();
+  s.rss_bytes = resident_bytes();
   s.submitted_per_second = submit_rate_.per_second(now_ms);
   s.done_per_second = done_rate_.per_second(now_ms);
 

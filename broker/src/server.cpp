@@ -73,6 +73,7 @@ class BrokerServer::Impl final : public Transport {
     entities_ = std::make_unique<EntityService>(*store_, std::move(options.hooks), std::move(options.entities));
     core_ = std::make_unique<BrokerCore>(config, queue_, *this, first_job_id());
     core_->attach_entities(*store_, *entities_);
+    core_->recover(steady_ms());
   }
 
   const std::string& bound() const noexcept { return bound_; }

@@ -25,6 +25,20 @@ CREATE TABLE IF NOT EXISTS events (
   data  BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at_ms);
+CREATE TABLE IF NOT EXISTS jobs (
+  id           INTEGER PRIMARY KEY,
+  flow         INTEGER NOT NULL,
+  type         TEXT NOT NULL,
+  attempts     INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  priority     INTEGER NOT NULL,
+  lease_ms     INTEGER NOT NULL,
+  due_at       INTEGER NOT NULL,
+  submitted_at INTEGER NOT NULL,
+  key          TEXT,
+  entity       TEXT,
+  payload      BLOB NOT NULL
+);
 )sql";
 
 // An owned prepared statement, reset after each use so it can be reused.
@@ -104,7 +118,7 @@ struct ResetOnExit {
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(const std::string& path, const SqliteOptions& options) : path_(path) {
+  SqliteStore(const std::string& path, const SqliteOptions& options) : path_(path), durable_(path != ":memory:") {
     if (options.synchronous != "normal" && options.synchronous != "full")
       throw Error("store: synchronous must be 'normal' or 'full', not '" + options.synchronous + "'", ErrorCode::BadRequest);
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
@@ -127,6 +141,11 @@ class SqliteStore final : public Store {
         db_, "SELECT seq, topic, at_ms, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
     last_seq_ = std::make_unique<Statement>(db_, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)");
     first_seq_ = std::make_unique<Statement>(db_, "SELECT coalesce(min(seq), 0) FROM events");
+    put_job_ = std::make_unique<Statement>(
+        db_,
+        "INSERT OR REPLACE INTO jobs(id, flow, type, attempts, max_attempts, priority, lease_ms, due_at, submitted_at, "
+        "key, entity, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+    delete_job_ = std::make_unique<Statement>(db_, "DELETE FROM jobs WHERE id = ?1");
   }
 
   ~SqliteStore() override {
@@ -140,6 +159,8 @@ class SqliteStore final : public Store {
     events_after_.reset();
     last_seq_.reset();
     first_seq_.reset();
+    put_job_.reset();
+    delete_job_.reset();
     sqlite3_close(db_);
   }
 
@@ -263,6 +284,46 @@ class SqliteStore final : public Store {
     return static_cast<std::uint64_t>(sqlite3_changes(db_));
   }
 
+  bool durable() const noexcept override { return durable_; }
+
+  void put_job(const StoredJob& j, std::string_view payload) override {
+    Statement& s = *put_job_;
+    s.bind(1, static_cast<std::int64_t>(j.id)).bind(2, static_cast<std::int64_t>(j.flow_id)).bind(3, j.type);
+    s.bind(4, std::int64_t{j.attempts}).bind(5, std::int64_t{j.max_attempts}).bind(6, std::int64_t{j.priority});
+    s.bind(7, static_cast<std::int64_t>(j.lease_ms)).bind(8, j.due_at).bind(9, j.submitted_at);
+    if (!j.key.empty()) s.bind(10, j.key);
+    if (!j.entity.empty()) s.bind(11, j.entity);
+    s.bind_blob(12, payload);
+    s.run();
+  }
+
+  void delete_job(std::uint64_t id) override {
+    delete_job_->bind(1, static_cast<std::int64_t>(id));
+    delete_job_->run();
+  }
+
+  void load_jobs(const std::function<void(StoredJob&&)>& each) override {
+    Statement s(db_,
+                "SELECT id, flow, type, attempts, max_attempts, priority, lease_ms, due_at, submitted_at, key, entity, "
+                "payload FROM jobs ORDER BY id");
+    while (s.step()) {
+      StoredJob j;
+      j.id = static_cast<std::uint64_t>(s.integer(0));
+      j.flow_id = static_cast<std::uint64_t>(s.integer(1));
+      j.type = s.text(2);
+      j.attempts = static_cast<std::uint32_t>(s.integer(3));
+      j.max_attempts = static_cast<std::uint32_t>(s.integer(4));
+      j.priority = static_cast<std::int32_t>(s.integer(5));
+      j.lease_ms = static_cast<std::uint64_t>(s.integer(6));
+      j.due_at = s.integer(7);
+      j.submitted_at = s.integer(8);
+      j.key = s.text(9);
+      j.entity = s.text(10);
+      j.payload = s.blob(11);
+      each(std::move(j));
+    }
+  }
+
   std::string description() const override { return path_; }
 
  private:
@@ -297,9 +358,11 @@ class SqliteStore final : public Store {
   }
 
   std::string path_;
+  bool durable_;
   sqlite3* db_ = nullptr;
   bool in_transaction_ = false;
-  std::unique_ptr<Statement> get_, insert_, replace_, remove_, append_, events_after_, last_seq_, first_seq_;
+  std::unique_ptr<Statement> get_, insert_, replace_, remove_, append_, events_after_, last_seq_, first_seq_, put_job_,
+      delete_job_;
   std::unordered_map<std::string, std::unique_ptr<Statement>> find_cache_;
 };
 

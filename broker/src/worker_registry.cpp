@@ -60,7 +60,7 @@ WorkerEntry* WorkerRegistry::least_loaded(std::string_view type) noexcept {
     WorkerEntry* w = index.workers[i];
     if (!w->has_free_credit()) continue;
     // Compare load ratios jobs/credit without division.
-    if (!best || w->jobs.size() * best->credit < best->jobs.size() * w->credit) {
+    if (!best || w->load() * best->credit < best->load() * w->credit) {
       best = w;
       best_at = i;
     }

@@ -27,6 +27,7 @@
 #include "mw/broker/query.hpp"
 #include "mw/broker/store.hpp"
 #include "mw/error.hpp"
+#include "temp_db.hpp"
 
 namespace {
 
@@ -73,28 +74,6 @@ bool param_is(const SqlValue& p, const std::string& s) {
 bool param_is(const SqlValue& p, std::int64_t n) {
   return std::holds_alternative<std::int64_t>(p) && std::get<std::int64_t>(p) == n;
 }
-
-// A unique path in the temp directory; the file and its WAL/SHM companions
-// are removed on destruction.
-class TempDb {
- public:
-  TempDb() {
-    static std::atomic<int> counter{0};
-    path_ = (std::filesystem::temp_directory_path() /
-             ("mw_entity_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".db"))
-                .string();
-    remove_all();
-  }
-  ~TempDb() { remove_all(); }
-  const std::string& path() const { return path_; }
-
- private:
-  void remove_all() {
-    std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(path_ + suffix, ec);
-  }
-  std::string path_;
-};
 
 // A store plus a service, driven as the broker drives them.
 struct Entities {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,6 +62,7 @@ struct DecoderCase {
   std::size_t required = 0;   // fields a header must have (array decoders)
   bool is_array = true;       // false for EventMeta (a map)
   bool check_field_types = true;  // false for EventMeta: a lenient map read by key
+  std::set<std::uint32_t> signed_fields;  // integer fields where a negative value is valid
 };
 
 std::vector<DecoderCase> all_decoders() {
@@ -78,6 +80,7 @@ std::vector<DecoderCase> all_decoders() {
   add("FAIL", wire::decode_fail, wire::encode(wire::Fail{9, "boom", false}), 2);
   add("SUBMIT", wire::decode_submit,
       wire::encode(submit_header(5, "resize", true, 3, "o/1")), 2);
+  cases.back().signed_fields = {6};  // priority
   add("ACCEPTED", wire::decode_accepted, wire::encode(wire::Accepted{5, 6}), 2);
   add("RESULT", wire::decode_result, wire::encode(wire::Result{6, mw::kOutcomeDead, "why", "resize", 3}), 4);
   add("RESULT(nil error)", wire::decode_result, wire::encode(wire::Result{6, mw::kOutcomeDone, "", "resize", 1}), 4);
@@ -288,6 +291,37 @@ TEST_CASE("SUBMIT round trip") {
     CHECK(decode_error_code([&] {
             (void)wire::decode_submit(wire::encode(submit_header(1, "t", false, 0, big)));
           }) == ErrorCode::BadRequest);
+  }
+  SUBCASE("delay, priority, key and lease") {
+    auto h = submit_header(1, "t");
+    h.delay_ms = 1500;
+    h.priority = -7;
+    h.key = "order-17";
+    h.lease_ms = 60'000;
+    const auto frame = wire::encode(h);
+    const auto m = wire::decode_submit(frame);
+    CHECK(m.delay_ms == 1500);
+    CHECK(m.priority == -7);
+    CHECK(m.key == "order-17");
+    CHECK(m.lease_ms == 60'000);
+    CHECK(m.entity.empty());
+  }
+  SUBCASE("options out of range are refused") {
+    auto h = submit_header(1, "t");
+    h.priority = 1001;
+    CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
+    h.priority = -1001;
+    CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
+    h.priority = 0;
+    const std::string long_key(257, 'k');
+    h.key = long_key;
+    CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
+    h.key = {};
+    h.delay_ms = mw::kMaxSubmitDelayMs + 1;
+    CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
+    h.delay_ms = 0;
+    h.lease_ms = mw::kMaxSubmitDelayMs + 1;
+    CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
   }
 }
 
@@ -564,7 +598,7 @@ TEST_CASE("every array decoder rejects a field of the wrong type") {
       }
       if (type == msgpack::type::POSITIVE_INTEGER) {
         wrongs.push_back([](auto& p) { p.pack(std::string("12")); });
-        wrongs.push_back([](auto& p) { p.pack(-1); });
+        if (!c.signed_fields.count(i)) wrongs.push_back([](auto& p) { p.pack(-1); });
         wrongs.push_back([](auto& p) { p.pack(1.5); });
         wrongs.push_back([](auto& p) { p.pack_true(); });
       }

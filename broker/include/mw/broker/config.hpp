@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "mw/protocol.hpp"
@@ -25,6 +26,18 @@ struct BrokerConfig {
   std::uint32_t retry_base_ms = 200;
   std::uint32_t retry_max_ms = 60'000;
   std::uint32_t default_max_attempts = kDefaultMaxAttempts;
+  // Per job type, overriding default_max_attempts (a SUBMIT's own value
+  // still wins).
+  std::map<std::string, std::uint32_t, std::less<>> type_max_attempts;
+
+  // How long a worker may hold one job before the broker takes it back and
+  // requeues it (the worker is presumed stuck); a late DONE is then ignored.
+  // Per type below; a SUBMIT's own lease wins over both.
+  std::uint64_t lease_ms = 300'000;
+  std::map<std::string, std::uint64_t, std::less<>> type_lease_ms;
+
+  // The entity endpoint that receives dead-job records (mw dead, mw::Sync).
+  std::string sync_endpoint = "sync";
 
   // Told to peers in WELCOME; the address listeners SUBscribe to.
   std::string pub_address = std::string(kDefaultPubAddress);

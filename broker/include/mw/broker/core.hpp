@@ -13,26 +13,31 @@
 //   core.tick(now_ms);                            // at or after next_deadline_ms()
 //
 // Guarantees: a job leaves the broker only through DONE or death; a worker
-// that is lost (DISCONNECT, silence, unreachable) has its jobs in flight put
-// back at the front of their queues. Malformed input gets an ERROR reply
-// and changes nothing else.
+// that is lost (DISCONNECT, silence, unreachable) or holds a job past its
+// lease has those jobs put back at the front of their queues. With a
+// durable store every job is journaled before ACCEPTED is sent, and
+// recover() serves them again after a restart. Malformed input gets an
+// ERROR reply and changes nothing else.
 //
 // Thread safety: none. One thread owns a core.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <queue>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <zmq.hpp>
 
 #include "mw/broker/config.hpp"
 #include "mw/broker/entity_service.hpp"
+#include "mw/broker/job_journal.hpp"
 #include "mw/broker/job_queue.hpp"
 #include "mw/broker/rate_meter.hpp"
 #include "mw/broker/transport.hpp"
@@ -41,6 +46,13 @@
 #include "mw/wire.hpp"
 
 namespace mw::broker {
+
+// What a reply that waits for the turn's commit becomes if the commit fails.
+struct CommitFailure {
+  std::uint64_t call_request_id = 0;    // a REPLY: becomes REPLY 500 for this request
+  std::uint64_t accepted_flow = 0;      // an ACCEPTED: the flow is cancelled …
+  std::uint64_t submit_request_id = 0;  // … and ERROR 500 answers this request
+};
 
 class BrokerCore {
  public:
@@ -51,10 +63,18 @@ class BrokerCore {
   BrokerCore(const BrokerCore&) = delete;
   BrokerCore& operator=(const BrokerCore&) = delete;
 
-  // Serves CALL (entity endpoints) from `entities` on `store`, and stamps
-  // and writes back entities that jobs carry. Both must outlive the core.
-  // Without this, CALL is answered NotImplemented.
+  // Serves CALL (entity endpoints) from `entities` on `store`, stamps and
+  // writes back entities that jobs carry, writes dead-job records to the
+  // sync endpoint and, when the store is durable, journals every job in it.
+  // Both must outlive the core. Without this, CALL is answered
+  // NotImplemented and jobs live in memory only.
   void attach_entities(Store& store, EntityService& entities);
+
+  // Reads the journal of a durable store back: every job a previous broker
+  // accepted and did not finish is queued again (or waits for its due
+  // time). Call once, after attach_entities() and before handling input.
+  // Returns how many jobs were recovered.
+  std::size_t recover(std::int64_t now_ms);
 
   // The wall clock for entity timestamps (ms since the epoch). Tests fix it.
   void set_wall_clock(std::function<std::int64_t()> wall_clock) { wall_clock_ = std::move(wall_clock); }
@@ -90,6 +110,10 @@ class BrokerCore {
     std::uint64_t requeued = 0;
     std::uint64_t stale_replies = 0;  // DONE/FAIL for a job the sender no longer holds
     std::uint64_t bad_messages = 0;
+    std::uint64_t lease_expired = 0;  // jobs taken back from a worker that held them too long
+    std::uint64_t recovered = 0;      // jobs read back from the journal at start
+    std::uint64_t cancelled = 0;      // flows whose SUBMIT could not be committed (ERROR 500)
+    std::uint64_t duplicates = 0;     // SUBMITs answered with an unfinished flow of the same key
   };
   const Counters& counters() const noexcept { return counters_; }
 
@@ -106,6 +130,7 @@ class BrokerCore {
     std::uint64_t done = 0, failed = 0, dead = 0;
     RateMeter done_rate;
   };
+  using KeyMap = std::unordered_map<std::string, std::uint64_t, WorkerRegistry::Hash, std::equal_to<>>;
   struct Timer {
     std::int64_t due_ms;
     std::uint64_t job_id;
@@ -137,6 +162,18 @@ class BrokerCore {
   void finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms);
   void retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms);
   void bury(Job& job, std::string_view error, std::int64_t now_ms);
+  void write_dead_record(const Job& job, std::string_view error);
+  // Parks a job until `due_ms` (steady clock).
+  void delay(Job job, std::int64_t due_ms);
+  // Takes back the jobs held past their lease (at most every 100 ms).
+  void expire_leases(std::int64_t now_ms);
+  // A job of a cancelled flow is dropped wherever it turns up; true if dropped.
+  bool drop_if_cancelled(const Job& job);
+  void cancel_flow(std::uint64_t flow_id);
+  void release_key(const Job& job);
+  std::uint32_t max_attempts_for(std::string_view type) const;
+  std::uint64_t lease_for(const Job& job) const;
+  bool journaling() const noexcept { return journal_ && journal_->enabled(); }
   // `graceful`: the worker said DISCONNECT after finishing what it started,
   // so the jobs it held were never started and keep their attempts.
   void drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms, bool graceful = false);
@@ -149,8 +186,11 @@ class BrokerCore {
   SendResult send(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload = nullptr);
   // Sends now, or after end_turn()'s commit when this turn has written to
   // the store (a reply must never announce a write that may not land).
+  // A failed commit turns a deferred REPLY to a CALL into an error REPLY
+  // (call_request_id), and a deferred ACCEPTED into ERROR 500 with the flow
+  // cancelled (accepted_flow, submit_request_id).
   void send_after_commit(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload,
-                         std::uint64_t call_request_id = 0);
+                         CommitFailure on_failure = {});
   void publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type, std::string_view error,
                      const zmq::message_t* data);
   void note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
@@ -165,6 +205,8 @@ class BrokerCore {
   std::uint64_t next_id_;
   std::int64_t started_ms_ = -1;
   std::int64_t next_heartbeat_ms_ = 0;
+  std::int64_t next_lease_scan_ms_ = 0;
+  std::int64_t now_ms_ = 0;  // the latest time handle()/tick() were given (dispatch stamps leases with it)
 
   WorkerRegistry workers_;
   std::unordered_map<std::string, Peer, WorkerRegistry::Hash, std::equal_to<>> peers_;
@@ -176,6 +218,8 @@ class BrokerCore {
   RateMeter submit_rate_;
   RateMeter done_rate_;
   std::vector<std::string> pending_drops_;
+  KeyMap keys_;  // idempotency key → its unfinished flow
+  std::unordered_set<std::uint64_t> cancelled_flows_;
 
   struct Deferred {
     std::string peer;
@@ -183,11 +227,12 @@ class BrokerCore {
     zmq::message_t header;
     zmq::message_t payload;
     bool has_payload = false;
-    std::uint64_t call_request_id = 0;  // REPLYs: turned into an error if the commit fails
+    CommitFailure on_failure;
   };
   Store* store_ = nullptr;
   EntityService* entities_ = nullptr;
   std::vector<Deferred> deferred_;
+  std::unique_ptr<JobJournal> journal_;
   std::function<std::int64_t()> wall_clock_;
   std::int64_t next_trim_ms_ = 0;
   LogLimiter bad_input_log_{5, 1000};

@@ -74,6 +74,12 @@ class EntityService {
   bool stamp_worked_on(std::string_view endpoint, std::string_view id, std::int64_t now_ms);
   bool write_back(std::string_view endpoint, std::string_view id, const Json& result, std::int64_t now_ms);
 
+  // The broker's own records (dead jobs): creates `doc` in `endpoint` as
+  // one unit of the open transaction, without hooks, with its `created`
+  // event. Returns false (writing nothing) when its id exists already.
+  // REQUIRES: store.begin().
+  bool create_record(std::string_view endpoint, Json doc, std::int64_t now_ms);
+
   // Events appended since the last clear, in sequence order.
   std::vector<PendingEvent>& pending_events() noexcept { return pending_; }
 

@@ -1,15 +1,19 @@
 // mw/broker/job_queue.hpp — where jobs wait for a worker of their type.
 //
 // The broker core only talks to this interface, so a durable store can back
-// the queues without the core changing. Ordering contract: per type, jobs
-// come out in the order they were pushed to the back, except that a job
-// pushed to the front (handed back by a lost worker) comes out first.
+// the queues without the core changing. Ordering contract, per type: a job
+// of higher priority comes out before any of lower priority; within one
+// priority, jobs come out in the order they were pushed to the back, except
+// that a job pushed to the front (handed back by a lost worker) comes out
+// first.
 //
 // Thread safety: none; the broker is single-threaded.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,8 +62,17 @@ class MemoryJobQueue final : public JobQueue {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
-  std::deque<Job>& queue_for(const std::string& type);
-  std::unordered_map<std::string, std::deque<Job>, Hash, std::equal_to<>> queues_;
+  // Priority 0, by far the most common, has its own deque so that the hot
+  // path never touches the map.
+  struct TypeQueue {
+    std::deque<Job> normal;
+    std::map<std::int32_t, std::deque<Job>, std::greater<>> ranked;  // priority != 0, highest first
+    std::size_t size = 0;
+    std::deque<Job>& lane(std::int32_t priority);
+    std::deque<Job>* next_lane();
+  };
+  TypeQueue& queue_for(const std::string& type);
+  std::unordered_map<std::string, TypeQueue, Hash, std::equal_to<>> queues_;
 };
 
 }  // namespace mw::broker

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,23 @@ struct StoredEvent {
 struct FindResult {
   std::uint64_t total = 0;  // matches before $limit/$skip
   std::vector<Json> docs;
+};
+
+// One unfinished job as the store keeps it (the jobs table): what a broker
+// restarted on the same store needs to serve it again.
+struct StoredJob {
+  std::uint64_t id = 0;
+  std::uint64_t flow_id = 0;
+  std::string type;
+  std::uint32_t attempts = 0;
+  std::uint32_t max_attempts = 0;
+  std::int32_t priority = 0;
+  std::uint64_t lease_ms = 0;
+  std::int64_t due_at = 0;        // wall clock ms; 0 = runnable now
+  std::int64_t submitted_at = 0;  // wall clock ms
+  std::string key;
+  std::string entity;
+  std::string payload;  // msgpack, as submitted (filled by load_jobs)
 };
 
 class Store {
@@ -74,6 +92,17 @@ class Store {
   // Deletes events beyond the newest `keep_count` and those older than
   // `older_than_ms` (wall clock). Returns how many were deleted.
   virtual std::uint64_t trim_events(std::uint64_t keep_count, std::int64_t older_than_ms) = 0;
+
+  // The jobs journal. A durable store keeps every unfinished job so that a
+  // broker restarted on it serves them again; ":memory:" keeps none
+  // (durable() is false and the broker does not call the others).
+  virtual bool durable() const noexcept = 0;
+  // Inserts or replaces the job with this id (job.payload is ignored in
+  // favour of `payload`). REQUIRES: begin().
+  virtual void put_job(const StoredJob& job, std::string_view payload) = 0;
+  virtual void delete_job(std::uint64_t id) = 0;
+  // Every stored job, oldest id first.
+  virtual void load_jobs(const std::function<void(StoredJob&&)>& each) = 0;
 
   // ":memory:" or the file's path, for status and logs.
   virtual std::string description() const = 0;

@@ -36,8 +36,13 @@ struct WorkerEntry {
   // Set when a send to it would block (its pipe is full); cleared by any
   // message from it. A paused worker gets no new jobs.
   bool paused = false;
+  // Jobs taken back from it when their lease expired: it is presumably
+  // still busy with them, so each keeps a credit slot until it answers
+  // for one (a stale DONE/FAIL) or reconnects.
+  std::uint32_t expired = 0;
 
-  bool has_free_credit() const noexcept { return !paused && jobs.size() < credit; }
+  std::size_t load() const noexcept { return jobs.size() + expired; }
+  bool has_free_credit() const noexcept { return !paused && load() < credit; }
 };
 
 class WorkerRegistry {

@@ -1,0 +1,64 @@
+// mw/broker/job_journal.hpp — the broker's unfinished jobs, kept in the store.
+//
+// With a durable store every job is journaled before its ACCEPTED leaves
+// (the core sends ACCEPTED after the turn's commit), and deleted when its
+// stage is done or dead. A broker restarted on the same store reads the
+// journal back (BrokerCore::recover) and serves every job again, including
+// the ones that were in flight: at-least-once.
+//
+// Writes are buffered for the loop turn and handed to the store in flush(),
+// just before the turn's commit: one transaction per turn (group commit),
+// and a job added and finished in the same turn never reaches the store.
+//
+// Thread safety: none; the broker thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+#include "mw/broker/job.hpp"
+#include "mw/broker/store.hpp"
+
+namespace mw::broker {
+
+class JobJournal {
+ public:
+  // `store` must outlive the journal. A store that is not durable
+  // (":memory:") makes every call here a no-op.
+  explicit JobJournal(Store& store) : store_(store), enabled_(store.durable()) {}
+
+  bool enabled() const noexcept { return enabled_; }
+
+  // A new job (a SUBMIT, or the next stage of a flow). `due_at`: wall
+  // clock ms before which it must not run, 0 for now.
+  void add(const Job& job, std::int64_t due_at);
+  // A stored job that changed: attempts and due time of a retry.
+  void update(const Job& job, std::int64_t due_at);
+  // The job's stage is over (done, dead or cancelled).
+  void remove(std::uint64_t id);
+
+  // Writes what the turn buffered into the store's open transaction. On
+  // success call committed(); after a failed commit the buffer is kept and
+  // written again next turn (every write is idempotent).
+  void flush();
+  void committed() noexcept { ops_.clear(); }
+
+  std::size_t pending() const noexcept { return ops_.size(); }
+
+ private:
+  struct Op {
+    bool is_delete = false;
+    bool fresh = false;  // added this turn: no row exists yet, so a remove cancels it
+    StoredJob job;       // without payload
+    zmq::message_t payload;  // shares the job's frame (reference-counted)
+  };
+  void put(const Job& job, std::int64_t due_at, bool fresh);
+
+  Store& store_;
+  bool enabled_;
+  std::unordered_map<std::uint64_t, Op> ops_;
+};
+
+}  // namespace mw::broker

@@ -1,0 +1,406 @@
+// Unit tests of what the broker core does with a store: jobs journaled
+// before ACCEPTED and recovered by a new core on the same file, delayed
+// jobs, priorities, idempotency keys, leases, per-type attempts, dead-job
+// records, and a commit that fails. Driven with a fake clock, no sockets.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <stdexcept>
+
+#include "core_harness.hpp"
+#include "mw/broker/entity_service.hpp"
+#include "mw/broker/store.hpp"
+#include "mw/payload.hpp"
+#include "temp_db.hpp"
+
+using namespace core_test;
+using mw::broker::EntityService;
+using mw::broker::Json;
+using mw::broker::Store;
+
+namespace {
+
+constexpr std::int64_t kWallStart = 1'800'000'000'000;  // ms since the epoch, fixed
+
+// A Store that forwards to a real one and can be told to fail its commits
+// (disk full, I/O error).
+class FailingStore final : public Store {
+ public:
+  explicit FailingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  bool fail_commits = false;
+
+  void begin() override { inner_->begin(); }
+  void commit() override {
+    if (fail_commits) {
+      inner_->rollback();
+      throw mw::Error("store: commit failed: disk I/O error (test)");
+    }
+    inner_->commit();
+  }
+  void rollback() noexcept override { inner_->rollback(); }
+  bool in_transaction() const noexcept override { return inner_->in_transaction(); }
+  void begin_unit() override { inner_->begin_unit(); }
+  void commit_unit() override { inner_->commit_unit(); }
+  void rollback_unit() noexcept override { inner_->rollback_unit(); }
+  std::optional<Json> get(std::string_view e, std::string_view id) override { return inner_->get(e, id); }
+  bool insert(std::string_view e, std::string_view id, const Json& d) override { return inner_->insert(e, id, d); }
+  bool replace(std::string_view e, std::string_view id, const Json& d) override { return inner_->replace(e, id, d); }
+  bool remove(std::string_view e, std::string_view id) override { return inner_->remove(e, id); }
+  mw::broker::FindResult find(std::string_view e, const mw::broker::TranslatedQuery& q) override {
+    return inner_->find(e, q);
+  }
+  void ensure_index(std::string_view e, std::string_view f) override { inner_->ensure_index(e, f); }
+  std::uint64_t append_event(std::string_view t, std::int64_t at, std::string_view d) override {
+    return inner_->append_event(t, at, d);
+  }
+  std::vector<mw::broker::StoredEvent> events_after(std::uint64_t a, std::size_t l) override {
+    return inner_->events_after(a, l);
+  }
+  std::uint64_t last_event_seq() override { return inner_->last_event_seq(); }
+  std::uint64_t first_event_seq() override { return inner_->first_event_seq(); }
+  std::uint64_t trim_events(std::uint64_t k, std::int64_t o) override { return inner_->trim_events(k, o); }
+  bool durable() const noexcept override { return inner_->durable(); }
+  void put_job(const mw::broker::StoredJob& j, std::string_view p) override { inner_->put_job(j, p); }
+  void delete_job(std::uint64_t id) override { inner_->delete_job(id); }
+  void load_jobs(const std::function<void(mw::broker::StoredJob&&)>& each) override { inner_->load_jobs(each); }
+  std::string description() const override { return inner_->description(); }
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
+// One broker life on a store file: a core with its own queue, transport and
+// clock, attached to the store; a second Broker on the same file is the
+// broker after a restart.
+struct Broker {
+  explicit Broker(const std::string& path, BrokerConfig config = test_config(), std::int64_t wall_start = kWallStart)
+      : wall_ms(wall_start),
+        store(std::make_unique<FailingStore>(mw::broker::open_sqlite_store(path))),
+        entities(*store, {}, {}),
+        h(std::move(config)) {
+    h.core.set_wall_clock([this] { return wall_ms; });
+    h.core.attach_entities(*store, entities);
+    recovered = h.core.recover(h.now);
+  }
+
+  // Sends a SUBMIT, ends the turn (the commit), and returns what answered
+  // it: the flow id of ACCEPTED, or 0 (then `last_error` is set).
+  std::uint64_t submit(const wire::Submit& header, const std::string& payload, const std::string& peer = "c1") {
+    const std::size_t mark = h.transport.sent.size();
+    h.command(peer, Command::Submit, bytes_of(wire::encode(header)), payload);
+    h.core.end_turn();
+    for (const auto& s : h.to(peer, mark)) {
+      if (s.command == Command::Accepted) {
+        const auto frame = frame_of(s.header);
+        return wire::decode_accepted(frame).flow_id;
+      }
+      if (s.command == Command::Error) last_error = Harness::error_of(s);
+    }
+    return 0;
+  }
+
+  std::uint64_t submit(std::string_view type, const std::string& payload, bool wait = true) {
+    return submit(submit_header(++request_id, type, wait), payload);
+  }
+
+  // Advances both clocks and runs timers.
+  void advance(std::int64_t ms) {
+    h.now += ms;
+    wall_ms += ms;
+    h.tick();
+    h.core.end_turn();
+  }
+
+  std::optional<Json> record(std::string_view endpoint, std::string_view id) { return store->get(endpoint, id); }
+
+  std::int64_t wall_ms;
+  std::unique_ptr<FailingStore> store;
+  EntityService entities;
+  Harness h;
+  std::size_t recovered = 0;
+  std::uint64_t request_id = 500;
+  ErrorMsg last_error;
+};
+
+std::string number(double x) { return mw::Payload::of(x).bytes(); }
+
+}  // namespace
+
+TEST_CASE("ACCEPTED waits for the commit that holds the job") {
+  TempDb db;
+  Broker b(db.path());
+  const std::size_t mark = b.h.transport.sent.size();
+  b.h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(1, "a"))), payload_bytes(4));
+  CHECK(b.h.to("c1", mark).empty());  // not before end_turn()
+  b.h.core.end_turn();
+  const auto sent = b.h.to("c1", mark);
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].command == Command::Accepted);
+}
+
+TEST_CASE("a restarted broker serves every accepted job that had not finished") {
+  TempDb db;
+  std::uint64_t queued = 0, held = 0, finished = 0, second_stage_flow = 0;
+  {
+    Broker b(db.path());
+    b.h.ready("w1", {"a"}, "", 1);
+    finished = b.submit("a", payload_bytes(1, 1));
+    b.h.done("w1", b.h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+    b.h.core.end_turn();
+    held = b.submit("a", payload_bytes(3, 3));    // in flight at w1 when the broker dies
+    queued = b.submit("a", payload_bytes(4, 4));  // waiting behind it
+    second_stage_flow = b.submit("b", payload_bytes(5, 5));
+    b.h.ready("wb", {"b"}, "c", 1);
+    b.h.done("wb", b.h.jobs("wb").at(0).id, std::nullopt, payload_bytes(6, 6));  // on to stage c
+    b.h.core.end_turn();
+    REQUIRE(b.h.jobs("w1").size() == 2);
+  }  // kill: nothing more is written
+
+  Broker after(db.path());
+  CHECK(after.recovered == 3);
+  CHECK(after.h.core.stats(after.h.now).recovered == 3);
+  after.h.ready("w2", {"a"}, "", 10);
+  after.h.ready("wc", {"c"}, "", 10);
+  const auto jobs = after.h.jobs("w2");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].flow == held);  // oldest first
+  CHECK(jobs[0].payload == payload_bytes(3, 3));
+  CHECK(jobs[1].flow == queued);
+  CHECK(jobs[1].payload == payload_bytes(4, 4));
+  const auto c = after.h.jobs("wc");
+  REQUIRE(c.size() == 1);
+  CHECK(c[0].flow == second_stage_flow);
+  CHECK(c[0].payload == payload_bytes(6, 6));
+  for (const auto& j : jobs) CHECK(j.flow != finished);
+
+  // New ids never collide with recovered ones.
+  const auto fresh = after.submit("a", payload_bytes(7));
+  CHECK(fresh > queued);
+}
+
+TEST_CASE("finished and dead jobs are not recovered") {
+  TempDb db;
+  {
+    Broker b(db.path());
+    b.h.ready("w1", {"a"}, "", 5);
+    b.submit("a", payload_bytes(1));
+    b.submit(submit_header(2, "a", true, 1), payload_bytes(2));
+    const auto jobs = b.h.jobs("w1");
+    b.h.done("w1", jobs[0].id, std::nullopt, payload_bytes(9));
+    b.h.fail("w1", jobs[1].id, "broken", false);
+    b.h.core.end_turn();
+  }
+  Broker after(db.path());
+  CHECK(after.recovered == 0);
+}
+
+TEST_CASE("a job added and finished in one turn never reaches the store") {
+  TempDb db;
+  Broker b(db.path());
+  b.h.ready("w1", {"a"}, "", 1);
+  b.h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(1, "a", true))), payload_bytes(1));
+  const auto job = b.h.jobs("w1").at(0);
+  b.h.done("w1", job.id, std::nullopt, payload_bytes(2));
+  b.h.core.end_turn();
+  std::size_t rows = 0;
+  b.store->load_jobs([&](mw::broker::StoredJob&&) { ++rows; });
+  CHECK(rows == 0);
+  CHECK(b.h.results("c1").size() == 1);
+}
+
+TEST_CASE("a delayed job runs at its time, and keeps it across a restart") {
+  TempDb db;
+  std::uint64_t flow = 0;
+  {
+    Broker b(db.path());
+    b.h.ready("w1", {"a"}, "", 1);
+    auto header = submit_header(1, "a");
+    header.delay_ms = 10'000;
+    flow = b.submit(header, payload_bytes(1));
+    REQUIRE(flow != 0);
+    CHECK(b.h.core.stats(b.h.now).delayed == 1);
+    b.advance(4'000);
+    CHECK(b.h.jobs("w1").empty());
+  }
+  // The broker comes back 8 s after the SUBMIT: 2 s are left.
+  Broker after(db.path(), test_config(), kWallStart + 8'000);
+  CHECK(after.recovered == 1);
+  after.h.ready("w1", {"a"}, "", 1);
+  after.advance(1'000);
+  CHECK(after.h.jobs("w1").empty());  // 9 s of 10 have passed
+  after.advance(1'500);
+  const auto jobs = after.h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].flow == flow);
+}
+
+TEST_CASE("a retry's backoff and attempts survive a restart") {
+  TempDb db;
+  {
+    Broker b(db.path());
+    b.h.ready("w1", {"a"}, "", 1);
+    b.submit(submit_header(1, "a", false, 2), payload_bytes(1));
+    b.h.fail("w1", b.h.jobs("w1").at(0).id, "flaky");
+    b.h.core.end_turn();
+    CHECK(b.h.core.delayed() == 1);
+  }
+  Broker after(db.path());
+  CHECK(after.recovered == 1);
+  CHECK(after.h.core.delayed() == 1);
+  after.h.ready("w1", {"a"}, "", 1);
+  after.advance(2'000);
+  const auto jobs = after.h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].attempt == 2);
+  after.h.fail("w1", jobs[0].id, "still flaky");  // the second of 2 attempts: dead
+  after.h.core.end_turn();
+  CHECK(after.h.core.counters().dead == 1);
+}
+
+TEST_CASE("a higher priority runs first within a type") {
+  Harness h;
+  for (int p : {0, 5, -3, 5, 100}) {
+    auto header = submit_header(static_cast<std::uint64_t>(200 + p), "a");
+    header.priority = p;
+    h.command("c1", Command::Submit, bytes_of(wire::encode(header)), payload_bytes(1, static_cast<unsigned char>(p)));
+  }
+  h.ready("w1", {"a"}, "", 10);
+  std::vector<std::string> order;
+  for (const auto& j : h.jobs("w1")) order.push_back(j.payload);
+  const std::vector<std::string> expected{payload_bytes(1, 100), payload_bytes(1, 5), payload_bytes(1, 5),
+                                          payload_bytes(1, 0), payload_bytes(1, static_cast<unsigned char>(-3))};
+  CHECK(order == expected);
+}
+
+TEST_CASE("a key makes SUBMIT idempotent while its flow is unfinished") {
+  TempDb db;
+  Broker b(db.path());
+  auto header = submit_header(1, "a", false);
+  header.key = "order-17";
+  const auto first = b.submit(header, payload_bytes(1));
+  header.request_id = 2;
+  const auto again = b.submit(header, payload_bytes(2));
+  CHECK(again == first);
+  CHECK(b.h.core.counters().submitted == 1);
+  CHECK(b.h.queue.depth("a") == 1);
+
+  SUBCASE("the key is kept across a restart") {
+    Broker after(db.path());
+    header.request_id = 3;
+    CHECK(after.submit(header, payload_bytes(3)) == first);
+    CHECK(after.h.queue.depth("a") == 1);
+  }
+  SUBCASE("once the flow is done the key is free again") {
+    b.h.ready("w1", {"a"}, "", 1);
+    b.h.done("w1", b.h.jobs("w1").at(0).id, std::nullopt, payload_bytes(9));
+    b.h.core.end_turn();
+    header.request_id = 4;
+    const auto next = b.submit(header, payload_bytes(4));
+    CHECK(next != first);
+    CHECK(b.h.core.counters().submitted == 2);
+  }
+}
+
+TEST_CASE("a job held past its lease is taken back; the late DONE is ignored") {
+  BrokerConfig config = test_config();
+  config.lease_ms = 60'000;
+  config.type_lease_ms["slow"] = 5'000;
+  Harness h(config);
+  h.ready("w1", {"slow"}, "", 1);
+  const auto flow = h.submit("c1", "slow", payload_bytes(1));
+  const auto job = h.jobs("w1").at(0);
+  h.ready("w2", {"slow"}, "", 1);
+  for (int i = 0; i < 8; ++i) {  // both keep heartbeating: only the lease can take the job back
+    h.now += 1000;
+    h.heartbeat("w1");
+    h.heartbeat("w2");
+    h.tick();
+  }
+  CHECK(h.core.counters().lease_expired == 1);
+  const auto retried = h.jobs("w2");
+  REQUIRE(retried.size() == 1);
+  CHECK(retried[0].id == job.id);
+  CHECK(retried[0].attempt == 2);
+  h.done("w1", job.id, std::nullopt, payload_bytes(7));  // the old holder, too late
+  CHECK(h.core.counters().stale_replies == 1);
+  CHECK(h.results("c1").empty());
+  h.done("w2", job.id, std::nullopt, payload_bytes(8));
+  REQUIRE(h.results("c1").size() == 1);
+  CHECK(h.results("c1")[0].flow == flow);
+  CHECK(h.results("c1")[0].payload == payload_bytes(8));
+
+  SUBCASE("a SUBMIT's own lease wins over the type's") {
+    auto header = submit_header(900, "slow");
+    header.lease_ms = 1'000'000;
+    h.command("c1", Command::Submit, bytes_of(wire::encode(header)), payload_bytes(2));
+    for (int i = 0; i < 20; ++i) {
+      h.now += 1000;
+      h.heartbeat("w1");
+      h.heartbeat("w2");
+      h.tick();
+    }
+    CHECK(h.core.counters().lease_expired == 1);
+  }
+}
+
+TEST_CASE("max attempts per type") {
+  BrokerConfig config = test_config();
+  config.type_max_attempts["once"] = 1;
+  Harness h(config);
+  h.ready("w1", {"once", "often"}, "", 5);
+  h.submit("c1", "once", payload_bytes(1));
+  h.fail("w1", h.jobs("w1").at(0).id, "nope");
+  CHECK(h.core.counters().dead == 1);
+  h.submit("c1", "often", payload_bytes(2));
+  h.fail("w1", h.jobs("w1").at(1).id, "nope");
+  CHECK(h.core.counters().dead == 1);
+  CHECK(h.core.delayed() == 1);
+}
+
+TEST_CASE("a dead job leaves a record in the sync endpoint") {
+  TempDb db;
+  BrokerConfig config = test_config();
+  config.sync_endpoint = "deadletters";
+  Broker b(db.path(), config);
+  b.h.ready("w1", {"a"}, "", 1);
+  const auto flow = b.submit(submit_header(1, "a", true, 1, ""), number(50.5));
+  const auto job = b.h.jobs("w1").at(0);
+  b.h.fail("w1", job.id, "API down");
+  CHECK(b.h.results("c1").empty());  // the RESULT waits for the record's commit
+  b.h.core.end_turn();
+  REQUIRE(b.h.results("c1").size() == 1);
+  const auto record = b.record("deadletters", "dead-" + std::to_string(job.id));
+  REQUIRE(record.has_value());
+  CHECK((*record)["kind"] == "dead");
+  CHECK((*record)["type"] == "a");
+  CHECK((*record)["flow"] == flow);
+  CHECK((*record)["payload"] == 50.5);
+  CHECK((*record)["error"] == "API down");
+  CHECK((*record)["attempts"] == 1);
+  CHECK((*record)["retried"] == false);
+  CHECK((*record)["died_at"] == kWallStart);
+}
+
+TEST_CASE("a SUBMIT the store cannot commit is refused and never runs") {
+  TempDb db;
+  Broker b(db.path());
+  b.store->fail_commits = true;
+  auto header = submit_header(41, "a");
+  header.key = "k";
+  CHECK(b.submit(header, payload_bytes(1)) == 0);
+  CHECK(b.last_error.code == ErrorCode::Internal);
+  CHECK(b.last_error.request_id == 41);
+  b.h.ready("w1", {"a"}, "", 1);
+  CHECK(b.h.jobs("w1").empty());
+  CHECK(b.h.core.counters().cancelled == 1);
+
+  b.store->fail_commits = false;
+  header.request_id = 42;
+  const auto flow = b.submit(header, payload_bytes(2));  // the key was released
+  REQUIRE(flow != 0);
+  REQUIRE(b.h.jobs("w1").size() == 1);
+  CHECK(b.h.jobs("w1")[0].payload == payload_bytes(2));
+  Broker after(db.path());
+  CHECK(after.recovered == 1);
+}
