@@ -216,6 +216,10 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
 
 int main(int argc, char** argv) {
   try {
+    // A command that exits without reading its input makes the write of
+    // the payload fail with EPIPE; without this, SIGPIPE would kill mw-exec
+    // (and with it every job it holds) instead.
+    ::signal(SIGPIPE, SIG_IGN);
     auto stop = mw::StopSignal::on_signals();
     // Everything after "--" is the command, untouched by option parsing.
     int split = argc;
