@@ -336,7 +336,14 @@ TEST_CASE("hostile input: the broker answers ERROR, stays up and bounded, and se
     const auto after = resident_kib(cluster.broker().pid());
     REQUIRE(after.has_value());
     MESSAGE("broker RSS " << *before << " KiB before, " << *after << " KiB after the flood");
-    CHECK(*after - *before < 100 * 1024);
+    // AddressSanitizer keeps freed memory in quarantine (256 MiB by
+    // default) instead of reusing it, which RSS counts: allow for it there.
+#if defined(__SANITIZE_ADDRESS__)
+    constexpr long kQuarantineKib = 256 * 1024;
+#else
+    constexpr long kQuarantineKib = 0;
+#endif
+    CHECK(*after - *before < 100 * 1024 + kQuarantineKib);
     // Bad input is logged with a limiter, not once per message.
     const auto log = cluster.broker().stderr_text();
     CHECK(std::count(log.begin(), log.end(), '\n') < 1000);
