@@ -88,11 +88,13 @@ int main(int argc, char** argv) {
         ("type-max-attempts", "max attempts for one job type, as TYPE=N (repeat or comma-separate)",
          cxxopts::value<std::vector<std::string>>())
         ("lease", "seconds a worker may hold a job before it is taken back and requeued",
-         cxxopts::value<double>()->default_value("300"))
+         cxxopts::value<double>()->default_value("3600"))
         ("type-lease", "lease for one job type, as TYPE=SECONDS (repeat or comma-separate)",
          cxxopts::value<std::vector<std::string>>())
         ("sync-endpoint", "entity endpoint that receives the records of dead jobs",
          cxxopts::value<std::string>()->default_value(config.sync_endpoint))
+        ("schedule-endpoint", "entity endpoint whose documents are periodic jobs (mw schedule)",
+         cxxopts::value<std::string>()->default_value(config.schedule_endpoint))
         ("retry-base-ms", "first retry delay; doubles each attempt (with jitter)",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(config.retry_base_ms)))
         ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
@@ -147,6 +149,14 @@ int main(int argc, char** argv) {
       }
     config.sync_endpoint = args["sync-endpoint"].as<std::string>();
     mw::broker::EntityService::check_endpoint_name(config.sync_endpoint);
+    config.schedule_endpoint = args["schedule-endpoint"].as<std::string>();
+    mw::broker::EntityService::check_endpoint_name(config.schedule_endpoint);
+    // The broker writes these itself; mw dead, mw retry and mw schedule
+    // must reach them even when --endpoints limits the others.
+    if (!server.entities.endpoints.empty()) {
+      server.entities.endpoints.push_back(config.sync_endpoint);
+      server.entities.endpoints.push_back(config.schedule_endpoint);
+    }
 
     mw::broker::BrokerServer broker(server);
     mw::log(mw::LogLevel::info, "broker",

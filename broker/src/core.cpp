@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <utility>
 
 #include <unistd.h>
@@ -63,8 +64,9 @@ void BrokerCore::attach_entities(Store& store, EntityService& entities) {
 }
 
 std::size_t BrokerCore::recover(std::int64_t now_ms) {
-  if (!journaling()) return 0;
   now_ms_ = now_ms;
+  load_schedules();
+  if (!journaling()) return 0;
   const std::int64_t wall_now = wall_clock_();
   std::size_t recovered = 0;
   std::vector<std::string> types;
@@ -235,25 +237,11 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
       return;
     }
   }
-  Job job;
-  job.id = next_id_++;
-  job.flow_id = job.id;
-  job.type = submit.type;
-  job.entity = std::move(entity);
-  job.max_attempts = submit.max_attempts ? submit.max_attempts : max_attempts_for(submit.type);
-  job.priority = submit.priority;
-  job.lease_ms = submit.lease_ms;
-  job.key = submit.key;
-  job.submitted_at = wall_clock_();
-  job.payload = std::move(payload);
+  Job job = new_flow(submit.type, std::move(payload), submit.max_attempts, submit.priority, submit.lease_ms, submit.key,
+                     std::move(entity), now_ms);
   if (submit.wait) job.reply_to = peer;
-  if (!job.key.empty()) keys_.emplace(job.key, job.flow_id);
-  ++counters_.submitted;
-  submit_rate_.add(now_ms);
-  if (journaling()) {
-    store_->begin();
-    journal_->add(job, submit.delay_ms ? job.submitted_at + static_cast<std::int64_t>(submit.delay_ms) : 0);
-  }
+  const std::int64_t due_at = submit.delay_ms ? job.submitted_at + static_cast<std::int64_t>(submit.delay_ms) : 0;
+  if (journaling()) journal_->add(job, due_at);
   // With a durable store ACCEPTED waits for the commit that holds the job.
   send_after_commit(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, job.flow_id}), nullptr,
                     CommitFailure{0, job.flow_id, submit.request_id});
@@ -266,16 +254,98 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
   dispatch(type);
 }
 
+Job BrokerCore::new_flow(std::string_view type, zmq::message_t payload, std::uint32_t max_attempts,
+                         std::int32_t priority, std::uint64_t lease_ms, std::string_view key, std::string entity,
+                         std::int64_t now_ms) {
+  Job job;
+  job.id = next_id_++;
+  job.flow_id = job.id;
+  job.type = type;
+  job.entity = std::move(entity);
+  job.max_attempts = max_attempts ? max_attempts : max_attempts_for(type);
+  job.priority = priority;
+  job.lease_ms = lease_ms;
+  job.key = key;
+  job.submitted_at = wall_clock_();
+  job.payload = std::move(payload);
+  if (!job.key.empty()) keys_.emplace(job.key, job.flow_id);
+  ++counters_.submitted;
+  submit_rate_.add(now_ms);
+  return job;
+}
+
+void BrokerCore::load_schedules() {
+  schedules_dirty_ = false;
+  if (!entities_) return;
+  try {
+    TranslatedQuery all;
+    all.limit = std::numeric_limits<std::int32_t>::max();
+    auto found = store_->find(config_.schedule_endpoint, all);
+    for (const auto& problem : schedules_.load(found.docs)) log(LogLevel::warn, kLogComponent, problem);
+  } catch (const std::exception& e) {
+    log(LogLevel::error, kLogComponent, "cannot load the schedules: " + std::string(e.what()));
+  }
+  next_schedule_ms_ = now_ms_;  // look at once
+}
+
+void BrokerCore::run_schedules(std::int64_t now_ms) {
+  if (schedules_dirty_) load_schedules();
+  if (schedules_.size() == 0 || now_ms < next_schedule_ms_) return;
+  const std::int64_t wall = wall_clock_();
+  for (Schedule* s : schedules_.due(wall)) {
+    // The key keeps runs from overlapping: while the previous run's flow
+    // is unfinished, this run is skipped.
+    const std::string key = "$schedule:" + s->name;
+    Json changes = Json::object();
+    changes["next_at"] = s->next_at;
+    std::optional<Job> job;
+    if (keys_.contains(key)) {
+      ++counters_.schedule_skipped;
+      changes["skipped"] = ++s->skipped;
+    } else {
+      zmq::message_t payload(s->payload.data(), s->payload.size());
+      job = new_flow(s->type, std::move(payload), s->max_attempts, s->priority, 0, key, "", now_ms);
+      ++counters_.scheduled;
+      changes["runs"] = ++s->runs;
+      changes["last_run_at"] = wall;
+      changes["last_flow"] = job->flow_id;
+    }
+    try {
+      // The run and its job commit together.
+      if (job && journaling()) journal_->add(*job, 0);
+      store_->begin();
+      store_->begin_unit();
+      try {
+        if (!entities_->write_back(config_.schedule_endpoint, s->name, changes, wall)) schedules_dirty_ = true;
+        store_->commit_unit();
+      } catch (...) {
+        store_->rollback_unit();
+        throw;
+      }
+    } catch (const std::exception& e) {
+      log(LogLevel::warn, kLogComponent, "schedule " + s->name + ": cannot record its run: " + e.what());
+    }
+    if (job) {
+      const std::string type = job->type;
+      enqueue(std::move(*job), now_ms);
+      dispatch(type);
+    }
+  }
+  const auto next = schedules_.next_due();
+  next_schedule_ms_ = now_ms + (next ? std::clamp<std::int64_t>(*next - wall, 0, 1000) : 1000);
+}
+
 void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, zmq::message_t& result,
                          std::int64_t now_ms) {
   const auto done = wire::decode_done(header);
   WorkerEntry* worker = workers_.find(peer);
   auto job = take_in_flight(peer, worker, done.job_id);
-  if (!job) return;
-  if (journaling()) {
-    store_->begin();
-    journal_->remove(job->id);
+  if (!job) {
+    // A stale answer may have freed a slot held since a lease expired.
+    if (worker) dispatch_for_worker(peer, now_ms);
+    return;
   }
+  if (journaling()) journal_->remove(job->id);
   if (drop_if_cancelled(*job)) {
     dispatch_for_worker(peer, now_ms);
     return;
@@ -314,7 +384,10 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
 void BrokerCore::on_fail(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms) {
   const auto fail = wire::decode_fail(header);
   auto job = take_in_flight(peer, workers_.find(peer), fail.job_id);
-  if (!job) return;
+  if (!job) {
+    if (workers_.find(peer)) dispatch_for_worker(peer, now_ms);
+    return;
+  }
   if (drop_if_cancelled(*job)) {
     dispatch_for_worker(peer, now_ms);
     return;
@@ -455,10 +528,7 @@ void BrokerCore::retry_or_bury(Job job, std::string_view error, bool retryable, 
   if (retryable && job.attempts < job.max_attempts) {
     ++counters_.retried;
     const std::int64_t wait_ms = retry_delay_ms(job.attempts);
-    if (journaling()) {
-      store_->begin();
-      journal_->update(job, wall_clock_() + wait_ms);
-    }
+    if (journaling()) journal_->update(job, wall_clock_() + wait_ms);
     delay(std::move(job), now_ms + wait_ms);
     return;
   }
@@ -493,10 +563,7 @@ bool BrokerCore::drop_if_cancelled(const Job& job) {
   if (cancelled_flows_.empty() || !cancelled_flows_.contains(job.flow_id)) return false;
   // A flow has one live job at a time: once it is dropped the flow is gone.
   cancelled_flows_.erase(job.flow_id);
-  if (journaling()) {
-    store_->begin();
-    journal_->remove(job.id);
-  }
+  if (journaling()) journal_->remove(job.id);
   release_key(job);
   return true;
 }
@@ -561,10 +628,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
 void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
   ++counters_.dead;
   release_key(job);
-  if (journaling()) {
-    store_->begin();
-    journal_->remove(job.id);
-  }
+  if (journaling()) journal_->remove(job.id);
   write_dead_record(job, error);
   ++type_counters(job.type).dead;
   std::uint64_t suppressed = 0;
@@ -680,6 +744,7 @@ void BrokerCore::tick(std::int64_t now_ms) {
     dispatch(type);
   }
   expire_leases(now_ms);
+  run_schedules(now_ms);
   if (now_ms >= next_heartbeat_ms_) {
     send_heartbeats_and_expire(now_ms);
     next_heartbeat_ms_ = now_ms + config_.heartbeat_ms;
@@ -689,6 +754,7 @@ void BrokerCore::tick(std::int64_t now_ms) {
 
 std::int64_t BrokerCore::next_deadline_ms() const noexcept {
   std::int64_t next = std::min(next_heartbeat_ms_, next_lease_scan_ms_);
+  if (schedules_.size() || schedules_dirty_) next = std::min(next, next_schedule_ms_);
   if (!timers_.empty()) next = std::min(next, timers_.top().due_ms);
   return next;
 }
@@ -756,7 +822,10 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
       return;
     }
     store_->begin();
+    const bool touches_schedules = call.endpoint == config_.schedule_endpoint && *method != Method::Get &&
+                                   *method != Method::Find;
     std::string result = entities_->call(std::move(context));
+    if (touches_schedules) schedules_dirty_ = true;
     zmq::message_t result_frame(result.data(), result.size());
     send_after_commit(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}), &result_frame,
                       CommitFailure{call.request_id, 0, 0});
@@ -819,11 +888,14 @@ void BrokerCore::end_turn() {
       log(LogLevel::warn, kLogComponent, std::string("cannot trim old events: ") + e.what());
     }
   }
-  if (!store_->in_transaction() && !(journal_ && journal_->pending())) return;
+  const bool writes = store_->in_transaction() || (journal_ && journal_->pending());
+  if (!writes && deferred_.empty()) return;
   bool committed = true;
   try {
-    if (journal_) journal_->flush();
-    store_->commit();
+    if (writes) {
+      if (journal_) journal_->flush();
+      store_->commit();
+    }
   } catch (const std::exception& e) {
     committed = false;
     store_->rollback();
@@ -863,7 +935,7 @@ void BrokerCore::end_turn() {
 
 void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq::message_t header,
                                    zmq::message_t* payload, CommitFailure on_failure) {
-  if (!store_ || !store_->in_transaction()) {
+  if (!store_ || !(store_->in_transaction() || (journal_ && journal_->pending()))) {
     send(peer, command, std::move(header), payload);
     return;
   }

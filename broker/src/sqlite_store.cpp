@@ -288,18 +288,20 @@ class SqliteStore final : public Store {
 
   void put_job(const StoredJob& j, std::string_view payload) override {
     Statement& s = *put_job_;
+    ResetOnExit r{s};
     s.bind(1, static_cast<std::int64_t>(j.id)).bind(2, static_cast<std::int64_t>(j.flow_id)).bind(3, j.type);
     s.bind(4, std::int64_t{j.attempts}).bind(5, std::int64_t{j.max_attempts}).bind(6, std::int64_t{j.priority});
     s.bind(7, static_cast<std::int64_t>(j.lease_ms)).bind(8, j.due_at).bind(9, j.submitted_at);
-    if (!j.key.empty()) s.bind(10, j.key);
-    if (!j.entity.empty()) s.bind(11, j.entity);
+    s.bind_value(10, j.key.empty() ? SqlValue(nullptr) : SqlValue(j.key));
+    s.bind_value(11, j.entity.empty() ? SqlValue(nullptr) : SqlValue(j.entity));
     s.bind_blob(12, payload);
-    s.run();
+    s.step();
   }
 
   void delete_job(std::uint64_t id) override {
+    ResetOnExit r{*delete_job_};
     delete_job_->bind(1, static_cast<std::int64_t>(id));
-    delete_job_->run();
+    delete_job_->step();
   }
 
   void load_jobs(const std::function<void(StoredJob&&)>& each) override {

@@ -10,6 +10,7 @@ WorkerEntry& WorkerRegistry::upsert(WorkerEntry entry) {
     unindex(*it->second);
     entry.jobs = std::move(it->second->jobs);
     entry.done = it->second->done;
+    entry.expired = it->second->expired;
     *it->second = std::move(entry);
   } else {
     auto id = entry.id;

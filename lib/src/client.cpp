@@ -25,6 +25,8 @@ void check_submit_options(const SubmitOptions& o) {
   if (o.priority < -kMaxPriority || o.priority > kMaxPriority)
     throw Error("priority must be between -1000 and 1000", ErrorCode::BadRequest);
   if (o.key.size() > kMaxKeyBytes) throw Error("key must be at most 256 bytes", ErrorCode::BadRequest);
+  if (!o.key.empty() && o.key.front() == '$')
+    throw Error("keys starting with '$' are reserved for the broker", ErrorCode::BadRequest);
   if (o.entity.size() > 512) throw Error("entity must be at most 512 bytes", ErrorCode::BadRequest);
 }
 

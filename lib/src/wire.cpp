@@ -543,6 +543,7 @@ Submit decode_submit(const zmq::message_t& frame) {
   }
   m.key = f.str_or_empty(7, "key");
   if (m.key.size() > kMaxKeyBytes) f.fail("key", "at most 256 bytes");
+  if (!m.key.empty() && m.key.front() == '$') f.fail("key", "not starting with '$' (reserved for the broker)");
   m.lease_ms = f.has(8) ? f.u64(8, "lease") : 0;
   if (m.lease_ms > kMaxSubmitDelayMs) f.fail("lease", "at most 10 years in ms (315360000000)");
   return m;

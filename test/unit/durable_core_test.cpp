@@ -404,3 +404,100 @@ TEST_CASE("a SUBMIT the store cannot commit is refused and never runs") {
   Broker after(db.path());
   CHECK(after.recovered == 1);
 }
+
+namespace {
+
+// Creates (or replaces) a schedule the way `mw schedule` does: a CALL.
+void put_schedule(Broker& b, const Json& doc, std::string_view method = "create") {
+  const std::string body = mw::Payload::from_json(Json{{"data", doc}}).bytes();
+  std::optional<std::string_view> id;
+  const std::string name = doc.at("id").get<std::string>();
+  if (method != "create") id = name;
+  b.h.command("admin", Command::Call, bytes_of(wire::encode(wire::Call{++b.request_id, "schedules", method, id})),
+              body);
+  b.h.core.end_turn();
+}
+
+}  // namespace
+
+TEST_CASE("a schedule submits its job every interval, skipping a run while the last is unfinished") {
+  TempDb db;
+  Broker b(db.path());
+  b.h.ready("w1", {"tick"}, "", 5);
+  put_schedule(b, Json{{"id", "ticker"}, {"type", "tick"}, {"payload", {{"n", 1}}}, {"every_ms", 1000},
+                       {"next_at", kWallStart + 500}});
+  b.advance(100);
+  CHECK(b.h.jobs("w1").empty());  // not due yet
+  b.advance(400);
+  auto jobs = b.h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].payload == mw::Payload::from_json(Json{{"n", 1}}).bytes());
+  // Its run is recorded with the job.
+  auto doc = b.record("schedules", "ticker");
+  REQUIRE(doc.has_value());
+  CHECK((*doc)["runs"] == 1);
+  CHECK((*doc)["next_at"] == kWallStart + 1500);
+  CHECK((*doc)["last_flow"] == jobs[0].flow);
+
+  b.advance(1000);  // the first run is still in flight: skipped
+  CHECK(b.h.jobs("w1").size() == 1);
+  CHECK(b.h.core.counters().schedule_skipped == 1);
+  b.h.done("w1", jobs[0].id, std::nullopt, payload_bytes(1));
+  b.advance(1000);
+  CHECK(b.h.jobs("w1").size() == 2);
+
+  SUBCASE("paused, it does not run") {
+    put_schedule(b, Json{{"paused", true}, {"id", "ticker"}}, "patch");
+    b.h.done("w1", b.h.jobs("w1").at(1).id, std::nullopt, payload_bytes(1));
+    b.advance(3000);
+    CHECK(b.h.jobs("w1").size() == 2);
+  }
+  SUBCASE("removed, it does not run") {
+    put_schedule(b, Json{{"id", "ticker"}}, "remove");
+    b.h.done("w1", b.h.jobs("w1").at(1).id, std::nullopt, payload_bytes(1));
+    b.advance(3000);
+    CHECK(b.h.jobs("w1").size() == 2);
+  }
+  SUBCASE("after a restart it goes on from its stored next run, once") {
+    const auto runs = b.record("schedules", "ticker").value()["runs"].get<int>();
+    Broker after(db.path(), test_config(), kWallStart + 10'000);  // several runs were missed
+    after.h.ready("w2", {"tick"}, "", 5);
+    after.advance(10);
+    // The unfinished second run's job comes back, and the schedule skips
+    // until it is done: missed runs are not made up.
+    CHECK(after.h.jobs("w2").size() == 1);
+    CHECK(after.record("schedules", "ticker").value()["runs"].get<int>() == runs);
+  }
+}
+
+TEST_CASE("an invalid schedule is ignored, the others run") {
+  TempDb db;
+  Broker b(db.path());
+  b.h.ready("w1", {"tick"}, "", 5);
+  put_schedule(b, Json{{"id", "broken"}, {"type", "tick"}, {"every_ms", 5}});
+  put_schedule(b, Json{{"id", "fine"}, {"type", "tick"}, {"every_ms", 1000}, {"next_at", 0}});
+  b.advance(10);
+  CHECK(b.h.jobs("w1").size() == 1);
+}
+
+TEST_CASE("a lone worker whose lease expired gets the job again once it answers for it") {
+  BrokerConfig config = test_config();
+  config.type_lease_ms["slow"] = 1'000;
+  Harness h(config);
+  h.ready("w1", {"slow"}, "", 1);
+  h.submit("c1", "slow", payload_bytes(1));
+  const auto first = h.jobs("w1").at(0);
+  for (int i = 0; i < 3; ++i) {
+    h.now += 500;
+    h.heartbeat("w1");
+    h.tick();
+  }
+  CHECK(h.core.counters().lease_expired == 1);
+  CHECK(h.jobs("w1").size() == 1);  // its slot is still taken by the stuck job
+  h.done("w1", first.id, std::nullopt, payload_bytes(2));  // late: ignored, but the slot is free
+  CHECK(h.core.counters().stale_replies == 1);
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[1].id == first.id);
+  CHECK(jobs[1].attempt == 2);
+}

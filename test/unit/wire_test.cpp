@@ -316,6 +316,8 @@ TEST_CASE("SUBMIT round trip") {
     const std::string long_key(257, 'k');
     h.key = long_key;
     CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
+    h.key = "$schedule:nightly";  // reserved for the broker's own runs
+    CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);
     h.key = {};
     h.delay_ms = mw::kMaxSubmitDelayMs + 1;
     CHECK(decode_error_code([&] { (void)wire::decode_submit(wire::encode(h)); }) == ErrorCode::BadRequest);

@@ -33,11 +33,15 @@ struct BrokerConfig {
   // How long a worker may hold one job before the broker takes it back and
   // requeues it (the worker is presumed stuck); a late DONE is then ignored.
   // Per type below; a SUBMIT's own lease wins over both.
-  std::uint64_t lease_ms = 300'000;
+  // One hour by default, like Celery's visibility timeout: longer than
+  // most jobs, short enough that a stuck one is retried the same day.
+  std::uint64_t lease_ms = 3'600'000;
   std::map<std::string, std::uint64_t, std::less<>> type_lease_ms;
 
   // The entity endpoint that receives dead-job records (mw dead, mw::Sync).
   std::string sync_endpoint = "sync";
+  // The entity endpoint whose documents are periodic jobs (mw schedule).
+  std::string schedule_endpoint = "schedules";
 
   // Told to peers in WELCOME; the address listeners SUBscribe to.
   std::string pub_address = std::string(kDefaultPubAddress);

@@ -40,6 +40,7 @@
 #include "mw/broker/job_journal.hpp"
 #include "mw/broker/job_queue.hpp"
 #include "mw/broker/rate_meter.hpp"
+#include "mw/broker/schedule_table.hpp"
 #include "mw/broker/transport.hpp"
 #include "mw/broker/worker_registry.hpp"
 #include "mw/log.hpp"
@@ -72,8 +73,9 @@ class BrokerCore {
 
   // Reads the journal of a durable store back: every job a previous broker
   // accepted and did not finish is queued again (or waits for its due
-  // time). Call once, after attach_entities() and before handling input.
-  // Returns how many jobs were recovered.
+  // time), and loads the periodic schedules. Call once, after
+  // attach_entities() and before handling input. Returns how many jobs
+  // were recovered.
   std::size_t recover(std::int64_t now_ms);
 
   // The wall clock for entity timestamps (ms since the epoch). Tests fix it.
@@ -114,6 +116,8 @@ class BrokerCore {
     std::uint64_t recovered = 0;      // jobs read back from the journal at start
     std::uint64_t cancelled = 0;      // flows whose SUBMIT could not be committed (ERROR 500)
     std::uint64_t duplicates = 0;     // SUBMITs answered with an unfinished flow of the same key
+    std::uint64_t scheduled = 0;      // flows started by a schedule
+    std::uint64_t schedule_skipped = 0;  // runs skipped: the previous run was unfinished
   };
   const Counters& counters() const noexcept { return counters_; }
 
@@ -165,12 +169,18 @@ class BrokerCore {
   void write_dead_record(const Job& job, std::string_view error);
   // Parks a job until `due_ms` (steady clock).
   void delay(Job job, std::int64_t due_ms);
-  // Takes back the jobs held past their lease (at most every 100 ms).
+  // Takes back the jobs held past their lease (at most every 250 ms).
   void expire_leases(std::int64_t now_ms);
   // A job of a cancelled flow is dropped wherever it turns up; true if dropped.
   bool drop_if_cancelled(const Job& job);
   void cancel_flow(std::uint64_t flow_id);
   void release_key(const Job& job);
+  // A new flow's first job, counted and keyed (not yet journaled or queued).
+  Job new_flow(std::string_view type, zmq::message_t payload, std::uint32_t max_attempts, std::int32_t priority,
+               std::uint64_t lease_ms, std::string_view key, std::string entity, std::int64_t now_ms);
+  // Periodic jobs: reloads the table from the store; submits what is due.
+  void load_schedules();
+  void run_schedules(std::int64_t now_ms);
   std::uint32_t max_attempts_for(std::string_view type) const;
   std::uint64_t lease_for(const Job& job) const;
   bool journaling() const noexcept { return journal_ && journal_->enabled(); }
@@ -206,6 +216,9 @@ class BrokerCore {
   std::int64_t started_ms_ = -1;
   std::int64_t next_heartbeat_ms_ = 0;
   std::int64_t next_lease_scan_ms_ = 0;
+  std::int64_t next_schedule_ms_ = 0;
+  bool schedules_dirty_ = false;
+  ScheduleTable schedules_;
   std::int64_t now_ms_ = 0;  // the latest time handle()/tick() were given (dispatch stamps leases with it)
 
   WorkerRegistry workers_;
