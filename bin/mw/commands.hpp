@@ -19,6 +19,7 @@ int bench(int argc, char** argv);
 int bench_entities(int argc, char** argv);  // mw bench --entities
 int dead(int argc, char** argv);   // mw dead: list dead jobs
 int retry(int argc, char** argv);  // mw retry: replay dead jobs
+int schedule(int argc, char** argv);  // mw schedule: periodic jobs
 // create, get, find, update, patch, remove
 int entity(std::string_view method, int argc, char** argv);
 

@@ -47,6 +47,10 @@ constexpr const char* kUsage =
     "  listen [TOPIC ...] [--since SEQ]                      print events as JSON lines\n"
     "  dead [TYPE] [--limit N] [--json]                      dead jobs not yet replayed, oldest first\n"
     "  retry ID | --type TYPE [--limit N]                    submit dead jobs again; prints ID -> flow N\n"
+    "  schedule NAME TYPE [JSON | -] --every SECONDS         run a job every SECONDS (replaces NAME if it exists)\n"
+    "           [--at TIME] [--priority N] [--max-attempts N] [--paused]\n"
+    "  schedule --list [--json] | --remove NAME | --pause NAME | --resume NAME\n"
+    "                                                        the schedules: runs, skips, next run; change one\n"
     "  create ENDPOINT JSON|-                                create one entity (or an array of them)\n"
     "  get ENDPOINT ID                                       one entity\n"
     "  find ENDPOINT [QUERY_JSON]                            {total, limit, skip, data}; Feathers query\n"
@@ -77,6 +81,7 @@ int main(int argc, char** argv) {
     if (command == "listen") return mw::cli::listen(argc - 1, argv + 1);
     if (command == "dead") return mw::cli::dead(argc - 1, argv + 1);
     if (command == "retry") return mw::cli::retry(argc - 1, argv + 1);
+    if (command == "schedule") return mw::cli::schedule(argc - 1, argv + 1);
     if (command == "bench") {
       for (int i = 2; i < argc; ++i)
         if (std::strcmp(argv[i], "--entities") == 0) return mw::cli::bench_entities(argc - 1, argv + 1);
@@ -84,7 +89,7 @@ int main(int argc, char** argv) {
     }
     for (std::string_view method : {"create", "get", "find", "update", "patch", "remove"})
       if (command == method) return mw::cli::entity(method, argc - 1, argv + 1);
-    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, dead, retry, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
+    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);

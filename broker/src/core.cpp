@@ -345,7 +345,6 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     if (worker) dispatch_for_worker(peer, now_ms);
     return;
   }
-  if (journaling()) journal_->remove(job->id);
   if (drop_if_cancelled(*job)) {
     dispatch_for_worker(peer, now_ms);
     return;
@@ -360,6 +359,7 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
 
   const std::string_view next = done.next ? *done.next : std::string_view(worker->next);
   if (next.empty()) {
+    if (journaling()) journal_->remove(job->flow_id);
     finish_flow(*job, result, now_ms);
   } else {
     Job stage;
@@ -374,7 +374,9 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     stage.reply_to = std::move(job->reply_to);
     stage.entity = std::move(job->entity);
     stage.key = std::move(job->key);
-    if (journaling()) journal_->add(stage, 0);
+    // The flow's journal row now holds the next stage (one write, not a
+    // delete and an insert).
+    if (journaling()) journal_->update(stage, 0);
     enqueue(std::move(stage), now_ms);
     dispatch(next);
   }
@@ -563,15 +565,15 @@ bool BrokerCore::drop_if_cancelled(const Job& job) {
   if (cancelled_flows_.empty() || !cancelled_flows_.contains(job.flow_id)) return false;
   // A flow has one live job at a time: once it is dropped the flow is gone.
   cancelled_flows_.erase(job.flow_id);
-  if (journaling()) journal_->remove(job.id);
+  if (journaling()) journal_->remove(job.flow_id);
   release_key(job);
   return true;
 }
 
 void BrokerCore::cancel_flow(std::uint64_t flow_id) {
   ++counters_.cancelled;
-  // The flow's first job has the flow's id; its journal entry, never
-  // committed, must not be written by a later turn either.
+  // Its journal entry, never committed, must not be written by a later
+  // turn either.
   if (journaling()) journal_->remove(flow_id);
   for (auto it = keys_.begin(); it != keys_.end(); ++it) {
     if (it->second != flow_id) continue;
@@ -628,7 +630,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
 void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
   ++counters_.dead;
   release_key(job);
-  if (journaling()) journal_->remove(job.id);
+  if (journaling()) journal_->remove(job.flow_id);
   write_dead_record(job, error);
   ++type_counters(job.type).dead;
   std::uint64_t suppressed = 0;

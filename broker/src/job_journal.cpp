@@ -11,7 +11,7 @@ void JobJournal::update(const Job& job, std::int64_t due_at) {
 }
 
 void JobJournal::put(const Job& job, std::int64_t due_at, bool fresh) {
-  auto [it, inserted] = ops_.try_emplace(job.id);
+  auto [it, inserted] = ops_.try_emplace(job.flow_id);
   Op& op = it->second;
   // An update of a job added this turn is still an insert of a new row.
   op.fresh = inserted ? fresh : (op.fresh && !op.is_delete);
@@ -31,25 +31,25 @@ void JobJournal::put(const Job& job, std::int64_t due_at, bool fresh) {
   op.payload.copy(const_cast<zmq::message_t&>(job.payload));
 }
 
-void JobJournal::remove(std::uint64_t id) {
+void JobJournal::remove(std::uint64_t flow_id) {
   if (!enabled_) return;
-  auto [it, inserted] = ops_.try_emplace(id);
+  auto [it, inserted] = ops_.try_emplace(flow_id);
   if (!inserted && it->second.fresh) {
     ops_.erase(it);  // never written: nothing to delete
     return;
   }
   it->second.is_delete = true;
   it->second.fresh = false;
-  it->second.job.id = id;
+  it->second.job.flow_id = flow_id;
   it->second.payload.rebuild();
 }
 
 void JobJournal::flush() {
   if (ops_.empty()) return;
   store_.begin();
-  for (const auto& [id, op] : ops_) {
+  for (const auto& [flow_id, op] : ops_) {
     if (op.is_delete) {
-      store_.delete_job(id);
+      store_.delete_job(flow_id);
     } else {
       store_.put_job(op.job, std::string_view(op.payload.data<char>(), op.payload.size()));
     }

@@ -1,8 +1,9 @@
 // mw/broker/job_journal.hpp — the broker's unfinished jobs, kept in the store.
 //
-// With a durable store every job is journaled before its ACCEPTED leaves
-// (the core sends ACCEPTED after the turn's commit), and deleted when its
-// stage is done or dead. A broker restarted on the same store reads the
+// With a durable store every flow's current job is journaled before its
+// ACCEPTED leaves (the core sends ACCEPTED after the turn's commit): one row
+// per unfinished flow, replaced when the flow moves to its next stage or
+// waits for a retry, deleted when the flow is done, dead or cancelled. A broker restarted on the same store reads the
 // journal back (BrokerCore::recover) and serves every job again, including
 // the ones that were in flight: at-least-once.
 //
@@ -31,13 +32,13 @@ class JobJournal {
 
   bool enabled() const noexcept { return enabled_; }
 
-  // A new job (a SUBMIT, or the next stage of a flow). `due_at`: wall
-  // clock ms before which it must not run, 0 for now.
+  // A new flow's first job. `due_at`: wall clock ms before which it must
+  // not run, 0 for now.
   void add(const Job& job, std::int64_t due_at);
-  // A stored job that changed: attempts and due time of a retry.
+  // The flow's job changed: its next stage, or a retry's attempts and due time.
   void update(const Job& job, std::int64_t due_at);
-  // The job's stage is over (done, dead or cancelled).
-  void remove(std::uint64_t id);
+  // The flow is over (done, dead or cancelled).
+  void remove(std::uint64_t flow_id);
 
   // Writes what the turn buffered into the store's open transaction. On
   // success call committed(); after a failed commit the buffer is kept and
@@ -58,7 +59,7 @@ class JobJournal {
 
   Store& store_;
   bool enabled_;
-  std::unordered_map<std::uint64_t, Op> ops_;
+  std::unordered_map<std::uint64_t, Op> ops_;  // by flow id
 };
 
 }  // namespace mw::broker

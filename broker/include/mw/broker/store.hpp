@@ -97,11 +97,11 @@ class Store {
   // broker restarted on it serves them again; ":memory:" keeps none
   // (durable() is false and the broker does not call the others).
   virtual bool durable() const noexcept = 0;
-  // Inserts or replaces the job with this id (job.payload is ignored in
-  // favour of `payload`). REQUIRES: begin().
+  // Inserts or replaces the job of this flow (one row per unfinished
+  // flow; job.payload is ignored in favour of `payload`). REQUIRES: begin().
   virtual void put_job(const StoredJob& job, std::string_view payload) = 0;
-  virtual void delete_job(std::uint64_t id) = 0;
-  // Every stored job, oldest id first.
+  virtual void delete_job(std::uint64_t flow_id) = 0;
+  // Every stored job, oldest job id first.
   virtual void load_jobs(const std::function<void(StoredJob&&)>& each) = 0;
 
   // ":memory:" or the file's path, for status and logs.
