@@ -14,6 +14,13 @@
 //   {stages, workers, concurrency, window, jobs, payload, serial, seconds,
 //    jobs_per_second, stage_jobs_per_second, latency_us: {p50, p99, p999, max}}
 // bench/ holds the bare ROUTER baseline and a script comparing the two.
+//
+// --backlog measures the broker holding a queue instead: it submits --jobs
+// jobs of a type nobody serves yet (keeping --window SUBMITs unanswered),
+// reads the broker's resident memory from STATUS once they are all queued,
+// then starts the workers of one stage and times the drain.
+//   {backlog, payload, fill_jobs_per_second, rss_before_bytes, rss_bytes,
+//    bytes_per_job, drain_jobs_per_second}
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -51,6 +58,8 @@ constexpr std::uint64_t kDefaultSerialJobs = 20'000;
 // The window, when not given, keeps every worker's credit full twice over
 // across all stages, so the broker never waits for the producer.
 constexpr std::size_t kWindowPerCredit = 2;
+// --backlog: SUBMITs left unanswered while filling.
+constexpr std::size_t kBacklogWindow = 10'000;
 // Room left for the tag and header inside the broker's default message limit.
 constexpr std::size_t kMaxPayloadBytes = kDefaultMaxMessageBytes - kMaxHeaderBytes;
 // How long the broker may go without answering anything before the run is
@@ -71,6 +80,7 @@ struct BenchOptions {
   std::size_t window = 0;
   bool serial = false;
   bool json = false;
+  bool backlog = false;
   std::chrono::milliseconds timeout{0};
 };
 
@@ -308,6 +318,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
       ("payload", "payload size: a msgpack string of this many bytes", cxxopts::value<std::size_t>()->default_value("50"))
       ("window", "flows in flight (default W*C*K*2; --serial: 1)", cxxopts::value<std::size_t>()->default_value("0"))
       ("serial", "one flow at a time: latency without queueing")
+      ("backlog", "queue --jobs jobs with no worker, report the broker's memory, then time the drain")
       ("json", "print one JSON object")
       ("timeout", "give up (exit 1) after this many seconds in all", cxxopts::value<double>()->default_value("300"));
   cxxopts::ParseResult args;
@@ -325,6 +336,9 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   o.window = args["window"].as<std::size_t>();
   o.serial = args.count("serial") > 0;
   o.json = args.count("json") > 0;
+  o.backlog = args.count("backlog") > 0;
+  if (o.backlog && o.serial) throw Error("--backlog and --serial measure different things: pick one");
+  if (o.backlog) o.stages = 1;
   const double timeout_s = args["timeout"].as<double>();
   if (o.stages < 1 || o.stages > kMaxStages) throw Error("--stages must be between 1 and " + std::to_string(kMaxStages));
   if (o.workers < 1 || o.workers > kMaxWorkersPerStage)
@@ -339,11 +353,83 @@ BenchOptions parse(int argc, char** argv, bool& help) {
     if (args["window"].count() && o.window != 1) throw Error("--serial means --window 1");
     o.window = 1;
   }
-  if (o.window == 0) o.window = std::size_t{o.workers} * o.concurrency * o.stages * kWindowPerCredit;
+  if (o.window == 0)
+    o.window = o.backlog ? kBacklogWindow : std::size_t{o.workers} * o.concurrency * o.stages * kWindowPerCredit;
   return o;
 }
 
 }  // namespace
+
+// The type's entry in STATUS, or an empty one.
+wire::TypeStats type_status(Client& client, const std::string& type) {
+  for (auto& t : client.status().types)
+    if (t.type == type) return t;
+  return {};
+}
+
+void stop_if_late(Clock::time_point deadline, const char* what) {
+  if (Clock::now() >= deadline) throw Error(std::string("--timeout reached while ") + what, ErrorCode::Unavailable);
+}
+
+// --backlog: fill a queue nobody serves, read the broker's memory, drain it.
+void backlog(Client& client, const BenchOptions& o, const std::string& run_id, const std::string& payload,
+             Clock::time_point deadline) {
+  const std::string type = stage_type(run_id, 1);
+  const std::uint64_t rss_before = client.status().rss_bytes;
+  std::uint64_t sent = 0, accepted = 0;
+  const auto fill_started = Clock::now();
+  while (accepted < o.jobs) {
+    while (sent < o.jobs && sent - accepted < o.window) {
+      (void)client.send_submit(type, payload, /*wait=*/false);
+      ++sent;
+    }
+    auto event = client.next_event(kStallLimit);
+    if (!event) throw Error("no answer from the broker at " + o.broker + " while filling", ErrorCode::Unavailable);
+    if (event->kind == ClientEvent::Kind::Error)
+      throw Error("the broker refused a backlog job: " + event->message, event->code);
+    if (event->kind == ClientEvent::Kind::Accepted) ++accepted;
+    stop_if_late(deadline, "filling the backlog");
+  }
+  const double fill_seconds = std::chrono::duration<double>(Clock::now() - fill_started).count();
+  const auto full = client.status();
+  std::uint64_t queued = 0;
+  for (const auto& t : full.types)
+    if (t.type == type) queued = t.queued;
+  if (queued < o.jobs) throw Error("only " + std::to_string(queued) + " of the jobs are queued at the broker");
+
+  const auto drain_started = Clock::now();
+  StageWorkers workers(o, run_id);
+  for (;;) {
+    const auto t = type_status(client, type);
+    if (t.done >= o.jobs) break;
+    if (auto e = workers.error(); !e.empty()) throw Error("a bench worker stopped: " + e);
+    stop_if_late(deadline, "draining the backlog");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double drain_seconds = std::chrono::duration<double>(Clock::now() - drain_started).count();
+  workers.stop_and_join();
+
+  const double fill_rate = static_cast<double>(o.jobs) / fill_seconds;
+  const double drain_rate = static_cast<double>(o.jobs) / drain_seconds;
+  const double per_job = static_cast<double>(full.rss_bytes - std::min(full.rss_bytes, rss_before)) /
+                         static_cast<double>(o.jobs);
+  if (o.json) {
+    nlohmann::json j = {{"backlog", o.jobs},
+                        {"payload", o.payload},
+                        {"fill_jobs_per_second", round1(fill_rate)},
+                        {"rss_before_bytes", rss_before},
+                        {"rss_bytes", full.rss_bytes},
+                        {"bytes_per_job", round1(per_job)},
+                        {"drain_jobs_per_second", round1(drain_rate)}};
+    std::cout << j.dump() << std::endl;
+    return;
+  }
+  std::printf("mw bench --backlog: %llu jobs of %zu payload bytes queued with no worker, then drained by %u worker(s)\n",
+              static_cast<unsigned long long>(o.jobs), o.payload, o.workers);
+  std::printf("  filled at %.0f jobs/s; broker resident %.1f MB (%.1f MB before: %.0f bytes per queued job)\n",
+              fill_rate, static_cast<double>(full.rss_bytes) / 1e6, static_cast<double>(rss_before) / 1e6, per_job);
+  std::printf("  drained at %.0f jobs/s\n", drain_rate);
+}
 
 int bench(int argc, char** argv) {
   bool help = false;
@@ -360,6 +446,10 @@ int bench(int argc, char** argv) {
   const std::string run_id = make_run_id();
   const std::string first_type = stage_type(run_id, 1);
   const std::string payload = make_payload(o.payload);
+  if (o.backlog) {
+    backlog(client, o, run_id, payload, deadline);
+    return 0;
+  }
   StageWorkers workers(o, run_id);
   wait_for_registration(client, o, run_id, deadline, workers);
 

@@ -16,7 +16,9 @@ nlohmann::json to_json(const wire::Stats& s) {
   nlohmann::json j = {
       {"broker_version", s.broker_version}, {"uptime_ms", s.uptime_ms}, {"store", s.store},
       {"submitted", s.submitted}, {"done", s.done}, {"failed", s.failed}, {"dead", s.dead},
-      {"retried", s.retried}, {"requeued", s.requeued}, {"submitted_per_second", s.submitted_per_second},
+      {"retried", s.retried}, {"requeued", s.requeued}, {"stale", s.stale}, {"lease_expired", s.lease_expired},
+      {"recovered", s.recovered}, {"delayed", s.delayed}, {"rss_bytes", s.rss_bytes},
+      {"submitted_per_second", s.submitted_per_second},
       {"done_per_second", s.done_per_second}, {"types", nlohmann::json::array()}, {"workers", nlohmann::json::array()}};
   for (const auto& t : s.types) {
     j["types"].push_back({{"type", t.type}, {"workers", t.workers}, {"queued", t.queued},
@@ -51,6 +53,11 @@ void print_table(const wire::Stats& s) {
               static_cast<unsigned long long>(s.dead), static_cast<unsigned long long>(s.failed),
               static_cast<unsigned long long>(s.retried), static_cast<unsigned long long>(s.requeued),
               s.submitted_per_second, s.done_per_second);
+  std::printf("jobs: %llu delayed, %llu recovered at start, %llu leases expired, %llu stale answers; "
+              "broker resident %.1f MB\n",
+              static_cast<unsigned long long>(s.delayed), static_cast<unsigned long long>(s.recovered),
+              static_cast<unsigned long long>(s.lease_expired), static_cast<unsigned long long>(s.stale),
+              static_cast<double>(s.rss_bytes) / 1e6);
   std::printf("\n%-24s %7s %8s %8s %9s %10s %8s %6s %9s\n", "TYPE", "WORKERS", "QUEUED", "OLDEST", "IN-FLIGHT",
               "DONE", "FAILED", "DEAD", "DONE/S");
   for (const auto& t : s.types) {

@@ -1,14 +1,18 @@
 #include "mw/broker/job_queue.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
 
 namespace mw::broker {
 
-std::deque<Job>& MemoryJobQueue::TypeQueue::lane(std::int32_t priority) {
+std::deque<MemoryJobQueue::Packed>& MemoryJobQueue::TypeQueue::lane(std::int32_t priority) {
   return priority == 0 ? normal : ranked[priority];
 }
 
-std::deque<Job>* MemoryJobQueue::TypeQueue::next_lane() {
+std::deque<MemoryJobQueue::Packed>* MemoryJobQueue::TypeQueue::next_lane() {
   // Empty ranked lanes are erased as they drain, so begin() is a real lane.
   if (!ranked.empty() && (ranked.begin()->first > 0 || normal.empty())) return &ranked.begin()->second;
   if (!normal.empty()) return &normal;
@@ -20,15 +24,84 @@ MemoryJobQueue::TypeQueue& MemoryJobQueue::queue_for(const std::string& type) {
   return queues_.emplace(type, TypeQueue{}).first->second;
 }
 
+MemoryJobQueue::Packed::Packed(Packed&& o) noexcept
+    : id(o.id), flow_id(o.flow_id), attempts(o.attempts), max_attempts(o.max_attempts), priority(o.priority),
+      payload_size(o.payload_size), enqueued_ms(o.enqueued_ms), submitted_at(o.submitted_at), lease_ms(o.lease_ms),
+      reply_to(std::move(o.reply_to)), rare(std::move(o.rare)), payload(std::exchange(o.payload, nullptr)) {}
+
+MemoryJobQueue::Packed& MemoryJobQueue::Packed::operator=(Packed&& o) noexcept {
+  if (this == &o) return *this;
+  std::free(payload);
+  id = o.id;
+  flow_id = o.flow_id;
+  attempts = o.attempts;
+  max_attempts = o.max_attempts;
+  priority = o.priority;
+  payload_size = o.payload_size;
+  enqueued_ms = o.enqueued_ms;
+  submitted_at = o.submitted_at;
+  lease_ms = o.lease_ms;
+  reply_to = std::move(o.reply_to);
+  rare = std::move(o.rare);
+  payload = std::exchange(o.payload, nullptr);
+  return *this;
+}
+
+MemoryJobQueue::Packed::~Packed() { std::free(payload); }
+
+MemoryJobQueue::Packed MemoryJobQueue::pack(Job job) {
+  Packed p;
+  p.id = job.id;
+  p.flow_id = job.flow_id;
+  p.attempts = job.attempts;
+  p.max_attempts = job.max_attempts;
+  p.priority = job.priority;
+  p.enqueued_ms = job.enqueued_ms;
+  p.submitted_at = job.submitted_at;
+  p.lease_ms = job.lease_ms;
+  p.reply_to = std::move(job.reply_to);
+  if (!job.entity.empty() || !job.key.empty())
+    p.rare = std::make_unique<Packed::Rare>(Packed::Rare{std::move(job.entity), std::move(job.key)});
+  p.payload_size = static_cast<std::uint32_t>(job.payload.size());
+  p.payload = static_cast<char*>(std::malloc(std::max<std::size_t>(p.payload_size, 1)));
+  if (!p.payload) throw std::bad_alloc();
+  std::memcpy(p.payload, job.payload.data(), p.payload_size);
+  return p;
+}
+
+Job MemoryJobQueue::unpack(Packed p, const std::string& type) {
+  Job job;
+  job.id = p.id;
+  job.flow_id = p.flow_id;
+  job.type = type;
+  job.attempts = p.attempts;
+  job.max_attempts = p.max_attempts;
+  job.priority = p.priority;
+  job.enqueued_ms = p.enqueued_ms;
+  job.submitted_at = p.submitted_at;
+  job.lease_ms = p.lease_ms;
+  job.reply_to = std::move(p.reply_to);
+  if (p.rare) {
+    job.entity = std::move(p.rare->entity);
+    job.key = std::move(p.rare->key);
+  }
+  // The frame takes the block over; zmq frees it when the JOB has been sent.
+  job.payload = zmq::message_t(std::exchange(p.payload, nullptr), p.payload_size,
+                               [](void* data, void*) { std::free(data); }, nullptr);
+  return job;
+}
+
 void MemoryJobQueue::push_back(Job job) {
   auto& q = queue_for(job.type);
-  q.lane(job.priority).push_back(std::move(job));
+  const auto priority = job.priority;
+  q.lane(priority).push_back(pack(std::move(job)));
   ++q.size;
 }
 
 void MemoryJobQueue::push_front(Job job) {
   auto& q = queue_for(job.type);
-  q.lane(job.priority).push_front(std::move(job));
+  const auto priority = job.priority;
+  q.lane(priority).push_front(pack(std::move(job)));
   ++q.size;
 }
 
@@ -36,8 +109,8 @@ std::optional<Job> MemoryJobQueue::pop(std::string_view type) {
   auto it = queues_.find(type);
   if (it == queues_.end() || it->second.size == 0) return std::nullopt;
   TypeQueue& q = it->second;
-  std::deque<Job>* lane = q.next_lane();
-  Job job = std::move(lane->front());
+  std::deque<Packed>* lane = q.next_lane();
+  Job job = unpack(std::move(lane->front()), it->first);
   lane->pop_front();
   --q.size;
   if (lane->empty() && lane != &q.normal) q.ranked.erase(job.priority);
@@ -56,7 +129,7 @@ std::optional<std::int64_t> MemoryJobQueue::oldest_enqueued_ms(std::string_view 
   // look at both ends of every lane; within a pushed-back run the order is
   // by time.
   std::optional<std::int64_t> oldest;
-  auto consider = [&](const std::deque<Job>& lane) {
+  auto consider = [&](const std::deque<Packed>& lane) {
     if (lane.empty()) return;
     const std::int64_t t = std::min(lane.front().enqueued_ms, lane.back().enqueued_ms);
     if (!oldest || t < *oldest) oldest = t;

@@ -137,7 +137,6 @@ class SqliteStore final : public Store {
     // far less; the WAL is truncated back to this size afterwards.
     exec("PRAGMA wal_autocheckpoint=10000");
     exec("PRAGMA journal_size_limit=67108864");
-    exec("PRAGMA cache_size=-65536");  // 64 MiB of page cache
     exec(kSchema);
     get_ = std::make_unique<Statement>(db_, "SELECT doc FROM entities WHERE endpoint = ?1 AND id = ?2");
     insert_ = std::make_unique<Statement>(db_, "INSERT OR IGNORE INTO entities(endpoint, id, doc) VALUES (?1, ?2, ?3)");

@@ -14,6 +14,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,14 +63,44 @@ class MemoryJobQueue final : public JobQueue {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
+  // A queued job packed for a long wait: a backlog of a million jobs is
+  // held in ~200 bytes each. Its type is the queue's; the payload is copied
+  // out of ZeroMQ's receive buffer (which would otherwise stay pinned, with
+  // its neighbours, for as long as the job waits) into an exact-size block
+  // that becomes the JOB's payload frame without another copy.
+  struct Packed {
+    std::uint64_t id = 0;
+    std::uint64_t flow_id = 0;
+    std::uint32_t attempts = 0;
+    std::uint32_t max_attempts = 0;
+    std::int32_t priority = 0;
+    std::uint32_t payload_size = 0;
+    std::int64_t enqueued_ms = 0;
+    std::int64_t submitted_at = 0;
+    std::uint64_t lease_ms = 0;
+    std::string reply_to;  // a routing id: short, kept inline
+    struct Rare {
+      std::string entity, key;
+    };
+    std::unique_ptr<Rare> rare;  // only for jobs with an entity or a key
+    char* payload = nullptr;     // malloc'ed; ownership passes to the JOB frame
+
+    Packed() = default;
+    Packed(Packed&& o) noexcept;
+    Packed& operator=(Packed&& o) noexcept;
+    ~Packed();
+  };
+  static Packed pack(Job job);
+  static Job unpack(Packed p, const std::string& type);
+
   // Priority 0, by far the most common, has its own deque so that the hot
   // path never touches the map.
   struct TypeQueue {
-    std::deque<Job> normal;
-    std::map<std::int32_t, std::deque<Job>, std::greater<>> ranked;  // priority != 0, highest first
+    std::deque<Packed> normal;
+    std::map<std::int32_t, std::deque<Packed>, std::greater<>> ranked;  // priority != 0, highest first
     std::size_t size = 0;
-    std::deque<Job>& lane(std::int32_t priority);
-    std::deque<Job>* next_lane();
+    std::deque<Packed>& lane(std::int32_t priority);
+    std::deque<Packed>* next_lane();
   };
   TypeQueue& queue_for(const std::string& type);
   std::unordered_map<std::string, TypeQueue, Hash, std::equal_to<>> queues_;
