@@ -403,7 +403,11 @@ RunResult drive(zmq::socket_t& socket, const BenchOptions& o, std::uint64_t& nex
   while (finished < jobs) {
     while (sent < jobs && sent - finished < o.window) {
       const std::uint64_t request = ++next_request;
-      zmq::message_t header = mw::wire::encode(mw::wire::Submit{request, first_type, true, 0, {}});
+      mw::wire::Submit submit;
+      submit.request_id = request;
+      submit.type = first_type;
+      submit.wait = true;
+      zmq::message_t header = mw::wire::encode(submit);
       zmq::message_t body(payload.data(), payload.size());
       sent_at.emplace(request, Clock::now());
       send_message(socket, nullptr, mw::Command::Submit, &header, &body);

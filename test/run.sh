@@ -44,7 +44,11 @@ ninja -C build
 run_suite build
 
 echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer"
-configure build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+# A unity build (8 sources per unit) compiles the heavy headers (cppzmq,
+# msgpack, nlohmann/json, doctest) a few times instead of once per file: it
+# halves this half's compile time. The plain build above keeps every source
+# compiling on its own.
+configure build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dunity=on -Dunity_size=8
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 run_suite build-asan
 

@@ -628,6 +628,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
 }
 
 void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
+  if (drop_if_cancelled(job)) return;  // refused at SUBMIT: it never counted as accepted
   ++counters_.dead;
   release_key(job);
   if (journaling()) journal_->remove(job.flow_id);

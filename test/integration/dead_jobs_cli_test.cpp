@@ -20,6 +20,7 @@
 #include <doctest/doctest.h>
 
 #include "cluster.hpp"
+#include "cli_checks.hpp"
 #include "in_process_worker.hpp"
 
 using namespace mwtest;
@@ -27,21 +28,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr auto kDelivery = 20s;  // generous: a loaded CI machine
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
-std::vector<json> json_lines(const std::string& text) {
-  std::vector<json> out;
-  for (const auto& line : lines_of(text)) out.push_back(json::parse(line));
-  return out;
-}
 
 // A dead-job record as the broker writes it (mw/dead_jobs.hpp).
 json dead_record(const std::string& id, const std::string& type, std::int64_t died_at, json payload) {
@@ -54,24 +40,6 @@ void create(Cluster& cluster, const json& record) {
   const auto r = cluster.mw({"create", "sync", record.dump()});
   INFO("stdout: ", r.out, "\nstderr: ", r.err);
   REQUIRE(r.exit_status == 0);
-}
-
-// Runs mw and returns its stdout; fails the test unless it exits 0.
-std::string mw_ok(Cluster& cluster, std::vector<std::string> args) {
-  const auto r = cluster.mw(args);
-  INFO("mw ", args.at(0), "\nstdout: ", r.out, "\nstderr: ", r.err);
-  REQUIRE(r.exit_status == 0);
-  return r.out;
-}
-
-// A failed CLI call: non-zero exit of its own, nothing on stdout, one line on stderr.
-void check_cli_error(const Finished& r, std::string_view needle) {
-  INFO("stdout: ", r.out, "\nstderr: ", r.err);
-  CHECK(r.exit_status != 0);
-  CHECK(r.exit_status != -1);  // it ended by itself
-  CHECK(r.out.empty());
-  CHECK(lines_of(r.err).size() == 1);
-  CHECK(r.err.find(needle) != std::string::npos);
 }
 
 // The ids of --json lines, in order.
@@ -87,29 +55,6 @@ std::uint64_t flow_in(const std::string& line, const std::string& id) {
   REQUIRE_MESSAGE(line.rfind(prefix, 0) == 0, "'" << line << "' does not start with '" << prefix << "'");
   return std::stoull(line.substr(prefix.size()));
 }
-
-// Jobs an in-process worker received, in order; safe across its thread.
-class JobLog {
- public:
-  mw::Handler handler() {
-    return [this](const mw::Job& job) {
-      std::lock_guard lock(mutex_);
-      jobs_.push_back(job);
-      return job.payload;
-    };
-  }
-  std::vector<mw::Job> jobs() const {
-    std::lock_guard lock(mutex_);
-    return jobs_;
-  }
-  bool wait_for(std::size_t count) const {
-    return wait_until([&] { return jobs().size() >= count; }, kDelivery);
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<mw::Job> jobs_;
-};
 
 mw::WorkerOptions worker_options(const std::string& broker, const std::string& type) {
   mw::WorkerOptions options;

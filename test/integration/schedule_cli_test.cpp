@@ -19,44 +19,13 @@
 #include <doctest/doctest.h>
 
 #include "cluster.hpp"
+#include "cli_checks.hpp"
 #include "in_process_worker.hpp"
 
 using namespace mwtest;
 using nlohmann::json;
 
 namespace {
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
-std::vector<json> json_lines(const std::string& text) {
-  std::vector<json> out;
-  for (const auto& line : lines_of(text)) out.push_back(json::parse(line));
-  return out;
-}
-
-// Runs mw and returns its stdout; fails the test unless it exits 0.
-std::string mw_ok(Cluster& cluster, std::vector<std::string> args) {
-  const auto r = cluster.mw(args);
-  INFO("mw ", args.at(0), " ", (args.size() > 1 ? args[1] : ""), "\nstdout: ", r.out, "\nstderr: ", r.err);
-  REQUIRE(r.exit_status == 0);
-  return r.out;
-}
-
-// A failed CLI call: non-zero exit of its own, nothing on stdout, one line on stderr.
-void check_cli_error(const Finished& r, std::string_view needle) {
-  INFO("stdout: ", r.out, "\nstderr: ", r.err);
-  CHECK(r.exit_status != 0);
-  CHECK(r.exit_status != -1);  // it ended by itself
-  CHECK(r.out.empty());
-  CHECK(lines_of(r.err).size() == 1);
-  CHECK(r.err.find(needle) != std::string::npos);
-}
 
 std::int64_t now_ms() {
   using namespace std::chrono;
@@ -74,26 +43,6 @@ std::map<std::string, json> listed(Cluster& cluster, std::vector<std::string> ex
   for (auto& doc : json_lines(mw_ok(cluster, args))) by_name[doc.at("id").get<std::string>()] = doc;
   return by_name;
 }
-
-// Jobs an in-process worker received, in order; safe across its thread.
-class JobLog {
- public:
-  mw::Handler handler() {
-    return [this](const mw::Job& job) {
-      std::lock_guard lock(mutex_);
-      jobs_.push_back(job);
-      return job.payload;
-    };
-  }
-  std::vector<mw::Job> jobs() const {
-    std::lock_guard lock(mutex_);
-    return jobs_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<mw::Job> jobs_;
-};
 
 }  // namespace
 
