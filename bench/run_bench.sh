@@ -40,26 +40,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # wait_for_address NAME PID LOG: the tcp://127.0.0.1:PORT that LOG reports after "serving".
-wait_for_address() {
-  local found
-  for _ in $(seq 100); do
-    found=$(grep -o 'serving tcp://127\.0\.0\.1:[0-9]*' "$3" | head -n1 | cut -d' ' -f2 || true)
-    if [ -n "$found" ]; then
-      echo "$found"
-      return 0
-    fi
-    if ! kill -0 "$2" 2>/dev/null; then
-      echo "run_bench.sh: $1 exited at start:" >&2
-      cat "$3" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "run_bench.sh: $1 did not report its address within 10 s" >&2
-  return 1
-}
+# shellcheck source=bench/wait_for_address.sh
+source "$(dirname "$0")/wait_for_address.sh"
 
-"$broker_exe" --bind 'tcp://127.0.0.1:*' --pub 'tcp://127.0.0.1:*' --log-level info 2>"$work/broker.log" &
+"$broker_exe" --bind 'tcp://127.0.0.1:*' --pub 'tcp://127.0.0.1:*' --store :memory: --log-level info \
+  2>"$work/broker.log" &
 broker_pid=$!
 "$bare_exe" --serve 2>"$work/bare.log" &
 bare_pid=$!

@@ -25,8 +25,11 @@ trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "mw-broker on $MW_BROKER (events on port $((port + 1)), store in memory)"
-build/bin/mw-broker --bind "$MW_BROKER" --pub "tcp://127.0.0.1:$((port + 1))" 2>"$logs/broker.log" &
+# The embedded default store, SQLite, in a fresh file: jobs, entities and
+# events are on disk, and a rerun does not pick up an earlier run's jobs.
+step "mw-broker on $MW_BROKER (events on port $((port + 1)), SQLite store $logs/mw.db)"
+build/bin/mw-broker --bind "$MW_BROKER" --pub "tcp://127.0.0.1:$((port + 1))" --store "$logs/mw.db" \
+  2>"$logs/broker.log" &
 pids+=($!)
 for _ in $(seq 50); do grep -q serving "$logs/broker.log" && break; sleep 0.1; done
 grep serving "$logs/broker.log" || { cat "$logs/broker.log"; exit 1; }
