@@ -249,9 +249,7 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
     delay(std::move(job), now_ms + static_cast<std::int64_t>(submit.delay_ms));
     return;
   }
-  const std::string_view type = submit.type;  // views the header frame, alive for this call
-  enqueue(std::move(job), now_ms);
-  dispatch(type);
+  route(std::move(job), now_ms);
 }
 
 Job BrokerCore::new_flow(std::string_view type, zmq::message_t payload, std::uint32_t max_attempts,
@@ -325,11 +323,7 @@ void BrokerCore::run_schedules(std::int64_t now_ms) {
     } catch (const std::exception& e) {
       log(LogLevel::warn, kLogComponent, "schedule " + s->name + ": cannot record its run: " + e.what());
     }
-    if (job) {
-      const std::string type = job->type;
-      enqueue(std::move(*job), now_ms);
-      dispatch(type);
-    }
+    if (job) route(std::move(*job), now_ms);
   }
   const auto next = schedules_.next_due();
   next_schedule_ms_ = now_ms + (next ? std::clamp<std::int64_t>(*next - wall, 0, 1000) : 1000);
@@ -377,8 +371,7 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     // The flow's journal row now holds the next stage (one write, not a
     // delete and an insert).
     if (journaling()) journal_->update(stage, 0);
-    enqueue(std::move(stage), now_ms);
-    dispatch(next);
+    route(std::move(stage), now_ms);
   }
   dispatch_for_worker(peer, now_ms);
 }
@@ -456,29 +449,53 @@ void BrokerCore::enqueue(Job job, std::int64_t now_ms) {
   queue_.push_back(std::move(job));
 }
 
+void BrokerCore::route(Job job, std::int64_t now_ms) {
+  job.enqueued_ms = now_ms;
+  WorkerEntry* worker = workers_.least_loaded(job.type);
+  if (!worker) {
+    queue_.push_back(std::move(job));
+    return;
+  }
+  // Nothing of its type waits and a worker has room: hand it over at once,
+  // without packing it for the queue (the common case under load).
+  if (queue_.depth(job.type) == 0) {
+    give(*worker, std::move(job));
+    return;
+  }
+  // Older jobs of its type wait (rare with a free worker): keep the order.
+  std::string type = job.type;
+  queue_.push_back(std::move(job));
+  dispatch(type);
+}
+
+bool BrokerCore::give(WorkerEntry& worker, Job job) {
+  ++job.attempts;
+  job.dispatched_ms = now_ms_;
+  // The worker's entry keeps its reference to the payload until DONE: zmq
+  // shares the buffer (reference count), it does not copy it.
+  zmq::message_t payload;
+  payload.copy(job.payload);
+  const auto result = send(worker.id, Command::Job,
+                           wire::encode(wire::JobHeader{job.id, job.type, job.attempts, job.flow_id, job.entity}),
+                           &payload);
+  if (result == SendResult::Sent) {
+    if (!job.entity.empty()) stamp_entity(job);
+    worker.jobs.push_back(std::move(job));
+    return true;
+  }
+  --job.attempts;
+  queue_.push_front(std::move(job));
+  worker.paused = true;  // no more jobs for it until it speaks again or is dropped
+  if (result == SendResult::Unreachable) pending_drops_.push_back(worker.id);
+  return false;
+}
+
 void BrokerCore::dispatch(std::string_view type) {
   while (WorkerEntry* worker = workers_.least_loaded(type)) {
     auto job = queue_.pop(type);
     if (!job) return;
     if (drop_if_cancelled(*job)) continue;
-    ++job->attempts;
-    job->dispatched_ms = now_ms_;
-    // The queue keeps its reference to the payload until DONE: zmq shares
-    // the buffer (reference count), it does not copy it.
-    zmq::message_t payload;
-    payload.copy(job->payload);
-    const auto result = send(worker->id, Command::Job,
-                             wire::encode(wire::JobHeader{job->id, job->type, job->attempts, job->flow_id, job->entity}),
-                             &payload);
-    if (result == SendResult::Sent) {
-      if (!job->entity.empty()) stamp_entity(*job);
-      worker->jobs.push_back(std::move(*job));
-      continue;
-    }
-    --job->attempts;
-    queue_.push_front(std::move(*job));
-    worker->paused = true;  // no more jobs for it until it speaks again or is dropped
-    if (result == SendResult::Unreachable) pending_drops_.push_back(worker->id);
+    give(*worker, std::move(*job));
   }
 }
 
@@ -742,9 +759,7 @@ void BrokerCore::tick(std::int64_t now_ms) {
     auto node = delayed_.extract(id);
     if (node.empty()) continue;
     if (drop_if_cancelled(node.mapped())) continue;
-    std::string type = node.mapped().type;
-    enqueue(std::move(node.mapped()), now_ms);
-    dispatch(type);
+    route(std::move(node.mapped()), now_ms);
   }
   expire_leases(now_ms);
   run_schedules(now_ms);

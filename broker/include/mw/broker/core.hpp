@@ -161,6 +161,12 @@ class BrokerCore {
   std::optional<Job> take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id);
 
   void enqueue(Job job, std::int64_t now_ms);
+  // A job that is ready to run: to a free worker of its type at once if
+  // none of its type waits, else to the back of its queue.
+  void route(Job job, std::int64_t now_ms);
+  // Sends a job to a worker; on failure puts it back at the front of its
+  // queue and pauses (or marks for dropping) the worker. True when sent.
+  bool give(WorkerEntry& worker, Job job);
   void dispatch(std::string_view type);
   void dispatch_for_worker(const std::string& worker_id, std::int64_t now_ms);
   void finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms);
