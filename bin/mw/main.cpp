@@ -60,6 +60,7 @@ constexpr const char* kUsage =
     "  bench [--stages K] [--workers W] [--concurrency C] [--jobs N] [--payload BYTES] [--serial] [--json]\n"
     "                                                        measure jobs/s and latency against a broker\n"
     "  bench --entities [--jobs N] [--window W]              measure creates/s, gets/s and finds/s of the entity store\n"
+    "  bench --backlog [--jobs N] [--payload BYTES]          the broker's memory with N jobs queued, then the drain rate\n"
     "\n"
     "Every command takes --broker ADDR (default $MW_BROKER, then tcp://127.0.0.1:5555) and --help.\n";
 

@@ -181,3 +181,24 @@ TEST_CASE("durability: SIGTERM stops the broker within a second, and nothing acc
   REQUIRE(t.has_value());
   CHECK(t->queued == 50);
 }
+
+TEST_CASE("durability: a job held past its lease runs elsewhere; the late answer is ignored") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--type-lease", "stuck=0.5"});
+  // Each run takes 2 s: four times the lease.
+  cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "sleep 2; cat"});
+  cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "sleep 2; cat"});
+  REQUIRE(cluster.wait_for_workers("stuck", 2));
+
+  mw::Client client({cluster.address()});
+  const auto outcome = client.submit_and_wait("stuck", mw::Payload::parse_json(input_line(7)), 20s);
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->done);
+  CHECK(outcome->result.to_json() == nlohmann::json::parse(input_line(7)));
+  CHECK(outcome->attempts == 2);  // the second delivery finished the flow
+  REQUIRE(wait_until([&] { return cluster.status().stale >= 1; }, 10s, 20ms));
+  const auto s = cluster.status();
+  CHECK(s.lease_expired >= 1);
+  CHECK(s.done == 1);  // the late answer of the first holder did not finish it again
+}
