@@ -27,7 +27,7 @@ MemoryJobQueue::TypeQueue& MemoryJobQueue::queue_for(const std::string& type) {
 MemoryJobQueue::Packed::Packed(Packed&& o) noexcept
     : id(o.id), flow_id(o.flow_id), attempts(o.attempts), max_attempts(o.max_attempts), priority(o.priority),
       payload_size(o.payload_size), enqueued_ms(o.enqueued_ms), submitted_at(o.submitted_at), lease_ms(o.lease_ms),
-      reply_to(std::move(o.reply_to)), rare(std::move(o.rare)), payload(std::exchange(o.payload, nullptr)) {}
+      rare(std::move(o.rare)), payload(std::exchange(o.payload, nullptr)) {}
 
 MemoryJobQueue::Packed& MemoryJobQueue::Packed::operator=(Packed&& o) noexcept {
   if (this == &o) return *this;
@@ -41,7 +41,6 @@ MemoryJobQueue::Packed& MemoryJobQueue::Packed::operator=(Packed&& o) noexcept {
   enqueued_ms = o.enqueued_ms;
   submitted_at = o.submitted_at;
   lease_ms = o.lease_ms;
-  reply_to = std::move(o.reply_to);
   rare = std::move(o.rare);
   payload = std::exchange(o.payload, nullptr);
   return *this;
@@ -59,9 +58,9 @@ MemoryJobQueue::Packed MemoryJobQueue::pack(Job job) {
   p.enqueued_ms = job.enqueued_ms;
   p.submitted_at = job.submitted_at;
   p.lease_ms = job.lease_ms;
-  p.reply_to = std::move(job.reply_to);
-  if (!job.entity.empty() || !job.key.empty())
-    p.rare = std::make_unique<Packed::Rare>(Packed::Rare{std::move(job.entity), std::move(job.key)});
+  if (!job.reply_to.empty() || !job.entity.empty() || !job.key.empty())
+    p.rare = std::make_unique<Packed::Rare>(
+        Packed::Rare{std::move(job.reply_to), std::move(job.entity), std::move(job.key)});
   p.payload_size = static_cast<std::uint32_t>(job.payload.size());
   p.payload = static_cast<char*>(std::malloc(std::max<std::size_t>(p.payload_size, 1)));
   if (!p.payload) throw std::bad_alloc();
@@ -80,8 +79,8 @@ Job MemoryJobQueue::unpack(Packed p, const std::string& type) {
   job.enqueued_ms = p.enqueued_ms;
   job.submitted_at = p.submitted_at;
   job.lease_ms = p.lease_ms;
-  job.reply_to = std::move(p.reply_to);
   if (p.rare) {
+    job.reply_to = std::move(p.rare->reply_to);
     job.entity = std::move(p.rare->entity);
     job.key = std::move(p.rare->key);
   }

@@ -63,8 +63,8 @@ class MemoryJobQueue final : public JobQueue {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
-  // A queued job packed for a long wait: a backlog of a million jobs is
-  // held in ~200 bytes each. Its type is the queue's; the payload is copied
+  // A queued job packed for a long wait: a backlog of a million 100-byte
+  // jobs is held in ~250 bytes each. Its type is the queue's; the payload is copied
   // out of ZeroMQ's receive buffer (which would otherwise stay pinned, with
   // its neighbours, for as long as the job waits) into an exact-size block
   // that becomes the JOB's payload frame without another copy.
@@ -78,11 +78,13 @@ class MemoryJobQueue final : public JobQueue {
     std::int64_t enqueued_ms = 0;
     std::int64_t submitted_at = 0;
     std::uint64_t lease_ms = 0;
-    std::string reply_to;  // a routing id: short, kept inline
+    // What many queued jobs do not have: a waiting submitter, an entity,
+    // a key. Kept apart so that a backlog of plain jobs does not pay for
+    // three empty strings each.
     struct Rare {
-      std::string entity, key;
+      std::string reply_to, entity, key;
     };
-    std::unique_ptr<Rare> rare;  // only for jobs with an entity or a key
+    std::unique_ptr<Rare> rare;
     char* payload = nullptr;     // malloc'ed; ownership passes to the JOB frame
 
     Packed() = default;
