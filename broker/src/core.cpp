@@ -233,6 +233,7 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
     if (const auto it = keys_.find(submit.key); it != keys_.end()) {
       // Idempotent submit: the first flow with this key is unfinished.
       ++counters_.duplicates;
+      if (submit.wait) extra_waiters_.emplace(it->second, peer);
       send_after_commit(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, it->second}), nullptr);
       return;
     }
@@ -537,9 +538,25 @@ void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_
     }
   }
   if (transport_.has_subscribers("$mw.flow.done")) publish_event("$mw.flow.done", job.flow_id, job.type, "", &result);
+  send_results(job, kOutcomeDone, "", result);
+}
+
+void BrokerCore::send_results(const Job& job, std::string_view outcome, std::string_view error,
+                              zmq::message_t& payload) {
+  // Submitters of the same key that asked to wait hear the end too.
+  if (!extra_waiters_.empty()) {
+    auto [first, last] = extra_waiters_.equal_range(job.flow_id);
+    for (auto it = first; it != last; ++it) {
+      zmq::message_t copy;
+      copy.copy(payload);
+      send_after_commit(it->second, Command::Result,
+                        wire::encode(wire::Result{job.flow_id, outcome, error, job.type, job.attempts}), &copy);
+    }
+    extra_waiters_.erase(job.flow_id);
+  }
   if (!job.reply_to.empty()) {
     send_after_commit(job.reply_to, Command::Result,
-                      wire::encode(wire::Result{job.flow_id, kOutcomeDone, "", job.type, job.attempts}), &result);
+                      wire::encode(wire::Result{job.flow_id, outcome, error, job.type, job.attempts}), &payload);
   }
 }
 
@@ -597,6 +614,7 @@ void BrokerCore::cancel_flow(std::uint64_t flow_id) {
     keys_.erase(it);
     break;
   }
+  extra_waiters_.erase(flow_id);
   // Dropped where it waits now, or when it next turns up (in flight).
   if (auto node = delayed_.extract(flow_id); !node.empty()) return;
   cancelled_flows_.insert(flow_id);
@@ -659,11 +677,9 @@ void BrokerCore::bury(Job& job, std::string_view error, std::int64_t now_ms) {
             (suppressed ? " (" + std::to_string(suppressed) + " similar lines suppressed)" : ""));
   }
   if (transport_.has_subscribers("$mw.job.dead")) publish_event("$mw.job.dead", job.flow_id, job.type, error, &job.payload);
-  if (!job.reply_to.empty()) {
-    send_after_commit(job.reply_to, Command::Result,
-                      wire::encode(wire::Result{job.flow_id, kOutcomeDead, error, job.type, job.attempts}),
-                      &job.payload);
-  }
+  zmq::message_t input;
+  input.copy(job.payload);
+  send_results(job, kOutcomeDead, error, input);
 }
 
 void BrokerCore::write_dead_record(const Job& job, std::string_view error) {

@@ -501,3 +501,20 @@ TEST_CASE("a lone worker whose lease expired gets the job again once it answers 
   CHECK(jobs[1].id == first.id);
   CHECK(jobs[1].attempt == 2);
 }
+
+TEST_CASE("a second submitter of the same key that waits gets the flow's RESULT too") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 1);
+  auto header = submit_header(1, "a", true);
+  header.key = "k";
+  h.command("c1", Command::Submit, bytes_of(wire::encode(header)), payload_bytes(1));
+  header.request_id = 2;
+  h.command("c2", Command::Submit, bytes_of(wire::encode(header)), payload_bytes(2));
+  REQUIRE(h.jobs("w1").size() == 1);
+  h.done("w1", h.jobs("w1")[0].id, std::nullopt, payload_bytes(9));
+  REQUIRE(h.results("c1").size() == 1);
+  REQUIRE(h.results("c2").size() == 1);
+  CHECK(h.results("c2")[0].flow == h.results("c1")[0].flow);
+  CHECK(h.results("c2")[0].payload == payload_bytes(9));
+  CHECK(h.results("c1")[0].payload == payload_bytes(9));
+}

@@ -173,6 +173,9 @@ class BrokerCore {
   void retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms);
   void bury(Job& job, std::string_view error, std::int64_t now_ms);
   void write_dead_record(const Job& job, std::string_view error);
+  // RESULT to the flow's submitter if it waits, and to later submitters of
+  // the same key that wait; after the commit when one is open.
+  void send_results(const Job& job, std::string_view outcome, std::string_view error, zmq::message_t& payload);
   // Parks a job until `due_ms` (steady clock).
   void delay(Job job, std::int64_t due_ms);
   // Takes back the jobs held past their lease (at most every 250 ms).
@@ -238,6 +241,7 @@ class BrokerCore {
   RateMeter done_rate_;
   std::vector<std::string> pending_drops_;
   KeyMap keys_;  // idempotency key → its unfinished flow
+  std::unordered_multimap<std::uint64_t, std::string> extra_waiters_;  // flow → duplicate submitters that wait
   std::unordered_set<std::uint64_t> cancelled_flows_;
 
   struct Deferred {
