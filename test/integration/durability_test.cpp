@@ -185,10 +185,11 @@ TEST_CASE("durability: SIGTERM stops the broker within a second, and nothing acc
 TEST_CASE("durability: a job held past its lease runs elsewhere; the late answer is ignored") {
   Cluster cluster;
   INFO(cluster.report());
-  cluster.start_broker({"--type-lease", "stuck=0.5"});
-  // Each run takes 2 s: four times the lease.
-  cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "sleep 2; cat"});
-  cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "sleep 2; cat"});
+  cluster.start_broker({"--type-lease", "stuck=1"});
+  // The first delivery takes 3 s, three times the lease; a later one is quick.
+  const std::vector<std::string> slow_first{"/bin/sh", "-c", "[ \"$MW_ATTEMPT\" = 1 ] && sleep 3; cat"};
+  cluster.start_exec("stuck", {}, slow_first);
+  cluster.start_exec("stuck", {}, slow_first);
   REQUIRE(cluster.wait_for_workers("stuck", 2));
 
   mw::Client client({cluster.address()});
