@@ -23,13 +23,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_output.hpp"
 #include "process.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
+using mwtest::check_cli_error;
 using mwtest::Finished;
+using mwtest::json_lines;
+using mwtest::lines_of;
 using mwtest::Process;
 using mwtest::wait_until;
 
@@ -63,20 +67,6 @@ std::string field_after(const std::string& line, std::string_view key) {
   const auto begin = at + key.size();
   const auto end = line.find(',', begin);
   return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
-std::vector<json> json_lines(const std::string& text) {
-  std::vector<json> out;
-  for (const auto& line : lines_of(text)) out.push_back(json::parse(line));
-  return out;
 }
 
 // One test's processes and log directory. Processes are stopped newest
@@ -154,16 +144,6 @@ class Env {
   Process* broker_ = nullptr;
   std::string address_, pub_;
 };
-
-// A failed CLI call: non-zero exit, nothing on stdout, exactly one line on stderr.
-void check_cli_error(const Finished& r, std::string_view needle) {
-  INFO("stdout: ", r.out, "\nstderr: ", r.err);
-  CHECK(r.exit_status != 0);
-  CHECK(r.exit_status != -1);  // it ended by itself
-  CHECK(r.out.empty());
-  CHECK(lines_of(r.err).size() == 1);
-  CHECK(r.err.find(needle) != std::string::npos);
-}
 
 // Waits until `p` has printed at least `n` lines on stdout.
 bool wait_for_lines(Process& p, std::size_t n, std::chrono::milliseconds timeout) {

@@ -21,6 +21,7 @@
 #include "mw/log.hpp"
 #include "mw/version.hpp"
 #include "mw/wire.hpp"
+#include "submit_header.hpp"
 
 namespace core_test {
 
@@ -35,18 +36,6 @@ using mw::broker::Transport;
 using mw::broker::WorkerEntry;
 using mw::broker::WorkerRegistry;
 namespace wire = mw::wire;
-
-// SUBMIT's header; fields set by name so the struct may grow.
-wire::Submit submit_header(std::uint64_t request_id, std::string_view type, bool wait = false,
-                           std::uint32_t max_attempts = 0, std::string_view entity = {}) {
-  wire::Submit m;
-  m.request_id = request_id;
-  m.type = type;
-  m.wait = wait;
-  m.max_attempts = max_attempts;
-  m.entity = entity;
-  return m;
-}
 
 std::string bytes_of(const zmq::message_t& m) { return std::string(m.data<char>(), m.size()); }
 zmq::message_t frame_of(std::string_view s) { return zmq::message_t(s.data(), s.size()); }

@@ -16,24 +16,13 @@
 
 #include "mw/protocol.hpp"
 #include "mw/wire.hpp"
+#include "submit_header.hpp"
 
 namespace {
 
 using mw::Command;
 using mw::ErrorCode;
 namespace wire = mw::wire;
-
-// SUBMIT's header; fields set by name so the struct may grow.
-wire::Submit submit_header(std::uint64_t request_id, std::string_view type, bool wait = false,
-                           std::uint32_t max_attempts = 0, std::string_view entity = {}) {
-  wire::Submit m;
-  m.request_id = request_id;
-  m.type = type;
-  m.wait = wait;
-  m.max_attempts = max_attempts;
-  m.entity = entity;
-  return m;
-}
 
 zmq::message_t frame_of(std::string_view bytes) { return zmq::message_t(bytes.data(), bytes.size()); }
 
@@ -69,7 +58,7 @@ std::vector<DecoderCase> all_decoders() {
   std::vector<DecoderCase> cases;
   auto add = [&](std::string name, auto decode, zmq::message_t valid, std::size_t required, bool is_array = true) {
     cases.push_back({std::move(name), [decode](const zmq::message_t& f) { (void)decode(f); }, bytes_of(valid),
-                     required, is_array, is_array});
+                     required, is_array, is_array, {}});
   };
   add("HELLO", wire::decode_hello, wire::encode(wire::Hello{"worker", "w@host", 1}), 3);
   add("WELCOME", wire::decode_welcome, wire::encode(wire::Welcome{"tcp://127.0.0.1:5556", 1000, "0.1.0", 1 << 20}), 4);
