@@ -47,6 +47,21 @@ std::uint64_t resident_bytes() {
   return n == 2 ? resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
 }
 
+// Runs `write` as one unit (a savepoint) of the turn's transaction: all of
+// its writes land or none. Rethrows what `write` throws.
+template <typename Write>
+void in_store_unit(Store& store, Write&& write) {
+  store.begin();
+  store.begin_unit();
+  try {
+    write();
+    store.commit_unit();
+  } catch (...) {
+    store.rollback_unit();
+    throw;
+  }
+}
+
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
@@ -312,15 +327,9 @@ void BrokerCore::run_schedules(std::int64_t now_ms) {
     try {
       // The run and its job commit together.
       if (job && journaling()) journal_->add(*job, 0);
-      store_->begin();
-      store_->begin_unit();
-      try {
+      in_store_unit(*store_, [&] {
         if (!entities_->write_back(config_.schedule_endpoint, s->name, changes, wall)) schedules_dirty_ = true;
-        store_->commit_unit();
-      } catch (...) {
-        store_->rollback_unit();
-        throw;
-      }
+      });
     } catch (const std::exception& e) {
       log(LogLevel::warn, kLogComponent, "schedule " + s->name + ": cannot record its run: " + e.what());
     }
@@ -521,17 +530,11 @@ void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_
     const auto slash = job.entity.find('/');
     try {
       const Json value = Payload::adopt(std::string(result.data<char>(), result.size())).to_ordered_json();
-      store_->begin();
-      store_->begin_unit();
-      try {
+      in_store_unit(*store_, [&] {
         if (!entities_->write_back(job.entity.substr(0, slash), job.entity.substr(slash + 1), value, wall_clock_()))
           log(LogLevel::warn, kLogComponent, "flow " + std::to_string(job.flow_id) + ": entity " + job.entity +
                                                  " no longer exists; its result was not written back");
-        store_->commit_unit();
-      } catch (...) {
-        store_->rollback_unit();
-        throw;
-      }
+      });
     } catch (const std::exception& e) {
       log(LogLevel::warn, kLogComponent, "flow " + std::to_string(job.flow_id) + ": cannot write the result back to " +
                                              job.entity + ": " + e.what());
@@ -897,15 +900,9 @@ std::string BrokerCore::resolve_entity(std::string_view option, const zmq::messa
 void BrokerCore::stamp_entity(const Job& job) {
   const auto slash = job.entity.find('/');
   try {
-    store_->begin();
-    store_->begin_unit();
-    try {
+    in_store_unit(*store_, [&] {
       entities_->stamp_worked_on(job.entity.substr(0, slash), job.entity.substr(slash + 1), wall_clock_());
-      store_->commit_unit();
-    } catch (...) {
-      store_->rollback_unit();
-      throw;
-    }
+    });
   } catch (const std::exception& e) {
     log(LogLevel::warn, kLogComponent, "job " + std::to_string(job.id) + ": cannot stamp " + job.entity + ": " + e.what());
   }
