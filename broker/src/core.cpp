@@ -841,10 +841,10 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
   if (call.id) context.id = std::string(*call.id);
   context.now_ms = wall_clock_();
   try {
-    const Json request = Payload::adopt(std::string(body.data<char>(), body.size())).to_ordered_json();
+    Json request = Payload::ordered_json_of(std::string_view(body.data<char>(), body.size()));
     if (request.is_object()) {
-      if (auto it = request.find("data"); it != request.end()) context.data = *it;
-      if (auto it = request.find("query"); it != request.end()) context.query = *it;
+      if (auto it = request.find("data"); it != request.end()) context.data = std::move(*it);
+      if (auto it = request.find("query"); it != request.end()) context.query = std::move(*it);
     } else if (!request.is_null()) {
       throw Error("CALL body must be a map {data, query} or nil", ErrorCode::BadRequest);
     }

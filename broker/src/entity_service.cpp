@@ -5,6 +5,8 @@
 
 #include <msgpack.hpp>
 
+#include "mw/payload.hpp"
+
 namespace mw::broker {
 namespace {
 
@@ -13,11 +15,7 @@ constexpr std::size_t kMaxIdBytes = 256;
 
 [[noreturn]] void fail(ErrorCode code, const std::string& message) { throw Error(message, code); }
 
-std::string to_msgpack(const Json& value) {
-  std::string out;
-  Json::to_msgpack(value, out);
-  return out;
-}
+std::string to_msgpack(const Json& value) { return Payload::from_json(value).take_bytes(); }
 
 // Ids given by clients may be strings or integers; stored as strings.
 std::string id_of(const Json& value) {
@@ -89,17 +87,23 @@ void EntityService::record(const std::string& endpoint, std::string_view event, 
   std::string topic = endpoint + "." + std::string(event);
   std::string data = to_msgpack(doc);
   const auto seq = store_.append_event(topic, now_ms, data);
+  ++writes_;
   pending_.push_back({seq, std::move(topic), std::move(data)});
 }
 
 std::string EntityService::call(HookContext c) {
   if (c.endpoint == kEventsEndpoint) return replay(c);
   const std::size_t events_before = pending_.size();
-  store_.begin_unit();
+  const std::uint64_t writes_before = writes_;
+  bool in_unit = false;
   try {
     check_allowed(c.endpoint);
     try {
       hooks_.run_before(c);
+      if (needs_unit(c)) {
+        store_.begin_unit();
+        in_unit = true;
+      }
       if (c.result.is_null()) c.result = run_method(c);
       hooks_.run_after(c);
     } catch (const Error& e) {
@@ -111,13 +115,44 @@ std::string EntityService::call(HookContext c) {
       hooks_.run_error(c);
       if (c.error) throw *c.error;
     }
-    store_.commit_unit();
-  } catch (...) {
-    store_.rollback_unit();
+    if (in_unit) store_.commit_unit();
+    // A write on one document with no after hook returns that document,
+    // which its event has in msgpack already.
+    if (!in_unit && c.method != Method::Get && c.method != Method::Find && pending_.size() == events_before + 1)
+      return pending_.back().data;
+  } catch (const std::exception& e) {
+    if (in_unit) {
+      store_.rollback_unit();
+    } else if (writes_ != writes_before) {
+      // Only a failing store gets here (see needs_unit): the call's first
+      // write landed and a later one did not. Nothing can undo the first
+      // alone, so the turn's transaction is given up as a whole.
+      store_.abandon(std::string(method_name(c.method)) + " on " + c.endpoint + " failed halfway: " + e.what());
+    }
     pending_.resize(events_before);
     throw;
   }
   return to_msgpack(c.result);
+}
+
+// A unit (savepoint) lets a call that fails after writing undo its own
+// writes, but SQLite copies every page the call touches into it first,
+// which cost more than the insert itself. A call needs one when it writes
+// several documents, or when an after or error hook may reject a write
+// that has landed. A call on one document without such hooks writes the
+// document, then its event; its own checks all come before the first
+// write, so only a failing store can stop it halfway (see call()).
+bool EntityService::needs_unit(const HookContext& c) const {
+  if (hooks_.acts_after_method(c)) return true;
+  switch (c.method) {
+    case Method::Get:
+    case Method::Find: return false;
+    case Method::Create: return !c.data.is_object();
+    case Method::Update:
+    case Method::Patch:
+    case Method::Remove: return !c.id.has_value();
+  }
+  return true;
 }
 
 Json EntityService::run_method(HookContext& c) {
@@ -185,6 +220,7 @@ Json EntityService::create_one(const std::string& endpoint, Json data, std::int6
   if (!doc.contains("created_at")) doc["created_at"] = now_ms;
   doc["updated_at"] = now_ms;
   if (!store_.insert(endpoint, id, doc)) fail(ErrorCode::Conflict, endpoint + " '" + id + "' already exists");
+  ++writes_;
   record(endpoint, "created", doc, now_ms);
   return doc;
 }
@@ -199,6 +235,7 @@ Json EntityService::update_one(const std::string& endpoint, const std::string& i
   doc["created_at"] = old->contains("created_at") ? (*old)["created_at"] : Json(now_ms);
   doc["updated_at"] = now_ms;
   store_.replace(endpoint, id, doc);
+  ++writes_;
   record(endpoint, "updated", doc, now_ms);
   return doc;
 }
@@ -211,6 +248,7 @@ Json EntityService::patch_one(const std::string& endpoint, const std::string& id
     if (key != "id" && key != "created_at") (*doc)[key] = value;
   (*doc)["updated_at"] = now_ms;
   store_.replace(endpoint, id, *doc);
+  ++writes_;
   record(endpoint, "patched", *doc, now_ms);
   return *doc;
 }
@@ -219,6 +257,7 @@ Json EntityService::remove_one(const std::string& endpoint, const std::string& i
   auto doc = store_.get(endpoint, id);
   if (!doc) fail(ErrorCode::NotFound, "no " + endpoint + " with id '" + id + "'");
   store_.remove(endpoint, id);
+  ++writes_;
   record(endpoint, "removed", *doc, now_ms);
   return *doc;
 }

@@ -45,6 +45,11 @@ void Hooks::run(const std::vector<Entry>& entries, HookContext& context) {
     if (e.matches(context)) e.hook(context);
 }
 
+bool Hooks::acts_after_method(const HookContext& context) const {
+  const auto matches = [&](const Entry& e) { return e.matches(context); };
+  return std::any_of(after_.begin(), after_.end(), matches) || std::any_of(error_.begin(), error_.end(), matches);
+}
+
 void Hooks::run_before(HookContext& context) const { run(before_, context); }
 void Hooks::run_after(HookContext& context) const { run(after_, context); }
 void Hooks::run_error(HookContext& context) const { run(error_, context); }

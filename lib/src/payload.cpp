@@ -46,6 +46,99 @@ J object_to_json(const msgpack::object& o) {
   return nullptr;
 }
 
+// Strings of the decoded object point into the bytes, which outlive it.
+bool reference_everything(msgpack::type::object_type, std::size_t, void*) { return true; }
+
+// Converts through this thread's zone, cleared (keeping its first chunk)
+// before each use: a fresh zone per call cost a large allocation every time.
+// The object never outlives the call, so the next conversion may reuse it.
+template <typename J>
+J convert(std::string_view bytes) {
+  thread_local msgpack::zone zone;
+  zone.clear();
+  const std::size_t n = bytes.empty() ? 1 : bytes.size();
+  msgpack::object object;
+  try {
+    std::size_t offset = 0;
+    object = msgpack::unpack(zone, bytes.data(), bytes.size(), offset, reference_everything, nullptr,
+                             msgpack::unpack_limit(n, n, n, n, n, kMaxPayloadDepth));
+    if (offset != bytes.size()) throw Error("payload has trailing bytes after its msgpack value", ErrorCode::BadRequest);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(std::string("payload is not valid msgpack: ") + e.what(), ErrorCode::BadRequest);
+  }
+  return object_to_json<J>(object);
+}
+
+// msgpack-c's packer writes into anything with write(); this one appends
+// to the string that becomes the payload, so nothing is copied afterwards.
+struct StringSink {
+  std::string& out;
+  void write(const char* data, std::size_t size) { out.append(data, size); }
+};
+
+// JSON to msgpack through msgpack-c's packer: nlohmann's own to_msgpack
+// allocates for every value it writes, which showed in every entity call.
+// Floats stay float64 (nlohmann writes float32 where that is exact; both
+// decode to the same double).
+template <typename J>
+void pack_json(msgpack::packer<StringSink>& packer, const J& value) {
+  using Type = typename J::value_t;
+  switch (value.type()) {
+    case Type::null:
+    case Type::discarded: packer.pack_nil(); return;
+    case Type::boolean:
+      if (value.template get<bool>()) packer.pack_true();
+      else packer.pack_false();
+      return;
+    case Type::number_integer: packer.pack_int64(value.template get<std::int64_t>()); return;
+    case Type::number_unsigned: packer.pack_uint64(value.template get<std::uint64_t>()); return;
+    case Type::number_float: packer.pack_double(value.template get<double>()); return;
+    case Type::string: {
+      const auto& text = value.template get_ref<const std::string&>();
+      packer.pack_str(static_cast<std::uint32_t>(text.size()));
+      packer.pack_str_body(text.data(), static_cast<std::uint32_t>(text.size()));
+      return;
+    }
+    case Type::binary: {
+      const auto& bytes = value.get_binary();
+      const auto* data = reinterpret_cast<const char*>(bytes.data());
+      const auto size = static_cast<std::uint32_t>(bytes.size());
+      if (bytes.has_subtype()) {
+        packer.pack_ext(size, static_cast<std::int8_t>(bytes.subtype()));
+        packer.pack_ext_body(data, size);
+      } else {
+        packer.pack_bin(size);
+        packer.pack_bin_body(data, size);
+      }
+      return;
+    }
+    case Type::array:
+      packer.pack_array(static_cast<std::uint32_t>(value.size()));
+      for (const auto& item : value) pack_json(packer, item);
+      return;
+    case Type::object:
+      packer.pack_map(static_cast<std::uint32_t>(value.size()));
+      for (auto it = value.begin(); it != value.end(); ++it) {
+        packer.pack_str(static_cast<std::uint32_t>(it.key().size()));
+        packer.pack_str_body(it.key().data(), static_cast<std::uint32_t>(it.key().size()));
+        pack_json(packer, it.value());
+      }
+      return;
+  }
+  packer.pack_nil();
+}
+
+template <typename J>
+std::string msgpack_of(const J& value) {
+  std::string bytes;
+  StringSink sink{bytes};
+  msgpack::packer<StringSink> packer(sink);
+  pack_json(packer, value);
+  return bytes;
+}
+
 }  // namespace
 
 Payload::Payload() : bytes_(1, '\xc0') {}
@@ -61,11 +154,7 @@ Payload Payload::from_msgpack(std::string msgpack_bytes) {
 
 Payload Payload::adopt(std::string msgpack_bytes) noexcept { return Payload(std::move(msgpack_bytes)); }
 
-Payload Payload::from_json(const nlohmann::json& value) {
-  std::string bytes;
-  nlohmann::json::to_msgpack(value, bytes);
-  return Payload(std::move(bytes));
-}
+Payload Payload::from_json(const nlohmann::json& value) { return Payload(msgpack_of(value)); }
 
 Payload Payload::parse_json(std::string_view json_text) {
   try {
@@ -91,17 +180,15 @@ msgpack::object_handle Payload::unpack() const {
   }
 }
 
-nlohmann::json Payload::to_json() const { return object_to_json<nlohmann::json>(unpack().get()); }
+nlohmann::json Payload::to_json() const { return convert<nlohmann::json>(bytes_); }
 
-nlohmann::ordered_json Payload::to_ordered_json() const {
-  return object_to_json<nlohmann::ordered_json>(unpack().get());
+nlohmann::ordered_json Payload::to_ordered_json() const { return convert<nlohmann::ordered_json>(bytes_); }
+
+nlohmann::ordered_json Payload::ordered_json_of(std::string_view msgpack_bytes) {
+  return convert<nlohmann::ordered_json>(msgpack_bytes);
 }
 
-Payload Payload::from_json(const nlohmann::ordered_json& value) {
-  std::string bytes;
-  nlohmann::ordered_json::to_msgpack(value, bytes);
-  return Payload(std::move(bytes));
-}
+Payload Payload::from_json(const nlohmann::ordered_json& value) { return Payload(msgpack_of(value)); }
 
 std::string Payload::to_json_text() const {
   return to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

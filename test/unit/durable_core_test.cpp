@@ -5,6 +5,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <map>
 #include <memory>
 #include <stdexcept>
 
@@ -29,6 +30,7 @@ class FailingStore final : public Store {
  public:
   explicit FailingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
   bool fail_commits = false;
+  bool fail_appends = false;  // appending an event fails (disk full mid-call)
 
   void begin() override { inner_->begin(); }
   void commit() override {
@@ -40,6 +42,7 @@ class FailingStore final : public Store {
   }
   void rollback() noexcept override { inner_->rollback(); }
   bool in_transaction() const noexcept override { return inner_->in_transaction(); }
+  void abandon(const std::string& why) noexcept override { inner_->abandon(why); }
   void begin_unit() override { inner_->begin_unit(); }
   void commit_unit() override { inner_->commit_unit(); }
   void rollback_unit() noexcept override { inner_->rollback_unit(); }
@@ -52,6 +55,7 @@ class FailingStore final : public Store {
   }
   void ensure_index(std::string_view e, std::string_view f) override { inner_->ensure_index(e, f); }
   std::uint64_t append_event(std::string_view t, std::int64_t at, std::string_view d) override {
+    if (fail_appends) throw mw::Error("store: database or disk is full (test)");
     return inner_->append_event(t, at, d);
   }
   std::vector<mw::broker::StoredEvent> events_after(std::uint64_t a, std::size_t l) override {
@@ -403,6 +407,53 @@ TEST_CASE("a SUBMIT the store cannot commit is refused and never runs") {
   CHECK(b.h.jobs("w1")[0].payload == payload_bytes(2));
   Broker after(db.path());
   CHECK(after.recovered == 1);
+}
+
+TEST_CASE("a store failing between a create's two writes fails the whole turn, not half a call") {
+  // A create on one document runs without a savepoint: its entity write
+  // and its event append either both commit or the turn's commit fails.
+  TempDb db;
+  Broker b(db.path());
+  const auto create = [&](std::uint64_t request_id, const char* id) {
+    const std::string body = mw::Payload::from_json(Json{{"data", {{"id", id}}}}).bytes();
+    b.h.command("c1", Command::Call, bytes_of(wire::encode(wire::Call{request_id, "users", "create", std::nullopt})),
+                body);
+  };
+  const auto reply_codes = [&](std::size_t mark) {
+    std::map<std::uint64_t, std::uint16_t> codes;
+    for (const auto& s : b.h.to("c1", mark)) {
+      if (s.command != Command::Reply) continue;
+      const auto frame = frame_of(s.header);
+      const auto r = wire::decode_reply(frame);
+      codes[r.request_id] = r.code;
+    }
+    return codes;
+  };
+
+  std::size_t mark = b.h.transport.sent.size();
+  create(1, "first");  // fine on its own
+  b.store->fail_appends = true;
+  create(2, "second");  // its entity row lands, then its event cannot
+  b.store->fail_appends = false;
+  CHECK(b.h.to("c1", mark).empty());  // every reply waits for the commit
+  b.h.core.end_turn();
+  auto codes = reply_codes(mark);
+  REQUIRE(codes.size() == 2);
+  CHECK(codes[1] == static_cast<std::uint16_t>(ErrorCode::Internal));  // its commit failed with the turn
+  CHECK(codes[2] != 0);
+  CHECK_FALSE(b.record("users", "first"));
+  CHECK_FALSE(b.record("users", "second"));
+  CHECK(b.entities.pending_events().empty());
+
+  // The next turn commits normally, events numbered without a gap.
+  mark = b.h.transport.sent.size();
+  create(3, "second");
+  b.h.core.end_turn();
+  codes = reply_codes(mark);
+  REQUIRE(codes.size() == 1);
+  CHECK(codes[3] == 0);
+  CHECK(b.record("users", "second"));
+  CHECK(b.store->last_event_seq() == 1);
 }
 
 namespace {

@@ -963,6 +963,17 @@ TEST_CASE("a file store persists committed entities and event seqs across reopen
   {
     auto store = open_sqlite_store(db.path(), {"full"});
     CHECK(store->last_event_seq() == 4);
+    // With every event trimmed away, the numbering still goes on after a reopen.
+    store->begin();
+    CHECK(store->trim_events(0, 0) == 4);
+    store->commit();
+  }
+  {
+    Entities e({}, {}, db.path());
+    CHECK(e.store->first_event_seq() == 0);
+    CHECK(e.store->last_event_seq() == 4);
+    e.create("users", Json::parse(R"({"id": "u4"})"));
+    CHECK(e.published.back().seq == 5);
   }
   CHECK_ERROR_CODE(open_sqlite_store(db.path(), {"sometimes"}), BadRequest);
   CHECK_THROWS_AS(open_sqlite_store("/nonexistent-dir/x/y.db"), mw::Error);
@@ -987,6 +998,27 @@ std::vector<std::string> query_column(const std::string& path, const std::string
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   return out;
+}
+
+TEST_CASE("a store made with an AUTOINCREMENT events table goes on from its sqlite_sequence") {
+  // Stores written before mw numbered events itself; their numbering must
+  // not restart even when every event was trimmed.
+  TempDb db;
+  {
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(db.path().c_str(), &raw) == SQLITE_OK);
+    const char* old_schema =
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, at_ms INTEGER NOT NULL,"
+        " data BLOB NOT NULL);"
+        "INSERT INTO events(topic, at_ms, data) VALUES ('a.created', 1, x'c0'), ('a.created', 2, x'c0'), ('a.created', 3, x'c0');"
+        "DELETE FROM events;";
+    REQUIRE(sqlite3_exec(raw, old_schema, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  Entities e({}, {}, db.path());
+  CHECK(e.store->last_event_seq() == 3);
+  e.create("users", Json::parse(R"({"id": "u1"})"));
+  CHECK(e.published.back().seq == 4);
 }
 
 TEST_CASE("--index: ensure_index creates an expression index that an equality find uses") {

@@ -70,9 +70,14 @@ class Payload {
   nlohmann::json to_json() const;
   // As to_json(), keeping the order of map keys as they are in the bytes.
   nlohmann::ordered_json to_ordered_json() const;
+  // As to_ordered_json() for bytes that are not held in a Payload (a frame
+  // just received, say), without copying them first.
+  static nlohmann::ordered_json ordered_json_of(std::string_view msgpack_bytes);
   std::string to_json_text() const;
 
   const std::string& bytes() const noexcept { return bytes_; }
+  // Moves the bytes out, leaving the payload empty (not even nil).
+  std::string take_bytes() && noexcept { return std::move(bytes_); }
   std::size_t size() const noexcept { return bytes_.size(); }
 
   // Decodes with hostile-input limits (see mw/wire.hpp). Throws mw::Error.

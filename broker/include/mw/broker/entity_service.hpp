@@ -60,10 +60,12 @@ class EntityService {
   // field name in `config`.
   EntityService(Store& store, Hooks hooks, EntityConfig config);
 
-  // Runs one call (hooks included) as one unit of the store's open
-  // transaction, and returns the result as msgpack. REQUIRES: store.begin().
-  // Throws mw::Error (after the error hooks) on failure; nothing it wrote
-  // remains and no event of it is pending.
+  // Runs one call (hooks included) inside the store's open transaction, and
+  // returns the result as msgpack. REQUIRES: store.begin(). Throws
+  // mw::Error (after the error hooks) on failure; nothing it wrote remains
+  // and no event of it is pending. Should the store itself fail between two
+  // writes of a call on one document, the whole transaction is abandoned
+  // (Store::abandon) and the turn fails, rather than keep half a call.
   std::string call(HookContext context);
 
   // Jobs that carry an entity: stamps `last_worked_on` when a worker takes
@@ -90,6 +92,7 @@ class EntityService {
   static void check_endpoint_name(std::string_view endpoint);
 
  private:
+  bool needs_unit(const HookContext& c) const;
   Json run_method(HookContext& c);
   Json create_one(const std::string& endpoint, Json data, std::int64_t now_ms);
   Json patch_one(const std::string& endpoint, const std::string& id, const Json& changes, std::int64_t now_ms);
@@ -107,6 +110,7 @@ class EntityService {
   std::unordered_set<std::string> allowed_;
   std::vector<PendingEvent> pending_;
   std::uint64_t id_counter_ = 0;
+  std::uint64_t writes_ = 0;  // store writes made, to tell whether a failed call wrote anything
 };
 
 }  // namespace mw::broker

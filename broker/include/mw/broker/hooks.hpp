@@ -65,6 +65,9 @@ class Hooks {
   void run_error(HookContext& context) const;
 
   bool empty() const noexcept { return before_.empty() && after_.empty() && error_.empty(); }
+  // True when an after or error hook matches the call: one that may reject
+  // what the method already wrote, or turn a failure into a success.
+  bool acts_after_method(const HookContext& context) const;
 
  private:
   struct Entry {

@@ -64,9 +64,16 @@ class Store {
   virtual void commit() = 0;
   virtual void rollback() noexcept = 0;
   virtual bool in_transaction() const noexcept = 0;
+  // Marks the open transaction as unfit to commit: a call that wrote
+  // without a unit (see begin_unit) failed halfway, so its writes cannot be
+  // undone alone. commit() then rolls everything back and throws, naming
+  // `why`; the caller fails the whole turn. No-op outside a transaction.
+  virtual void abandon(const std::string& why) noexcept = 0;
 
   // A nested unit inside the open transaction (an SQL savepoint): one
   // entity call whose writes must all land or none. REQUIRES: begin().
+  // A unit copies every page it touches before changing it, so callers
+  // open one only when a call may fail after writing (see EntityService).
   virtual void begin_unit() = 0;
   virtual void commit_unit() = 0;
   virtual void rollback_unit() noexcept = 0;
