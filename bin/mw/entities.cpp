@@ -10,6 +10,7 @@
 
 #include "commands.hpp"
 #include "mw/client.hpp"
+#include "mw/json_objects.hpp"
 
 namespace mw::cli {
 namespace {
@@ -17,7 +18,7 @@ namespace {
 nlohmann::ordered_json parse_json_argument(std::string text, const char* what) {
   if (text == "-") text = read_stdin();
   try {
-    return nlohmann::ordered_json::parse(text);
+    return parse_ordered_json(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string(what) + " is not valid JSON: " + e.what(), ErrorCode::BadRequest);
   }

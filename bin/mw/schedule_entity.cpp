@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "mw/error.hpp"
+#include "mw/json_objects.hpp"
 #include "mw/protocol.hpp"
 
 namespace mw::cli {
@@ -57,7 +58,7 @@ Schedule check_schedule(const ScheduleArgs& args, TimePoint now) {
     bad("TYPE must be 1 to " + std::to_string(kMaxTypeNameBytes) + " bytes");
   s.type = args.type;
   try {
-    s.payload = Json::parse(args.payload_json);
+    s.payload = parse_ordered_json(args.payload_json);
   } catch (const nlohmann::json::exception& e) {
     bad(std::string("JSON payload is not valid JSON: ") + e.what());
   }

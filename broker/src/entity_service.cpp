@@ -5,6 +5,7 @@
 
 #include <msgpack.hpp>
 
+#include "mw/json_objects.hpp"
 #include "mw/payload.hpp"
 
 namespace mw::broker {
@@ -29,16 +30,28 @@ std::string id_of(const Json& value) {
 }
 
 // $select keeps the named fields (and the id).
-Json select_fields(const Json& doc, const std::vector<std::string>& fields) {
+Json select_fields(Json doc, const std::vector<std::string>& fields) {
   if (fields.empty()) return doc;
   Json out = Json::object();
-  if (doc.contains("id")) out["id"] = doc["id"];
+  ObjectWriter from(doc), to(out);
+  if (from.contains("id")) to.set("id", std::move(from.slot("id")));
   for (const auto& f : fields) {
-    const auto dot = f.find('.');
-    const std::string top = f.substr(0, dot);
-    if (doc.contains(top)) out[top] = doc[top];
+    const std::string top = f.substr(0, f.find('.'));
+    if (from.contains(top) && !to.contains(top)) to.set(top, std::move(from.slot(top)));
   }
   return out;
+}
+
+// The stored form of a created or updated document: its id first, then
+// the fields of `data` in their order (but its id), in linear time.
+Json document_of(const std::string& id, Json& data) {
+  Json doc = Json::object();
+  doc.get_ref<Json::object_t&>().reserve(data.size() + 3);
+  ObjectWriter out(doc);
+  out.set("id", id);
+  for (auto& [key, value] : data.items())
+    if (key != "id") out.set(key, std::move(value));
+  return doc;
 }
 
 }  // namespace
@@ -181,7 +194,7 @@ Json EntityService::run_method(HookContext& c) {
       const auto query = translate_query(c.query, config_.page);
       auto found = store_.find(c.endpoint, query);
       Json data = Json::array();
-      for (auto& doc : found.docs) data.push_back(select_fields(doc, query.select));
+      for (auto& doc : found.docs) data.push_back(select_fields(std::move(doc), query.select));
       Json result = Json::object();
       result["total"] = found.total;
       result["limit"] = query.limit;
@@ -212,13 +225,12 @@ Json EntityService::run_method(HookContext& c) {
 
 Json EntityService::create_one(const std::string& endpoint, Json data, std::int64_t now_ms) {
   if (!data.is_object()) fail(ErrorCode::BadRequest, "create takes an object, or an array of objects");
-  const std::string id = data.contains("id") && !data["id"].is_null() ? id_of(data["id"]) : new_id(now_ms);
-  Json doc = Json::object();
-  doc["id"] = id;
-  for (auto& [key, value] : data.items())
-    if (key != "id") doc[key] = std::move(value);
-  if (!doc.contains("created_at")) doc["created_at"] = now_ms;
-  doc["updated_at"] = now_ms;
+  const auto given_id = data.find("id");
+  const std::string id = given_id != data.end() && !given_id->is_null() ? id_of(*given_id) : new_id(now_ms);
+  Json doc = document_of(id, data);
+  ObjectWriter out(doc);
+  if (!out.contains("created_at")) out.set("created_at", now_ms);
+  out.set("updated_at", now_ms);
   if (!store_.insert(endpoint, id, doc)) fail(ErrorCode::Conflict, endpoint + " '" + id + "' already exists");
   ++writes_;
   record(endpoint, "created", doc, now_ms);
@@ -228,12 +240,11 @@ Json EntityService::create_one(const std::string& endpoint, Json data, std::int6
 Json EntityService::update_one(const std::string& endpoint, const std::string& id, Json data, std::int64_t now_ms) {
   auto old = store_.get(endpoint, id);
   if (!old) fail(ErrorCode::NotFound, "no " + endpoint + " with id '" + id + "'");
-  Json doc = Json::object();
-  doc["id"] = id;
-  for (auto& [key, value] : data.items())
-    if (key != "id") doc[key] = std::move(value);
-  doc["created_at"] = old->contains("created_at") ? (*old)["created_at"] : Json(now_ms);
-  doc["updated_at"] = now_ms;
+  Json doc = document_of(id, data);
+  ObjectWriter out(doc);
+  const auto created_at = old->find("created_at");
+  out.set("created_at", created_at != old->end() ? std::move(*created_at) : Json(now_ms));
+  out.set("updated_at", now_ms);
   store_.replace(endpoint, id, doc);
   ++writes_;
   record(endpoint, "updated", doc, now_ms);
@@ -244,9 +255,10 @@ Json EntityService::patch_one(const std::string& endpoint, const std::string& id
                               std::int64_t now_ms) {
   auto doc = store_.get(endpoint, id);
   if (!doc) fail(ErrorCode::NotFound, "no " + endpoint + " with id '" + id + "'");
+  ObjectWriter out(*doc);
   for (const auto& [key, value] : changes.items())
-    if (key != "id" && key != "created_at") (*doc)[key] = value;
-  (*doc)["updated_at"] = now_ms;
+    if (key != "id" && key != "created_at") out.set(key, value);
+  out.set("updated_at", now_ms);
   store_.replace(endpoint, id, *doc);
   ++writes_;
   record(endpoint, "patched", *doc, now_ms);

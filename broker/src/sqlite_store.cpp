@@ -10,6 +10,7 @@
 
 #include "mw/broker/store.hpp"
 #include "mw/error.hpp"
+#include "mw/json_objects.hpp"
 
 namespace mw::broker {
 namespace {
@@ -274,7 +275,7 @@ class SqliteStore final : public Store {
     ResetOnExit r{*get_};
     get_->bind(1, endpoint).bind(2, id);
     if (!get_->step()) return std::nullopt;
-    return Json::parse(get_->text(0));
+    return parse_ordered_json(get_->text(0));
   }
 
   bool insert(std::string_view endpoint, std::string_view id, const Json& doc) override {
@@ -309,7 +310,7 @@ class SqliteStore final : public Store {
     ResetOnExit r{select};
     const int next = bind_query(select, endpoint, query);
     select.bind(next, static_cast<std::int64_t>(query.limit)).bind(next + 1, static_cast<std::int64_t>(query.skip));
-    while (select.step()) result.docs.push_back(Json::parse(select.text(0)));
+    while (select.step()) result.docs.push_back(parse_ordered_json(select.text(0)));
     return result;
   }
 

@@ -1,7 +1,10 @@
 #include "mw/payload.hpp"
 
+#include <type_traits>
+
 #include <nlohmann/json.hpp>
 
+#include "mw/json_objects.hpp"
 #include "mw/wire.hpp"
 
 namespace mw {
@@ -29,16 +32,25 @@ J object_to_json(const msgpack::object& o) {
     case msgpack::type::EXT: return nullptr;
     case msgpack::type::ARRAY: {
       auto array = J::array();
+      array.template get_ref<typename J::array_t&>().reserve(o.via.array.size);
       for (std::uint32_t i = 0; i < o.via.array.size; ++i) array.push_back(object_to_json<J>(o.via.array.ptr[i]));
       return array;
     }
     case msgpack::type::MAP: {
       auto map = J::object();
-      for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
-        const auto& kv = o.via.map.ptr[i];
-        std::string key = kv.key.type == msgpack::type::STR ? std::string(kv.key.via.str.ptr, kv.key.via.str.size)
-                                                            : object_to_json<J>(kv.key).dump();
-        map[std::move(key)] = object_to_json<J>(kv.val);
+      const auto key_of = [](const msgpack::object& key) {
+        return key.type == msgpack::type::STR ? std::string(key.via.str.ptr, key.via.str.size)
+                                              : object_to_json<J>(key).dump();
+      };
+      if constexpr (std::is_same_v<J, nlohmann::ordered_json>) {
+        // Linear time however many keys (see mw/json_objects.hpp).
+        map.template get_ref<typename J::object_t&>().reserve(o.via.map.size);
+        ObjectWriter writer(map);
+        for (std::uint32_t i = 0; i < o.via.map.size; ++i)
+          writer.set(key_of(o.via.map.ptr[i].key), object_to_json<J>(o.via.map.ptr[i].val));
+      } else {
+        for (std::uint32_t i = 0; i < o.via.map.size; ++i)
+          map[key_of(o.via.map.ptr[i].key)] = object_to_json<J>(o.via.map.ptr[i].val);
       }
       return map;
     }
@@ -159,7 +171,7 @@ Payload Payload::from_json(const nlohmann::json& value) { return Payload(msgpack
 Payload Payload::parse_json(std::string_view json_text) {
   try {
     // ordered: keeps the key order the user wrote (it matters for $sort).
-    return from_json(nlohmann::ordered_json::parse(json_text));
+    return from_json(parse_ordered_json(json_text));
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid JSON: ") + e.what(), ErrorCode::BadRequest);
   }
