@@ -76,12 +76,22 @@ class Statement {
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
+  // SQLite copies the bytes: they may go away before the statement runs.
   Statement& bind(int i, std::string_view text) {
     check(sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT));
     return *this;
   }
   Statement& bind_blob(int i, std::string_view bytes) {
     check(sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT));
+    return *this;
+  }
+  // Not copied: REQUIRES that the bytes outlive the next reset (run() resets).
+  Statement& bind_uncopied(int i, std::string_view text) {
+    check(sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_STATIC));
+    return *this;
+  }
+  Statement& bind_blob_uncopied(int i, std::string_view bytes) {
+    check(sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC));
     return *this;
   }
   Statement& bind(int i, std::int64_t v) {
@@ -273,19 +283,21 @@ class SqliteStore final : public Store {
 
   std::optional<Json> get(std::string_view endpoint, std::string_view id) override {
     ResetOnExit r{*get_};
-    get_->bind(1, endpoint).bind(2, id);
+    get_->bind_uncopied(1, endpoint).bind_uncopied(2, id);
     if (!get_->step()) return std::nullopt;
     return parse_ordered_json(get_->text(0));
   }
 
   bool insert(std::string_view endpoint, std::string_view id, const Json& doc) override {
-    insert_->bind(1, endpoint).bind(2, id).bind(3, std::string_view(doc.dump()));
+    const std::string text = doc.dump();
+    insert_->bind_uncopied(1, endpoint).bind_uncopied(2, id).bind_uncopied(3, text);
     insert_->run();
     return sqlite3_changes(db_) == 1;
   }
 
   bool replace(std::string_view endpoint, std::string_view id, const Json& doc) override {
-    replace_->bind(1, endpoint).bind(2, id).bind(3, std::string_view(doc.dump()));
+    const std::string text = doc.dump();
+    replace_->bind_uncopied(1, endpoint).bind_uncopied(2, id).bind_uncopied(3, text);
     replace_->run();
     return sqlite3_changes(db_) == 1;
   }
@@ -331,7 +343,7 @@ class SqliteStore final : public Store {
 
   std::uint64_t append_event(std::string_view topic, std::int64_t at_ms, std::string_view data) override {
     const std::uint64_t seq = last_seq_ + 1;
-    append_->bind(1, static_cast<std::int64_t>(seq)).bind(2, topic).bind(3, at_ms).bind_blob(4, data);
+    append_->bind(1, static_cast<std::int64_t>(seq)).bind_uncopied(2, topic).bind(3, at_ms).bind_blob_uncopied(4, data);
     append_->run();
     last_seq_ = seq;
     return seq;
