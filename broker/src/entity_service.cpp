@@ -133,14 +133,26 @@ std::string EntityService::call(HookContext c) {
     // which its event has in msgpack already.
     if (!in_unit && c.method != Method::Get && c.method != Method::Find && pending_.size() == events_before + 1)
       return pending_.back().data;
-  } catch (const std::exception& e) {
+  } catch (...) {
     if (in_unit) {
       store_.rollback_unit();
     } else if (writes_ != writes_before) {
       // Only a failing store gets here (see needs_unit): the call's first
       // write landed and a later one did not. Nothing can undo the first
       // alone, so the turn's transaction is given up as a whole.
-      store_.abandon(std::string(method_name(c.method)) + " on " + c.endpoint + " failed halfway: " + e.what());
+      // The reason is best effort: out of memory may be why it failed.
+      std::string why;
+      try {
+        why = std::string(method_name(c.method)) + " on " + c.endpoint + " failed halfway";
+        try {
+          throw;
+        } catch (const std::exception& e) {
+          why = why + ": " + e.what();
+        } catch (...) {
+        }
+      } catch (...) {
+      }
+      store_.abandon(why.empty() ? std::string_view("an entity call failed halfway") : std::string_view(why));
     }
     pending_.resize(events_before);
     throw;

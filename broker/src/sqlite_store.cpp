@@ -64,10 +64,31 @@ void configure_sqlite_once() {
   });
 }
 
+// The store's open transaction, as its statements see it. SQLite rolls a
+// transaction back by itself after some errors (I/O, disk full, out of
+// memory); a statement that fails that way marks it abandoned, so the rest
+// of the turn writes nothing (it would otherwise land outside any
+// transaction) and the commit fails.
+struct Transaction {
+  bool open = false;
+  bool abandoned = false;
+  std::string why;  // why it was abandoned, for the commit's error
+
+  void abandon(std::string_view reason) noexcept {
+    if (!open || abandoned) return;
+    abandoned = true;  // first: the reason is best effort
+    try {
+      why = reason;
+    } catch (...) {
+    }
+  }
+};
+
 // An owned prepared statement, reset after each use so it can be reused.
 class Statement {
  public:
-  Statement(sqlite3* db, const std::string& sql) : db_(db) {
+  Statement(sqlite3* db, const std::string& sql, Transaction* transaction = nullptr)
+      : db_(db), transaction_(transaction) {
     if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) !=
         SQLITE_OK)
       throw Error(std::string("store: cannot prepare statement: ") + sqlite3_errmsg(db));
@@ -112,6 +133,8 @@ class Statement {
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
     const std::string why = sqlite3_errmsg(db_);
+    if (transaction_ && transaction_->open && sqlite3_get_autocommit(db_))
+      transaction_->abandon("SQLite rolled the transaction back after: " + why);
     reset();
     if (rc == SQLITE_CONSTRAINT) throw Error("store: constraint failed: " + why, ErrorCode::Conflict);
     throw Error("store: " + why);
@@ -140,6 +163,7 @@ class Statement {
     if (rc != SQLITE_OK) throw Error(std::string("store: cannot bind: ") + sqlite3_errmsg(db_));
   }
   sqlite3* db_;
+  Transaction* transaction_;
   sqlite3_stmt* stmt_ = nullptr;
 };
 
@@ -176,30 +200,28 @@ class SqliteStore final : public Store {
     exec("PRAGMA cache_size=-65536");
     exec(kSchema);
     last_seq_ = committed_seq_ = highest_event_seq();
-    get_ = std::make_unique<Statement>(db_, "SELECT doc FROM entities WHERE endpoint = ?1 AND id = ?2");
-    insert_ = std::make_unique<Statement>(db_, "INSERT OR IGNORE INTO entities(endpoint, id, doc) VALUES (?1, ?2, ?3)");
-    replace_ = std::make_unique<Statement>(db_, "UPDATE entities SET doc = ?3 WHERE endpoint = ?1 AND id = ?2");
-    remove_ = std::make_unique<Statement>(db_, "DELETE FROM entities WHERE endpoint = ?1 AND id = ?2");
-    append_ = std::make_unique<Statement>(db_, "INSERT INTO events(seq, topic, at_ms, data) VALUES (?1, ?2, ?3, ?4)");
-    events_after_ = std::make_unique<Statement>(
-        db_, "SELECT seq, topic, at_ms, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
-    save_seq_ = std::make_unique<Statement>(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES ('event_seq', ?1)");
-    first_seq_ = std::make_unique<Statement>(db_, "SELECT coalesce(min(seq), 0) FROM events");
-    put_job_ = std::make_unique<Statement>(
-        db_,
+    get_ = prepare("SELECT doc FROM entities WHERE endpoint = ?1 AND id = ?2");
+    insert_ = prepare("INSERT OR IGNORE INTO entities(endpoint, id, doc) VALUES (?1, ?2, ?3)");
+    replace_ = prepare("UPDATE entities SET doc = ?3 WHERE endpoint = ?1 AND id = ?2");
+    remove_ = prepare("DELETE FROM entities WHERE endpoint = ?1 AND id = ?2");
+    append_ = prepare("INSERT INTO events(seq, topic, at_ms, data) VALUES (?1, ?2, ?3, ?4)");
+    events_after_ = prepare(
+        "SELECT seq, topic, at_ms, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    save_seq_ = prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('event_seq', ?1)");
+    first_seq_ = prepare("SELECT coalesce(min(seq), 0) FROM events");
+    put_job_ = prepare(
         "INSERT OR REPLACE INTO jobs(id, flow, type, attempts, max_attempts, priority, lease_ms, due_at, submitted_at, "
         "key, entity, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
-    delete_job_ = std::make_unique<Statement>(db_, "DELETE FROM jobs WHERE flow = ?1");
-    savepoint_ = std::make_unique<Statement>(db_, "SAVEPOINT unit");
-    release_ = std::make_unique<Statement>(db_, "RELEASE unit");
-    rollback_to_ = std::make_unique<Statement>(db_, "ROLLBACK TO unit");
+    delete_job_ = prepare("DELETE FROM jobs WHERE flow = ?1");
+    savepoint_ = prepare("SAVEPOINT unit");
+    release_ = prepare("RELEASE unit");
+    rollback_to_ = prepare("ROLLBACK TO unit");
     // Events are appended in time order, so those past their age are the
     // oldest ones: walk from the oldest to the first young enough (no index
     // on at_ms to maintain on every append), and delete one rowid range.
     // Should the wall clock step back, an event is kept until every event
     // before it is old enough: retention errs on the side of keeping.
-    trim_ = std::make_unique<Statement>(
-        db_,
+    trim_ = prepare(
         "DELETE FROM events WHERE seq < max(?1 + 1, coalesce("
         "(SELECT seq FROM events WHERE at_ms >= ?2 ORDER BY seq LIMIT 1), (SELECT max(seq) + 1 FROM events), 0))");
   }
@@ -207,16 +229,15 @@ class SqliteStore final : public Store {
   ~SqliteStore() override { rollback(); }
 
   void begin() override {
-    if (in_transaction_) return;
+    if (transaction_.open) return;
     exec("BEGIN IMMEDIATE");
-    in_transaction_ = true;
+    transaction_ = Transaction{true, false, {}};
   }
 
   void commit() override {
-    if (!in_transaction_) return;
-    if (!abandoned_.empty()) {
-      const std::string why = std::move(abandoned_);
-      abandoned_.clear();
+    if (!transaction_.open) return;
+    if (transaction_.abandoned) {
+      const std::string why = transaction_.why.empty() ? "a write failed" : transaction_.why;
       rollback();
       throw Error("store: transaction abandoned: " + why);
     }
@@ -233,33 +254,33 @@ class SqliteStore final : public Store {
       rollback();
       throw Error("store: commit failed: " + why);
     }
-    in_transaction_ = false;
+    transaction_.open = false;
     committed_seq_ = last_seq_;
   }
 
   void rollback() noexcept override {
-    abandoned_.clear();
-    last_seq_ = committed_seq_;
     unit_seq_marks_.clear();
-    if (!in_transaction_) return;
+    if (!transaction_.open) return;
+    // Fails harmlessly when SQLite has rolled back already.
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    in_transaction_ = false;
-  }
-
-  void abandon(const std::string& why) noexcept override {
-    if (!in_transaction_ || !abandoned_.empty()) return;
+    transaction_ = Transaction{};
+    // Read the numbering back rather than trust memory: whatever happened
+    // to the transaction, the next event follows the newest one stored.
     try {
-      abandoned_ = why.empty() ? "a write failed" : why;
-    } catch (...) {
-      abandoned_ = "?";
+      last_seq_ = committed_seq_ = highest_event_seq();
+    } catch (const std::exception&) {
+      last_seq_ = committed_seq_;
     }
   }
 
-  bool in_transaction() const noexcept override { return in_transaction_; }
+  void abandon(std::string_view why) noexcept override { transaction_.abandon(why); }
+
+  bool in_transaction() const noexcept override { return transaction_.open; }
 
   // Every entity call is a unit, so these are prepared once: parsing the
   // SQL text per call cost more than the insert it wraps.
   void begin_unit() override {
+    writable();
     savepoint_->run();
     unit_seq_marks_.push_back(last_seq_);
   }
@@ -289,6 +310,7 @@ class SqliteStore final : public Store {
   }
 
   bool insert(std::string_view endpoint, std::string_view id, const Json& doc) override {
+    writable();
     const std::string text = doc.dump();
     insert_->bind_uncopied(1, endpoint).bind_uncopied(2, id).bind_uncopied(3, text);
     insert_->run();
@@ -296,6 +318,7 @@ class SqliteStore final : public Store {
   }
 
   bool replace(std::string_view endpoint, std::string_view id, const Json& doc) override {
+    writable();
     const std::string text = doc.dump();
     replace_->bind_uncopied(1, endpoint).bind_uncopied(2, id).bind_uncopied(3, text);
     replace_->run();
@@ -303,6 +326,7 @@ class SqliteStore final : public Store {
   }
 
   bool remove(std::string_view endpoint, std::string_view id) override {
+    writable();
     remove_->bind(1, endpoint).bind(2, id);
     remove_->run();
     return sqlite3_changes(db_) == 1;
@@ -342,6 +366,7 @@ class SqliteStore final : public Store {
   }
 
   std::uint64_t append_event(std::string_view topic, std::int64_t at_ms, std::string_view data) override {
+    writable();
     const std::uint64_t seq = last_seq_ + 1;
     append_->bind(1, static_cast<std::int64_t>(seq)).bind_uncopied(2, topic).bind(3, at_ms).bind_blob_uncopied(4, data);
     append_->run();
@@ -364,6 +389,7 @@ class SqliteStore final : public Store {
   std::uint64_t first_event_seq() override { return scalar(*first_seq_); }
 
   std::uint64_t trim_events(std::uint64_t keep_count, std::int64_t older_than_ms) override {
+    writable();
     const std::uint64_t last = last_event_seq();
     const std::int64_t keep_from = last > keep_count ? static_cast<std::int64_t>(last - keep_count) : 0;
     trim_->bind(1, keep_from).bind(2, older_than_ms);
@@ -374,6 +400,7 @@ class SqliteStore final : public Store {
   bool durable() const noexcept override { return durable_; }
 
   void put_job(const StoredJob& j, std::string_view payload) override {
+    writable();
     Statement& s = *put_job_;
     ResetOnExit r{s};
     s.bind(1, static_cast<std::int64_t>(j.id)).bind(2, static_cast<std::int64_t>(j.flow_id)).bind(3, j.type);
@@ -386,6 +413,7 @@ class SqliteStore final : public Store {
   }
 
   void delete_job(std::uint64_t flow_id) override {
+    writable();
     ResetOnExit r{*delete_job_};
     delete_job_->bind(1, static_cast<std::int64_t>(flow_id));
     delete_job_->step();
@@ -442,6 +470,17 @@ class SqliteStore final : public Store {
     return highest;
   }
 
+  // Refuses writes once the transaction is abandoned: SQLite may have
+  // rolled it back, and they would then land outside any transaction.
+  void writable() const {
+    if (transaction_.abandoned)
+      throw Error("store: this turn's transaction was abandoned (" + transaction_.why + "); try again");
+  }
+
+  std::unique_ptr<Statement> prepare(const std::string& sql) {
+    return std::make_unique<Statement>(db_, sql, &transaction_);
+  }
+
   std::uint64_t scalar(Statement& s) {
     ResetOnExit r{s};
     return s.step() ? static_cast<std::uint64_t>(s.integer(0)) : 0;
@@ -453,7 +492,7 @@ class SqliteStore final : public Store {
     auto it = find_cache_.find(sql);
     if (it != find_cache_.end()) return *it->second;
     if (find_cache_.size() > 256) find_cache_.clear();
-    return *find_cache_.emplace(sql, std::make_unique<Statement>(db_, sql)).first->second;
+    return *find_cache_.emplace(sql, prepare(sql)).first->second;
   }
 
   static int bind_query(Statement& s, std::string_view endpoint, const TranslatedQuery& query) {
@@ -478,8 +517,7 @@ class SqliteStore final : public Store {
   std::string path_;
   bool durable_;
   Connection db_;
-  bool in_transaction_ = false;
-  std::string abandoned_;  // why the open transaction must not commit; empty = fine
+  Transaction transaction_;
   std::uint64_t last_seq_ = 0;       // the newest event's sequence number, in this transaction
   std::uint64_t committed_seq_ = 0;  // … as of the last commit
   std::vector<std::uint64_t> unit_seq_marks_;  // last_seq_ when each open unit began

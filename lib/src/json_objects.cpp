@@ -13,7 +13,6 @@ ObjectWriter::ObjectWriter(Json& object) : entries_(object.get_ref<Json::object_
 
 void ObjectWriter::index_all() {
   indexed_ = true;
-  index_.reserve(entries_.size() * 2);
   // A key that appears twice (only possible if the object was built by
   // other means) resolves to its first position, as a scan would.
   for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entry(i).first, i);

@@ -31,6 +31,7 @@ class FailingStore final : public Store {
   explicit FailingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
   bool fail_commits = false;
   bool fail_appends = false;  // appending an event fails (disk full mid-call)
+  bool fail_releases = false;  // ending a unit (savepoint) fails
 
   void begin() override { inner_->begin(); }
   void commit() override {
@@ -42,9 +43,12 @@ class FailingStore final : public Store {
   }
   void rollback() noexcept override { inner_->rollback(); }
   bool in_transaction() const noexcept override { return inner_->in_transaction(); }
-  void abandon(const std::string& why) noexcept override { inner_->abandon(why); }
+  void abandon(std::string_view why) noexcept override { inner_->abandon(why); }
   void begin_unit() override { inner_->begin_unit(); }
-  void commit_unit() override { inner_->commit_unit(); }
+  void commit_unit() override {
+    if (fail_releases) throw mw::Error("store: disk I/O error (test)");
+    inner_->commit_unit();
+  }
   void rollback_unit() noexcept override { inner_->rollback_unit(); }
   std::optional<Json> get(std::string_view e, std::string_view id) override { return inner_->get(e, id); }
   bool insert(std::string_view e, std::string_view id, const Json& d) override { return inner_->insert(e, id, d); }
@@ -454,6 +458,34 @@ TEST_CASE("a store failing between a create's two writes fails the whole turn, n
   CHECK(codes[3] == 0);
   CHECK(b.record("users", "second"));
   CHECK(b.store->last_event_seq() == 1);
+}
+
+TEST_CASE("a write-back the store rolls back publishes no event of it") {
+  // The flow's result is patched into its entity in a unit; when that
+  // unit fails after the patch queued its `patched` event, the event goes
+  // with it: listeners never hear of a change that was not kept.
+  TempDb db;
+  Broker b(db.path());
+  b.h.transport.subscribers = true;
+  const std::string body = mw::Payload::from_json(Json{{"data", {{"id", "o1"}, {"n", 1}}}}).bytes();
+  b.h.command("c1", Command::Call, bytes_of(wire::encode(wire::Call{1, "orders", "create", std::nullopt})), body);
+  b.h.core.end_turn();
+  b.h.ready("w1", {"a"}, "", 1);
+  REQUIRE(b.submit(submit_header(2, "a", true, 0, "orders/o1"), payload_bytes(1)) != 0);
+  const auto jobs = b.h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  b.h.core.end_turn();
+  const std::size_t published_before = b.h.transport.published.size();
+
+  b.store->fail_releases = true;
+  b.h.done("w1", jobs[0].id, std::nullopt, mw::Payload::from_json(Json{{"total", 9}}).bytes());
+  b.h.core.end_turn();
+  b.store->fail_releases = false;
+  for (std::size_t i = published_before; i < b.h.transport.published.size(); ++i)
+    CHECK(b.h.transport.published[i].topic != "orders.patched");
+  const auto order = b.record("orders", "o1");
+  REQUIRE(order.has_value());
+  CHECK_FALSE(order->contains("total"));
 }
 
 namespace {

@@ -17,9 +17,9 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -27,7 +27,7 @@ namespace mw {
 
 // Sets keys of one ordered_json object. Small objects are scanned as
 // nlohmann does; once an object holds more than a few keys, they are
-// indexed by a hash map. The object must not be changed by other means
+// indexed (O(log n) per key). The object must not be changed by other means
 // while the writer is in use.
 class ObjectWriter {
  public:
@@ -47,15 +47,12 @@ class ObjectWriter {
   auto& entry(std::size_t i) { return *(entries_.begin() + static_cast<std::ptrdiff_t>(i)); }
   void index_all();
 
-  // Finds std::string keys by string_view without building a string.
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view key) const noexcept { return std::hash<std::string_view>{}(key); }
-  };
-
   nlohmann::ordered_json::object_t& entries_;
   bool indexed_ = false;
-  std::unordered_map<std::string, std::size_t, Hash, std::equal_to<>> index_;  // key → position
+  // key → position. A tree, not a hash table: keys come from the network,
+  // and keys made to collide in a hash with a fixed seed would bring the
+  // quadratic cost back. std::less<> finds by string_view.
+  std::map<std::string, std::size_t, std::less<>> index_;
 };
 
 // Parses JSON text into an ordered_json in linear time (nlohmann parses it,

@@ -66,9 +66,11 @@ class Store {
   virtual bool in_transaction() const noexcept = 0;
   // Marks the open transaction as unfit to commit: a call that wrote
   // without a unit (see begin_unit) failed halfway, so its writes cannot be
-  // undone alone. commit() then rolls everything back and throws, naming
-  // `why`; the caller fails the whole turn. No-op outside a transaction.
-  virtual void abandon(const std::string& why) noexcept = 0;
+  // undone alone. Writes then throw, and commit() rolls everything back
+  // and throws, naming `why`; the caller fails the whole turn. The store
+  // does the same by itself when the database drops the transaction after
+  // an error. No-op outside a transaction.
+  virtual void abandon(std::string_view why) noexcept = 0;
 
   // A nested unit inside the open transaction (an SQL savepoint): one
   // entity call whose writes must all land or none. REQUIRES: begin().
