@@ -838,13 +838,37 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
                                              "': use create, get, find, update, patch or remove");
     return;
   }
+  const std::string_view body_bytes(body.data<char>(), body.size());
+  const std::int64_t now_wall = wall_clock_();
+  try {
+    std::optional<std::string> result;
+    if (*method == Method::Create && call.endpoint != kMarkEndpoint) {
+      store_->begin();
+      result = entities_->create_direct(call.endpoint, body_bytes, now_wall);
+    }
+    if (!result) result = run_call(peer, call, *method, body_bytes, now_wall);
+    if (!result) return;  // answered already ($mark)
+    if (call.endpoint == config_.schedule_endpoint && *method != Method::Get && *method != Method::Find)
+      schedules_dirty_ = true;
+    zmq::message_t result_frame(result->data(), result->size());
+    send_after_commit(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}), &result_frame,
+                      CommitFailure{call.request_id, 0, 0});
+  } catch (const Error& e) {
+    reply_failure(e.code(), e.what());
+  } catch (const std::exception& e) {
+    reply_failure(ErrorCode::Internal, std::string("internal error: ") + e.what());
+  }
+}
+
+std::optional<std::string> BrokerCore::run_call(const std::string& peer, const wire::Call& call, Method method,
+                                                std::string_view body, std::int64_t now_wall) {
   HookContext context;
   context.endpoint = call.endpoint;
-  context.method = *method;
+  context.method = method;
   if (call.id) context.id = std::string(*call.id);
-  context.now_ms = wall_clock_();
-  try {
-    Json request = Payload::ordered_json_of(std::string_view(body.data<char>(), body.size()));
+  context.now_ms = now_wall;
+  {
+    Json request = Payload::ordered_json_of(body);
     if (request.is_object()) {
       if (auto it = request.find("data"); it != request.end()) context.data = std::move(*it);
       if (auto it = request.find("query"); it != request.end()) context.query = std::move(*it);
@@ -859,21 +883,11 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
         throw Error("$mark needs data {\"topic\": \"$mw.mark.<token>\"}", ErrorCode::BadRequest);
       publish_event(topic, 0, "", "", nullptr);
       send(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}));
-      return;
+      return std::nullopt;
     }
-    store_->begin();
-    const bool touches_schedules = call.endpoint == config_.schedule_endpoint && *method != Method::Get &&
-                                   *method != Method::Find;
-    std::string result = entities_->call(std::move(context));
-    if (touches_schedules) schedules_dirty_ = true;
-    zmq::message_t result_frame(result.data(), result.size());
-    send_after_commit(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}), &result_frame,
-                      CommitFailure{call.request_id, 0, 0});
-  } catch (const Error& e) {
-    reply_failure(e.code(), e.what());
-  } catch (const std::exception& e) {
-    reply_failure(ErrorCode::Internal, std::string("internal error: ") + e.what());
   }
+  store_->begin();
+  return entities_->call(std::move(context));
 }
 
 std::string BrokerCore::resolve_entity(std::string_view option, const zmq::message_t& payload) const {

@@ -22,9 +22,9 @@ std::optional<Method> parse_method(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-bool Hooks::Entry::matches(const HookContext& c) const {
-  if (endpoint != "*" && endpoint != c.endpoint) return false;
-  return methods.empty() || std::find(methods.begin(), methods.end(), c.method) != methods.end();
+bool Hooks::Entry::matches(std::string_view on, Method method) const {
+  if (endpoint != "*" && endpoint != on) return false;
+  return methods.empty() || std::find(methods.begin(), methods.end(), method) != methods.end();
 }
 
 Hooks& Hooks::before(std::string endpoint, std::initializer_list<Method> methods, Hook hook) {
@@ -48,6 +48,12 @@ void Hooks::run(const std::vector<Entry>& entries, HookContext& context) {
 bool Hooks::acts_after_method(const HookContext& context) const {
   const auto matches = [&](const Entry& e) { return e.matches(context); };
   return std::any_of(after_.begin(), after_.end(), matches) || std::any_of(error_.begin(), error_.end(), matches);
+}
+
+bool Hooks::any_for(std::string_view endpoint, Method method) const {
+  const auto matches = [&](const Entry& e) { return e.matches(endpoint, method); };
+  return std::any_of(before_.begin(), before_.end(), matches) || std::any_of(after_.begin(), after_.end(), matches) ||
+         std::any_of(error_.begin(), error_.end(), matches);
 }
 
 void Hooks::run_before(HookContext& context) const { run(before_, context); }

@@ -310,9 +310,12 @@ class SqliteStore final : public Store {
   }
 
   bool insert(std::string_view endpoint, std::string_view id, const Json& doc) override {
+    return insert_json(endpoint, id, doc.dump());
+  }
+
+  bool insert_json(std::string_view endpoint, std::string_view id, std::string_view json) override {
     writable();
-    const std::string text = doc.dump();
-    insert_->bind_uncopied(1, endpoint).bind_uncopied(2, id).bind_uncopied(3, text);
+    insert_->bind_uncopied(1, endpoint).bind_uncopied(2, id).bind_uncopied(3, json);
     insert_->run();
     return sqlite3_changes(db_) == 1;
   }

@@ -68,19 +68,7 @@ template <typename J>
 J convert(std::string_view bytes) {
   thread_local msgpack::zone zone;
   zone.clear();
-  const std::size_t n = bytes.empty() ? 1 : bytes.size();
-  msgpack::object object;
-  try {
-    std::size_t offset = 0;
-    object = msgpack::unpack(zone, bytes.data(), bytes.size(), offset, reference_everything, nullptr,
-                             msgpack::unpack_limit(n, n, n, n, n, kMaxPayloadDepth));
-    if (offset != bytes.size()) throw Error("payload has trailing bytes after its msgpack value", ErrorCode::BadRequest);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error(std::string("payload is not valid msgpack: ") + e.what(), ErrorCode::BadRequest);
-  }
-  return object_to_json<J>(object);
+  return object_to_json<J>(Payload::unpack_into(zone, bytes));
 }
 
 // msgpack-c's packer writes into anything with write(); this one appends
@@ -195,6 +183,21 @@ msgpack::object_handle Payload::unpack() const {
 nlohmann::json Payload::to_json() const { return convert<nlohmann::json>(bytes_); }
 
 nlohmann::ordered_json Payload::to_ordered_json() const { return convert<nlohmann::ordered_json>(bytes_); }
+
+msgpack::object Payload::unpack_into(msgpack::zone& zone, std::string_view bytes) {
+  const std::size_t n = bytes.empty() ? 1 : bytes.size();
+  try {
+    std::size_t offset = 0;
+    const msgpack::object object = msgpack::unpack(zone, bytes.data(), bytes.size(), offset, reference_everything, nullptr,
+                                                   msgpack::unpack_limit(n, n, n, n, n, kMaxPayloadDepth));
+    if (offset != bytes.size()) throw Error("payload has trailing bytes after its msgpack value", ErrorCode::BadRequest);
+    return object;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(std::string("payload is not valid msgpack: ") + e.what(), ErrorCode::BadRequest);
+  }
+}
 
 nlohmann::ordered_json Payload::ordered_json_of(std::string_view msgpack_bytes) {
   return convert<nlohmann::ordered_json>(msgpack_bytes);

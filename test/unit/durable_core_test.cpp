@@ -52,6 +52,9 @@ class FailingStore final : public Store {
   void rollback_unit() noexcept override { inner_->rollback_unit(); }
   std::optional<Json> get(std::string_view e, std::string_view id) override { return inner_->get(e, id); }
   bool insert(std::string_view e, std::string_view id, const Json& d) override { return inner_->insert(e, id, d); }
+  bool insert_json(std::string_view e, std::string_view id, std::string_view j) override {
+    return inner_->insert_json(e, id, j);
+  }
   bool replace(std::string_view e, std::string_view id, const Json& d) override { return inner_->replace(e, id, d); }
   bool remove(std::string_view e, std::string_view id) override { return inner_->remove(e, id); }
   mw::broker::FindResult find(std::string_view e, const mw::broker::TranslatedQuery& q) override {

@@ -82,6 +82,10 @@ class Payload {
 
   // Decodes with hostile-input limits (see mw/wire.hpp). Throws mw::Error.
   msgpack::object_handle unpack() const;
+  // The same for bytes held elsewhere, decoded into `zone` (reuse one to
+  // spare an allocation per decode). Strings of the object point into the
+  // bytes: both must outlive it.
+  static msgpack::object unpack_into(msgpack::zone& zone, std::string_view msgpack_bytes);
 
   friend bool operator==(const Payload&, const Payload&) = default;
 

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <span>
 #include <string>
@@ -149,6 +150,10 @@ class BrokerCore {
   void on_submit(const std::string& peer, const zmq::message_t& header, zmq::message_t& payload, std::int64_t now_ms);
   void on_status(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms);
   void on_call(const std::string& peer, const zmq::message_t& header, const zmq::message_t& body);
+  // An entity call through EntityService::call (hooks and all); nullopt
+  // when it was answered already (the $mark endpoint).
+  std::optional<std::string> run_call(const std::string& peer, const wire::Call& call, Method method,
+                                      std::string_view body, std::int64_t now_wall);
   // Resolves SUBMIT's entity option ("endpoint/id", "id" or "auto") against
   // the payload; throws mw::Error(BadRequest) when it cannot.
   std::string resolve_entity(std::string_view option, const zmq::message_t& payload) const;

@@ -21,10 +21,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
+
+#include <msgpack.hpp>
 
 #include "mw/broker/hooks.hpp"
 #include "mw/broker/store.hpp"
@@ -68,6 +71,14 @@ class EntityService {
   // (Store::abandon) and the turn fails, rather than keep half a call.
   std::string call(HookContext context);
 
+  // A create on `endpoint` that no hook sees, straight from the CALL's
+  // msgpack `body` ({"data": {…}}) to the store: the same document, event
+  // and result as call(), without JSON objects in between. Returns nullopt,
+  // having done nothing, when the call needs call() (hooks, arrays, unusual
+  // values or any error but a conflict). Throws mw::Error (Conflict when
+  // the id exists). REQUIRES: store.begin().
+  std::optional<std::string> create_direct(std::string_view endpoint, std::string_view body, std::int64_t now_ms);
+
   // Jobs that carry an entity: stamps `last_worked_on` when a worker takes
   // the job, and merges the flow's result into the entity when it ends (a
   // map result is merged field by field, any other value lands in
@@ -102,6 +113,7 @@ class EntityService {
   std::string replay(const HookContext& c);
   void check_allowed(std::string_view endpoint) const;
   void record(const std::string& endpoint, std::string_view event, const Json& doc, std::int64_t now_ms);
+  void record_msgpack(std::string_view endpoint, std::string_view event, std::string data, std::int64_t now_ms);
   std::string new_id(std::int64_t now_ms);
 
   Store& store_;
@@ -110,7 +122,8 @@ class EntityService {
   std::unordered_set<std::string> allowed_;
   std::vector<PendingEvent> pending_;
   std::uint64_t id_counter_ = 0;
-  std::uint64_t writes_ = 0;  // store writes made, to tell whether a failed call wrote anything
+  std::uint64_t writes_ = 0;
+  msgpack::zone zone_;  // create_direct's decoding, reused  // store writes made, to tell whether a failed call wrote anything
 };
 
 }  // namespace mw::broker

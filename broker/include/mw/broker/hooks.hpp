@@ -68,13 +68,16 @@ class Hooks {
   // True when an after or error hook matches the call: one that may reject
   // what the method already wrote, or turn a failure into a success.
   bool acts_after_method(const HookContext& context) const;
+  // True when any hook matches `method` on `endpoint`.
+  bool any_for(std::string_view endpoint, Method method) const;
 
  private:
   struct Entry {
     std::string endpoint;
     std::vector<Method> methods;
     Hook hook;
-    bool matches(const HookContext& c) const;
+    bool matches(std::string_view endpoint, Method method) const;
+    bool matches(const HookContext& c) const { return matches(c.endpoint, c.method); }
   };
   static void run(const std::vector<Entry>& entries, HookContext& context);
   std::vector<Entry> before_, after_, error_;

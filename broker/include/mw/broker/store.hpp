@@ -83,6 +83,8 @@ class Store {
   [[nodiscard]] virtual std::optional<Json> get(std::string_view endpoint, std::string_view id) = 0;
   // Returns false (and writes nothing) when `id` already exists.
   virtual bool insert(std::string_view endpoint, std::string_view id, const Json& doc) = 0;
+  // The same with the document already as JSON text (valid JSON, an object).
+  virtual bool insert_json(std::string_view endpoint, std::string_view id, std::string_view json) = 0;
   // Returns false when `id` does not exist.
   virtual bool replace(std::string_view endpoint, std::string_view id, const Json& doc) = 0;
   virtual bool remove(std::string_view endpoint, std::string_view id) = 0;
