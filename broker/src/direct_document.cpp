@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 namespace mw::broker {
 namespace {
 
@@ -91,16 +93,19 @@ void write_number(Number value, std::string& out) {
   out.append(buffer, end);
 }
 
-// As nlohmann writes a double: null when not finite (JSON has no NaN),
-// and a fraction or exponent always, so it reads back as a double.
+// Exactly as nlohmann's dump writes a double, so the stored text does not
+// depend on the path: null when not finite (JSON has no NaN), else its
+// Grisu2 digits in its layout (fixed from 1e-5 to 1e15, with ".0" when
+// integral). That routine is in nlohmann's detail namespace; it is what
+// its serializer calls.
 void write_double(double value, std::string& out) {
   if (!std::isfinite(value)) {
     out += "null";
     return;
   }
-  const std::size_t start = out.size();
-  write_number(value, out);
-  if (out.find_first_of(".eE", start) == std::string::npos) out += ".0";
+  char buffer[64];
+  const char* end = nlohmann::detail::to_chars(buffer, buffer + sizeof buffer, value);
+  out.append(buffer, static_cast<std::size_t>(end - buffer));
 }
 
 bool keys_are_distinct_strings(const msgpack::object_map& map) {

@@ -128,13 +128,15 @@ std::optional<std::string> EntityService::create_direct(std::string_view endpoin
     return std::nullopt;
   }
   if (request.type != msgpack::type::MAP) return std::nullopt;
+  // {"data": …}, with at most a nil "query" beside it: call() decodes every
+  // key of the body, and may refuse what is there.
   const msgpack::object* data = nullptr;
   for (std::uint32_t i = 0; i < request.via.map.size; ++i) {
     const auto& kv = request.via.map.ptr[i];
     if (kv.key.type != msgpack::type::STR) return std::nullopt;
-    if (std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) != "data") continue;
-    if (data) return std::nullopt;  // twice: call() keeps the last
-    data = &kv.val;
+    const std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+    if (key == "data" && !data) data = &kv.val;
+    else if (!(key == "query" && kv.val.type == msgpack::type::NIL)) return std::nullopt;
   }
   if (!data) return std::nullopt;
   auto doc = write_direct_document(*data, [&] { return new_id(now_ms); }, now_ms);
@@ -144,11 +146,12 @@ std::optional<std::string> EntityService::create_direct(std::string_view endpoin
     fail(ErrorCode::Conflict, std::string(endpoint) + " '" + doc->id + "' already exists");
   try {
     record_msgpack(endpoint, "created", std::move(doc->msgpack), now_ms);
+    return pending_.back().data;
   } catch (...) {
-    store_.abandon("create on an endpoint failed halfway");  // see call(): the row landed, its event did not
+    // As in call(): the row landed, its event or the answer did not.
+    store_.abandon("create on an endpoint failed halfway");
     throw;
   }
-  return pending_.back().data;
 }
 
 std::string EntityService::call(HookContext c) {

@@ -758,145 +758,6 @@ TEST_CASE("a write's reply is its document as stored (or as it was, for remove)"
   CHECK_FALSE(e.exists("users", "u1"));
 }
 
-namespace {
-
-// Runs one create both ways, on two fresh stores at the same time: straight
-// from msgpack (create_direct) and through call(). Returns whether the
-// direct path took it; when it did, everything it produced must equal what
-// call() produced: the reply, the stored document and the event.
-bool direct_matches_call(const std::string& body) {
-  Entities direct, general;
-  direct.store->begin();
-  const auto reply = direct.service.create_direct("things", body, 1234);
-  direct.store->commit();
-  if (!reply) {
-    CHECK(direct.service.pending_events().empty());  // nothing was done
-    CHECK(direct.find("things", Json::object())["total"] == 0);
-    return false;
-  }
-  HookContext c;
-  c.endpoint = "things";
-  c.method = Method::Create;
-  c.data = mw::Payload::ordered_json_of(body)["data"];
-  c.now_ms = 1234;
-  general.store->begin();
-  const std::string expected = general.service.call(std::move(c));
-  general.store->commit();
-  REQUIRE(direct.service.pending_events().size() == 1);
-  REQUIRE(general.service.pending_events().size() == 1);
-  // nlohmann's own decoder, independent of the code under test.
-  Json got = Json::from_msgpack(*reply), want = Json::from_msgpack(expected);
-  CHECK(direct.service.pending_events()[0].topic == "things.created");
-  Json event = Json::from_msgpack(direct.service.pending_events()[0].data);
-  Json got_stored = direct.get("things", got["id"].get<std::string>());  // (takes the pending events)
-  Json want_stored = general.get("things", want["id"].get<std::string>());
-  // Ids made by each service differ (their counters start at random);
-  // given ones must match, and every id stays in its place.
-  const Json data = mw::Payload::ordered_json_of(body)["data"];
-  if (data.contains("id") && !data["id"].is_null()) CHECK(got["id"] == want["id"]);
-  for (Json* doc : {&got, &want, &got_stored, &want_stored, &event}) (*doc)["id"] = "ID";
-  CHECK(got.dump() == want.dump());
-  CHECK(event.dump() == want.dump());
-  CHECK(got_stored.dump() == want_stored.dump());
-  return true;
-}
-
-std::string body_of(const Json& data) { return mw::Payload::from_json(Json{{"data", data}}).bytes(); }
-
-// A body whose data map is written by `fill` (count entries) with msgpack-c's packer.
-template <typename Fill>
-std::string packed_body(std::uint32_t count, Fill fill) {
-  msgpack::sbuffer buffer;
-  msgpack::packer<msgpack::sbuffer> p(buffer);
-  p.pack_map(1);
-  p.pack(std::string("data"));
-  p.pack_map(count);
-  fill(p);
-  return std::string(buffer.data(), buffer.size());
-}
-
-}  // namespace
-
-TEST_CASE("a create straight from msgpack stores, answers and announces exactly what call() does") {
-  // Taken directly: ordinary documents of every JSON type.
-  for (const char* data : {
-           R"({"id": "t1", "name": "Ada", "n": 1, "big": 18446744073709551615, "neg": -42, "ok": true, "none": null})",
-           R"({"id": 7, "price": 1.5, "whole": 3.0, "tiny": 1e-300, "huge": 1e300, "minus_zero": -0.0})",
-           R"({"id": -3, "nested": {"a": [1, {"b": "c"}, []], "e": {}}, "list": ["x", 2, null]})",
-           R"({"text": "h\u00e9llo \ud83d\ude00 \"quoted\" back\\slash\n\ttab \u0001 \u001f \u007f"})",
-           R"({"id": null, "created_at": 5, "updated_at": 6, "after": "stamps"})",
-           R"({"updated_at": 1, "name": "only updated_at given"})", R"({})"}) {
-    CAPTURE(data);
-    CHECK(direct_matches_call(body_of(Json::parse(data))));
-  }
-  // A float32 is widened to float64 on both paths.
-  CHECK(direct_matches_call(packed_body(2, [](auto& p) {
-    p.pack(std::string("id"));
-    p.pack(std::string("f32"));
-    p.pack(std::string("x"));
-    p.pack_float(0.1f);
-  })));
-
-  // Left to call(): anything it would write differently or refuse.
-  const auto general_only = [](const std::string& body) { CHECK_FALSE(direct_matches_call(body)); };
-  general_only(body_of(Json::array({Json{{"id", "a"}}})));                   // an array of documents
-  general_only(body_of(Json{{"id", ""}}));                                  // an id it rejects
-  general_only(body_of(Json{{"id", 1.5}}));
-  general_only(body_of(Json{{"id", std::string(257, 'x')}}));
-  general_only(packed_body(1, [](auto& p) {                                 // an unsigned id past int64
-    p.pack(std::string("id"));
-    p.pack(std::numeric_limits<std::uint64_t>::max());
-  }));
-  general_only(packed_body(2, [](auto& p) {                                 // a key given twice
-    p.pack(std::string("k"));
-    p.pack(1);
-    p.pack(std::string("k"));
-    p.pack(2);
-  }));
-  general_only(packed_body(1, [](auto& p) {                                 // a key that is not a string
-    p.pack(1);
-    p.pack(2);
-  }));
-  general_only(packed_body(1, [](auto& p) {                                 // binary
-    p.pack(std::string("b"));
-    p.pack_bin(2);
-    p.pack_bin_body("\x01\x02", 2);
-  }));
-  general_only(packed_body(1, [](auto& p) {                                 // a string that is not UTF-8
-    p.pack(std::string("s"));
-    p.pack(std::string("\xff\xfe"));
-  }));
-  general_only(packed_body(1, [](auto& p) {                                 // a UTF-16 surrogate in UTF-8
-    p.pack(std::string("s"));
-    p.pack(std::string("\xed\xa0\x80"));
-  }));
-  general_only(body_of(Json{{"wide", Json::parse(R"({"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,
-      "k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"r":18,"s":19,"t":20,"u":21,"v":22,"w":23,"x":24,"y":25,"z":26,
-      "A":27,"B":28,"C":29,"D":30,"E":31,"F":32,"G":33})")}}));
-  general_only(mw::Payload::from_json(Json{{"query", Json::object()}}).bytes());  // no data
-  general_only("\xc1");                                                     // not msgpack
-
-  // Hooks on the endpoint, or an endpoint it may not serve: call().
-  Hooks hooks;
-  hooks.before("things", {Method::Create}, [](HookContext&) {});
-  Entities hooked({}, hooks);
-  hooked.store->begin();
-  CHECK_FALSE(hooked.service.create_direct("things", body_of(Json{{"id", "h"}}), 1));
-  CHECK(hooked.service.create_direct("others", body_of(Json{{"id", "h"}}), 1));
-  hooked.store->commit();
-  EntityConfig only;
-  only.endpoints = {"allowed"};
-  Entities limited(only);
-  limited.store->begin();
-  CHECK_FALSE(limited.service.create_direct("things", body_of(Json{{"id", "x"}}), 1));
-  CHECK_FALSE(limited.service.create_direct("bad name", body_of(Json{{"id", "x"}}), 1));
-
-  // An id that exists is a Conflict, as from call().
-  CHECK(limited.service.create_direct("allowed", body_of(Json{{"id", "x"}}), 1));
-  CHECK_ERROR_CODE(limited.service.create_direct("allowed", body_of(Json{{"id", "x"}}), 2), Conflict);
-  limited.store->commit();
-}
-
 TEST_CASE("a failing call leaves no writes and no pending events") {
   Entities e;
   e.create("users", Json::parse(R"({"id": "u1", "n": 1})"));
@@ -1216,6 +1077,156 @@ TEST_CASE("a store made with an AUTOINCREMENT events table goes on from its sqli
   CHECK(e.store->last_event_seq() == 3);
   e.create("users", Json::parse(R"({"id": "u1"})"));
   CHECK(e.published.back().seq == 4);
+}
+
+namespace {
+
+// Runs one create both ways, on two fresh file stores at the same time:
+// straight from msgpack (create_direct) and through call(). Returns whether
+// the direct path took it; when it did, everything it produced must be what
+// call() produced, byte for byte: the reply, the event and the stored JSON
+// text (made ids, which differ between the two services, masked).
+bool direct_matches_call(const std::string& body) {
+  TempDb direct_db, general_db;
+  Entities direct({}, {}, direct_db.path()), general({}, {}, general_db.path());
+  direct.store->begin();
+  const auto reply = direct.service.create_direct("things", body, 1234);
+  direct.store->commit();
+  if (!reply) {
+    CHECK(direct.service.pending_events().empty());  // nothing was written
+    CHECK(direct.find("things", Json::object())["total"] == 0);
+    return false;
+  }
+  HookContext c;
+  c.endpoint = "things";
+  c.method = Method::Create;
+  c.data = mw::Payload::ordered_json_of(body)["data"];
+  c.now_ms = 1234;
+  general.store->begin();
+  const std::string expected = general.service.call(std::move(c));
+  general.store->commit();
+  REQUIRE(direct.service.pending_events().size() == 1);
+  REQUIRE(general.service.pending_events().size() == 1);
+  CHECK(direct.service.pending_events()[0].topic == "things.created");
+  const std::string direct_event = direct.service.pending_events()[0].data;
+  const std::string general_event = general.service.pending_events()[0].data;
+  // nlohmann's own decoder, independent of the code under test, for the ids.
+  const std::string direct_id = Json::from_msgpack(*reply)["id"].get<std::string>();
+  const std::string general_id = Json::from_msgpack(expected)["id"].get<std::string>();
+  const auto stored = [](const TempDb& db, const std::string& id) {
+    const auto docs = query_column(db.path(), "SELECT doc FROM entities WHERE id = ?1", 0, {id});
+    REQUIRE(docs.size() == 1);
+    return docs[0];
+  };
+  const auto masked = [](std::string bytes, const std::string& id) {
+    for (auto at = bytes.find(id); at != std::string::npos; at = bytes.find(id, at)) bytes.replace(at, id.size(), "#");
+    return bytes;
+  };
+  const Json data = mw::Payload::ordered_json_of(body)["data"];
+  if (data.contains("id") && !data["id"].is_null()) CHECK(direct_id == general_id);
+  CHECK(masked(*reply, direct_id) == masked(expected, general_id));
+  CHECK(masked(direct_event, direct_id) == masked(general_event, general_id));
+  CHECK(masked(stored(direct_db, direct_id), direct_id) == masked(stored(general_db, general_id), general_id));
+  return true;
+}
+
+std::string body_of(const Json& data) { return mw::Payload::from_json(Json{{"data", data}}).bytes(); }
+
+// A body whose data map is written by `fill` (count entries) with msgpack-c's packer.
+template <typename Fill>
+std::string packed_body(std::uint32_t count, Fill fill) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> p(buffer);
+  p.pack_map(1);
+  p.pack(std::string("data"));
+  p.pack_map(count);
+  fill(p);
+  return std::string(buffer.data(), buffer.size());
+}
+
+}  // namespace
+
+TEST_CASE("a create straight from msgpack stores, answers and announces exactly what call() does") {
+  // Taken directly: ordinary documents of every JSON type.
+  for (const char* data : {
+           R"({"id": "t1", "name": "Ada", "n": 1, "big": 18446744073709551615, "neg": -42, "ok": true, "none": null})",
+           R"({"id": 7, "price": 1.5, "whole": 3.0, "tiny": 1e-300, "huge": 1e300, "minus_zero": -0.0})",
+           R"({"id": 8, "a": 1e5, "b": 1e-4, "c": 1.7e12, "d": 1234567890123456.0, "e": 0.1, "f": 1e-5, "g": 1e15})",
+           R"({"id": -3, "nested": {"a": [1, {"b": "c"}, []], "e": {}}, "list": ["x", 2, null]})",
+           R"({"text": "h\u00e9llo \ud83d\ude00 \"quoted\" back\\slash\n\ttab \u0001 \u001f \u007f"})",
+           R"({"id": null, "created_at": 5, "updated_at": 6, "after": "stamps"})",
+           R"({"updated_at": 1, "name": "only updated_at given"})", R"({})"}) {
+    CAPTURE(data);
+    CHECK(direct_matches_call(body_of(Json::parse(data))));
+  }
+  // A float32 is widened to float64 on both paths.
+  CHECK(direct_matches_call(packed_body(2, [](auto& p) {
+    p.pack(std::string("id"));
+    p.pack(std::string("f32"));
+    p.pack(std::string("x"));
+    p.pack_float(0.1f);
+  })));
+
+  // Left to call(): anything it would write differently or refuse.
+  const auto general_only = [](const std::string& body) { CHECK_FALSE(direct_matches_call(body)); };
+  general_only(body_of(Json::array({Json{{"id", "a"}}})));                   // an array of documents
+  general_only(body_of(Json{{"id", ""}}));                                  // an id it rejects
+  general_only(body_of(Json{{"id", 1.5}}));
+  general_only(body_of(Json{{"id", std::string(257, 'x')}}));
+  general_only(packed_body(1, [](auto& p) {                                 // an unsigned id past int64
+    p.pack(std::string("id"));
+    p.pack(std::numeric_limits<std::uint64_t>::max());
+  }));
+  general_only(packed_body(2, [](auto& p) {                                 // a key given twice
+    p.pack(std::string("k"));
+    p.pack(1);
+    p.pack(std::string("k"));
+    p.pack(2);
+  }));
+  general_only(packed_body(1, [](auto& p) {                                 // a key that is not a string
+    p.pack(1);
+    p.pack(2);
+  }));
+  general_only(packed_body(1, [](auto& p) {                                 // binary
+    p.pack(std::string("b"));
+    p.pack_bin(2);
+    p.pack_bin_body("\x01\x02", 2);
+  }));
+  general_only(packed_body(1, [](auto& p) {                                 // a string that is not UTF-8
+    p.pack(std::string("s"));
+    p.pack(std::string("\xff\xfe"));
+  }));
+  general_only(packed_body(1, [](auto& p) {                                 // a UTF-16 surrogate in UTF-8
+    p.pack(std::string("s"));
+    p.pack(std::string("\xed\xa0\x80"));
+  }));
+  general_only(body_of(Json{{"wide", Json::parse(R"({"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,
+      "k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"r":18,"s":19,"t":20,"u":21,"v":22,"w":23,"x":24,"y":25,"z":26,
+      "A":27,"B":28,"C":29,"D":30,"E":31,"F":32,"G":33})")}}));
+  general_only(mw::Payload::from_json(Json{{"query", Json::object()}}).bytes());  // no data
+  general_only(mw::Payload::from_json(Json{{"data", {{"id", "q"}}}, {"query", {{"a", 1}}}}).bytes());  // more beside it
+  CHECK(direct_matches_call(mw::Payload::from_json(Json{{"data", {{"id", "q"}}}, {"query", nullptr}}).bytes()));
+  general_only("\xc1");                                                     // not msgpack
+
+  // Hooks on the endpoint, or an endpoint it may not serve: call().
+  Hooks hooks;
+  hooks.before("things", {Method::Create}, [](HookContext&) {});
+  Entities hooked({}, hooks);
+  hooked.store->begin();
+  CHECK_FALSE(hooked.service.create_direct("things", body_of(Json{{"id", "h"}}), 1));
+  CHECK(hooked.service.create_direct("others", body_of(Json{{"id", "h"}}), 1));
+  hooked.store->commit();
+  EntityConfig only;
+  only.endpoints = {"allowed"};
+  Entities limited(only);
+  limited.store->begin();
+  CHECK_FALSE(limited.service.create_direct("things", body_of(Json{{"id", "x"}}), 1));
+  CHECK_FALSE(limited.service.create_direct("bad name", body_of(Json{{"id", "x"}}), 1));
+
+  // An id that exists is a Conflict, as from call().
+  CHECK(limited.service.create_direct("allowed", body_of(Json{{"id", "x"}}), 1));
+  CHECK_ERROR_CODE(limited.service.create_direct("allowed", body_of(Json{{"id", "x"}}), 2), Conflict);
+  limited.store->commit();
 }
 
 TEST_CASE("--index: ensure_index creates an expression index that an equality find uses") {

@@ -74,8 +74,8 @@ class EntityService {
   // A create on `endpoint` that no hook sees, straight from the CALL's
   // msgpack `body` ({"data": {…}}) to the store: the same document, event
   // and result as call(), without JSON objects in between. Returns nullopt,
-  // having done nothing, when the call needs call() (hooks, arrays, unusual
-  // values or any error but a conflict). Throws mw::Error (Conflict when
+  // having written nothing, when the call needs call() (hooks, arrays,
+  // unusual values or any error but a conflict). Throws mw::Error (Conflict when
   // the id exists). REQUIRES: store.begin().
   std::optional<std::string> create_direct(std::string_view endpoint, std::string_view body, std::int64_t now_ms);
 
@@ -122,8 +122,8 @@ class EntityService {
   std::unordered_set<std::string> allowed_;
   std::vector<PendingEvent> pending_;
   std::uint64_t id_counter_ = 0;
-  std::uint64_t writes_ = 0;
-  msgpack::zone zone_;  // create_direct's decoding, reused  // store writes made, to tell whether a failed call wrote anything
+  std::uint64_t writes_ = 0;  // store writes made, to tell whether a failed call wrote anything
+  msgpack::zone zone_;        // create_direct's decoding, reused
 };
 
 }  // namespace mw::broker
