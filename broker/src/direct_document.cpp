@@ -13,7 +13,7 @@ namespace {
 // for repeats here costs a comparison per pair (at most 16 per key, however
 // a hostile body nests its maps).
 constexpr std::uint32_t kMaxDirectKeys = 16;
-constexpr std::size_t kMaxIdBytes = 256;
+constexpr std::size_t kLongestId = 256;
 
 std::string_view text_of(const msgpack::object& o) { return {o.via.str.ptr, o.via.str.size}; }
 
@@ -178,10 +178,10 @@ bool write_value(const msgpack::object& o, std::string& json, Packer& packed) {
 }
 
 // The id as the general path stores it: a string, or an integer in decimal.
-std::optional<std::string> id_of(const msgpack::object* given, const std::function<std::string()>& new_id) {
+std::optional<std::string> stored_id(const msgpack::object* given, const std::function<std::string()>& new_id) {
   if (!given || given->type == msgpack::type::NIL) return new_id();
   if (given->type == msgpack::type::STR) {
-    if (given->via.str.size == 0 || given->via.str.size > kMaxIdBytes) return std::nullopt;
+    if (given->via.str.size == 0 || given->via.str.size > kLongestId) return std::nullopt;
     return std::string(text_of(*given));
   }
   if (given->type == msgpack::type::NEGATIVE_INTEGER) return std::to_string(given->via.i64);
@@ -212,7 +212,7 @@ std::optional<DirectDocument> write_direct_document(const msgpack::object& data,
     else if (key == "created_at") has_created = true;
     else if (key == "updated_at") has_updated = true;
   }
-  auto id = id_of(given_id, new_id);
+  auto id = stored_id(given_id, new_id);
   if (!id) return std::nullopt;
 
   DirectDocument doc;
