@@ -47,24 +47,6 @@ std::uint64_t resident_bytes() {
   return n == 2 ? resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
 }
 
-// Runs `write` as one unit (a savepoint) of the turn's transaction: all of
-// its writes land or none, and so do the change events it queued for
-// publishing. Rethrows what `write` throws.
-template <typename Write>
-void in_store_unit(Store& store, EntityService& entities, Write&& write) {
-  const std::size_t events_before = entities.pending_events().size();
-  store.begin();
-  store.begin_unit();
-  try {
-    write();
-    store.commit_unit();
-  } catch (...) {
-    store.rollback_unit();
-    entities.pending_events().resize(events_before);
-    throw;
-  }
-}
-
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
@@ -330,7 +312,7 @@ void BrokerCore::run_schedules(std::int64_t now_ms) {
     try {
       // The run and its job commit together.
       if (job && journaling()) journal_->add(*job, 0);
-      in_store_unit(*store_, *entities_, [&] {
+      entities_->in_unit([&] {
         if (!entities_->write_back(config_.schedule_endpoint, s->name, changes, wall)) schedules_dirty_ = true;
       });
     } catch (const std::exception& e) {
@@ -533,7 +515,7 @@ void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_
     const auto slash = job.entity.find('/');
     try {
       const Json value = Payload::adopt(std::string(result.data<char>(), result.size())).to_ordered_json();
-      in_store_unit(*store_, *entities_, [&] {
+      entities_->in_unit([&] {
         if (!entities_->write_back(job.entity.substr(0, slash), job.entity.substr(slash + 1), value, wall_clock_()))
           log(LogLevel::warn, kLogComponent, "flow " + std::to_string(job.flow_id) + ": entity " + job.entity +
                                                  " no longer exists; its result was not written back");
@@ -917,7 +899,7 @@ std::string BrokerCore::resolve_entity(std::string_view option, const zmq::messa
 void BrokerCore::stamp_entity(const Job& job) {
   const auto slash = job.entity.find('/');
   try {
-    in_store_unit(*store_, *entities_, [&] {
+    entities_->in_unit([&] {
       entities_->stamp_worked_on(job.entity.substr(0, slash), job.entity.substr(slash + 1), wall_clock_());
     });
   } catch (const std::exception& e) {

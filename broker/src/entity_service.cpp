@@ -374,20 +374,11 @@ bool EntityService::write_back(std::string_view endpoint, std::string_view id, c
 }
 
 bool EntityService::create_record(std::string_view endpoint, Json doc, std::int64_t now_ms) {
-  const std::size_t events_before = pending_.size();
-  store_.begin_unit();
   try {
-    create_one(std::string(endpoint), std::move(doc), now_ms);
-    store_.commit_unit();
+    in_unit([&] { create_one(std::string(endpoint), std::move(doc), now_ms); });
     return true;
   } catch (const Error& e) {
-    store_.rollback_unit();
-    pending_.resize(events_before);
     if (e.code() == ErrorCode::Conflict) return false;
-    throw;
-  } catch (...) {
-    store_.rollback_unit();
-    pending_.resize(events_before);
     throw;
   }
 }

@@ -1,5 +1,6 @@
 #include "mw/payload.hpp"
 
+#include <memory>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
@@ -60,6 +61,23 @@ J object_to_json(const msgpack::object& o) {
 
 // Strings of the decoded object point into the bytes, which outlive it.
 bool reference_everything(msgpack::type::object_type, std::size_t, void*) { return true; }
+
+// Decodes exactly one msgpack value into `zone`, with hostile-input limits;
+// `reference` says which strings point into `bytes` instead of being copied.
+msgpack::object decode(msgpack::zone& zone, std::string_view bytes, msgpack::unpack_reference_func reference) {
+  const std::size_t n = bytes.empty() ? 1 : bytes.size();
+  try {
+    std::size_t offset = 0;
+    const msgpack::object object = msgpack::unpack(zone, bytes.data(), bytes.size(), offset, reference, nullptr,
+                                                   msgpack::unpack_limit(n, n, n, n, n, kMaxPayloadDepth));
+    if (offset != bytes.size()) throw Error("payload has trailing bytes after its msgpack value", ErrorCode::BadRequest);
+    return object;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(std::string("payload is not valid msgpack: ") + e.what(), ErrorCode::BadRequest);
+  }
+}
 
 // Converts through this thread's zone, cleared (keeping its first chunk)
 // before each use: a fresh zone per call cost a large allocation every time.
@@ -166,18 +184,10 @@ Payload Payload::parse_json(std::string_view json_text) {
 }
 
 msgpack::object_handle Payload::unpack() const {
-  std::size_t n = bytes_.empty() ? 1 : bytes_.size();
-  try {
-    std::size_t offset = 0;
-    auto handle = msgpack::unpack(bytes_.data(), bytes_.size(), offset, nullptr, nullptr,
-                                  msgpack::unpack_limit(n, n, n, n, n, kMaxPayloadDepth));
-    if (offset != bytes_.size()) throw Error("payload has trailing bytes after its msgpack value", ErrorCode::BadRequest);
-    return handle;
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error(std::string("payload is not valid msgpack: ") + e.what(), ErrorCode::BadRequest);
-  }
+  // The handle may outlive this payload: its strings are copied into its zone.
+  auto zone = std::make_unique<msgpack::zone>();
+  const msgpack::object object = decode(*zone, bytes_, nullptr);
+  return msgpack::object_handle(object, std::move(zone));
 }
 
 nlohmann::json Payload::to_json() const { return convert<nlohmann::json>(bytes_); }
@@ -185,18 +195,7 @@ nlohmann::json Payload::to_json() const { return convert<nlohmann::json>(bytes_)
 nlohmann::ordered_json Payload::to_ordered_json() const { return convert<nlohmann::ordered_json>(bytes_); }
 
 msgpack::object Payload::unpack_into(msgpack::zone& zone, std::string_view bytes) {
-  const std::size_t n = bytes.empty() ? 1 : bytes.size();
-  try {
-    std::size_t offset = 0;
-    const msgpack::object object = msgpack::unpack(zone, bytes.data(), bytes.size(), offset, reference_everything, nullptr,
-                                                   msgpack::unpack_limit(n, n, n, n, n, kMaxPayloadDepth));
-    if (offset != bytes.size()) throw Error("payload has trailing bytes after its msgpack value", ErrorCode::BadRequest);
-    return object;
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error(std::string("payload is not valid msgpack: ") + e.what(), ErrorCode::BadRequest);
-  }
+  return decode(zone, bytes, reference_everything);
 }
 
 nlohmann::ordered_json Payload::ordered_json_of(std::string_view msgpack_bytes) {

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "bad_request.hpp"
 #include "mw/error.hpp"
 #include "schedule_entity.hpp"
 
@@ -28,19 +29,6 @@ ScheduleArgs args_of(std::string name, std::string type, std::string every) {
   a.type = std::move(type);
   a.every = std::move(every);
   return a;
-}
-
-// The message of the mw::Error (BadRequest) that `f` throws; fails when none is thrown.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const mw::Error& e) {
-    CHECK(e.code() == mw::ErrorCode::BadRequest);
-    return e.what();
-  }
-  FAIL("no mw::Error thrown");
-  return {};
 }
 
 bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "bad_request.hpp"
 #include "mw/error.hpp"
 #include "time_arg.hpp"
 
@@ -20,19 +21,6 @@ using mw::cli::TimePoint;
 constexpr std::int64_t kDec1st2026At10 = 1796119200;  // 2026-12-01T10:00:00Z
 
 TimePoint unix_seconds(std::int64_t s) { return TimePoint{std::chrono::seconds{s}}; }
-
-// The message of the mw::Error that `f` throws; fails when none is thrown.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const mw::Error& e) {
-    CHECK(e.code() == mw::ErrorCode::BadRequest);
-    return e.what();
-  }
-  FAIL("no mw::Error thrown");
-  return {};
-}
 
 TEST_CASE("parse_seconds takes whole and decimal seconds, rounding up to milliseconds") {
   CHECK(parse_seconds("--delay", "0") == 0ms);

@@ -93,6 +93,24 @@ class EntityService {
   // REQUIRES: store.begin().
   bool create_record(std::string_view endpoint, Json doc, std::int64_t now_ms);
 
+  // Runs `write` as one unit (a savepoint) of the store's transaction,
+  // which it opens if need be: the writes and the change events it queued
+  // land together or not at all. Rethrows what `write` throws.
+  template <typename Write>
+  void in_unit(Write&& write) {
+    const std::size_t events_before = pending_.size();
+    store_.begin();
+    store_.begin_unit();
+    try {
+      write();
+      store_.commit_unit();
+    } catch (...) {
+      store_.rollback_unit();
+      pending_.resize(events_before);
+      throw;
+    }
+  }
+
   // Events appended since the last clear, in sequence order.
   std::vector<PendingEvent>& pending_events() noexcept { return pending_; }
 
