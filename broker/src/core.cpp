@@ -1,6 +1,7 @@
 #include "mw/broker/core.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <limits>
@@ -126,7 +127,7 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
   try {
     const Command command = wire::decode_tag(frames[1]);
     const std::size_t expected = wire::frame_count(command);
-    if (frames.size() - 1 != expected) {
+    if (command != Command::Batch && frames.size() - 1 != expected) {
       const std::string reason = std::string(command_name(command)) + " carries " +
                                  std::to_string(expected) + " frame(s), got " + std::to_string(frames.size() - 1);
       note_bad_message(peer, reason, nullptr, now_ms);
@@ -135,6 +136,8 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
       return;
     }
     switch (command) {
+      // Each message of a batch is handled as a message of its own.
+      case Command::Batch: on_batch(frames, now_ms); break;
       case Command::Hello: on_hello(peer, frames[2]); break;
       case Command::Ready: on_ready(peer, frames[2], now_ms); break;
       case Command::Done: on_done(peer, frames[2], frames[3], now_ms); break;
@@ -172,6 +175,74 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
   drop_pending(now_ms);
 }
 
+void BrokerCore::on_batch(std::span<zmq::message_t> frames, std::int64_t now_ms) {
+  // frames: [routing id][BATCH tag][index][payload…]. Entries cannot be
+  // BATCHes themselves, so this never runs inside itself and batch_items_
+  // stays put while its messages are handled.
+  const std::string peer(frames[0].data<char>(), frames[0].size());
+  try {
+    if (frames.size() < 3) throw wire::DecodeError(ErrorCode::BadRequest, "BATCH without its index frame");
+    wire::decode_batch_index(frames[2], batch_items_);
+    const std::size_t payloads = frames.size() - 3;
+    if (wire::batch_payload_count(batch_items_) != payloads)
+      throw wire::DecodeError(ErrorCode::BadRequest,
+                              "BATCH: " + std::to_string(payloads) + " payload frame(s) for an index that needs " +
+                                  std::to_string(wire::batch_payload_count(batch_items_)));
+  } catch (const wire::DecodeError& e) {
+    note_bad_message(peer, e.what(), frames.size() > 2 ? &frames[2] : nullptr, now_ms);
+    reply_error(peer, e.code(), e.what());
+    return;
+  }
+  // Each message's header is a constant frame pointing into the index
+  // frame, which stays where it is until the batch is done.
+  std::size_t next_payload = 3;
+  std::array<zmq::message_t, 4> message;
+  for (const auto& item : batch_items_) {
+    message[0].copy(frames[0]);
+    message[1] = wire::encode_tag(item.command);
+    message[2] = zmq::message_t(const_cast<char*>(item.header.data()), item.header.size(), nullptr);
+    const bool has_payload = wire::frame_count(item.command) == 3;
+    if (has_payload) message[3] = std::move(frames[next_payload++]);
+    handle(std::span<zmq::message_t>(message.data(), has_payload ? 4 : 3), now_ms);
+  }
+  batch_items_.clear();
+}
+
+void BrokerCore::forget_peer(const std::string& peer) {
+  peers_.erase(peer);
+  transport_.forget(peer);
+}
+
+void BrokerCore::on_undelivered(const std::string& peer, SendResult why, std::span<const std::uint64_t> job_ids) {
+  WorkerEntry* worker = workers_.find(peer);
+  if (!worker) return;  // ACCEPTED, RESULT, REPLY…: lost as a failed direct send is
+  // The JOBs that never left go back first, their attempt not counted, as
+  // when a direct send fails; back in reverse, so the first of them is
+  // first again.
+  std::vector<std::string> types;
+  for (auto id = job_ids.rbegin(); id != job_ids.rend(); ++id) {
+    auto& held = worker->jobs;
+    for (auto it = held.begin(); it != held.end(); ++it) {
+      if (it->id != *id) continue;
+      Job job = std::move(*it);
+      held.erase(it);
+      --job.attempts;
+      if (std::find(types.begin(), types.end(), job.type) == types.end()) types.push_back(job.type);
+      queue_.push_front(std::move(job));
+      break;
+    }
+  }
+  if (why == SendResult::Unreachable) {
+    // What it did receive is requeued with the worker (ahead of the jobs
+    // above, which were dispatched after it), and its types dispatched.
+    pending_drops_.push_back(peer);
+    drop_pending(now_ms_);
+    return;
+  }
+  worker->paused = true;  // no more jobs for it until it speaks again or is dropped
+  for (const auto& type : types) dispatch(type);  // other workers of the type may have room
+}
+
 void BrokerCore::on_hello(const std::string& peer, const zmq::message_t& header) {
   const auto hello = wire::decode_hello(header);
   if (hello.version != kProtocolVersion) {
@@ -180,7 +251,9 @@ void BrokerCore::on_hello(const std::string& peer, const zmq::message_t& header)
     return;
   }
   peers_[peer].said_hello = true;
+  transport_.set_batch_limit(peer, hello.batch);
   wire::Welcome welcome;
+  welcome.batch = kMaxBatchEntries;
   welcome.pub_address = config_.pub_address;
   welcome.heartbeat_ms = config_.heartbeat_ms;
   welcome.broker_version = kVersion;
@@ -406,7 +479,7 @@ void BrokerCore::on_disconnect(const std::string& peer, std::int64_t now_ms) {
   // started: what it still holds it never started, so those deliveries do
   // not count as attempts.
   if (workers_.find(peer)) drop_worker(peer, "said DISCONNECT", now_ms, /*graceful=*/true);
-  peers_.erase(peer);
+  forget_peer(peer);
 }
 
 // ---- jobs -----------------------------------------------------------------
@@ -733,7 +806,7 @@ void BrokerCore::drop_pending(std::int64_t now_ms) {
     std::string id = std::move(pending_drops_.back());
     pending_drops_.pop_back();
     drop_worker(id, "unreachable", now_ms);
-    peers_.erase(id);
+    forget_peer(id);
   }
 }
 
@@ -793,7 +866,7 @@ void BrokerCore::send_heartbeats_and_expire(std::int64_t now_ms) {
   }
   for (const auto& id : expired) {
     if (workers_.find(id)) drop_worker(id, "missed heartbeats or unreachable", now_ms);
-    peers_.erase(id);
+    forget_peer(id);
   }
 }
 

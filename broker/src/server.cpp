@@ -6,23 +6,32 @@
 #include <array>
 #include <chrono>
 #include <set>
+#include <unordered_map>
+#include <vector>
 
 #include <zmq.hpp>
 
 #include "mw/broker/core.hpp"
 #include "mw/broker/job_queue.hpp"
+#include "mw/broker/worker_registry.hpp"
 #include "mw/error.hpp"
 #include "mw/log.hpp"
 
 namespace mw::broker {
 namespace {
 
-// Messages with more frames than any command has are answered ERROR; their
-// extra frames are read and dropped without being kept.
-constexpr std::size_t kMaxFrames = 8;
-// Messages handled per wake-up before timers get a turn, so a flood on the
-// ROUTER cannot starve heartbeats.
-constexpr int kBatch = 512;
+// Messages with more frames than any command has (routing id, BATCH tag,
+// index and a payload per entry) are answered ERROR; their extra frames are
+// read and dropped without being kept.
+constexpr std::size_t kMaxFrames = 3 + kMaxBatchEntries;
+// Messages (a BATCH counts its entries) handled per wake-up before timers
+// get a turn and queued batches go out, so a flood on the ROUTER cannot
+// starve heartbeats.
+constexpr std::size_t kTurnMessages = 512;
+// Bytes queued for one peer before its batch goes out whatever its count:
+// far below any --max-message-bytes, so a batch never outgrows the limit
+// unless its one message does.
+constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 constexpr int kSendHighWaterMark = 100'000;
 constexpr int kListenBacklog = 4096;
 constexpr int kShutdownLingerMs = 200;
@@ -85,7 +94,7 @@ class BrokerServer::Impl final : public Transport {
         {pub_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop.fd(), ZMQ_POLLIN, 0},
     }};
-    std::array<zmq::message_t, kMaxFrames> frames;
+    std::vector<zmq::message_t> frames(kMaxFrames);
     for (;;) {
       const std::int64_t now = steady_ms();
       const auto wait = std::clamp<std::int64_t>(core_->next_deadline_ms() - now, 0, 1000);
@@ -94,16 +103,33 @@ class BrokerServer::Impl final : public Transport {
       if (items[0].revents & ZMQ_POLLIN) drain_router(frames);
       if (items[1].revents & ZMQ_POLLIN) drain_subscriptions();
       core_->tick(steady_ms());
+      // JOBs leave before the commit (they need not wait for it, §6.1), and
+      // JOBs that could not go are requeued inside this turn's transaction.
+      flush_batches();
       core_->end_turn();
+      flush_batches();  // the replies that waited for the commit
     }
     log(LogLevel::info, "broker", "stopping: telling peers goodbye");
     core_->say_goodbye();
+    flush_batches();
     router_.set(zmq::sockopt::linger, kShutdownLingerMs);
   }
 
   // ---- Transport ----
 
   SendResult send(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) override {
+    const std::size_t frames = wire::frame_count(command);
+    if (!outboxes_.empty()) {
+      if (auto it = outboxes_.find(peer); it != outboxes_.end()) {
+        Outbox& box = it->second;
+        if (frames >= 2) return queue(box, command, header, payload);
+        flush(box);  // what was queued goes first
+      }
+    }
+    return send_now(peer, command, header, payload);
+  }
+
+  SendResult send_now(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) {
     const std::size_t frames = wire::frame_count(command);
     try {
       zmq::message_t id(peer.data(), peer.size());
@@ -129,6 +155,27 @@ class BrokerServer::Impl final : public Transport {
     }
   }
 
+  void set_batch_limit(std::string_view peer, std::uint32_t entries) override {
+    const std::uint32_t limit = std::min(entries, kDefaultBatchEntries);
+    if (limit < 2) {  // a batch of one is the message itself
+      forget(peer);
+      return;
+    }
+    auto [it, inserted] = outboxes_.try_emplace(std::string(peer));
+    it->second.id = std::string(peer);
+    it->second.limit = limit;
+  }
+
+  void forget(std::string_view peer) override {
+    const auto it = outboxes_.find(peer);
+    if (it == outboxes_.end()) return;
+    // What was queued before the core forgot the peer was meant for it, as
+    // a direct send would have been. (flush() never calls into the core.)
+    flush(it->second);
+    if (it->second.dirty) dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), &it->second), dirty_.end());
+    outboxes_.erase(it);
+  }
+
   bool has_subscribers(std::string_view topic) const override {
     for (const auto& prefix : subscriptions_)
       if (topic.substr(0, prefix.size()) == prefix) return true;
@@ -144,8 +191,89 @@ class BrokerServer::Impl final : public Transport {
   }
 
  private:
-  void drain_router(std::array<zmq::message_t, kMaxFrames>& frames) {
-    for (int n = 0; n < kBatch; ++n) {
+  // What is queued for a peer that takes BATCH (its HELLO said so).
+  struct Outbox {
+    std::string id;
+    std::uint32_t limit = 0;  // messages per batch
+    wire::Batch batch;
+    bool dirty = false;       // listed in dirty_
+  };
+  // A batch the ROUTER refused; reported to the core once the flushing is over.
+  struct Undelivered {
+    std::string peer;
+    SendResult why;
+    std::vector<std::uint64_t> job_ids;
+  };
+
+  // Queues a message for the peer's next batch. A header too large for a
+  // BATCH index (a big STATS) goes alone, after what was queued before it.
+  SendResult queue(Outbox& box, Command command, zmq::message_t* header, zmq::message_t* payload) {
+    if (header && header->size() > kMaxHeaderBytes) {
+      flush(box);
+      return send_now(box.id, command, header, payload);
+    }
+    const std::size_t size = (header ? header->size() : 0) + (payload ? payload->size() : 0);
+    if (!box.batch.empty() && box.batch.bytes() + size > kMaxBatchBytes) flush(box);
+    zmq::message_t empty;
+    box.batch.add(command, header ? *header : empty, payload);
+    if (!box.dirty) {
+      box.dirty = true;
+      dirty_.push_back(&box);
+    }
+    if (box.batch.size() >= box.limit || box.batch.bytes() >= kMaxBatchBytes) flush(box);
+    return SendResult::Sent;
+  }
+
+  static bool is_batch(const zmq::message_t& tag) noexcept {
+    return tag.size() == kTagFrameBytes && tag.data<char>()[3] == static_cast<char>(Command::Batch);
+  }
+
+  // Sends what is queued for one peer, as one message. Never blocks.
+  void flush(Outbox& box) {
+    if (box.batch.empty()) return;
+    SendResult result = SendResult::Sent;
+    try {
+      zmq::message_t id(box.id.data(), box.id.size());
+      if (!router_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) result = SendResult::WouldBlock;
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EHOSTUNREACH && e.num() != EAGAIN) throw;
+      result = e.num() == EHOSTUNREACH ? SendResult::Unreachable : SendResult::WouldBlock;
+    }
+    if (result != SendResult::Sent) {
+      Undelivered lost{box.id, result, {}};
+      for (std::size_t i = 0; i < box.batch.size(); ++i)
+        if (box.batch.command(i) == Command::Job) lost.job_ids.push_back(wire::decode_job(box.batch.header(i)).job_id);
+      box.batch.clear();
+      undelivered_.push_back(std::move(lost));
+      return;
+    }
+    // Once the routing-id frame is accepted, the rest of the message is too.
+    box.batch.drain([&](zmq::message_t& frame, bool more) {
+      router_.send(frame, more ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait);
+    });
+  }
+
+  // Sends every queued batch, then lets the core deal with the ones that
+  // could not go (which may queue more: requeued jobs for other workers).
+  // Batches of JOBs go first: they are what the next step of every flow
+  // waits for, while an ACCEPTED only informs.
+  void flush_batches() {
+    while (!dirty_.empty() || !undelivered_.empty()) {
+      for (Outbox* box : dirty_)
+        if (!box->batch.empty() && box->batch.command(0) == Command::Job) flush(*box);
+      for (Outbox* box : dirty_) {
+        flush(*box);
+        box->dirty = false;
+      }
+      dirty_.clear();
+      auto lost = std::move(undelivered_);
+      undelivered_.clear();
+      for (const auto& u : lost) core_->on_undelivered(u.peer, u.why, u.job_ids);
+    }
+  }
+
+  void drain_router(std::vector<zmq::message_t>& frames) {
+    for (std::size_t handled = 0; handled < kTurnMessages;) {
       if (!router_.recv(frames[0], zmq::recv_flags::dontwait)) return;
       std::size_t count = 1;
       std::size_t total = frames[0].size();
@@ -172,8 +300,11 @@ class BrokerServer::Impl final : public Transport {
             too_many ? "message has more frames than any MW/1 command" : "message larger than --max-message-bytes",
             0});
         send(peer, Command::Error, &header, nullptr);
+        ++handled;
         continue;
       }
+      // A BATCH counts as the messages it holds.
+      handled += count > 2 && is_batch(frames[1]) ? wire::batch_size_claimed(frames[2]) : 1;
       core_->handle(std::span<zmq::message_t>(frames.data(), count), now);
     }
   }
@@ -199,6 +330,9 @@ class BrokerServer::Impl final : public Transport {
   std::string pub_bound_;
   std::size_t max_message_bytes_ = kDefaultMaxMessageBytes;
   std::set<std::string> subscriptions_;
+  std::unordered_map<std::string, Outbox, WorkerRegistry::Hash, std::equal_to<>> outboxes_;
+  std::vector<Outbox*> dirty_;  // outboxes with something queued (pointers into the map: nodes do not move)
+  std::vector<Undelivered> undelivered_;
   MemoryJobQueue queue_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<EntityService> entities_;

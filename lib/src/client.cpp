@@ -41,6 +41,10 @@ class Client::Impl {
     if (type.empty() || type.size() > kMaxTypeNameBytes)
       throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
     check_submit_options(options);
+    // A pipelining waiter says HELLO: heartbeats tell it if the broker dies,
+    // and WELCOME lets both sides batch (the broker sends this client's
+    // ACCEPTEDs and RESULTs together, and its SUBMITs go together too).
+    if (wait) say_hello();
     const std::uint64_t request_id = ++last_request_id_;
     wire::Submit submit{request_id, type, wait, options.max_attempts, options.entity};
     submit.delay_ms = static_cast<std::uint64_t>(options.delay.count());
@@ -54,6 +58,7 @@ class Client::Impl {
   }
 
   std::optional<ClientEvent> next_event(std::chrono::milliseconds timeout) {
+    peer_.flush();  // what the pipelined calls queued leaves now, even if an answer is already here
     if (!backlog_.empty()) {
       ClientEvent e = std::move(backlog_.front());
       backlog_.pop_front();
@@ -175,6 +180,8 @@ class Client::Impl {
 
   const std::string& broker() const noexcept { return options_.broker; }
 
+  void flush() { peer_.flush(); }
+
  private:
   Error no_answer(const char* what) const {
     return Error("no answer to " + std::string(what) + " from the broker at " + options_.broker + " within " +
@@ -184,7 +191,8 @@ class Client::Impl {
 
   void say_hello() {
     if (said_hello_) return;
-    zmq::message_t hello = wire::encode(wire::Hello{kRoleClient, "mw-client", kProtocolVersion});
+    zmq::message_t hello =
+        wire::encode(wire::Hello{kRoleClient, "mw-client", kProtocolVersion, detail::PeerSocket::kBatchAccepted});
     peer_.send(Command::Hello, &hello);
     said_hello_ = true;
     last_heard_ = Clock::now();
@@ -225,6 +233,7 @@ class Client::Impl {
   // the heartbeat going when this client said HELLO, and throws when the
   // broker has been silent for its whole liveness period.
   void receive_until(Clock::time_point deadline, const std::function<bool(detail::Inbound&)>& accept) {
+    peer_.flush();
     for (;;) {
       while (auto in = peer_.try_recv()) {
         last_heard_ = Clock::now();
@@ -232,6 +241,7 @@ class Client::Impl {
           const auto w = wire::decode_welcome(in->header);
           pub_address_ = std::string(w.pub_address);
           heartbeat_ms_ = w.heartbeat_ms ? w.heartbeat_ms : kDefaultHeartbeatMs;
+          peer_.set_batch_limit(w.batch);
         } else if (in->command == Command::Heartbeat) {
           continue;
         } else if (in->command == Command::Disconnect) {
@@ -240,6 +250,7 @@ class Client::Impl {
           // good, its silence ends the wait below.
           if (said_hello_) {
             said_hello_ = false;
+            peer_.set_batch_limit(0);  // until the WELCOME: the broker may not be the one we knew
             say_hello();
           }
           continue;
@@ -261,6 +272,7 @@ class Client::Impl {
                       ErrorCode::Unavailable);
         wait = std::min(wait, beat);
       }
+      peer_.flush();  // what send_submit() and the like queued goes before we wait
       zmq::pollitem_t item{peer_.socket().handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, wait);
     }
@@ -350,6 +362,7 @@ std::uint64_t Client::send_submit(std::string_view type, std::string_view msgpac
   return impl_->send_submit(type, msgpack_payload, wait, options);
 }
 std::optional<ClientEvent> Client::next_event(std::chrono::milliseconds timeout) { return impl_->next_event(timeout); }
+void Client::flush() { impl_->flush(); }
 const std::string& Client::broker() const noexcept { return impl_->broker(); }
 
 }  // namespace mw

@@ -1,5 +1,7 @@
 #include "peer_socket.hpp"
 
+#include <algorithm>
+
 #include "mw/error.hpp"
 #include "mw/log.hpp"
 #include "mw/wire.hpp"
@@ -7,6 +9,8 @@
 namespace mw::detail {
 namespace {
 constexpr int kMaxInboundFrames = 3;
+// Bytes queued before a BATCH is sent regardless of its count.
+constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 }
 
 PeerSocket::PeerSocket(zmq::context_t& context, std::string address)
@@ -34,10 +38,49 @@ void PeerSocket::open() {
 
 void PeerSocket::reset() {
   socket_.close();
+  outbox_.clear();
+  batch_limit_ = 0;
+  in_items_.clear();
+  in_payloads_.clear();
   open();
 }
 
+void PeerSocket::set_batch_limit(std::uint32_t entries) noexcept {
+  batch_limit_ = std::min(entries, kDefaultBatchEntries);
+  if (batch_limit_ < 2) batch_limit_ = 0;  // a BATCH of one is the message itself
+}
+
 bool PeerSocket::send(Command command, zmq::message_t* header, zmq::message_t* payload) {
+  // Headers too large for a BATCH index go alone, as do commands without one.
+  if (batch_limit_ == 0 || wire::frame_count(command) < 2 || (header && header->size() > kMaxHeaderBytes)) {
+    if (!flush()) return false;
+    return send_now(command, header, payload);
+  }
+  // Batches stay far inside any broker's message limit (1 MiB at the
+  // least), unless their one message is bigger.
+  const std::size_t size = (header ? header->size() : 0) + (payload ? payload->size() : 0);
+  if (!outbox_.empty() && outbox_.bytes() + size > kMaxBatchBytes && !flush()) return false;
+  zmq::message_t empty;
+  outbox_.add(command, header ? *header : empty, payload);
+  if (outbox_.size() >= batch_limit_ || outbox_.bytes() >= kMaxBatchBytes) return flush();
+  return true;
+}
+
+bool PeerSocket::flush() {
+  if (outbox_.empty()) return true;
+  bool ok = true;
+  bool first = true;
+  outbox_.drain([&](zmq::message_t& frame, bool more) {
+    const auto flags = more ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
+    // Once the first frame is taken, ZeroMQ takes the whole message.
+    if (first && !socket_.send(frame, flags)) ok = false;
+    if (!first && ok) socket_.send(frame, flags);
+    first = false;
+  });
+  return ok;
+}
+
+bool PeerSocket::send_now(Command command, zmq::message_t* header, zmq::message_t* payload) {
   const std::size_t frames = wire::frame_count(command);
   const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
   const auto last = zmq::send_flags::dontwait;
@@ -54,11 +97,62 @@ bool PeerSocket::send(Command command, zmq::message_t* header, zmq::message_t* p
   return true;
 }
 
+std::optional<Inbound> PeerSocket::next_from_batch() {
+  if (in_next_ >= in_items_.size()) return std::nullopt;
+  const wire::BatchItem& item = in_items_[in_next_++];
+  Inbound in;
+  in.command = item.command;
+  // A constant message: points into in_index_, no copy and no allocation.
+  in.header = zmq::message_t(const_cast<char*>(item.header.data()), item.header.size(), nullptr);
+  if (wire::frame_count(item.command) == 3) in.payload = std::move(in_payloads_[in_next_payload_++]);
+  return in;
+}
+
 std::optional<Inbound> PeerSocket::try_recv() {
+  if (auto in = next_from_batch()) return in;
   zmq::message_t frames[kMaxInboundFrames];
   if (!socket_.recv(frames[0], zmq::recv_flags::dontwait)) return std::nullopt;
   int count = 1;
   bool too_many = false;
+  bool batch = false;
+  try {
+    batch = wire::decode_tag(frames[0]) == Command::Batch;
+  } catch (const wire::DecodeError&) {
+    // reported below, once the rest of the message is read
+  }
+  if (batch) {
+    in_items_.clear();
+    in_payloads_.clear();
+    in_next_ = in_next_payload_ = 0;
+    bool has_index = frames[0].more();
+    if (has_index) (void)socket_.recv(in_index_);
+    bool more = has_index && in_index_.more();
+    while (more) {
+      zmq::message_t& payload = in_payloads_.emplace_back();
+      (void)socket_.recv(payload);
+      more = payload.more();
+      if (in_payloads_.size() > kMaxBatchEntries) {
+        while (more) {
+          zmq::message_t scratch;
+          (void)socket_.recv(scratch);
+          more = scratch.more();
+        }
+      }
+    }
+    try {
+      if (!has_index) throw wire::DecodeError(ErrorCode::BadRequest, "BATCH without its index frame");
+      wire::decode_batch_index(in_index_, in_items_);
+      if (wire::batch_payload_count(in_items_) != in_payloads_.size())
+        throw wire::DecodeError(ErrorCode::BadRequest, "BATCH: payload frames do not match its index");
+    } catch (const wire::DecodeError& e) {
+      in_items_.clear();
+      in_payloads_.clear();
+      ++malformed_;
+      log(LogLevel::warn, "mw", std::string("skipping malformed message from broker: ") + e.what());
+      return std::nullopt;
+    }
+    return next_from_batch();
+  }
   while (frames[count - 1].more()) {
     if (count == kMaxInboundFrames) {
       zmq::message_t scratch;

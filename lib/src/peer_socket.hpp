@@ -1,35 +1,59 @@
 // peer_socket.hpp (internal) — a DEALER connected to the broker that speaks
 // MW/1 frames. Shared by Worker, Client and Listener.
+//
+// Batching: once the broker's WELCOME says it takes BATCH (set_batch_limit),
+// send() queues messages with a header and flush() sends them as one BATCH;
+// the queue is also flushed when it is full, and before any message that
+// cannot be batched, so the broker sees everything in the order it was sent.
+// A BATCH from the broker is handed out by try_recv() one message at a time.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
 #include "mw/protocol.hpp"
+#include "mw/wire.hpp"
 
 namespace mw::detail {
 
 struct Inbound {
   Command command{};
-  zmq::message_t header;   // empty for HEARTBEAT / DISCONNECT
+  // Empty for HEARTBEAT / DISCONNECT. For a message that came in a BATCH it
+  // points into the socket's copy of the batch: valid until the next BATCH
+  // arrives, so decode it before calling try_recv() again.
+  zmq::message_t header;
   zmq::message_t payload;  // empty unless the command carries one
 };
 
 class PeerSocket {
  public:
+  // What this library takes in one BATCH from the broker (told in HELLO).
+  static constexpr std::uint32_t kBatchAccepted = kMaxBatchEntries;
+
   // Connects at once (ZeroMQ connects in the background and reconnects by
   // itself). Throws mw::Error for an address ZeroMQ rejects.
   PeerSocket(zmq::context_t& context, std::string address);
 
   // Closes the socket, dropping anything unsent, and connects a fresh one:
-  // the broker sees a new peer.
+  // the broker sees a new peer, and batching waits for its WELCOME again.
   void reset();
 
-  // Sends without blocking; returns false if the message could not be
-  // queued (high-water mark reached). `header`/`payload` are moved from.
+  // Sends without blocking, or queues for the next BATCH (see above); returns
+  // false if the message could not be queued (high-water mark reached).
+  // `header`/`payload` are moved from.
   bool send(Command command, zmq::message_t* header = nullptr, zmq::message_t* payload = nullptr);
+
+  // Sends what send() queued. Call before waiting for an answer.
+  bool flush();
+  bool has_queued() const noexcept { return !outbox_.empty(); }
+
+  // From the broker's WELCOME: messages per BATCH it takes (0: none). This
+  // side sends at most kDefaultBatchEntries per BATCH.
+  void set_batch_limit(std::uint32_t entries) noexcept;
 
   // Receives one message if one is waiting. Malformed messages from the
   // broker are logged and skipped (returns nullopt as for "nothing yet"
@@ -42,10 +66,22 @@ class PeerSocket {
 
  private:
   void open();
+  bool send_now(Command command, zmq::message_t* header, zmq::message_t* payload);
+  std::optional<Inbound> next_from_batch();
   zmq::context_t& context_;
   std::string address_;
   zmq::socket_t socket_;
   std::uint64_t malformed_ = 0;
+
+  std::uint32_t batch_limit_ = 0;  // 0: the broker takes no BATCH (yet)
+  wire::Batch outbox_;
+
+  // The BATCH being handed out: its frames and the next entry.
+  zmq::message_t in_index_;
+  std::vector<wire::BatchItem> in_items_;
+  std::vector<zmq::message_t> in_payloads_;
+  std::size_t in_next_ = 0;
+  std::size_t in_next_payload_ = 0;
 };
 
 }  // namespace mw::detail

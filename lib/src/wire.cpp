@@ -2,6 +2,7 @@
 // position; see docs/PROTOCOL.md for each layout.
 #include "mw/wire.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -189,6 +190,12 @@ class Fields {
   msgpack::object_array array_{};
 };
 
+// HELLO's and WELCOME's batch field: absent or nil is 0 (no BATCH); more
+// than kMaxBatchEntries means as many as the protocol allows.
+std::uint32_t batch_limit(const Fields& f, std::size_t i) {
+  return f.has(i) ? std::min(f.u32(i, "batch"), kMaxBatchEntries) : 0;
+}
+
 std::string_view type_name(std::string_view type, const char* what) {
   if (type.empty() || type.size() > kMaxTypeNameBytes)
     throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": type must be 1.." +
@@ -291,6 +298,8 @@ Command decode_tag(const zmq::message_t& frame) {
 
 std::size_t frame_count(Command command) noexcept {
   switch (command) {
+    case Command::Batch:
+      return 0;
     case Command::Heartbeat:
     case Command::Disconnect:
       return 1;
@@ -306,17 +315,153 @@ std::size_t frame_count(Command command) noexcept {
   }
 }
 
+// ---- BATCH ----------------------------------------------------------------
+
+namespace {
+
+// Reads big-endian unsigned integers and bounded byte runs; false past the end.
+class Cursor {
+ public:
+  Cursor(const char* data, std::size_t size)
+      : p_(reinterpret_cast<const unsigned char*>(data)), end_(p_ + size) {}
+  bool at_end() const noexcept { return p_ == end_; }
+  bool byte(unsigned& b) {
+    if (p_ == end_) return false;
+    b = *p_++;
+    return true;
+  }
+  bool big_endian(int bytes, std::uint64_t& v) {
+    if (end_ - p_ < bytes) return false;
+    v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | *p_++;
+    return true;
+  }
+  bool run(std::uint64_t length, std::string_view& out) {
+    if (static_cast<std::uint64_t>(end_ - p_) < length) return false;
+    out = std::string_view(reinterpret_cast<const char*>(p_), length);
+    p_ += length;
+    return true;
+  }
+
+ private:
+  const unsigned char* p_;
+  const unsigned char* end_;
+};
+
+[[noreturn]] void bad_batch(const std::string& why) {
+  throw DecodeError(ErrorCode::BadRequest, "BATCH: " + why);
+}
+
+}  // namespace
+
+void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out) {
+  out.clear();
+  Cursor in(index.data<char>(), index.size());
+  unsigned head = 0;
+  std::uint64_t items = 0;
+  if (!in.byte(head)) bad_batch("index frame is empty");
+  if (head >= 0x90 && head <= 0x9f) {
+    items = head & 0x0f;
+  } else if (head == 0xdc || head == 0xdd) {
+    if (!in.big_endian(head == 0xdc ? 2 : 4, items)) bad_batch("truncated index");
+  } else {
+    bad_batch("index must be an array of command, header pairs");
+  }
+  if (items == 0 || items % 2 != 0 || items / 2 > kMaxBatchEntries)
+    bad_batch("index must hold 1.." + std::to_string(kMaxBatchEntries) + " command, header pairs");
+  out.reserve(items / 2);
+  for (std::uint64_t i = 0; i < items / 2; ++i) {
+    unsigned b = 0;
+    std::uint64_t byte = 0;
+    if (!in.byte(b)) bad_batch("truncated index");
+    if (b <= 0x7f) {
+      byte = b;
+    } else if (b != 0xcc || !in.big_endian(1, byte)) {
+      bad_batch("entry " + std::to_string(i) + ": command must be a small integer");
+    }
+    if (!is_known_command(static_cast<std::uint8_t>(byte)) || frame_count(static_cast<Command>(byte)) < 2)
+      bad_batch("entry " + std::to_string(i) + ": command " + std::to_string(byte) +
+                " cannot be batched (a known command with a header, not BATCH)");
+    std::uint64_t length = 0;
+    if (!in.byte(b)) bad_batch("truncated index");
+    if (b < 0xc4 || b > 0xc6 || !in.big_endian(1 << (b - 0xc4), length))
+      bad_batch("entry " + std::to_string(i) + ": header must be a bin");
+    if (length > kMaxHeaderBytes)
+      throw DecodeError(ErrorCode::TooLarge, "BATCH: entry " + std::to_string(i) + ": header too large");
+    BatchItem item;
+    item.command = static_cast<Command>(byte);
+    if (!in.run(length, item.header)) bad_batch("truncated index");
+    out.push_back(item);
+  }
+  if (!in.at_end()) bad_batch("trailing bytes after the index");
+}
+
+std::size_t batch_size_claimed(const zmq::message_t& index) noexcept {
+  Cursor in(index.data<char>(), index.size());
+  unsigned head = 0;
+  std::uint64_t items = 0;
+  if (!in.byte(head)) return 1;
+  if (head >= 0x90 && head <= 0x9f) {
+    items = head & 0x0f;
+  } else if ((head != 0xdc && head != 0xdd) || !in.big_endian(head == 0xdc ? 2 : 4, items)) {
+    return 1;
+  }
+  return std::clamp<std::uint64_t>(items / 2, 1, kMaxBatchEntries);
+}
+
+std::size_t batch_payload_count(const std::vector<BatchItem>& items) noexcept {
+  std::size_t n = 0;
+  for (const auto& item : items) n += frame_count(item.command) == 3;
+  return n;
+}
+
+void Batch::add(Command command, zmq::message_t& header, zmq::message_t* payload) {
+  bytes_ += header.size();
+  commands_.push_back(command);
+  headers_.emplace_back(std::move(header));
+  if (frame_count(command) == 3) {
+    if (payload) {
+      bytes_ += payload->size();
+      payloads_.emplace_back(std::move(*payload));
+    } else {
+      payloads_.emplace_back("\xc0", 1);
+      bytes_ += 1;
+    }
+  }
+}
+
+void Batch::clear() noexcept {
+  commands_.clear();
+  headers_.clear();
+  payloads_.clear();
+  bytes_ = 0;
+}
+
+zmq::message_t Batch::index() const {
+  msgpack::sbuffer buffer(16 + bytes_ + 8 * commands_.size());
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_array(static_cast<std::uint32_t>(2 * commands_.size()));
+  for (std::size_t i = 0; i < commands_.size(); ++i) {
+    packer.pack_uint8(static_cast<std::uint8_t>(commands_[i]));
+    packer.pack_bin(static_cast<std::uint32_t>(headers_[i].size()));
+    packer.pack_bin_body(headers_[i].data<char>(), static_cast<std::uint32_t>(headers_[i].size()));
+  }
+  return zmq::message_t(buffer.data(), buffer.size());
+}
+
 // ---- encode ---------------------------------------------------------------
 
 zmq::message_t encode(const Hello& m) {
   Writer w;
-  w.array(3).str(m.role).str(m.name).u64(m.version);
+  w.array(4).str(m.role).str(m.name).u64(m.version);
+  if (m.batch) w.u64(m.batch); else w.nil();
   return w.frame();
 }
 
 zmq::message_t encode(const Welcome& m) {
   Writer w;
-  w.array(4).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
+  w.array(5).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
+  if (m.batch) w.u64(m.batch); else w.nil();
   return w.frame();
 }
 
@@ -463,13 +608,13 @@ zmq::message_t encode(const EventMeta& m) {
 
 Hello decode_hello(const zmq::message_t& frame) {
   Fields f(frame, 3, "HELLO");
-  return {f.str(0, "role"), f.str(1, "name"), f.u32(2, "version")};
+  return {f.str(0, "role"), f.str(1, "name"), f.u32(2, "version"), batch_limit(f, 3)};
 }
 
 Welcome decode_welcome(const zmq::message_t& frame) {
   Fields f(frame, 4, "WELCOME");
   return {f.str(0, "pub address"), f.u32(1, "heartbeat ms"), f.str(2, "broker version"),
-          f.u64(3, "max message bytes")};
+          f.u64(3, "max message bytes"), batch_limit(f, 4)};
 }
 
 Ready decode_ready(const zmq::message_t& frame) {

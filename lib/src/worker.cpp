@@ -24,6 +24,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long a turn of inline jobs runs before it sends the DONEs so far and
+// looks for a stop.
+constexpr auto kCheckEvery = std::chrono::milliseconds(1);
+
 // What a handler thread hands back to the I/O thread.
 struct Completion {
   std::uint64_t job_id = 0;
@@ -158,12 +162,15 @@ class Worker::Impl {
       const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
       auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, beat);
       if (!local_.empty()) wait = 0;
+      peer.flush();  // the DONEs of the last turn, as one BATCH when the broker takes them
       zmq::pollitem_t items[] = {
           {peer.socket().handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, wake_fd_, ZMQ_POLLIN, 0},
           {nullptr, stop.fd(), ZMQ_POLLIN, 0},
       };
-      zmq::poll(items, stopping ? 2 : 3, std::chrono::milliseconds(wait));
+      // Idle for a whole wait: the keeper need not watch for held-back DONEs
+      // (while busy it keeps watching, so a busy worker never wakes it).
+      if (zmq::poll(items, stopping ? 2 : 3, std::chrono::milliseconds(wait)) == 0 && wait > 0) watch_flush_ = false;
 
       if (!stopping && (items[2].revents & ZMQ_POLLIN)) {
         stopping = true;
@@ -200,7 +207,7 @@ class Worker::Impl {
       if (!stopping) run_inline(peer, socket_lock, stop);
     }
     send_completions(peer);
-    peer.send(Command::Disconnect);
+    peer.send(Command::Disconnect);  // after the queued DONEs: send() keeps the order
     // Give the DONEs and the DISCONNECT a moment to leave before the socket closes.
     peer.socket().set(zmq::sockopt::linger, 1000);
   }
@@ -238,6 +245,7 @@ class Worker::Impl {
         case Command::Welcome: {
           const auto welcome = wire::decode_welcome(in.header);
           heartbeat_ms_.store(std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000));
+          peer.set_batch_limit(welcome.batch);
           keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }
@@ -271,7 +279,8 @@ class Worker::Impl {
   }
 
   void register_with(detail::PeerSocket& peer) {
-    zmq::message_t hello = wire::encode(wire::Hello{kRoleWorker, options_.name, kProtocolVersion});
+    zmq::message_t hello =
+        wire::encode(wire::Hello{kRoleWorker, options_.name, kProtocolVersion, detail::PeerSocket::kBatchAccepted});
     peer.send(Command::Hello, &hello);
     wire::Ready ready;
     for (const auto& t : options_.types) ready.types.push_back(t);
@@ -334,9 +343,27 @@ class Worker::Impl {
   // the duration of each handler, so long jobs do not silence heartbeats.
   // At most one credit's worth per turn, so heartbeats and new messages
   // are looked at between batches.
+  // The DONEs of a turn go out together (a BATCH of many costs about what
+  // one does), when the turn ends. So that a slow job does not hold back
+  // the results before it, a job that starts while DONEs wait asks the
+  // keeper to watch: the keeper sends them once one handler has run for
+  // kCheckEvery. Between jobs, once kCheckEvery has passed, a stop is
+  // looked for (not after every job: asking the descriptor is a system call).
   void run_inline(detail::PeerSocket& peer, std::unique_lock<std::mutex>& socket_lock, const StopSignal& stop) {
+    auto last_check = Clock::now();
     for (std::uint32_t n = 0; n < options_.concurrency && !local_.empty(); ++n) {
-      if (n > 0 && stop.fired()) return;  // the loop hands the rest back
+      if (n > 0 && Clock::now() - last_check >= kCheckEvery) {
+        if (stop.fired()) return;  // the loop hands the rest back
+        last_check = Clock::now();
+      }
+      if (peer.has_queued() && !watch_flush_) {
+        {
+          std::lock_guard lock(keeper_mutex_);
+          watch_flush_ = true;
+        }
+        keeper_wake_.notify_one();
+      }
+      ++handler_seq_;
       Job job = std::move(local_.front());
       local_.pop_front();
       socket_lock.unlock();
@@ -347,8 +374,9 @@ class Worker::Impl {
   }
 
   // The keeper sends HEARTBEATs while an inline handler holds the I/O
-  // thread. It only ever try-locks the socket: when the I/O thread has it,
-  // the I/O thread heartbeats by itself.
+  // thread, and the DONEs that wait behind a slow handler (run_inline). It
+  // only ever try-locks the socket: the I/O thread lets go of it only while
+  // a handler runs, and heartbeats by itself otherwise.
   void start_keeper(detail::PeerSocket& peer) {
     {
       std::lock_guard lock(keeper_mutex_);
@@ -356,12 +384,22 @@ class Worker::Impl {
     }
     keeper_ = std::jthread([this, &peer] {
       std::unique_lock lock(keeper_mutex_);
+      std::uint64_t seen_handler = 0;
       while (!keeper_stopping_) {
         // A quarter interval: a heartbeat is never more than that late.
-        keeper_wake_.wait_for(lock, std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1));
+        const auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
+                                         : std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1);
+        keeper_wake_.wait_for(lock, period);
         if (keeper_stopping_) break;
         std::unique_lock socket(socket_mutex_, std::try_to_lock);
         if (!socket.owns_lock()) continue;
+        if (watch_flush_) {
+          // The same handler as a period ago: it is a slow one, and the
+          // DONEs before it have waited long enough.
+          const std::uint64_t handler = handler_seq_.load();
+          if (handler == seen_handler) peer.flush();
+          seen_handler = handler;
+        }
         if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_.load()) {
           peer.send(Command::Heartbeat);
           last_sent_heartbeat_ = Clock::now();
@@ -435,6 +473,10 @@ class Worker::Impl {
   std::mutex keeper_mutex_;
   std::condition_variable keeper_wake_;
   bool keeper_stopping_ = false;
+  // Set (under keeper_mutex_) when a handler starts while DONEs are queued;
+  // cleared when the loop goes idle. handler_seq_ counts handlers started.
+  std::atomic<bool> watch_flush_{false};
+  std::atomic<std::uint64_t> handler_seq_{0};
   std::jthread keeper_;
 
   std::mutex mutex_;

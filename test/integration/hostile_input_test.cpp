@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <doctest/doctest.h>
+#include <msgpack.hpp>
 #include <zmq.hpp>
 
 #include "cluster.hpp"
@@ -60,6 +61,19 @@ std::string ready_header(std::string_view type) {
   ready.host = "h";
   ready.pid = 1;
   return bytes_of(mw::wire::encode(ready));
+}
+
+// A BATCH index frame: [command, header (bin)] for each entry.
+std::string batch_index(const std::vector<std::pair<mw::Command, std::string>>& entries) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_array(static_cast<std::uint32_t>(2 * entries.size()));
+  for (const auto& [command, header] : entries) {
+    packer.pack_uint8(static_cast<std::uint8_t>(command));
+    packer.pack_bin(static_cast<std::uint32_t>(header.size()));
+    packer.pack_bin_body(header.data(), static_cast<std::uint32_t>(header.size()));
+  }
+  return std::string(buffer.data(), buffer.size());
 }
 
 std::string random_bytes(std::size_t n, std::mt19937& rng) {
@@ -199,6 +213,8 @@ std::vector<BadMessage> bad_messages() {
   std::vector<std::string> twenty_frames{tag(Command::Submit)};
   for (int i = 0; i < 19; ++i) twenty_frames.push_back("x");
   const std::string long_type(1000, 't');
+  std::vector<std::string> two_thousand_frames{tag(Command::Batch)};
+  for (int i = 0; i < 1999; ++i) two_thousand_frames.push_back("\xc0");
   return {
       {"wrong tag", {"XYZ\x07", valid_submit_header(), "\xc0"}, ErrorCode::BadProtocol},
       {"empty tag frame", {""}, ErrorCode::BadProtocol},
@@ -223,6 +239,13 @@ std::vector<BadMessage> bad_messages() {
        {tag(Command::Ready), ready_header(long_type)},
        ErrorCode::BadRequest},
       {"SUBMIT with an empty payload frame", {tag(Command::Submit), valid_submit_header(), ""}, ErrorCode::BadRequest},
+      {"BATCH without its index", {tag(Command::Batch)}, ErrorCode::BadRequest},
+      {"BATCH whose index is not msgpack", {tag(Command::Batch), "\xc1"}, ErrorCode::BadRequest},
+      {"BATCH missing a payload its index needs",
+       {tag(Command::Batch), batch_index({{Command::Submit, valid_submit_header()}})}, ErrorCode::BadRequest},
+      {"BATCH inside a BATCH",
+       {tag(Command::Batch), batch_index({{Command::Batch, valid_submit_header()}}), "\xc0"}, ErrorCode::BadRequest},
+      {"BATCH of 2000 frames", two_thousand_frames, ErrorCode::BadRequest},
       {"frames under the limit, message over it",
        {tag(Command::Submit), std::string(40000, 'a'), std::string(40000, 'b')}, ErrorCode::TooLarge},
   };
@@ -361,4 +384,77 @@ TEST_CASE("hostile input: the broker answers ERROR, stays up and bounded, and se
   std::lock_guard lock(good.mutex);
   CHECK(good.failures.empty());
   for (const auto& f : good.failures) MESSAGE(f);
+}
+
+// A peer written from docs/PROTOCOL.md alone: it announces BATCH in HELLO,
+// sends SUBMITs in a BATCH, and reads the broker's answers, which may come
+// batched, in order.
+TEST_CASE("BATCH both ways with a hand-written peer") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker();
+  zmq::context_t context(1);
+  RawPeer peer(context, cluster.address());
+
+  mw::wire::Hello hello;
+  hello.role = mw::kRoleClient;
+  hello.name = "batching-peer";
+  hello.batch = 16;
+  peer.send({tag(mw::Command::Hello), bytes_of(mw::wire::encode(hello))});
+
+  // Each answer as (command, header bytes), BATCHes unpacked.
+  std::vector<std::pair<mw::Command, std::string>> answers;
+  int batches = 0;
+  auto read_answers = [&](std::size_t want) {
+    return wait_until(
+        [&] {
+          while (auto frames = peer.receive(50ms)) {
+            const auto command = mw::wire::decode_tag(frames->at(0));
+            if (command != mw::Command::Batch) {
+              answers.emplace_back(command, bytes_of(frames->at(1)));
+              continue;
+            }
+            ++batches;
+            std::vector<mw::wire::BatchItem> items;
+            mw::wire::decode_batch_index(frames->at(1), items);
+            REQUIRE(mw::wire::batch_payload_count(items) == frames->size() - 2);
+            for (const auto& item : items) answers.emplace_back(item.command, std::string(item.header));
+          }
+          return answers.size() >= want;
+        },
+        10s, 1ms);
+  };
+  REQUIRE(read_answers(1));
+  REQUIRE(answers[0].first == mw::Command::Welcome);
+  const auto welcome = mw::wire::decode_welcome(zmq::message_t(answers[0].second.data(), answers[0].second.size()));
+  CHECK(welcome.batch == mw::kMaxBatchEntries);
+
+  // 40 SUBMITs in two BATCHes of 20: 40 ACCEPTEDs, in order, at most 16 to a BATCH.
+  std::vector<std::string> frames;
+  for (std::uint64_t batch = 0; batch < 2; ++batch) {
+    std::vector<std::pair<mw::Command, std::string>> entries;
+    std::vector<std::string> payloads;
+    for (std::uint64_t i = 1; i <= 20; ++i) {
+      mw::wire::Submit submit;
+      submit.request_id = batch * 20 + i;
+      submit.type = "nobody.serves.this";
+      entries.emplace_back(mw::Command::Submit, bytes_of(mw::wire::encode(submit)));
+      payloads.push_back("\xc0");
+    }
+    frames = {tag(mw::Command::Batch), batch_index(entries)};
+    frames.insert(frames.end(), payloads.begin(), payloads.end());
+    peer.send(frames);
+  }
+  REQUIRE(read_answers(41));
+  REQUIRE(answers.size() == 41);
+  for (std::uint64_t i = 1; i <= 40; ++i) {
+    CAPTURE(i);
+    REQUIRE(answers[i].first == mw::Command::Accepted);
+    const auto a = mw::wire::decode_accepted(zmq::message_t(answers[i].second.data(), answers[i].second.size()));
+    CHECK(a.request_id == i);
+  }
+  CHECK(batches >= 3);  // 40 answers, at most 16 a BATCH
+  const auto status = cluster.mw({"status", "--json"});
+  REQUIRE(status.exit_status == 0);
+  CHECK(status.out.find("nobody.serves.this") != std::string::npos);
 }

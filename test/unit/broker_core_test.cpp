@@ -537,6 +537,187 @@ TEST_CASE("WouldBlock leaves the job queued and pauses the worker until it speak
   CHECK(h.queue.depth("a") == 0);
 }
 
+// ---- BATCH ----------------------------------------------------------------
+
+TEST_CASE("HELLO tells the transport how many messages per BATCH the peer takes; WELCOME says the broker's") {
+  Harness h;
+  h.command("c1", Command::Hello, bytes_of(wire::encode(wire::Hello{mw::kRoleClient, "c", 1, 64})));
+  CHECK(h.transport.batch_limits.at("c1") == 64);
+  const auto welcome_frame = frame_of(h.to("c1").at(0).header);
+  CHECK(wire::decode_welcome(welcome_frame).batch == mw::kMaxBatchEntries);
+  h.hello("c2");  // an older peer: no batch field
+  CHECK(h.transport.batch_limits.at("c2") == 0);
+  // Forgotten with the peer, so a later peer with its id starts unbatched.
+  h.disconnect("c1");
+  CHECK(h.transport.forgotten == std::vector<std::string>{"c1"});
+}
+
+TEST_CASE("a BATCH is handled as its messages, one after another") {
+  Harness h;
+  h.ready("w1", {"a"}, "b", 8);
+  h.ready("w2", {"b"}, "", 8);
+  wire::Batch submits;
+  for (std::uint64_t r = 1; r <= 3; ++r) {
+    auto header = wire::encode(submit_header(r, "a", true, 0));
+    zmq::message_t payload = frame_of(payload_bytes(6, static_cast<unsigned char>(r)));
+    submits.add(Command::Submit, header, &payload);
+  }
+  h.send_batch("c1", submits);
+  const auto accepted = h.to("c1");
+  REQUIRE(accepted.size() == 3);
+  for (std::uint64_t r = 1; r <= 3; ++r) {
+    const auto frame = frame_of(accepted[r - 1].header);
+    CHECK(wire::decode_accepted(frame).request_id == r);
+  }
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 3);
+  CHECK(jobs[2].payload == payload_bytes(6, 3));
+
+  // The worker's DONEs in one BATCH move every flow on, results byte for byte.
+  wire::Batch dones;
+  for (const auto& j : jobs) {
+    auto header = wire::encode(wire::Done{j.id, std::nullopt});
+    zmq::message_t result = frame_of(j.payload + "");
+    dones.add(Command::Done, header, &result);
+  }
+  h.send_batch("w1", dones);
+  const auto next = h.jobs("w2");
+  REQUIRE(next.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(next[i].flow == jobs[i].flow);
+    CHECK(next[i].payload == jobs[i].payload);
+  }
+  CHECK(h.worker("w1")->jobs.empty());
+}
+
+TEST_CASE("a bad message inside a BATCH gets its own ERROR; the others are handled") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 8);
+  wire::Batch batch;
+  auto good1 = wire::encode(submit_header(1, "a", false, 0));
+  zmq::message_t p1 = frame_of(payload_bytes(6, 1));
+  batch.add(Command::Submit, good1, &p1);
+  auto bad = frame_of("\x92\x07");  // truncated SUBMIT header
+  zmq::message_t p2 = frame_of(payload_bytes(6, 2));
+  batch.add(Command::Submit, bad, &p2);
+  auto good3 = wire::encode(submit_header(3, "a", false, 0));
+  zmq::message_t p3 = frame_of(payload_bytes(6, 3));
+  batch.add(Command::Submit, good3, &p3);
+  h.send_batch("c1", batch);
+  const auto replies = h.to("c1");
+  REQUIRE(replies.size() == 3);
+  CHECK(replies[0].command == Command::Accepted);
+  CHECK(Harness::error_of(replies[1]).code == ErrorCode::BadRequest);
+  CHECK(replies[2].command == Command::Accepted);
+  CHECK(h.jobs("w1").size() == 2);
+}
+
+TEST_CASE("a malformed BATCH gets one ERROR and changes nothing") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 8);
+  const std::string tag = bytes_of(wire::encode_tag(Command::Batch));
+  const std::string submit = bytes_of(wire::encode(submit_header(1, "a", false, 0)));
+  auto index_of = [](std::vector<std::pair<std::uint8_t, std::string>> entries) {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> p(b);
+    p.pack_array(static_cast<std::uint32_t>(2 * entries.size()));
+    for (auto& [c, hdr] : entries) {
+      p.pack_uint8(c);
+      p.pack_bin(static_cast<std::uint32_t>(hdr.size()));
+      p.pack_bin_body(hdr.data(), static_cast<std::uint32_t>(hdr.size()));
+    }
+    return std::string(b.data(), b.size());
+  };
+  const auto before = Snapshot::of(h);
+  const std::vector<std::vector<std::string>> bad = {
+      {"c1", tag},                                                            // no index
+      {"c1", tag, "\xc0"},                                                    // index not an array
+      {"c1", tag, index_of({{0x07, submit}})},                                // SUBMIT without its payload
+      {"c1", tag, index_of({{0x07, submit}}), payload_bytes(6), "\xc0"},      // one payload too many
+      {"c1", tag, index_of({{0x11, submit}}), payload_bytes(6)},              // BATCH inside BATCH
+      {"c1", tag, index_of({{0x0e, ""}})},                                    // HEARTBEAT has no header
+  };
+  for (const auto& frames : bad) {
+    CAPTURE(frames.size());
+    const std::size_t mark = h.transport.sent.size();
+    h.raw(frames);
+    const auto replies = h.to("c1", mark);
+    REQUIRE(replies.size() == 1);
+    CHECK(Harness::error_of(replies[0]).code == ErrorCode::BadRequest);
+    CHECK(Snapshot::of(h) == before);
+  }
+}
+
+TEST_CASE("JOBs a batched send could not deliver go back to the front of the queue") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 4);
+  const auto f1 = h.submit("c1", "a", payload_bytes(6, 1));
+  const auto f2 = h.submit("c1", "a", payload_bytes(6, 2));
+  const auto f3 = h.submit("c1", "a", payload_bytes(6, 3));
+  const auto sent = h.jobs("w1");
+  REQUIRE(sent.size() == 3);
+  SUBCASE("WouldBlock: the worker keeps what did arrive and is paused") {
+    const std::uint64_t lost[] = {sent[1].id, sent[2].id};
+    h.core.on_undelivered("w1", SendResult::WouldBlock, lost);
+    CHECK(h.worker("w1")->paused);
+    REQUIRE(h.worker("w1")->jobs.size() == 1);
+    CHECK(h.worker("w1")->jobs.front().flow_id == f1);
+    CHECK(h.queue.depth("a") == 2);
+    const std::size_t mark = h.transport.sent.size();
+    h.heartbeat("w1");  // it speaks again: what waited is sent, in order, as first attempts
+    const auto again = h.jobs("w1");
+    REQUIRE(again.size() == 5);
+    CHECK(again[3].flow == f2);
+    CHECK(again[3].attempt == 1);
+    CHECK(again[4].flow == f3);
+    CHECK(h.transport.sent.size() > mark);
+  }
+  SUBCASE("Unreachable: the worker is dropped and all it held is requeued") {
+    const std::uint64_t lost[] = {sent[2].id};
+    h.core.on_undelivered("w1", SendResult::Unreachable, lost);
+    CHECK(h.worker("w1") == nullptr);
+    CHECK(h.queue.depth("a") == 3);
+    h.ready("w2", {"a"}, "", 4);
+    const auto jobs = h.jobs("w2");
+    REQUIRE(jobs.size() == 3);
+    CHECK(jobs[0].flow == f1);
+    CHECK(jobs[0].attempt == 2);  // delivered, then lost with its worker: an attempt
+    CHECK(jobs[1].flow == f2);
+    CHECK(jobs[2].flow == f3);
+    CHECK(jobs[2].attempt == 1);  // never left the broker: not an attempt
+  }
+  SUBCASE("Unreachable on a job's last attempt: one that never left is not buried") {
+    h.disconnect("w1");  // graceful: its jobs go back, attempts not counted
+    h.ready("w9", {"a"}, "", 4);
+    const auto again = h.jobs("w9");
+    REQUIRE(again.size() == 3);
+    // Pretend each was on its last attempt: max_attempts 1 by a new flow.
+    const auto last = h.submit("c1", "a", payload_bytes(6, 4), true, 1);
+    const auto jobs = h.jobs("w9");
+    REQUIRE(jobs.size() == 4);
+    REQUIRE(jobs[3].flow == last);
+    const std::uint64_t lost[] = {jobs[3].id};
+    h.core.on_undelivered("w9", SendResult::Unreachable, lost);
+    CHECK(h.results("c1").empty());  // not dead
+    CHECK(h.queue.depth("a") == 4);
+  }
+  SUBCASE("WouldBlock: another worker of the type gets them at once") {
+    h.ready("w2", {"a"}, "", 4);
+    const std::uint64_t lost[] = {sent[1].id, sent[2].id};
+    h.core.on_undelivered("w1", SendResult::WouldBlock, lost);
+    const auto jobs = h.jobs("w2");
+    REQUIRE(jobs.size() == 2);
+    CHECK(jobs[0].flow == f2);
+    CHECK(jobs[1].flow == f3);
+    CHECK(h.queue.depth("a") == 0);
+  }
+  SUBCASE("messages to a peer that is not a worker are simply lost") {
+    const std::uint64_t none[] = {0};
+    h.core.on_undelivered("c1", SendResult::Unreachable, none);
+    CHECK(h.worker("w1")->jobs.size() == 3);
+  }
+}
+
 TEST_CASE("a late DONE from a worker that no longer holds the job is ignored") {
   Harness h;
   const std::int64_t t0 = h.now;

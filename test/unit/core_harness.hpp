@@ -87,6 +87,11 @@ class RecordingTransport final : public Transport {
     return sent.back().result;
   }
 
+  void set_batch_limit(std::string_view peer, std::uint32_t entries) override {
+    batch_limits[std::string(peer)] = entries;
+  }
+  void forget(std::string_view peer) override { forgotten.push_back(std::string(peer)); }
+
   bool has_subscribers(std::string_view) const override { return subscribers; }
 
   void publish(std::string_view topic, zmq::message_t& meta, zmq::message_t& data) override {
@@ -96,6 +101,8 @@ class RecordingTransport final : public Transport {
   std::vector<Sent> sent;  // every attempt, delivered or not
   std::vector<Published> published;
   std::map<std::string, SendResult> fail_for;
+  std::map<std::string, std::uint32_t> batch_limits;  // as HELLO told them
+  std::vector<std::string> forgotten;
   bool subscribers = false;
 };
 
@@ -200,6 +207,13 @@ class Harness {
 
   void fail(const std::string& peer, std::uint64_t job_id, const std::string& error, bool retryable = true) {
     command(peer, Command::Fail, bytes_of(wire::encode(wire::Fail{job_id, error, retryable})));
+  }
+
+  // Sends `batch` as one message from `peer`, as a PeerSocket would.
+  void send_batch(const std::string& peer, mw::wire::Batch& batch) {
+    std::vector<std::string> frames{peer};
+    batch.drain([&](zmq::message_t& frame, bool) { frames.push_back(bytes_of(frame)); });
+    raw(frames);
   }
 
   void heartbeat(const std::string& peer) { command(peer, Command::Heartbeat); }

@@ -60,8 +60,9 @@ std::vector<DecoderCase> all_decoders() {
     cases.push_back({std::move(name), [decode](const zmq::message_t& f) { (void)decode(f); }, bytes_of(valid),
                      required, is_array, is_array, {}});
   };
-  add("HELLO", wire::decode_hello, wire::encode(wire::Hello{"worker", "w@host", 1}), 3);
-  add("WELCOME", wire::decode_welcome, wire::encode(wire::Welcome{"tcp://127.0.0.1:5556", 1000, "0.1.0", 1 << 20}), 4);
+  add("HELLO", wire::decode_hello, wire::encode(wire::Hello{"worker", "w@host", 1, 64}), 3);
+  add("WELCOME", wire::decode_welcome,
+      wire::encode(wire::Welcome{"tcp://127.0.0.1:5556", 1000, "0.1.0", 1 << 20, 1024}), 4);
   add("READY", wire::decode_ready, wire::encode(wire::Ready{{"resize", "thumb"}, "store", 4, "host", 77}), 5);
   add("JOB", wire::decode_job, wire::encode(wire::JobHeader{9, "resize", 2, 3, "users/1"}), 4);
   add("DONE", wire::decode_done, wire::encode(wire::Done{9, std::string_view("next")}), 1);
@@ -765,7 +766,7 @@ TEST_CASE("check_msgpack rejects deep nesting without crashing") {
 // ---- the tag frame -------------------------------------------------------------
 
 TEST_CASE("encode_tag and decode_tag round trip every command") {
-  for (std::uint8_t b = 0x01; b <= 0x10; ++b) {
+  for (std::uint8_t b = 0x01; b <= 0x11; ++b) {
     const auto command = static_cast<Command>(b);
     const auto tag = wire::encode_tag(command);
     REQUIRE(tag.size() == mw::kTagFrameBytes);
@@ -787,7 +788,7 @@ TEST_CASE("decode_tag rejects malformed tags") {
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(bad)); }) == ErrorCode::BadProtocol);
   }
   SUBCASE("unknown command byte") {
-    for (unsigned b : {0x00u, 0x11u, 0x7fu, 0x80u, 0xffu}) {
+    for (unsigned b : {0x00u, 0x12u, 0x7fu, 0x80u, 0xffu}) {
       CAPTURE(b);
       const std::string tag = std::string("MW1") + static_cast<char>(b);
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(tag)); }) == ErrorCode::UnknownCommand);
@@ -813,4 +814,165 @@ TEST_CASE("frame_count per command") {
   CHECK(wire::frame_count(Command::Heartbeat) == 1);
   CHECK(wire::frame_count(Command::Disconnect) == 1);
   CHECK(wire::frame_count(Command::Error) == 2);
+}
+
+// ---- BATCH -----------------------------------------------------------------------
+
+namespace {
+
+// The frames a Batch hands out, in order, as (bytes, more) pairs.
+std::vector<std::pair<std::string, bool>> drained(wire::Batch& batch) {
+  std::vector<std::pair<std::string, bool>> frames;
+  batch.drain([&](zmq::message_t& frame, bool more) { frames.emplace_back(bytes_of(frame), more); });
+  return frames;
+}
+
+std::string index_of(const std::vector<std::pair<unsigned, std::string>>& entries) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_array(static_cast<std::uint32_t>(2 * entries.size()));
+  for (const auto& [command, header] : entries) {
+    packer.pack(command);
+    packer.pack_bin(static_cast<std::uint32_t>(header.size()));
+    packer.pack_bin_body(header.data(), static_cast<std::uint32_t>(header.size()));
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
+}  // namespace
+
+TEST_CASE("frame_count of BATCH is 0: its index gives the count") {
+  CHECK(wire::frame_count(Command::Batch) == 0);
+  CHECK(mw::command_name(Command::Batch) == "BATCH");
+}
+
+TEST_CASE("a Batch of several messages is one BATCH whose index decodes to them, in order") {
+  wire::Batch batch;
+  auto accepted = wire::encode(wire::Accepted{5, 6});
+  auto result = wire::encode(wire::Result{6, mw::kOutcomeDone, "", "resize", 1});
+  zmq::message_t result_payload = frame_of("\xa2ok");
+  auto job = wire::encode(wire::JobHeader{9, "resize", 1, 6, ""});
+  zmq::message_t job_payload = frame_of("\x07");
+  const std::string accepted_bytes = bytes_of(accepted), result_bytes = bytes_of(result), job_bytes = bytes_of(job);
+  batch.add(Command::Accepted, accepted, nullptr);
+  batch.add(Command::Result, result, &result_payload);
+  batch.add(Command::Job, job, &job_payload);
+  CHECK(batch.size() == 3);
+  CHECK(batch.command(1) == Command::Result);
+
+  const auto frames = drained(batch);
+  CHECK(batch.empty());
+  REQUIRE(frames.size() == 4);  // tag, index, two payloads (ACCEPTED has none)
+  CHECK(frames[0].first == std::string("MW1\x11"));
+  CHECK(frames[0].second);
+  CHECK(frames[1].second);
+  CHECK(frames[2] == std::pair<std::string, bool>("\xa2ok", true));
+  CHECK(frames[3] == std::pair<std::string, bool>("\x07", false));
+
+  std::vector<wire::BatchItem> items;
+  const auto index = frame_of(frames[1].first);
+  wire::decode_batch_index(index, items);
+  REQUIRE(items.size() == 3);
+  CHECK(wire::batch_payload_count(items) == 2);
+  CHECK(items[0].command == Command::Accepted);
+  CHECK(items[0].header == accepted_bytes);
+  CHECK(items[1].command == Command::Result);
+  CHECK(items[1].header == result_bytes);
+  CHECK(items[2].command == Command::Job);
+  CHECK(items[2].header == job_bytes);
+  // The headers decode as the frames they were.
+  const auto header = zmq::message_t(const_cast<char*>(items[2].header.data()), items[2].header.size(), nullptr);
+  CHECK(wire::decode_job(header).job_id == 9);
+}
+
+TEST_CASE("a Batch of one message is sent as that message, without BATCH") {
+  wire::Batch batch;
+  auto done = wire::encode(wire::Done{9, std::nullopt});
+  const std::string done_bytes = bytes_of(done);
+  zmq::message_t payload = frame_of("\xc3");
+  batch.add(Command::Done, done, &payload);
+  const auto frames = drained(batch);
+  REQUIRE(frames.size() == 3);
+  CHECK(frames[0] == std::pair<std::string, bool>(std::string("MW1\x05"), true));
+  CHECK(frames[1] == std::pair<std::string, bool>(done_bytes, true));
+  CHECK(frames[2] == std::pair<std::string, bool>("\xc3", false));
+
+  auto fail = wire::encode(wire::Fail{9, "boom", true});
+  batch.add(Command::Fail, fail, nullptr);
+  const auto fail_frames = drained(batch);
+  REQUIRE(fail_frames.size() == 2);
+  CHECK_FALSE(fail_frames[1].second);
+}
+
+TEST_CASE("a payload-carrying message queued without a payload gets nil, as a direct send does") {
+  wire::Batch batch;
+  auto done = wire::encode(wire::Done{1, std::nullopt});
+  auto accepted = wire::encode(wire::Accepted{1, 2});
+  batch.add(Command::Done, done, nullptr);
+  batch.add(Command::Accepted, accepted, nullptr);
+  const auto frames = drained(batch);
+  REQUIRE(frames.size() == 3);
+  CHECK(frames[2] == std::pair<std::string, bool>("\xc0", false));
+}
+
+TEST_CASE("decode_batch_index takes every msgpack form of the array, command and bin") {
+  const std::string accepted = bytes_of(wire::encode(wire::Accepted{5, 6}));
+  std::vector<wire::BatchItem> items;
+  // array16 count, uint8 command, bin16 length.
+  std::string index = std::string("\xdc\x00\x02\xcc\x08\xc5\x00", 7) + static_cast<char>(accepted.size()) + accepted;
+  const auto frame = frame_of(index);  // the items point into it
+  wire::decode_batch_index(frame, items);
+  REQUIRE(items.size() == 1);
+  CHECK(items[0].command == Command::Accepted);
+  CHECK(items[0].header == accepted);
+}
+
+TEST_CASE("decode_batch_index rejects malformed indexes with one clear error") {
+  const std::string accepted = bytes_of(wire::encode(wire::Accepted{5, 6}));
+  std::vector<wire::BatchItem> items;
+  auto code_of = [&](const std::string& index) {
+    return decode_error_code([&] { wire::decode_batch_index(frame_of(index), items); });
+  };
+  CHECK(code_of("") == ErrorCode::BadRequest);
+  CHECK(code_of("\x90") == ErrorCode::BadRequest);                  // no entries
+  CHECK(code_of("\x81\xa1k\x01") == ErrorCode::BadRequest);         // a map
+  CHECK(code_of("\x91\x08") == ErrorCode::BadRequest);              // odd count
+  CHECK(code_of(index_of({{0x0e, ""}})) == ErrorCode::BadRequest);  // HEARTBEAT has no header
+  CHECK(code_of(index_of({{0x0f, ""}})) == ErrorCode::BadRequest);  // DISCONNECT
+  CHECK(code_of(index_of({{0x11, accepted}})) == ErrorCode::BadRequest);  // BATCH in a BATCH
+  CHECK(code_of(index_of({{0x42, accepted}})) == ErrorCode::BadRequest);  // unknown command
+  CHECK(code_of(std::string("\x92\x08\xa2", 3) + "ab") == ErrorCode::BadRequest);  // header as str
+  CHECK(code_of(std::string("\x92\xd0\x08", 3) + "\xc4\x01\x90") == ErrorCode::BadRequest);  // int8 command
+  // Truncated anywhere.
+  const std::string good = index_of({{0x08, accepted}, {0x08, accepted}});
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    CAPTURE(n);
+    CHECK(code_of(good.substr(0, n)) == ErrorCode::BadRequest);
+  }
+  CHECK(code_of(good + "\xc0") == ErrorCode::BadRequest);  // trailing bytes
+  // A count claiming 4G entries costs nothing.
+  CHECK(code_of(std::string("\xdd\xff\xff\xff\xfe", 5)) == ErrorCode::BadRequest);
+  // Too many entries, and a header over the limit.
+  std::vector<std::pair<unsigned, std::string>> many(mw::kMaxBatchEntries + 1, {0x08, accepted});
+  CHECK(code_of(index_of(many)) == ErrorCode::BadRequest);
+  CHECK(code_of(index_of({{0x08, std::string(mw::kMaxHeaderBytes + 1, 'x')}})) == ErrorCode::TooLarge);
+  // The largest batch is fine.
+  many.pop_back();
+  CHECK_NOTHROW(wire::decode_batch_index(frame_of(index_of(many)), items));
+  CHECK(items.size() == mw::kMaxBatchEntries);
+}
+
+TEST_CASE("HELLO and WELCOME carry the batch size a side takes; absent or nil is none") {
+  const auto hello = wire::encode(wire::Hello{"worker", "w", 1, 64});
+  CHECK(wire::decode_hello(hello).batch == 64);
+  CHECK(wire::decode_hello(wire::encode(wire::Hello{"client", "c", 1})).batch == 0);
+  // An older peer's three-field HELLO.
+  msgpack::sbuffer old;
+  msgpack::packer<msgpack::sbuffer>(old).pack(std::make_tuple(std::string("worker"), std::string("w"), 1));
+  CHECK(wire::decode_hello(zmq::message_t(old.data(), old.size())).batch == 0);
+  // More than the protocol allows means as many as it allows.
+  CHECK(wire::decode_hello(wire::encode(wire::Hello{"worker", "w", 1, 1u << 30})).batch == mw::kMaxBatchEntries);
+  const auto welcome = wire::encode(wire::Welcome{"tcp://x:1", 1000, "1", 1 << 20, 1024});
+  CHECK(wire::decode_welcome(welcome).batch == 1024);
+  CHECK(wire::decode_welcome(wire::encode(wire::Welcome{"tcp://x:1", 1000, "1", 1 << 20})).batch == 0);
 }

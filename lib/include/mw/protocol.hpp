@@ -10,6 +10,9 @@
 //   frame 1  header   one msgpack array (absent for HEARTBEAT and DISCONNECT)
 //   frame 2  payload  raw msgpack bytes (JOB, DONE, SUBMIT, RESULT, CALL, REPLY only)
 //
+// BATCH carries several such messages in one: [tag][index][payload…], where
+// the index lists each message's command and header (see mw/wire.hpp).
+//
 // On the wire: never renumber a Command or an ErrorCode; add new ones.
 #pragma once
 
@@ -41,6 +44,7 @@ enum class Command : std::uint8_t {
   Heartbeat = 0x0E,   // both ways: no header
   Disconnect = 0x0F,  // both ways: no header
   Error = 0x10,       // broker → any: [code, message, request id]
+  Batch = 0x11,       // both ways, once agreed: [index] + payloads: several messages in one
 };
 
 // Returns the command's name as written in docs and logs ("READY"), or
@@ -87,6 +91,10 @@ inline constexpr std::size_t kMaxTypeNameBytes = 128;
 inline constexpr std::size_t kMaxTypesPerWorker = 64;
 inline constexpr std::size_t kDefaultMaxMessageBytes = 16 * 1024 * 1024;
 inline constexpr std::uint32_t kMaxCredit = 10000;
+// Messages one BATCH may carry (the most a peer may announce in HELLO or
+// the broker in WELCOME), and how many the mw library and broker put in one.
+inline constexpr std::uint32_t kMaxBatchEntries = 1024;
+inline constexpr std::uint32_t kDefaultBatchEntries = 64;
 // SUBMIT options (§7.1): delay and lease at most ten years, priority in
 // [-1000, 1000], idempotency key at most 256 bytes.
 inline constexpr std::uint64_t kMaxSubmitDelayMs = 315'360'000'000ULL;

@@ -44,6 +44,8 @@ struct Hello {
   std::string_view role;  // kRoleWorker, kRoleClient or kRoleListener
   std::string_view name;  // free text for logs, e.g. "sampleworker@host"
   std::uint32_t version = kProtocolVersion;
+  // Messages per BATCH this peer takes from the broker; 0: send it no BATCH.
+  std::uint32_t batch = 0;
 };
 
 struct Welcome {
@@ -51,6 +53,8 @@ struct Welcome {
   std::uint32_t heartbeat_ms = kDefaultHeartbeatMs;
   std::string_view broker_version;
   std::uint64_t max_message_bytes = kDefaultMaxMessageBytes;
+  // Messages per BATCH the broker takes from this peer; 0: send it no BATCH.
+  std::uint32_t batch = 0;
 };
 
 struct Ready {
@@ -201,8 +205,86 @@ zmq::message_t encode_tag(Command command);
 // frame that is not "MW1"+byte, (UnknownCommand) for an unknown byte.
 Command decode_tag(const zmq::message_t& frame);
 
-// How many frames (tag included, routing id excluded) a command carries.
+// How many frames (tag included, routing id excluded) a command carries;
+// 0 for BATCH, whose count its index gives.
 std::size_t frame_count(Command command) noexcept;
+
+// ---- BATCH: several messages in one ---------------------------------------
+//
+// [tag BATCH][index][payload…]. The index is a msgpack array of 2n items,
+// the command byte and then the header (a bin holding the header frame's
+// bytes) of each message; one payload frame follows the index for every
+// message whose command carries one, in order. Only commands with a header
+// go in a batch (not HEARTBEAT, DISCONNECT or BATCH), 1..kMaxBatchEntries.
+
+struct BatchItem {
+  Command command{};
+  std::string_view header;  // the header frame's bytes, inside the index frame
+};
+
+// Parses an index frame into `out` (cleared first). Throws DecodeError on
+// anything malformed; the views point into `index`.
+void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out);
+
+// The number of messages an index frame says it holds (from its array
+// header alone), between 1 and kMaxBatchEntries; 1 when it cannot tell.
+// For budgeting work before the index is decoded. Never throws.
+std::size_t batch_size_claimed(const zmq::message_t& index) noexcept;
+
+// How many payload frames must follow an index holding `items`.
+std::size_t batch_payload_count(const std::vector<BatchItem>& items) noexcept;
+
+// Messages queued for one peer, sent as one BATCH (or as the message itself
+// when only one is queued). Keeps the order they were added in.
+class Batch {
+ public:
+  // Queues a message; `header` and `payload` (if any) are moved from.
+  // REQUIRES: frame_count(command) is 2 or 3.
+  void add(Command command, zmq::message_t& header, zmq::message_t* payload);
+
+  std::size_t size() const noexcept { return commands_.size(); }
+  bool empty() const noexcept { return commands_.empty(); }
+  Command command(std::size_t i) const noexcept { return commands_[i]; }
+  const zmq::message_t& header(std::size_t i) const noexcept { return headers_[i]; }
+  // Header and payload bytes queued, a bound for the message's size.
+  std::size_t bytes() const noexcept { return bytes_; }
+
+  // Hands the frames to `send(frame, more)` in order, tag first — BATCH
+  // with its index, or the single message as it is — then empties the batch.
+  template <class SendFrame>
+  void drain(SendFrame&& send);
+
+  void clear() noexcept;
+
+ private:
+  zmq::message_t index() const;
+  std::vector<Command> commands_;
+  std::vector<zmq::message_t> headers_;
+  std::vector<zmq::message_t> payloads_;  // one per command that carries one
+  std::size_t bytes_ = 0;
+};
+
+template <class SendFrame>
+void Batch::drain(SendFrame&& send) {
+  if (commands_.empty()) return;
+  struct Clear {
+    Batch& b;
+    ~Clear() { b.clear(); }
+  } clear_on_exit{*this};
+  if (commands_.size() == 1) {
+    zmq::message_t tag = encode_tag(commands_[0]);
+    const bool has_payload = !payloads_.empty();
+    send(tag, true);
+    send(headers_[0], has_payload);
+    if (has_payload) send(payloads_[0], false);
+    return;
+  }
+  zmq::message_t tag = encode_tag(Command::Batch);
+  zmq::message_t idx = index();
+  send(tag, true);
+  send(idx, !payloads_.empty());
+  for (std::size_t i = 0; i < payloads_.size(); ++i) send(payloads_[i], i + 1 < payloads_.size());
+}
 
 // ---- headers --------------------------------------------------------------
 

@@ -88,8 +88,15 @@ class BrokerCore {
   void end_turn();
 
   // Handles one message: frames[0] is the sender's routing id, the rest are
-  // as the peer sent them. Frames are moved from (payloads travel on).
+  // as the peer sent them. Frames are moved from (payloads travel on). A
+  // BATCH is handled as its messages, one after another.
   void handle(std::span<zmq::message_t> frames, std::int64_t now_ms);
+
+  // The transport could not deliver messages it had accepted for `peer` (a
+  // batch it sent later): the JOBs among them, by id, go back to the front
+  // of their queue, and the worker is paused (WouldBlock) or dropped
+  // (Unreachable), as when a JOB sent at once fails.
+  void on_undelivered(const std::string& peer, SendResult why, std::span<const std::uint64_t> job_ids);
 
   // Runs what is due at `now_ms`: delayed retries, heartbeats, expiry of
   // silent peers. Safe to call early or often.
@@ -131,6 +138,9 @@ class BrokerCore {
     std::int64_t last_seen_ms = 0;
     bool said_hello = false;
   };
+  void on_batch(std::span<zmq::message_t> frames, std::int64_t now_ms);
+  std::vector<wire::BatchItem> batch_items_;  // the BATCH being handled
+  void forget_peer(const std::string& peer);
   struct TypeCounters {
     std::uint64_t done = 0, failed = 0, dead = 0;
     RateMeter done_rate;

@@ -29,6 +29,15 @@ class Transport {
   virtual SendResult send(std::string_view peer, Command command, zmq::message_t* header,
                           zmq::message_t* payload) = 0;
 
+  // The peer takes BATCH messages of up to `entries` messages (its HELLO
+  // said so): the transport may queue what is sent to it and deliver it in
+  // batches, in order, reporting failures through
+  // BrokerCore::on_undelivered. 0 or 1: send it each message as it comes.
+  virtual void set_batch_limit(std::string_view /*peer*/, std::uint32_t /*entries*/) {}
+
+  // The core has forgotten the peer: drop anything still queued for it.
+  virtual void forget(std::string_view /*peer*/) {}
+
   // True when some subscriber's prefix matches `topic`, so an event is
   // worth building.
   virtual bool has_subscribers(std::string_view topic) const = 0;
