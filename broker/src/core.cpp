@@ -317,8 +317,11 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
   const std::int64_t due_at = submit.delay_ms ? job.submitted_at + static_cast<std::int64_t>(submit.delay_ms) : 0;
   if (journaling()) journal_->add(job, due_at);
   // With a durable store ACCEPTED waits for the commit that holds the job.
+  // A submitter that waits for the RESULT is not waiting on the ACCEPTED:
+  // it may be held back briefly, to travel with the RESULT of a quick flow
+  // instead of waking the submitter on its own.
   send_after_commit(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, job.flow_id}), nullptr,
-                    CommitFailure{0, job.flow_id, submit.request_id});
+                    CommitFailure{0, job.flow_id, submit.request_id}, submit.wait ? kAcceptedHoldMs : 0);
   if (submit.delay_ms) {
     delay(std::move(job), now_ms + static_cast<std::int64_t>(submit.delay_ms));
     return;
@@ -1032,17 +1035,25 @@ void BrokerCore::end_turn() {
                   d.on_failure.submit_request_id);
       continue;
     }
-    transport_.send(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr);
+    if (d.hold_ms) {
+      transport_.send_lazy(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr, d.hold_ms);
+    } else {
+      transport_.send(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr);
+    }
   }
 }
 
 void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq::message_t header,
-                                   zmq::message_t* payload, CommitFailure on_failure) {
+                                   zmq::message_t* payload, CommitFailure on_failure, std::uint32_t hold_ms) {
   if (!store_ || !(store_->in_transaction() || (journal_ && journal_->pending()))) {
-    send(peer, command, std::move(header), payload);
+    if (hold_ms) {
+      transport_.send_lazy(peer, command, &header, payload, hold_ms);
+    } else {
+      send(peer, command, std::move(header), payload);
+    }
     return;
   }
-  Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, on_failure};
+  Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, on_failure, hold_ms};
   if (payload) d.payload.move(*payload);
   deferred_.push_back(std::move(d));
 }

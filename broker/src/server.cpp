@@ -97,7 +97,8 @@ class BrokerServer::Impl final : public Transport {
     std::vector<zmq::message_t> frames(kMaxFrames);
     for (;;) {
       const std::int64_t now = steady_ms();
-      const auto wait = std::clamp<std::int64_t>(core_->next_deadline_ms() - now, 0, 1000);
+      const auto due = std::min(core_->next_deadline_ms(), next_release_ms_);
+      const auto wait = std::clamp<std::int64_t>(due - now, 0, 1000);
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(wait));
       if (items[2].revents & ZMQ_POLLIN) break;
       if (items[0].revents & ZMQ_POLLIN) drain_router(frames);
@@ -118,11 +119,16 @@ class BrokerServer::Impl final : public Transport {
   // ---- Transport ----
 
   SendResult send(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) override {
+    return send_lazy(peer, command, header, payload, 0);
+  }
+
+  SendResult send_lazy(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload,
+                       std::uint32_t hold_ms) override {
     const std::size_t frames = wire::frame_count(command);
     if (!outboxes_.empty()) {
       if (auto it = outboxes_.find(peer); it != outboxes_.end()) {
         Outbox& box = it->second;
-        if (frames >= 2) return queue(box, command, header, payload);
+        if (frames >= 2) return queue(box, command, header, payload, hold_ms);
         flush(box);  // what was queued goes first
       }
     }
@@ -197,6 +203,9 @@ class BrokerServer::Impl final : public Transport {
     std::uint32_t limit = 0;  // messages per batch
     wire::Batch batch;
     bool dirty = false;       // listed in dirty_
+    // Everything queued may wait (send_lazy) until release_ms (steady).
+    bool lazy = true;
+    std::int64_t release_ms = 0;
   };
   // A batch the ROUTER refused; reported to the core once the flushing is over.
   struct Undelivered {
@@ -207,13 +216,20 @@ class BrokerServer::Impl final : public Transport {
 
   // Queues a message for the peer's next batch. A header too large for a
   // BATCH index (a big STATS) goes alone, after what was queued before it.
-  SendResult queue(Outbox& box, Command command, zmq::message_t* header, zmq::message_t* payload) {
+  SendResult queue(Outbox& box, Command command, zmq::message_t* header, zmq::message_t* payload,
+                   std::uint32_t hold_ms) {
     if (header && header->size() > kMaxHeaderBytes) {
       flush(box);
       return send_now(box.id, command, header, payload);
     }
     const std::size_t size = (header ? header->size() : 0) + (payload ? payload->size() : 0);
     if (!box.batch.empty() && box.batch.bytes() + size > kMaxBatchBytes) flush(box);
+    if (hold_ms == 0) {
+      box.lazy = false;
+    } else if (box.lazy) {
+      const std::int64_t release = steady_ms() + hold_ms;
+      box.release_ms = box.batch.empty() ? release : std::min(box.release_ms, release);
+    }
     zmq::message_t empty;
     box.batch.add(command, header ? *header : empty, payload);
     if (!box.dirty) {
@@ -230,6 +246,7 @@ class BrokerServer::Impl final : public Transport {
 
   // Sends what is queued for one peer, as one message. Never blocks.
   void flush(Outbox& box) {
+    box.lazy = true;  // for what comes next
     if (box.batch.empty()) return;
     SendResult result = SendResult::Sent;
     try {
@@ -257,15 +274,26 @@ class BrokerServer::Impl final : public Transport {
   // could not go (which may queue more: requeued jobs for other workers).
   // Batches of JOBs go first: they are what the next step of every flow
   // waits for, while an ACCEPTED only informs.
+  // An outbox holding only lazy messages stays queued until its release
+  // time (the loop wakes for it), unless something else joins it.
   void flush_batches() {
-    while (!dirty_.empty() || !undelivered_.empty()) {
+    const std::int64_t now = steady_ms();
+    for (;;) {
       for (Outbox* box : dirty_)
         if (!box->batch.empty() && box->batch.command(0) == Command::Job) flush(*box);
+      next_release_ms_ = std::numeric_limits<std::int64_t>::max();
+      held_.clear();
       for (Outbox* box : dirty_) {
+        if (box->lazy && !box->batch.empty() && now < box->release_ms) {
+          held_.push_back(box);
+          next_release_ms_ = std::min(next_release_ms_, box->release_ms);
+          continue;
+        }
         flush(*box);
         box->dirty = false;
       }
-      dirty_.clear();
+      dirty_.swap(held_);
+      if (undelivered_.empty()) return;
       auto lost = std::move(undelivered_);
       undelivered_.clear();
       for (const auto& u : lost) core_->on_undelivered(u.peer, u.why, u.job_ids);
@@ -332,6 +360,8 @@ class BrokerServer::Impl final : public Transport {
   std::set<std::string> subscriptions_;
   std::unordered_map<std::string, Outbox, WorkerRegistry::Hash, std::equal_to<>> outboxes_;
   std::vector<Outbox*> dirty_;  // outboxes with something queued (pointers into the map: nodes do not move)
+  std::vector<Outbox*> held_;   // scratch for flush_batches
+  std::int64_t next_release_ms_ = std::numeric_limits<std::int64_t>::max();  // of the earliest lazy outbox
   std::vector<Undelivered> undelivered_;
   MemoryJobQueue queue_;
   std::unique_ptr<Store> store_;

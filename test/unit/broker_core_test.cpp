@@ -552,6 +552,17 @@ TEST_CASE("HELLO tells the transport how many messages per BATCH the peer takes;
   CHECK(h.transport.forgotten == std::vector<std::string>{"c1"});
 }
 
+TEST_CASE("ACCEPTED to a submitter that waits for the RESULT may wait for company; to others it may not") {
+  Harness h;
+  h.submit("c1", "a", payload_bytes(4), /*wait=*/true);
+  REQUIRE(h.to("c1").size() == 1);
+  CHECK(h.to("c1")[0].hold_ms == BrokerCore::kAcceptedHoldMs);
+  CHECK(BrokerCore::kAcceptedHoldMs <= 2);
+  h.submit("c2", "a", payload_bytes(4), /*wait=*/false);
+  REQUIRE(h.to("c2").size() == 1);
+  CHECK(h.to("c2")[0].hold_ms == 0);
+}
+
 TEST_CASE("a BATCH is handled as its messages, one after another") {
   Harness h;
   h.ready("w1", {"a"}, "b", 8);

@@ -56,6 +56,7 @@ struct Sent {
   std::string header;                  // header bytes; empty when none
   std::optional<std::string> payload;  // payload bytes when a payload frame was given
   SendResult result = SendResult::Sent;
+  std::uint32_t hold_ms = 0;  // sent with send_lazy: may wait this long
 };
 
 struct Published {
@@ -84,6 +85,13 @@ class RecordingTransport final : public Transport {
       }
     }
     sent.push_back(std::move(s));
+    return sent.back().result;
+  }
+
+  SendResult send_lazy(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload,
+                       std::uint32_t hold_ms) override {
+    send(peer, command, header, payload);
+    sent.back().hold_ms = hold_ms;
     return sent.back().result;
   }
 

@@ -58,6 +58,10 @@ struct CommitFailure {
 
 class BrokerCore {
  public:
+  // How long an ACCEPTED to a waiting submitter may wait to travel with
+  // its flow's RESULT (docs/PROTOCOL.md §6.1).
+  static constexpr std::uint32_t kAcceptedHoldMs = 2;
+
   // `queue` and `transport` must outlive the core. Job ids start at
   // `first_id` and increase by one.
   BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id);
@@ -223,8 +227,9 @@ class BrokerCore {
   // A failed commit turns a deferred REPLY to a CALL into an error REPLY
   // (call_request_id), and a deferred ACCEPTED into ERROR 500 with the flow
   // cancelled (accepted_flow, submit_request_id).
+  // `hold_ms`: the message may wait that long for company (Transport::send_lazy).
   void send_after_commit(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload,
-                         CommitFailure on_failure = {});
+                         CommitFailure on_failure = {}, std::uint32_t hold_ms = 0);
   void publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type, std::string_view error,
                      const zmq::message_t* data);
   void note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
@@ -266,6 +271,7 @@ class BrokerCore {
     zmq::message_t payload;
     bool has_payload = false;
     CommitFailure on_failure;
+    std::uint32_t hold_ms = 0;
   };
   Store* store_ = nullptr;
   EntityService* entities_ = nullptr;

@@ -29,6 +29,16 @@ class Transport {
   virtual SendResult send(std::string_view peer, Command command, zmq::message_t* header,
                           zmq::message_t* payload) = 0;
 
+  // As send(), for a message that may wait up to `hold_ms` for company: a
+  // transport that batches may hold it back that long, unless something
+  // else for the peer comes first (then it goes along, in order). The
+  // broker uses it for ACCEPTED to a submitter that waits for the RESULT
+  // anyway. By default: send().
+  virtual SendResult send_lazy(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload,
+                               std::uint32_t /*hold_ms*/) {
+    return send(peer, command, header, payload);
+  }
+
   // The peer takes BATCH messages of up to `entries` messages (its HELLO
   // said so): the transport may queue what is sent to it and deliver it in
   // batches, in order, reporting failures through
