@@ -41,10 +41,6 @@ class Client::Impl {
     if (type.empty() || type.size() > kMaxTypeNameBytes)
       throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
     check_submit_options(options);
-    // A pipelining waiter says HELLO: heartbeats tell it if the broker dies,
-    // and WELCOME lets both sides batch (the broker sends this client's
-    // ACCEPTEDs and RESULTs together, and its SUBMITs go together too).
-    if (wait) say_hello();
     const std::uint64_t request_id = ++last_request_id_;
     wire::Submit submit{request_id, type, wait, options.max_attempts, options.entity};
     submit.delay_ms = static_cast<std::uint64_t>(options.delay.count());
@@ -58,7 +54,6 @@ class Client::Impl {
   }
 
   std::optional<ClientEvent> next_event(std::chrono::milliseconds timeout) {
-    peer_.flush();  // what the pipelined calls queued leaves now, even if an answer is already here
     if (!backlog_.empty()) {
       ClientEvent e = std::move(backlog_.front());
       backlog_.pop_front();
@@ -180,6 +175,11 @@ class Client::Impl {
 
   const std::string& broker() const noexcept { return options_.broker; }
 
+  // A pipelining client says HELLO: heartbeats tell it if the broker dies
+  // while it waits, and WELCOME lets both sides batch (its requests go
+  // together, and so do the broker's ACCEPTEDs, RESULTs and REPLYs to it).
+  void pipelining() { say_hello(); }
+
   void flush() { peer_.flush(); }
 
  private:
@@ -232,8 +232,10 @@ class Client::Impl {
   // Reads messages until `accept` returns true or `deadline` passes. Keeps
   // the heartbeat going when this client said HELLO, and throws when the
   // broker has been silent for its whole liveness period.
+  // What the pipelined calls queued leaves once no answer is ready (so a
+  // producer answering each RESULT with a SUBMIT sends them in batches),
+  // and always before this waits or gives up.
   void receive_until(Clock::time_point deadline, const std::function<bool(detail::Inbound&)>& accept) {
-    peer_.flush();
     for (;;) {
       while (auto in = peer_.try_recv()) {
         last_heard_ = Clock::now();
@@ -257,6 +259,7 @@ class Client::Impl {
         }
         if (accept(*in)) return;
       }
+      peer_.flush();
       const auto now = Clock::now();
       if (now >= deadline) return;
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1);
@@ -272,7 +275,6 @@ class Client::Impl {
                       ErrorCode::Unavailable);
         wait = std::min(wait, beat);
       }
-      peer_.flush();  // what send_submit() and the like queued goes before we wait
       zmq::pollitem_t item{peer_.socket().handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, wait);
     }
@@ -354,11 +356,13 @@ nlohmann::ordered_json Client::call(std::string_view endpoint, std::string_view 
 }
 std::uint64_t Client::send_call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
                                 const nlohmann::ordered_json& data, const nlohmann::ordered_json& query) {
+  impl_->pipelining();
   return impl_->send_call(endpoint, method, std::move(id), data, query);
 }
 std::string Client::pub_address() { return impl_->pub_address(); }
 std::uint64_t Client::send_submit(std::string_view type, std::string_view msgpack_payload, bool wait,
                                   SubmitOptions options) {
+  impl_->pipelining();
   return impl_->send_submit(type, msgpack_payload, wait, options);
 }
 std::optional<ClientEvent> Client::next_event(std::chrono::milliseconds timeout) { return impl_->next_event(timeout); }

@@ -8,8 +8,9 @@
 // For producers that keep many jobs in flight (mw bench), send_submit()
 // and next_event() pipeline requests without waiting for each answer.
 // Pipelined requests may be held back to travel together in one BATCH
-// (docs/PROTOCOL.md §2.1): they leave when 64 are queued, when this client
-// next waits for anything (next_event() or a blocking call), or on flush().
+// (docs/PROTOCOL.md §2.1): they leave when 64 are queued, when a call finds
+// no answer ready (next_event() or a blocking call, before it waits or
+// returns empty-handed), or on flush().
 //
 // Not thread-safe: one Client per thread. Move-only.
 #pragma once
@@ -126,8 +127,8 @@ class Client {
   std::uint64_t send_submit(std::string_view type, std::string_view msgpack_payload, bool wait,
                             SubmitOptions options = {});
 
-  // The next answer, or nullopt when none arrives within `timeout`.
-  // Sends what the pipelined calls above queued before it waits.
+  // The next answer, or nullopt when none arrives within `timeout`. Sends
+  // what the pipelined calls above queued once no answer is ready.
   [[nodiscard]] std::optional<ClientEvent> next_event(std::chrono::milliseconds timeout);
 
   // Sends what the pipelined calls queued, now, without waiting for answers.
