@@ -12,13 +12,6 @@ std::deque<MemoryJobQueue::Packed>& MemoryJobQueue::TypeQueue::lane(std::int32_t
   return priority == 0 ? normal : ranked[priority];
 }
 
-std::deque<MemoryJobQueue::Packed>* MemoryJobQueue::TypeQueue::next_lane() {
-  // Empty ranked lanes are erased as they drain, so begin() is a real lane.
-  if (!ranked.empty() && (ranked.begin()->first > 0 || normal.empty())) return &ranked.begin()->second;
-  if (!normal.empty()) return &normal;
-  return nullptr;
-}
-
 MemoryJobQueue::TypeQueue& MemoryJobQueue::queue_for(const std::string& type) {
   if (auto it = queues_.find(type); it != queues_.end()) return it->second;
   return queues_.emplace(type, TypeQueue{}).first->second;
@@ -93,14 +86,26 @@ Job MemoryJobQueue::unpack(Packed p, const std::string& type) {
 void MemoryJobQueue::push_back(Job job) {
   auto& q = queue_for(job.type);
   const auto priority = job.priority;
-  q.lane(priority).push_back(pack(std::move(job)));
+  if (priority == 0 && q.normal.empty() && hot_jobs_ < kMaxHotJobs) {
+    q.hot.push_back(std::move(job));
+    ++hot_jobs_;
+  } else {
+    q.lane(priority).push_back(pack(std::move(job)));
+  }
   ++q.size;
 }
 
 void MemoryJobQueue::push_front(Job job) {
   auto& q = queue_for(job.type);
   const auto priority = job.priority;
-  q.lane(priority).push_front(pack(std::move(job)));
+  if (priority == 0) {
+    // The front of the lane is the front of `hot`. Over the budget only by
+    // what lost workers hand back, which they held unpacked anyway.
+    q.hot.push_front(std::move(job));
+    ++hot_jobs_;
+  } else {
+    q.lane(priority).push_front(pack(std::move(job)));
+  }
   ++q.size;
 }
 
@@ -108,7 +113,17 @@ std::optional<Job> MemoryJobQueue::pop(std::string_view type) {
   auto it = queues_.find(type);
   if (it == queues_.end() || it->second.size == 0) return std::nullopt;
   TypeQueue& q = it->second;
-  std::deque<Packed>* lane = q.next_lane();
+  // Empty ranked lanes are erased as they drain, so begin() is a real lane.
+  const bool normal_empty = q.hot.empty() && q.normal.empty();
+  const bool ranked_first = !q.ranked.empty() && (q.ranked.begin()->first > 0 || normal_empty);
+  if (!ranked_first && !q.hot.empty()) {
+    Job job = std::move(q.hot.front());
+    q.hot.pop_front();
+    --hot_jobs_;
+    --q.size;
+    return job;
+  }
+  std::deque<Packed>* lane = ranked_first ? &q.ranked.begin()->second : &q.normal;
   Job job = unpack(std::move(lane->front()), it->first);
   lane->pop_front();
   --q.size;
@@ -128,11 +143,12 @@ std::optional<std::int64_t> MemoryJobQueue::oldest_enqueued_ms(std::string_view 
   // look at both ends of every lane; within a pushed-back run the order is
   // by time.
   std::optional<std::int64_t> oldest;
-  auto consider = [&](const std::deque<Packed>& lane) {
+  auto consider = [&](const auto& lane) {
     if (lane.empty()) return;
     const std::int64_t t = std::min(lane.front().enqueued_ms, lane.back().enqueued_ms);
     if (!oldest || t < *oldest) oldest = t;
   };
+  consider(it->second.hot);
   consider(it->second.normal);
   for (const auto& [priority, lane] : it->second.ranked) consider(lane);
   return oldest;

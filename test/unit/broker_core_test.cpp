@@ -1379,6 +1379,47 @@ TEST_CASE("MemoryJobQueue ordering") {
     CHECK(drain(q, "a") == std::vector<std::uint64_t>{1});
     CHECK(q.types() == std::vector<std::string>{"a", "b"});
   }
+  SUBCASE("order holds across the jobs kept as they are and the ones packed beyond kMaxHotJobs") {
+    constexpr std::uint64_t n = MemoryJobQueue::kMaxHotJobs + 500;
+    std::vector<std::uint64_t> expected;
+    for (std::uint64_t id = 1; id <= n; ++id) {
+      Job j = job(id, id % 2 ? "a" : "b");
+      j.payload = zmq::message_t(std::string(100, static_cast<char>('a' + id % 26)));
+      j.reply_to = id % 3 ? "" : "client-" + std::to_string(id);
+      q.push_back(std::move(j));
+      if (id % 2) expected.push_back(id);
+    }
+    q.push_front(job(n + 1, "a"));  // a requeue goes first, whatever form the rest is in
+    expected.insert(expected.begin(), n + 1);
+    // Half of "a" drained frees room: a later job still waits behind the packed ones.
+    std::vector<std::uint64_t> got;
+    for (std::size_t i = 0; i < expected.size() / 2; ++i) got.push_back(q.pop("a")->id);
+    q.push_back(job(n + 2, "a"));
+    expected.push_back(n + 2);
+    while (auto j = q.pop("a")) {
+      got.push_back(j->id);
+      if (j->id <= n) {  // payload and rare fields survive either form
+        CHECK(j->payload.size() == 100);
+        CHECK(j->payload.data<char>()[0] == static_cast<char>('a' + j->id % 26));
+        CHECK(j->reply_to == (j->id % 3 ? "" : "client-" + std::to_string(j->id)));
+        CHECK(j->type == "a");
+      }
+    }
+    CHECK(got == expected);
+    CHECK(q.depth("a") == 0);
+    CHECK(q.depth("b") == n / 2);
+  }
+  SUBCASE("priorities still come first when the normal lane is kept as it is") {
+    q.push_back(job(1, "a"));
+    Job high = job(2, "a");
+    high.priority = 5;
+    q.push_back(std::move(high));
+    Job low = job(3, "a");
+    low.priority = -5;
+    q.push_back(std::move(low));
+    q.push_back(job(4, "a"));
+    CHECK(drain(q, "a") == std::vector<std::uint64_t>{2, 1, 4, 3});
+  }
   SUBCASE("oldest_enqueued_ms sees requeued jobs at the front") {
     q.push_back(job(1, "a", 500));
     q.push_back(job(2, "a", 700));

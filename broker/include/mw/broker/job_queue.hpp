@@ -48,8 +48,16 @@ class JobQueue {
 };
 
 // Queues held in memory: the store of `--store :memory:`.
+//
+// A job waits in one of two forms. The first kMaxHotJobs waiting jobs of
+// priority 0 (all types together) stay as they are, so that the usual
+// short queue behind a busy worker costs no copying; beyond that, jobs are
+// packed (their payload copied into an exact-size block, rare fields out of
+// line), so that a backlog of millions stays small.
 class MemoryJobQueue final : public JobQueue {
  public:
+  static constexpr std::size_t kMaxHotJobs = 1024;
+
   void push_back(Job job) override;
   void push_front(Job job) override;
   [[nodiscard]] std::optional<Job> pop(std::string_view type) override;
@@ -95,17 +103,20 @@ class MemoryJobQueue final : public JobQueue {
   static Packed pack(Job job);
   static Job unpack(Packed p, const std::string& type);
 
-  // Priority 0, by far the most common, has its own deque so that the hot
-  // path never touches the map.
+  // Priority 0, by far the most common, has its own lane so that the hot
+  // path never touches the map. That lane is `hot` (unpacked jobs) followed
+  // by `normal` (packed ones): a job joins `hot` only while `normal` is
+  // empty, so the order of the lane is kept.
   struct TypeQueue {
+    std::deque<Job> hot;
     std::deque<Packed> normal;
     std::map<std::int32_t, std::deque<Packed>, std::greater<>> ranked;  // priority != 0, highest first
     std::size_t size = 0;
     std::deque<Packed>& lane(std::int32_t priority);
-    std::deque<Packed>* next_lane();
   };
   TypeQueue& queue_for(const std::string& type);
   std::unordered_map<std::string, TypeQueue, Hash, std::equal_to<>> queues_;
+  std::size_t hot_jobs_ = 0;  // in every TypeQueue::hot
 };
 
 }  // namespace mw::broker
