@@ -24,8 +24,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// How long a turn of inline jobs runs before it sends the DONEs so far and
-// looks for a stop.
+// How long a handler runs before the keeper sends the DONEs queued before
+// it, and how often a turn of inline jobs looks for a stop.
 constexpr auto kCheckEvery = std::chrono::milliseconds(1);
 
 // What a handler thread hands back to the I/O thread.
