@@ -11,6 +11,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long a pipelined request may wait in the queue for company while
+// next_event() keeps finding answers ready.
+constexpr auto kMaxHold = std::chrono::milliseconds(1);
+
 std::string error_text(const wire::ErrorReply& e) {
   return "broker: " + std::string(e.message) + " (" + std::to_string(static_cast<int>(e.code)) + ")";
 }
@@ -57,14 +61,21 @@ class Client::Impl {
     if (!backlog_.empty()) {
       ClientEvent e = std::move(backlog_.front());
       backlog_.pop_front();
+      peer_.flush_older_than(kMaxHold);
       return e;
     }
     const auto deadline = Clock::now() + timeout;
     std::optional<ClientEvent> found;
-    receive_until(deadline, [&](detail::Inbound& in) {
-      found = to_event(in);
-      return found.has_value();
-    });
+    receive_until(
+        deadline,
+        [&](detail::Inbound& in) {
+          found = to_event(in);
+          return found.has_value();
+        },
+        /*fail_on_silence=*/false);
+    // A producer answering every event with a request may never find the
+    // socket empty: its requests still leave within kMaxHold.
+    peer_.flush_older_than(kMaxHold);
     return found;
   }
 
@@ -235,7 +246,15 @@ class Client::Impl {
   // What the pipelined calls queued leaves once no answer is ready (so a
   // producer answering each RESULT with a SUBMIT sends them in batches),
   // and always before this waits or gives up.
-  void receive_until(Clock::time_point deadline, const std::function<bool(detail::Inbound&)>& accept) {
+  //
+  // `fail_on_silence`: throw when the broker, though this client said HELLO,
+  // has sent nothing for its whole liveness period during this wait (a
+  // silence before the wait does not count: an idle client may have been
+  // forgotten, and its heartbeat below then earns a DISCONNECT, and a new
+  // HELLO). Without it, the wait simply ends at `deadline`.
+  void receive_until(Clock::time_point deadline, const std::function<bool(detail::Inbound&)>& accept,
+                     bool fail_on_silence = true) {
+    const auto wait_started = Clock::now();
     for (;;) {
       while (auto in = peer_.try_recv()) {
         last_heard_ = Clock::now();
@@ -269,7 +288,7 @@ class Client::Impl {
           peer_.send(Command::Heartbeat);
           last_heartbeat_ = now;
         }
-        if (now - last_heard_ > beat * kHeartbeatLiveness)
+        if (fail_on_silence && now - std::max(last_heard_, wait_started) > beat * kHeartbeatLiveness)
           throw Error("lost the broker at " + options_.broker + ": no heartbeat for " +
                           std::to_string(heartbeat_ms_ * kHeartbeatLiveness) + " ms",
                       ErrorCode::Unavailable);

@@ -60,10 +60,16 @@ bool PeerSocket::send(Command command, zmq::message_t* header, zmq::message_t* p
   // least), unless their one message is bigger.
   const std::size_t size = (header ? header->size() : 0) + (payload ? payload->size() : 0);
   if (!outbox_.empty() && outbox_.bytes() + size > kMaxBatchBytes && !flush()) return false;
+  if (outbox_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
   zmq::message_t empty;
   outbox_.add(command, header ? *header : empty, payload);
   if (outbox_.size() >= batch_limit_ || outbox_.bytes() >= kMaxBatchBytes) return flush();
   return true;
+}
+
+bool PeerSocket::flush_older_than(std::chrono::steady_clock::duration age) {
+  if (outbox_.empty() || std::chrono::steady_clock::now() - oldest_queued_ < age) return true;
+  return flush();
 }
 
 bool PeerSocket::flush() {

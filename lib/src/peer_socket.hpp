@@ -8,6 +8,7 @@
 // A BATCH from the broker is handed out by try_recv() one message at a time.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -50,6 +51,8 @@ class PeerSocket {
   // Sends what send() queued. Call before waiting for an answer.
   bool flush();
   bool has_queued() const noexcept { return !outbox_.empty(); }
+  // flush() if the oldest queued message has waited at least `age`.
+  bool flush_older_than(std::chrono::steady_clock::duration age);
 
   // From the broker's WELCOME: messages per BATCH it takes (0: none). This
   // side sends at most kDefaultBatchEntries per BATCH.
@@ -75,6 +78,7 @@ class PeerSocket {
 
   std::uint32_t batch_limit_ = 0;  // 0: the broker takes no BATCH (yet)
   wire::Batch outbox_;
+  std::chrono::steady_clock::time_point oldest_queued_{};  // when outbox_ last went from empty to not
 
   // The BATCH being handed out: its frames and the next entry.
   zmq::message_t in_index_;

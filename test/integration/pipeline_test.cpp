@@ -240,3 +240,28 @@ TEST_CASE("pipeline: a quick job's result does not wait for the slow job after i
   CHECK(*slow_after >= 2900ms);
   CHECK(*quick_after < 1500ms);  // within a few ms in fact; without the rule it waited 3 s
 }
+
+TEST_CASE("pipeline: a pipelining client idle past the liveness period goes on without a false 'lost the broker'") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "100"});  // liveness 300 ms
+  mw::Client client({cluster.address()});
+  const std::uint64_t request = client.send_submit("idle.test", mw::Payload::of(1).bytes(), false);
+  std::optional<mw::ClientEvent> accepted;
+  REQUIRE(wait_until(
+      [&] {
+        accepted = client.next_event(100ms);
+        return accepted && accepted->kind == mw::ClientEvent::Kind::Accepted;
+      },
+      10s));
+  CHECK(accepted->request_id == request);
+  // Silent for longer than the liveness period twice over: the broker
+  // forgets this client. Its next calls still work.
+  pause_for(700ms);
+  CHECK_FALSE(client.next_event(0ms).has_value());
+  pause_for(700ms);
+  CHECK_NOTHROW((void)client.status());
+  CHECK_FALSE(client.next_event(50ms).has_value());  // no answer pending: nullopt, not a throw
+  const auto flow = client.submit("idle.test", mw::Payload::of(2));
+  CHECK(flow > 0);
+}

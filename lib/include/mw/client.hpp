@@ -10,7 +10,8 @@
 // Pipelined requests may be held back to travel together in one BATCH
 // (docs/PROTOCOL.md §2.1): they leave when 64 are queued, when a call finds
 // no answer ready (next_event() or a blocking call, before it waits or
-// returns empty-handed), or on flush().
+// returns empty-handed), when next_event() returns and the oldest has
+// waited 1 ms, or on flush().
 //
 // Not thread-safe: one Client per thread. Move-only.
 #pragma once
@@ -127,8 +128,10 @@ class Client {
   std::uint64_t send_submit(std::string_view type, std::string_view msgpack_payload, bool wait,
                             SubmitOptions options = {});
 
-  // The next answer, or nullopt when none arrives within `timeout`. Sends
-  // what the pipelined calls above queued once no answer is ready.
+  // The next answer, or nullopt when none arrives within `timeout` (also
+  // when the broker is silent or gone: it never throws for that; the
+  // caller decides how long to wait). Sends what the pipelined calls above
+  // queued once no answer is ready, or once the oldest has waited 1 ms.
   [[nodiscard]] std::optional<ClientEvent> next_event(std::chrono::milliseconds timeout);
 
   // Sends what the pipelined calls queued, now, without waiting for answers.

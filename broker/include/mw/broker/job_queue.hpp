@@ -49,11 +49,13 @@ class JobQueue {
 
 // Queues held in memory: the store of `--store :memory:`.
 //
-// A job waits in one of two forms. The first kMaxHotJobs waiting jobs of
-// priority 0 (all types together) stay as they are, so that the usual
-// short queue behind a busy worker costs no copying; beyond that, jobs are
-// packed (their payload copied into an exact-size block, rare fields out of
-// line), so that a backlog of millions stays small.
+// A job waits in one of two forms. Up to kMaxHotJobs waiting jobs of
+// priority 0 (all types together) stay as they are, while no packed job of
+// their type is ahead of them, so that the usual short queue behind a busy
+// worker costs no copying; the others are packed (their payload copied
+// into an exact-size block, rare fields out of line), so that a backlog of
+// millions stays small. Jobs pushed to the front (handed back by workers,
+// which held them unpacked) stay as they are beyond the budget.
 class MemoryJobQueue final : public JobQueue {
  public:
   static constexpr std::size_t kMaxHotJobs = 1024;
