@@ -182,12 +182,7 @@ void BrokerCore::on_batch(std::span<zmq::message_t> frames, std::int64_t now_ms)
   const std::string peer(frames[0].data<char>(), frames[0].size());
   try {
     if (frames.size() < 3) throw wire::DecodeError(ErrorCode::BadRequest, "BATCH without its index frame");
-    wire::decode_batch_index(frames[2], batch_items_);
-    const std::size_t payloads = frames.size() - 3;
-    if (wire::batch_payload_count(batch_items_) != payloads)
-      throw wire::DecodeError(ErrorCode::BadRequest,
-                              "BATCH: " + std::to_string(payloads) + " payload frame(s) for an index that needs " +
-                                  std::to_string(wire::batch_payload_count(batch_items_)));
+    wire::decode_batch(frames[2], frames.size() - 3, batch_items_);
   } catch (const wire::DecodeError& e) {
     note_bad_message(peer, e.what(), frames.size() > 2 ? &frames[2] : nullptr, now_ms);
     reply_error(peer, e.code(), e.what());
@@ -221,16 +216,11 @@ void BrokerCore::on_undelivered(const std::string& peer, SendResult why, std::sp
   // first again.
   std::vector<std::string> types;
   for (auto id = job_ids.rbegin(); id != job_ids.rend(); ++id) {
-    auto& held = worker->jobs;
-    for (auto it = held.begin(); it != held.end(); ++it) {
-      if (it->id != *id) continue;
-      Job job = std::move(*it);
-      held.erase(it);
-      --job.attempts;
-      if (std::find(types.begin(), types.end(), job.type) == types.end()) types.push_back(job.type);
-      queue_.push_front(std::move(job));
-      break;
-    }
+    auto job = take_held(*worker, *id);
+    if (!job) continue;
+    --job->attempts;
+    if (std::find(types.begin(), types.end(), job->type) == types.end()) types.push_back(job->type);
+    queue_.push_front(std::move(*job));
   }
   if (why == SendResult::Unreachable) {
     // What it did receive is requeued with the worker (ahead of the jobs
@@ -487,17 +477,22 @@ void BrokerCore::on_disconnect(const std::string& peer, std::int64_t now_ms) {
 
 // ---- jobs -----------------------------------------------------------------
 
+std::optional<Job> BrokerCore::take_held(WorkerEntry& worker, std::uint64_t job_id) {
+  auto& held = worker.jobs;
+  // Jobs mostly finish in the order they were given: look from the front.
+  // erase, not swap-with-back: drop_worker() relies on dispatch order.
+  for (auto it = held.begin(); it != held.end(); ++it) {
+    if (it->id != job_id) continue;
+    Job job = std::move(*it);
+    held.erase(it);
+    return job;
+  }
+  return std::nullopt;
+}
+
 std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id) {
   if (worker) {
-    auto& held = worker->jobs;
-    // Jobs mostly finish in the order they were given: look from the front.
-    // erase, not swap-with-back: drop_worker() relies on dispatch order.
-    for (auto it = held.begin(); it != held.end(); ++it) {
-      if (it->id != job_id) continue;
-      Job job = std::move(*it);
-      held.erase(it);
-      return job;
-    }
+    if (auto job = take_held(*worker, job_id)) return job;
   }
   // A late answer for a job that was requeued (its worker was presumed
   // dead or its lease expired) or that a previous broker gave out:
@@ -1035,22 +1030,14 @@ void BrokerCore::end_turn() {
                   d.on_failure.submit_request_id);
       continue;
     }
-    if (d.hold_ms) {
-      transport_.send_lazy(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr, d.hold_ms);
-    } else {
-      transport_.send(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr);
-    }
+    transport_.send_lazy(d.peer, d.command, &d.header, d.has_payload ? &d.payload : nullptr, d.hold_ms);
   }
 }
 
 void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq::message_t header,
                                    zmq::message_t* payload, CommitFailure on_failure, std::uint32_t hold_ms) {
   if (!store_ || !(store_->in_transaction() || (journal_ && journal_->pending()))) {
-    if (hold_ms) {
-      transport_.send_lazy(peer, command, &header, payload, hold_ms);
-    } else {
-      send(peer, command, std::move(header), payload);
-    }
+    transport_.send_lazy(peer, command, &header, payload, hold_ms);
     return;
   }
   Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, on_failure, hold_ms};

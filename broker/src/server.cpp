@@ -137,9 +137,8 @@ class BrokerServer::Impl final : public Transport {
 
   SendResult send_now(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) {
     const std::size_t frames = wire::frame_count(command);
+    if (const SendResult r = send_routing_id(peer); r != SendResult::Sent) return r;
     try {
-      zmq::message_t id(peer.data(), peer.size());
-      if (!router_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return SendResult::WouldBlock;
       const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
       const auto last = zmq::send_flags::dontwait;
       // Once the routing-id frame is accepted, the rest of the message is too.
@@ -155,10 +154,27 @@ class BrokerServer::Impl final : public Transport {
       }
       return SendResult::Sent;
     } catch (const zmq::error_t& e) {
-      if (e.num() == EHOSTUNREACH) return SendResult::Unreachable;
-      if (e.num() == EAGAIN) return SendResult::WouldBlock;
-      throw;
+      return refusal(e);
     }
+  }
+
+  // The first frame of every message to a peer. ZeroMQ refuses it when the
+  // peer is gone (ROUTER_MANDATORY) or its pipe is full; once it is taken,
+  // the rest of the message is too.
+  SendResult send_routing_id(std::string_view peer) {
+    try {
+      zmq::message_t id(peer.data(), peer.size());
+      return router_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait) ? SendResult::Sent
+                                                                                   : SendResult::WouldBlock;
+    } catch (const zmq::error_t& e) {
+      return refusal(e);
+    }
+  }
+
+  static SendResult refusal(const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return SendResult::Unreachable;
+    if (e.num() == EAGAIN) return SendResult::WouldBlock;
+    throw e;
   }
 
   void set_batch_limit(std::string_view peer, std::uint32_t entries) override {
@@ -248,14 +264,7 @@ class BrokerServer::Impl final : public Transport {
   void flush(Outbox& box) {
     box.lazy = true;  // for what comes next
     if (box.batch.empty()) return;
-    SendResult result = SendResult::Sent;
-    try {
-      zmq::message_t id(box.id.data(), box.id.size());
-      if (!router_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) result = SendResult::WouldBlock;
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EHOSTUNREACH && e.num() != EAGAIN) throw;
-      result = e.num() == EHOSTUNREACH ? SendResult::Unreachable : SendResult::WouldBlock;
-    }
+    const SendResult result = send_routing_id(box.id);
     if (result != SendResult::Sent) {
       Undelivered lost{box.id, result, {}};
       for (std::size_t i = 0; i < box.batch.size(); ++i)
@@ -264,7 +273,6 @@ class BrokerServer::Impl final : public Transport {
       undelivered_.push_back(std::move(lost));
       return;
     }
-    // Once the routing-id frame is accepted, the rest of the message is too.
     box.batch.drain([&](zmq::message_t& frame, bool more) {
       router_.send(frame, more ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait);
     });

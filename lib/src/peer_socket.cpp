@@ -147,9 +147,7 @@ std::optional<Inbound> PeerSocket::try_recv() {
     }
     try {
       if (!has_index) throw wire::DecodeError(ErrorCode::BadRequest, "BATCH without its index frame");
-      wire::decode_batch_index(in_index_, in_items_);
-      if (wire::batch_payload_count(in_items_) != in_payloads_.size())
-        throw wire::DecodeError(ErrorCode::BadRequest, "BATCH: payload frames do not match its index");
+      wire::decode_batch(in_index_, in_payloads_.size(), in_items_);
     } catch (const wire::DecodeError& e) {
       in_items_.clear();
       in_payloads_.clear();

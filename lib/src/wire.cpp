@@ -50,6 +50,45 @@ msgpack::object unpack_bounded(const char* data, std::size_t size, std::size_t m
   }
 }
 
+// Reads big-endian unsigned integers and bounded byte runs; false past the end.
+class Cursor {
+ public:
+  Cursor(const char* data, std::size_t size)
+      : p_(reinterpret_cast<const unsigned char*>(data)), end_(p_ + size) {}
+  bool at_end() const noexcept { return p_ == end_; }
+  bool byte(unsigned& b) {
+    if (p_ == end_) return false;
+    b = *p_++;
+    return true;
+  }
+  bool big_endian(int bytes, std::uint64_t& v) {
+    if (end_ - p_ < bytes) return false;
+    v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | *p_++;
+    return true;
+  }
+  // A msgpack array header (fixarray, array16 or array32): its count.
+  bool array_header(std::uint64_t& count) {
+    unsigned head = 0;
+    if (!byte(head)) return false;
+    if (head >= 0x90 && head <= 0x9f) {
+      count = head & 0x0f;
+      return true;
+    }
+    return (head == 0xdc || head == 0xdd) && big_endian(head == 0xdc ? 2 : 4, count);
+  }
+  bool run(std::uint64_t length, std::string_view& out) {
+    if (static_cast<std::uint64_t>(end_ - p_) < length) return false;
+    out = std::string_view(reinterpret_cast<const char*>(p_), length);
+    p_ += length;
+    return true;
+  }
+
+ private:
+  const unsigned char* p_;
+  const unsigned char* end_;
+};
+
 // The hot headers (JOB, DONE, SUBMIT, ACCEPTED, RESULT) are short arrays of
 // scalars. Reading those directly costs a fraction of msgpack-c's generic
 // unpack (no zone, no visitor); anything else — containers, floats, bin,
@@ -58,26 +97,14 @@ msgpack::object unpack_bounded(const char* data, std::size_t size, std::size_t m
 constexpr std::uint32_t kFlatMax = 16;
 
 bool read_flat_array(const char* data, std::size_t size, msgpack::object* out, std::uint32_t& count) {
-  const auto* p = reinterpret_cast<const unsigned char*>(data);
-  const unsigned char* const end = p + size;
-  auto big_endian = [&](int bytes, std::uint64_t& v) {
-    if (end - p < bytes) return false;
-    v = 0;
-    for (int i = 0; i < bytes; ++i) v = (v << 8) | *p++;
-    return true;
-  };
-  if (p == end) return false;
+  Cursor in(data, size);
   std::uint64_t n = 0;
-  const unsigned char head = *p++;
-  if (head >= 0x90 && head <= 0x9f) {
-    n = head & 0x0f;
-  } else if (head != 0xdc || !big_endian(2, n)) {
-    return false;
-  }
+  // array32 is a generic-path case, as it always was here.
+  if (size == 0 || static_cast<unsigned char>(data[0]) == 0xdd || !in.array_header(n)) return false;
   if (n > kFlatMax) return false;
   for (std::uint32_t i = 0; i < n; ++i) {
-    if (p == end) return false;
-    const unsigned char b = *p++;
+    unsigned b = 0;
+    if (!in.byte(b)) return false;
     msgpack::object& o = out[i];
     std::uint64_t v = 0;
     std::uint64_t len = 0;
@@ -93,25 +120,25 @@ bool read_flat_array(const char* data, std::size_t size, msgpack::object* out, s
       o.type = msgpack::type::BOOLEAN;
       o.via.boolean = b == 0xc3;
     } else if (b >= 0xcc && b <= 0xcf) {
-      if (!big_endian(1 << (b - 0xcc), v)) return false;
+      if (!in.big_endian(1 << (b - 0xcc), v)) return false;
       o.type = msgpack::type::POSITIVE_INTEGER;
       o.via.u64 = v;
     } else if (b >= 0xa0 && b <= 0xbf) {
       len = b & 0x1f;
     } else if (b >= 0xd9 && b <= 0xdb) {
-      if (!big_endian(1 << (b - 0xd9), len)) return false;
+      if (!in.big_endian(1 << (b - 0xd9), len)) return false;
     } else {
       return false;  // signed ints, floats, bin, ext, containers: generic path
     }
     if ((b >= 0xa0 && b <= 0xbf) || (b >= 0xd9 && b <= 0xdb)) {
-      if (static_cast<std::uint64_t>(end - p) < len) return false;
+      std::string_view str;
+      if (!in.run(len, str)) return false;
       o.type = msgpack::type::STR;
-      o.via.str.ptr = reinterpret_cast<const char*>(p);
-      o.via.str.size = static_cast<std::uint32_t>(len);
-      p += len;
+      o.via.str.ptr = str.data();
+      o.via.str.size = static_cast<std::uint32_t>(str.size());
     }
   }
-  if (p != end) return false;
+  if (!in.at_end()) return false;
   count = static_cast<std::uint32_t>(n);
   return true;
 }
@@ -319,35 +346,6 @@ std::size_t frame_count(Command command) noexcept {
 
 namespace {
 
-// Reads big-endian unsigned integers and bounded byte runs; false past the end.
-class Cursor {
- public:
-  Cursor(const char* data, std::size_t size)
-      : p_(reinterpret_cast<const unsigned char*>(data)), end_(p_ + size) {}
-  bool at_end() const noexcept { return p_ == end_; }
-  bool byte(unsigned& b) {
-    if (p_ == end_) return false;
-    b = *p_++;
-    return true;
-  }
-  bool big_endian(int bytes, std::uint64_t& v) {
-    if (end_ - p_ < bytes) return false;
-    v = 0;
-    for (int i = 0; i < bytes; ++i) v = (v << 8) | *p_++;
-    return true;
-  }
-  bool run(std::uint64_t length, std::string_view& out) {
-    if (static_cast<std::uint64_t>(end_ - p_) < length) return false;
-    out = std::string_view(reinterpret_cast<const char*>(p_), length);
-    p_ += length;
-    return true;
-  }
-
- private:
-  const unsigned char* p_;
-  const unsigned char* end_;
-};
-
 [[noreturn]] void bad_batch(const std::string& why) {
   throw DecodeError(ErrorCode::BadRequest, "BATCH: " + why);
 }
@@ -357,15 +355,11 @@ class Cursor {
 void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out) {
   out.clear();
   Cursor in(index.data<char>(), index.size());
-  unsigned head = 0;
   std::uint64_t items = 0;
-  if (!in.byte(head)) bad_batch("index frame is empty");
-  if (head >= 0x90 && head <= 0x9f) {
-    items = head & 0x0f;
-  } else if (head == 0xdc || head == 0xdd) {
-    if (!in.big_endian(head == 0xdc ? 2 : 4, items)) bad_batch("truncated index");
-  } else {
-    bad_batch("index must be an array of command, header pairs");
+  if (index.size() == 0) bad_batch("index frame is empty");
+  if (!in.array_header(items)) {
+    const auto head = static_cast<unsigned char>(index.data<char>()[0]);
+    bad_batch(head == 0xdc || head == 0xdd ? "truncated index" : "index must be an array of command, header pairs");
   }
   if (items == 0 || items % 2 != 0 || items / 2 > kMaxBatchEntries)
     bad_batch("index must hold 1.." + std::to_string(kMaxBatchEntries) + " command, header pairs");
@@ -396,16 +390,17 @@ void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out
   if (!in.at_end()) bad_batch("trailing bytes after the index");
 }
 
+void decode_batch(const zmq::message_t& index, std::size_t payload_frames, std::vector<BatchItem>& out) {
+  decode_batch_index(index, out);
+  const std::size_t needed = batch_payload_count(out);
+  if (needed != payload_frames)
+    bad_batch(std::to_string(payload_frames) + " payload frame(s) for an index that needs " + std::to_string(needed));
+}
+
 std::size_t batch_size_claimed(const zmq::message_t& index) noexcept {
   Cursor in(index.data<char>(), index.size());
-  unsigned head = 0;
   std::uint64_t items = 0;
-  if (!in.byte(head)) return 1;
-  if (head >= 0x90 && head <= 0x9f) {
-    items = head & 0x0f;
-  } else if ((head != 0xdc && head != 0xdd) || !in.big_endian(head == 0xdc ? 2 : 4, items)) {
-    return 1;
-  }
+  if (!in.array_header(items)) return 1;
   return std::clamp<std::uint64_t>(items / 2, 1, kMaxBatchEntries);
 }
 

@@ -226,6 +226,10 @@ struct BatchItem {
 // anything malformed; the views point into `index`.
 void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out);
 
+// decode_batch_index, then checks that `payload_frames` frames followed the
+// index, as many as its entries carry. What a receiver of a BATCH calls.
+void decode_batch(const zmq::message_t& index, std::size_t payload_frames, std::vector<BatchItem>& out);
+
 // The number of messages an index frame says it holds (from its array
 // header alone), between 1 and kMaxBatchEntries; 1 when it cannot tell.
 // For budgeting work before the index is decoded. Never throws.

@@ -143,6 +143,8 @@ class BrokerCore {
     bool said_hello = false;
   };
   void on_batch(std::span<zmq::message_t> frames, std::int64_t now_ms);
+  // Removes job `job_id` from what `worker` holds; nullopt if it holds none.
+  std::optional<Job> take_held(WorkerEntry& worker, std::uint64_t job_id);
   std::vector<wire::BatchItem> batch_items_;  // the BATCH being handled
   void forget_peer(const std::string& peer);
   struct TypeCounters {
