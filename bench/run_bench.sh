@@ -9,7 +9,10 @@
 # process ("bare 1-proc", which saves the switches between address spaces).
 # RUNS (default $MW_BENCH_RUNS, else 1) repeats the four measurements,
 # interleaved, so machine noise hits both alike. Extra figures: MW_BENCH_JOBS,
-# MW_BENCH_SERIAL_JOBS override the job counts.
+# MW_BENCH_SERIAL_JOBS override the job counts. When mw-bench-round-trip sits
+# next to MW_BENCH_BARE_ROUTER (as meson builds it), each run also times one
+# ZeroMQ round trip between two processes: three of them are the floor under
+# a serial flow's latency.
 #
 # Run through meson:  meson test -C BUILD --benchmark pipeline -v
 # or directly:        bench/run_bench.sh BUILD/bin/mw-broker BUILD/bin/mw BUILD/bench/mw-bench-bare-router 3
@@ -26,6 +29,8 @@ runs=${4:-${MW_BENCH_RUNS:-1}}
 jobs=${MW_BENCH_JOBS:-200000}
 serial_jobs=${MW_BENCH_SERIAL_JOBS:-20000}
 shape=(--stages 2 --workers 1)
+round_trip_exe=$(dirname "$bare_exe")/mw-bench-round-trip
+[ -x "$round_trip_exe" ] || round_trip_exe=
 
 work=$(mktemp -d)
 broker_pid=
@@ -64,6 +69,7 @@ row() {  # row LABEL JSON
 # Interleaved, so that a change in the machine's load hits every variant alike.
 labels=("mw throughput" "bare throughput" "bare 1-proc throughput" "mw --serial" "bare --serial" "bare 1-proc --serial")
 results=()
+round_trips=()
 for run in $(seq "$runs"); do
   results+=("$("$mw_exe" bench --broker "$address" "${shape[@]}" --jobs "$jobs" --json 2>>"$work/bench.log")")
   results+=("$("$bare_exe" --router "$bare_address" "${shape[@]}" --jobs "$jobs" --json 2>>"$work/bench.log")")
@@ -72,6 +78,10 @@ for run in $(seq "$runs"); do
   results+=("$("$bare_exe" --router "$bare_address" "${shape[@]}" --jobs "$serial_jobs" --serial --json 2>>"$work/bench.log")")
   results+=("$("$bare_exe" "${shape[@]}" --jobs "$serial_jobs" --serial --json 2>>"$work/bench.log")")
   for ((k = ${#results[@]} - 6; k < ${#results[@]}; ++k)); do echo "${results[k]}"; done
+  if [ -n "$round_trip_exe" ]; then
+    round_trips+=("$("$round_trip_exe" --round-trips "$serial_jobs" --json 2>>"$work/bench.log")")
+    echo "${round_trips[-1]}"
+  fi
 done
 
 echo
@@ -79,6 +89,11 @@ printf '%-28s %12s %10s %10s %10s %10s\n' "run what (2 stages x 1)" "jobs/s" "p5
 for ((i = 0; i < ${#results[@]}; i += 6)); do
   run=$((i / 6 + 1))
   for k in 0 1 2 3 4 5; do row "$run ${labels[k]}" "${results[i + k]}"; done
+  if [ -n "$round_trip_exe" ]; then
+    rt=$(field "${round_trips[run - 1]}" p50)
+    awk -v r="$rt" 'BEGIN { printf "%-28s %12s %10.1f   (3 x %.1f us: the floor under --serial)\n", \
+      "  3 ZeroMQ round trips", "", 3 * r, r }'
+  fi
   mw=$(field "${results[i]}" jobs_per_second)
   bare=$(field "${results[i + 1]}" jobs_per_second)
   awk -v m="$mw" -v b="$bare" 'BEGIN { if (b > 0) printf "%-28s %11.0f%%\n", "  mw / bare throughput", 100 * m / b }'
