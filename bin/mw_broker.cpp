@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultHeartbeatMs)))
         ("max-message-bytes", "largest message accepted",
          cxxopts::value<std::size_t>()->default_value(std::to_string(mw::kDefaultMaxMessageBytes)))
+        ("max-waiting", "jobs that may wait for a worker or their time; a SUBMIT beyond it is refused "
+                        "(ERROR 507) until workers catch up (0: no limit)",
+         cxxopts::value<std::uint64_t>()->default_value("10000000"))
+        ("max-waiting-mb", "MiB of payload those waiting jobs may hold (0: no limit)",
+         cxxopts::value<std::uint64_t>()->default_value("4096"))
         ("max-attempts", "deliveries of a job before it is dead, unless the submitter says otherwise",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultMaxAttempts)))
         ("type-max-attempts", "max attempts for one job type, as TYPE=N (repeat or comma-separate)",
@@ -132,6 +137,10 @@ int main(int argc, char** argv) {
       throw mw::Error("--heartbeat-ms must be between 10 and 600000");
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
     if (config.max_message_bytes < 1024) throw mw::Error("--max-message-bytes must be at least 1024");
+    config.max_waiting_jobs = args["max-waiting"].as<std::uint64_t>();
+    const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
+    if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::Error("--max-waiting-mb must be at most 2^40 (0: no limit)");
+    config.max_waiting_bytes = waiting_mb << 20;
     config.default_max_attempts = args["max-attempts"].as<std::uint32_t>();
     if (config.default_max_attempts == 0) throw mw::Error("--max-attempts must be at least 1");
     config.retry_base_ms = args["retry-base-ms"].as<std::uint32_t>();

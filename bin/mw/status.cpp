@@ -18,6 +18,8 @@ nlohmann::json to_json(const wire::Stats& s) {
       {"submitted", s.submitted}, {"done", s.done}, {"failed", s.failed}, {"dead", s.dead},
       {"retried", s.retried}, {"requeued", s.requeued}, {"stale", s.stale}, {"lease_expired", s.lease_expired},
       {"recovered", s.recovered}, {"delayed", s.delayed}, {"rss_bytes", s.rss_bytes},
+      {"waiting", s.waiting}, {"waiting_bytes", s.waiting_bytes}, {"max_waiting", s.max_waiting},
+      {"max_waiting_bytes", s.max_waiting_bytes}, {"refused", s.refused},
       {"submitted_per_second", s.submitted_per_second},
       {"done_per_second", s.done_per_second}, {"types", nlohmann::json::array()}, {"workers", nlohmann::json::array()}};
   for (const auto& t : s.types) {
@@ -36,6 +38,17 @@ std::string age(std::uint64_t ms) {
   if (ms == 0) return "-";
   std::ostringstream out;
   out << std::fixed << std::setprecision(1) << static_cast<double>(ms) / 1000.0 << "s";
+  return out.str();
+}
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// "10000000", "4096.0", or "none" for 0; `unit` divides.
+std::string limit_text(std::uint64_t limit, double unit) {
+  if (limit == 0) return "none";
+  std::ostringstream out;
+  if (unit == 1) out << limit;
+  else out << std::fixed << std::setprecision(1) << static_cast<double>(limit) / unit;
   return out.str();
 }
 
@@ -58,6 +71,10 @@ void print_table(const wire::Stats& s) {
               static_cast<unsigned long long>(s.delayed), static_cast<unsigned long long>(s.recovered),
               static_cast<unsigned long long>(s.lease_expired), static_cast<unsigned long long>(s.stale),
               static_cast<double>(s.rss_bytes) / 1e6);
+  std::printf("waiting: %llu jobs (limit %s), %.1f MiB of payload (limit %s); %llu submits refused (full)\n",
+              static_cast<unsigned long long>(s.waiting), limit_text(s.max_waiting, 1).c_str(),
+              static_cast<double>(s.waiting_bytes) / kMiB, limit_text(s.max_waiting_bytes, kMiB).c_str(),
+              static_cast<unsigned long long>(s.refused));
   std::printf("\n%-24s %7s %8s %8s %9s %10s %8s %6s %9s\n", "TYPE", "WORKERS", "QUEUED", "OLDEST", "IN-FLIGHT",
               "DONE", "FAILED", "DEAD", "DONE/S");
   for (const auto& t : s.types) {

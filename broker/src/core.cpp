@@ -301,6 +301,14 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
       return;
     }
   }
+  // A new flow only: what is already in the broker (next stages, retries)
+  // is never refused, and a duplicate above adds nothing.
+  if (auto full = too_full_for(payload.size())) {
+    ++counters_.refused_full;
+    log_full(*full, now_ms);
+    reply_error(peer, ErrorCode::Full, *full, submit.request_id);
+    return;
+  }
   Job job = new_flow(submit.type, std::move(payload), submit.max_attempts, submit.priority, submit.lease_ms, submit.key,
                      std::move(entity), now_ms);
   if (submit.wait) job.reply_to = peer;
@@ -367,6 +375,11 @@ void BrokerCore::run_schedules(std::int64_t now_ms) {
     if (keys_.contains(key)) {
       ++counters_.schedule_skipped;
       changes["skipped"] = ++s->skipped;
+    } else if (auto full = too_full_for(s->payload.size())) {
+      // Counted as skipped: the next run is on time, not a burst.
+      ++counters_.schedule_skipped;
+      changes["skipped"] = ++s->skipped;
+      log_full("schedule " + s->name + ": run skipped: " + *full, now_ms);
     } else {
       zmq::message_t payload(s->payload.data(), s->payload.size());
       job = new_flow(s->type, std::move(payload), s->max_attempts, s->priority, 0, key, "", now_ms);
@@ -633,7 +646,36 @@ void BrokerCore::retry_or_bury(Job job, std::string_view error, bool retryable, 
 void BrokerCore::delay(Job job, std::int64_t due_ms) {
   const std::uint64_t id = job.id;
   timers_.push(Timer{due_ms, id});
-  delayed_.insert_or_assign(id, std::move(job));
+  delayed_bytes_ += job.payload.size();
+  auto [it, inserted] = delayed_.try_emplace(id);
+  if (!inserted) delayed_bytes_ -= it->second.payload.size();
+  it->second = std::move(job);
+}
+
+void BrokerCore::log_full(const std::string& what, std::int64_t now_ms) {
+  std::uint64_t suppressed = 0;
+  if (full_log_.allow(now_ms, suppressed))
+    log(LogLevel::warn, kLogComponent,
+        what + (suppressed ? " (" + std::to_string(suppressed) + " more refused since the last line)" : ""));
+}
+
+std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
+  auto node = delayed_.extract(id);
+  if (node.empty()) return std::nullopt;
+  delayed_bytes_ -= node.mapped().payload.size();
+  return std::move(node.mapped());
+}
+
+std::optional<std::string> BrokerCore::too_full_for(std::size_t payload_bytes) const {
+  const std::uint64_t jobs = queue_.size() + delayed_.size();
+  const std::uint64_t bytes = queue_.payload_bytes() + delayed_bytes_;
+  if (config_.max_waiting_jobs && jobs >= config_.max_waiting_jobs)
+    return "the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
+           std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up";
+  if (config_.max_waiting_bytes && bytes + payload_bytes > config_.max_waiting_bytes)
+    return "the broker is full: the jobs waiting hold " + std::to_string(bytes >> 20) + " MiB of payload (--max-waiting-mb " +
+           std::to_string(config_.max_waiting_bytes >> 20) + "); submit again once workers have caught up";
+  return std::nullopt;
 }
 
 std::uint32_t BrokerCore::max_attempts_for(std::string_view type) const {
@@ -675,7 +717,7 @@ void BrokerCore::cancel_flow(std::uint64_t flow_id) {
   }
   extra_waiters_.erase(flow_id);
   // Dropped where it waits now, or when it next turns up (in flight).
-  if (auto node = delayed_.extract(flow_id); !node.empty()) return;
+  if (take_delayed(flow_id)) return;
   cancelled_flows_.insert(flow_id);
 }
 
@@ -831,10 +873,10 @@ void BrokerCore::tick(std::int64_t now_ms) {
   while (!timers_.empty() && timers_.top().due_ms <= now_ms) {
     const auto id = timers_.top().job_id;
     timers_.pop();
-    auto node = delayed_.extract(id);
-    if (node.empty()) continue;
-    if (drop_if_cancelled(node.mapped())) continue;
-    route(std::move(node.mapped()), now_ms);
+    auto job = take_delayed(id);
+    if (!job) continue;
+    if (drop_if_cancelled(*job)) continue;
+    route(std::move(*job), now_ms);
   }
   expire_leases(now_ms);
   run_schedules(now_ms);
@@ -1105,6 +1147,11 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   s.recovered = counters_.recovered;
   s.delayed = delayed_.size();
   s.rss_bytes = resident_bytes();
+  s.waiting = queue_.size() + delayed_.size();
+  s.waiting_bytes = queue_.payload_bytes() + delayed_bytes_;
+  s.max_waiting = config_.max_waiting_jobs;
+  s.max_waiting_bytes = config_.max_waiting_bytes;
+  s.refused = counters_.refused_full;
   s.submitted_per_second = submit_rate_.per_second(now_ms);
   s.done_per_second = done_rate_.per_second(now_ms);
 

@@ -86,6 +86,8 @@ Job MemoryJobQueue::unpack(Packed p, const std::string& type) {
 void MemoryJobQueue::push_back(Job job) {
   auto& q = queue_for(job.type);
   const auto priority = job.priority;
+  ++size_;
+  payload_bytes_ += job.payload.size();
   if (priority == 0 && q.normal.empty() && hot_jobs_ < kMaxHotJobs) {
     q.hot.push_back(std::move(job));
     ++hot_jobs_;
@@ -98,6 +100,8 @@ void MemoryJobQueue::push_back(Job job) {
 void MemoryJobQueue::push_front(Job job) {
   auto& q = queue_for(job.type);
   const auto priority = job.priority;
+  ++size_;
+  payload_bytes_ += job.payload.size();
   if (priority == 0) {
     // The front of the lane is the front of `hot`. Over the budget only by
     // what lost workers hand back, which they held unpacked anyway.
@@ -121,12 +125,16 @@ std::optional<Job> MemoryJobQueue::pop(std::string_view type) {
     q.hot.pop_front();
     --hot_jobs_;
     --q.size;
+    --size_;
+    payload_bytes_ -= job.payload.size();
     return job;
   }
   std::deque<Packed>* lane = ranked_first ? &q.ranked.begin()->second : &q.normal;
   Job job = unpack(std::move(lane->front()), it->first);
   lane->pop_front();
   --q.size;
+  --size_;
+  payload_bytes_ -= job.payload.size();
   if (lane->empty() && lane != &q.normal) q.ranked.erase(job.priority);
   return job;
 }

@@ -312,7 +312,7 @@ class BrokerServer::Impl final : public Transport {
     for (std::size_t handled = 0; handled < kTurnMessages;) {
       if (!router_.recv(frames[0], zmq::recv_flags::dontwait)) return;
       std::size_t count = 1;
-      std::size_t total = frames[0].size();
+      std::size_t total = 0;  // of the frames the peer sent: its routing id is not its to count
       bool too_many = false;
       while (frames[count - 1].more()) {
         if (count == kMaxFrames) {

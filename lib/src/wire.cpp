@@ -244,7 +244,16 @@ class Writer {
   }
   Writer& boolean(bool b) { b ? packer_.pack_true() : packer_.pack_false(); return *this; }
   Writer& nil() { packer_.pack_nil(); return *this; }
-  Writer& f64(double d) { packer_.pack_double(d); return *this; }
+  // Always float 64 (0xcb): msgpack-c's pack_double writes a whole number
+  // as an integer, and PROTOCOL.md promises readers a float64 here.
+  Writer& f64(double d) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    char bytes[9] = {static_cast<char>(0xcb)};
+    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
+    buffer_.write(bytes, sizeof bytes);
+    return *this;
+  }
   zmq::message_t frame() { return zmq::message_t(buffer_.data(), buffer_.size()); }
 
  private:
@@ -543,7 +552,7 @@ zmq::message_t encode(const ErrorReply& m) {
 zmq::message_t encode(const Stats& m) {
   Writer w;
   w.array(2).u64(m.request_id);
-  w.pack().pack_map(18);
+  w.pack().pack_map(23);
   pack_kv(w, "broker_version", std::string_view(m.broker_version));
   pack_kv(w, "uptime_ms", m.uptime_ms);
   pack_kv(w, "store", std::string_view(m.store));
@@ -558,6 +567,11 @@ zmq::message_t encode(const Stats& m) {
   pack_kv(w, "recovered", m.recovered);
   pack_kv(w, "delayed", m.delayed);
   pack_kv(w, "rss_bytes", m.rss_bytes);
+  pack_kv(w, "waiting", m.waiting);
+  pack_kv(w, "waiting_bytes", m.waiting_bytes);
+  pack_kv(w, "max_waiting", m.max_waiting);
+  pack_kv(w, "max_waiting_bytes", m.max_waiting_bytes);
+  pack_kv(w, "refused", m.refused);
   pack_kv(w, "submitted_per_second", m.submitted_per_second);
   pack_kv(w, "done_per_second", m.done_per_second);
   w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
@@ -764,6 +778,11 @@ Stats decode_stats(const zmq::message_t& frame) {
   s.recovered = map_u64(map, "recovered");
   s.delayed = map_u64(map, "delayed");
   s.rss_bytes = map_u64(map, "rss_bytes");
+  s.waiting = map_u64(map, "waiting");
+  s.waiting_bytes = map_u64(map, "waiting_bytes");
+  s.max_waiting = map_u64(map, "max_waiting");
+  s.max_waiting_bytes = map_u64(map, "max_waiting_bytes");
+  s.refused = map_u64(map, "refused");
   s.submitted_per_second = map_f64(map, "submitted_per_second");
   s.done_per_second = map_f64(map, "done_per_second");
   if (const auto* types = find_key(map, "types"); types && types->type == msgpack::type::ARRAY) {
@@ -800,15 +819,18 @@ EventMeta decode_event_meta(const zmq::message_t& frame) {
 }
 
 std::uint64_t peek_request_id(const zmq::message_t& frame) noexcept {
-  try {
-    if (frame.size() > kMaxHeaderBytes) return 0;
-    const msgpack::object obj = unpack_bounded(frame.data<char>(), frame.size(), 8);
-    if (obj.type != msgpack::type::ARRAY || obj.via.array.size == 0) return 0;
-    const auto& first = obj.via.array.ptr[0];
-    return first.type == msgpack::type::POSITIVE_INTEGER ? first.via.u64 : 0;
-  } catch (...) {
-    return 0;
-  }
+  // Only the array header and the first element are read, so that a
+  // header broken further on (truncated, too deep, trailing bytes) still
+  // gets its ERROR addressed to the request it belongs to.
+  if (frame.size() > kMaxHeaderBytes) return 0;
+  Cursor in(frame.data<char>(), frame.size());
+  std::uint64_t count = 0;
+  unsigned head = 0;
+  if (!in.array_header(count) || count == 0 || !in.byte(head)) return 0;
+  if (head <= 0x7f) return head;  // positive fixint
+  std::uint64_t value = 0;
+  if (head >= 0xcc && head <= 0xcf && in.big_endian(1 << (head - 0xcc), value)) return value;  // uint 8..64
+  return 0;
 }
 
 void check_msgpack(std::span<const char> bytes, std::size_t max_depth) {

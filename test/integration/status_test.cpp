@@ -134,3 +134,35 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
     CHECK(fields[7] == "1");  // dead
   }
 }
+
+TEST_CASE("a full broker refuses mw submit with one line and exit 1 until a worker makes room") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--max-waiting", "2"});
+  REQUIRE(cluster.mw({"submit", "later", "1"}).exit_status == 0);
+  REQUIRE(cluster.mw({"submit", "later", "2"}).exit_status == 0);
+  const auto refused = cluster.mw({"submit", "later", "3"});
+  CHECK(refused.exit_status == 1);
+  CHECK(refused.out.empty());
+  CHECK(refused.err.find("the broker is full") != std::string::npos);
+  CHECK(refused.err.find("(507)") != std::string::npos);
+  CHECK(std::count(refused.err.begin(), refused.err.end(), '\n') == 1);
+  {
+    const auto status = cluster.status_json();
+    CHECK(status.at("waiting") == 2);
+    CHECK(status.at("max_waiting") == 2);
+    CHECK(status.at("refused") == 1);
+    CHECK(status.at("submitted") == 2);
+    const auto table = cluster.mw({"status"});
+    CHECK(table.out.find("waiting: 2 jobs (limit 2)") != std::string::npos);
+    CHECK(table.out.find("1 submits refused (full)") != std::string::npos);
+  }
+  // A worker takes them: the same SUBMIT goes through, and every flow ends.
+  cluster.start_exec("later", {"--concurrency", "4"}, {"/bin/cat"});
+  REQUIRE(cluster.wait_for_workers("later", 1));
+  REQUIRE(wait_until([&] { return cluster.status_json().at("waiting") == 0; }, 10s));
+  const auto accepted = cluster.mw({"submit", "later", "3", "--wait", "--timeout", "20"});
+  CHECK(accepted.exit_status == 0);
+  CHECK(accepted.out == "3\n");
+  REQUIRE(wait_until([&] { return cluster.status_json().at("done") == 3; }, 10s));
+}

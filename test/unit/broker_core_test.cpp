@@ -873,6 +873,119 @@ TEST_CASE("FAIL retries after an exponential backoff, then the job is dead") {
   CHECK(h.jobs("w1").size() == 3);
 }
 
+// The ERROR answering `request_id`'s SUBMIT, if one was sent to `peer` since `mark`.
+std::optional<ErrorMsg> error_for(const Harness& h, const std::string& peer, std::uint64_t request_id,
+                                  std::size_t mark) {
+  for (const auto& s : h.to(peer, mark))
+    if (s.command == Command::Error && Harness::error_of(s).request_id == request_id) return Harness::error_of(s);
+  return std::nullopt;
+}
+
+// Sends a SUBMIT by hand (the harness's submit() requires ACCEPTED).
+void raw_submit(Harness& h, const std::string& peer, std::uint64_t request_id, const std::string& type,
+                const std::string& payload, std::uint64_t delay_ms = 0, std::string_view key = {}) {
+  auto header = submit_header(request_id, type);
+  header.delay_ms = delay_ms;
+  header.key = key;
+  h.command(peer, Command::Submit, bytes_of(wire::encode(header)), payload);
+}
+
+TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds always moves on") {
+  BrokerConfig config = test_config();
+  config.max_waiting_jobs = 2;
+  Harness h(config);
+  h.submit("c1", "a", payload_bytes(8));
+  h.submit("c1", "a", payload_bytes(8));
+
+  std::size_t mark = h.transport.sent.size();
+  raw_submit(h, "c1", 7001, "a", payload_bytes(8));
+  auto refused = error_for(h, "c1", 7001, mark);
+  REQUIRE(refused);
+  CHECK(refused->code == ErrorCode::Full);
+  CHECK(refused->message.find("--max-waiting 2") != std::string::npos);
+  CHECK(h.to("c1", mark).size() == 1);  // the ERROR, no ACCEPTED
+  CHECK(h.queue.depth("a") == 2);
+  CHECK(h.core.counters().submitted == 2);
+  CHECK(h.core.counters().refused_full == 1);
+  const auto stats = h.core.stats(h.now);
+  CHECK(stats.waiting == 2);
+  CHECK(stats.max_waiting == 2);
+  CHECK(stats.refused == 1);
+
+  SUBCASE("a delayed SUBMIT waits too, and counts") {
+    h.ready("w1", {"a"});  // takes one: one waits
+    raw_submit(h, "c1", 7002, "a", payload_bytes(8), 60'000);
+    CHECK_FALSE(error_for(h, "c1", 7002, mark));
+    CHECK(h.core.delayed() == 1);
+    mark = h.transport.sent.size();
+    raw_submit(h, "c1", 7003, "a", payload_bytes(8));
+    CHECK(error_for(h, "c1", 7003, mark));
+  }
+
+  SUBCASE("a SUBMIT whose key names an unfinished flow is answered: it adds nothing") {
+    BrokerConfig keyed = test_config();
+    keyed.max_waiting_jobs = 1;
+    Harness k(keyed);
+    raw_submit(k, "c1", 1, "a", payload_bytes(8), 0, "nightly");
+    mark = k.transport.sent.size();
+    raw_submit(k, "c1", 2, "a", payload_bytes(8), 0, "nightly");
+    CHECK_FALSE(error_for(k, "c1", 2, mark));
+    CHECK(k.core.counters().duplicates == 1);
+  }
+
+  SUBCASE("the next stage, a retry and a job handed back are never refused") {
+    BrokerConfig small = test_config();
+    small.max_waiting_jobs = 2;
+    Harness f(small);
+    f.ready("w1", {"a"}, "b");
+    f.submit("c1", "a", payload_bytes(8));  // straight to w1
+    f.submit("c1", "z", payload_bytes(8));
+    f.submit("c1", "z", payload_bytes(8));  // full: two wait
+    f.done("w1", f.jobs("w1").at(0).id, std::nullopt, payload_bytes(8, 1));
+    CHECK(f.queue.depth("b") == 1);  // its next stage waits beyond the limit
+    CHECK(f.core.stats(f.now).waiting == 3);
+    f.ready("w2", {"b"});
+    f.fail("w2", f.jobs("w2").at(0).id, "flaky");
+    CHECK(f.core.delayed() == 1);  // its retry too
+    CHECK(f.core.stats(f.now).waiting == 3);
+    f.ready("w3", {"z"});
+    f.disconnect("w3");  // the z it took goes back
+    CHECK(f.core.counters().requeued == 1);
+    CHECK(f.queue.depth("z") == 2);
+    CHECK(f.core.stats(f.now).waiting == 3);  // still beyond the limit
+    CHECK(f.core.counters().dead == 0);
+    mark = f.transport.sent.size();
+    raw_submit(f, "c1", 7004, "a", payload_bytes(8));
+    CHECK(error_for(f, "c1", 7004, mark));
+  }
+}
+
+TEST_CASE("a broker full of payload bytes refuses the SUBMIT that would go beyond them") {
+  BrokerConfig config = test_config();
+  config.max_waiting_jobs = 0;  // no limit on the count
+  config.max_waiting_bytes = 100;
+  Harness h(config);
+  h.submit("c1", "a", payload_bytes(57));  // 60 bytes with its bin header
+  std::size_t mark = h.transport.sent.size();
+  raw_submit(h, "c1", 8001, "a", payload_bytes(57));
+  const auto refused = error_for(h, "c1", 8001, mark);
+  REQUIRE(refused);
+  CHECK(refused->code == ErrorCode::Full);
+  CHECK(refused->message.find("--max-waiting-mb") != std::string::npos);
+  CHECK(h.core.stats(h.now).waiting_bytes == 60);
+  // A smaller one still fits.
+  mark = h.transport.sent.size();
+  raw_submit(h, "c1", 8002, "a", payload_bytes(37));
+  CHECK_FALSE(error_for(h, "c1", 8002, mark));
+  CHECK(h.core.stats(h.now).waiting_bytes == 100);
+  // A worker takes them: the bytes are free again.
+  h.ready("w1", {"a"}, "", 2);
+  CHECK(h.core.stats(h.now).waiting_bytes == 0);
+  mark = h.transport.sent.size();
+  raw_submit(h, "c1", 8003, "a", payload_bytes(57));
+  CHECK_FALSE(error_for(h, "c1", 8003, mark));
+}
+
 TEST_CASE("FAIL with retryable=false makes the job dead at once") {
   Harness h;
   h.ready("w1", {"a"});

@@ -556,6 +556,24 @@ TEST_CASE("a schedule submits its job every interval, skipping a run while the l
   }
 }
 
+TEST_CASE("a schedule due while the broker is full skips the run, and runs on time once there is room") {
+  TempDb db;
+  BrokerConfig config = test_config();
+  config.max_waiting_jobs = 1;
+  Broker b(db.path(), config);
+  REQUIRE(b.submit(submit_header(1, "other"), payload_bytes(1)) != 0);  // full: one waits
+  put_schedule(b, Json{{"id", "ticker"}, {"type", "tick"}, {"every_ms", 1000}, {"next_at", kWallStart + 500}});
+  b.advance(500);
+  CHECK(b.h.core.counters().schedule_skipped == 1);
+  CHECK(b.h.queue.depth("tick") == 0);
+  CHECK(b.record("schedules", "ticker").value()["skipped"] == 1);
+  CHECK(b.record("schedules", "ticker").value()["next_at"] == kWallStart + 1500);
+  b.h.ready("w1", {"other"});  // takes the waiting job: room again
+  b.advance(1000);
+  CHECK(b.h.queue.depth("tick") == 1);
+  CHECK(b.record("schedules", "ticker").value()["runs"] == 1);
+}
+
 TEST_CASE("an invalid schedule is ignored, the others run") {
   TempDb db;
   Broker b(db.path());

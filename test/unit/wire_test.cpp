@@ -396,6 +396,26 @@ TEST_CASE("ERROR round trip") {
   }
 }
 
+TEST_CASE("STATS rates are float 64 on the wire, also when whole") {
+  wire::Stats s;
+  s.submitted_per_second = 60.0;
+  s.done_per_second = 0.0;
+  s.types.push_back({"t", 1, 0, 0, 0, 0, 0, 0, 3.0});
+  const std::string bytes = bytes_of(wire::encode(s));
+  // key, then 0xcb and the 8 big-endian bytes of the double
+  const auto value_after = [&](std::string_view key) {
+    const std::string packed_key = std::string(1, static_cast<char>(0xa0 | key.size())) + std::string(key);
+    const auto at = bytes.find(packed_key);
+    REQUIRE(at != std::string::npos);
+    return bytes.substr(at + packed_key.size(), 9);
+  };
+  CHECK(value_after("submitted_per_second") == std::string("\xcb\x40\x4e\x00\x00\x00\x00\x00\x00", 9));
+  CHECK(value_after("done_per_second") == std::string("\xcb\x00\x00\x00\x00\x00\x00\x00\x00", 9));
+  const auto m = wire::decode_stats(wire::encode(s));
+  CHECK(m.submitted_per_second == 60.0);
+  CHECK(m.types.at(0).done_per_second == 3.0);
+}
+
 TEST_CASE("STATS round trip keeps every field") {
   wire::Stats s;
   s.request_id = 3;
@@ -408,6 +428,11 @@ TEST_CASE("STATS round trip keeps every field") {
   s.dead = 2;
   s.retried = 5;
   s.requeued = 4;
+  s.waiting = 12;
+  s.waiting_bytes = 3400;
+  s.max_waiting = 10'000'000;
+  s.max_waiting_bytes = std::uint64_t{4} << 30;
+  s.refused = 6;
   s.submitted_per_second = 12.5;
   s.done_per_second = 11.25;
   s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5});
@@ -427,6 +452,11 @@ TEST_CASE("STATS round trip keeps every field") {
   CHECK(m.dead == 2);
   CHECK(m.retried == 5);
   CHECK(m.requeued == 4);
+  CHECK(m.waiting == 12);
+  CHECK(m.waiting_bytes == 3400);
+  CHECK(m.max_waiting == 10'000'000);
+  CHECK(m.max_waiting_bytes == std::uint64_t{4} << 30);
+  CHECK(m.refused == 6);
   CHECK(m.submitted_per_second == doctest::Approx(12.5));
   CHECK(m.done_per_second == doctest::Approx(11.25));
   REQUIRE(m.types.size() == 2);
@@ -724,6 +754,14 @@ TEST_CASE("peek_request_id reads the first field and never throws") {
     CAPTURE(bad.size());
     CHECK(wire::peek_request_id(frame_of(bad)) == 0);
   }
+  // A header broken after its first field still names its request.
+  CHECK(wire::peek_request_id(frame_of(std::string("\x93\x0b", 2))) == 11);                 // truncated
+  CHECK(wire::peek_request_id(frame_of(std::string("\x91\x0c\xc0", 3))) == 12);             // trailing bytes
+  CHECK(wire::peek_request_id(frame_of("\x92\x1b" + std::string(20, '\x91') + "\xc0")) == 27);  // too deep
+  CHECK(wire::peek_request_id(frame_of(std::string("\x92\xcd\x01\x00\xc0", 5))) == 256);    // uint16
+  CHECK(wire::peek_request_id(frame_of(std::string("\x91\xcf\x00\x00\x00\x01\x00\x00\x00\x00", 10))) ==
+        std::uint64_t{1} << 32);  // uint64
+  CHECK(wire::peek_request_id(frame_of(std::string("\x91\xce\x00\x01", 4))) == 0);  // uint32 cut short
 }
 
 // ---- check_msgpack ---------------------------------------------------------------

@@ -67,6 +67,7 @@ enum class ErrorCode : std::uint16_t {
   Unavailable = 503,      // the broker cannot serve now (client side: no answer in time)
   Internal = 500,
   NotImplemented = 501,   // a known command this broker does not serve (CALL without an entity store)
+  Full = 507,             // SUBMIT refused: as many jobs wait as the broker may hold (--max-waiting)
 };
 
 // Roles a peer declares in HELLO.

@@ -191,6 +191,11 @@ struct Stats {
   std::uint64_t recovered = 0;       // unfinished jobs read back from the store at start
   std::uint64_t delayed = 0;         // jobs waiting for their time (--delay, --at, retry backoff)
   std::uint64_t rss_bytes = 0;       // the broker's resident memory
+  std::uint64_t waiting = 0;           // jobs queued or delayed: what --max-waiting counts
+  std::uint64_t waiting_bytes = 0;     // their payload bytes
+  std::uint64_t max_waiting = 0;       // the broker's limits (0: none)
+  std::uint64_t max_waiting_bytes = 0;
+  std::uint64_t refused = 0;           // SUBMITs refused because the broker was full (ERROR 507)
   double submitted_per_second = 0;
   double done_per_second = 0;
   std::vector<TypeStats> types;

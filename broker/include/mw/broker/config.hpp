@@ -38,6 +38,16 @@ struct BrokerConfig {
   std::uint64_t lease_ms = 3'600'000;
   std::map<std::string, std::uint64_t, std::less<>> type_lease_ms;
 
+  // How much may wait, so that a producer faster than its workers for
+  // long enough fills neither memory nor disk: jobs queued for a worker or
+  // delayed (retries, delayed SUBMITs), and their payload bytes. A SUBMIT
+  // that would go beyond either is refused with ERROR 507; jobs already
+  // in the broker (the next stage of a flow, a retry, a job handed back, a
+  // recovered one) are never refused. 0: no limit. Ten million jobs of 100
+  // bytes take about 3 GB; the bytes cap the case of large payloads.
+  std::uint64_t max_waiting_jobs = 10'000'000;
+  std::uint64_t max_waiting_bytes = std::uint64_t{4} << 30;
+
   // The entity endpoint that receives dead-job records (mw dead, mw::Sync).
   std::string sync_endpoint = "sync";
   // The entity endpoint whose documents are periodic jobs (mw schedule).

@@ -129,7 +129,8 @@ class BrokerCore {
     std::uint64_t cancelled = 0;      // flows whose SUBMIT could not be committed (ERROR 500)
     std::uint64_t duplicates = 0;     // SUBMITs answered with an unfinished flow of the same key
     std::uint64_t scheduled = 0;      // flows started by a schedule
-    std::uint64_t schedule_skipped = 0;  // runs skipped: the previous run was unfinished
+    std::uint64_t schedule_skipped = 0;  // runs skipped: the previous run was unfinished, or the broker full
+    std::uint64_t refused_full = 0;      // SUBMITs refused with 507: --max-waiting reached
   };
   const Counters& counters() const noexcept { return counters_; }
 
@@ -197,6 +198,12 @@ class BrokerCore {
   // RESULT to the flow's submitter if it waits, and to later submitters of
   // the same key that wait; after the commit when one is open.
   void send_results(const Job& job, std::string_view outcome, std::string_view error, zmq::message_t& payload);
+  // Why a new flow with a payload of `payload_bytes` may not be accepted
+  // now (config max_waiting_*), as the ERROR 507 text; nullopt when it may.
+  std::optional<std::string> too_full_for(std::size_t payload_bytes) const;
+  void log_full(const std::string& what, std::int64_t now_ms);  // rate-limited
+  // Removes a delayed job; nullopt when `id` is not delayed.
+  std::optional<Job> take_delayed(std::uint64_t id);
   // Parks a job until `due_ms` (steady clock).
   void delay(Job job, std::int64_t due_ms);
   // Takes back the jobs held past their lease (at most every 250 ms).
@@ -255,6 +262,7 @@ class BrokerCore {
   WorkerRegistry workers_;
   std::unordered_map<std::string, Peer, WorkerRegistry::Hash, std::equal_to<>> peers_;
   std::unordered_map<std::uint64_t, Job> delayed_;
+  std::uint64_t delayed_bytes_ = 0;  // payload bytes of delayed_
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::unordered_map<std::string, TypeCounters, WorkerRegistry::Hash, std::equal_to<>> type_counters_;
 
@@ -283,6 +291,7 @@ class BrokerCore {
   std::int64_t next_trim_ms_ = 0;
   LogLimiter bad_input_log_{5, 1000};
   LogLimiter dead_log_{5, 1000};
+  LogLimiter full_log_{1, 10'000};
   std::uint64_t jitter_state_ = 0x9e3779b97f4a7c15ULL;
 };
 

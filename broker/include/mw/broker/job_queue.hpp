@@ -40,6 +40,11 @@ class JobQueue {
 
   virtual std::size_t depth(std::string_view type) const = 0;
 
+  // Jobs waiting, of every type, and the bytes of their payloads: what
+  // the broker's --max-waiting limits are checked against.
+  virtual std::size_t size() const = 0;
+  virtual std::uint64_t payload_bytes() const = 0;
+
   // enqueued_ms of the job that has waited longest in `type`; nullopt if empty.
   [[nodiscard]] virtual std::optional<std::int64_t> oldest_enqueued_ms(std::string_view type) const = 0;
 
@@ -64,6 +69,8 @@ class MemoryJobQueue final : public JobQueue {
   void push_front(Job job) override;
   [[nodiscard]] std::optional<Job> pop(std::string_view type) override;
   std::size_t depth(std::string_view type) const override;
+  std::size_t size() const override { return size_; }
+  std::uint64_t payload_bytes() const override { return payload_bytes_; }
   [[nodiscard]] std::optional<std::int64_t> oldest_enqueued_ms(std::string_view type) const override;
   std::vector<std::string> types() const override;
 
@@ -119,6 +126,8 @@ class MemoryJobQueue final : public JobQueue {
   TypeQueue& queue_for(const std::string& type);
   std::unordered_map<std::string, TypeQueue, Hash, std::equal_to<>> queues_;
   std::size_t hot_jobs_ = 0;  // in every TypeQueue::hot
+  std::size_t size_ = 0;       // in every TypeQueue
+  std::uint64_t payload_bytes_ = 0;
 };
 
 }  // namespace mw::broker
