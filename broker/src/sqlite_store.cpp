@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
 #include "mw/broker/store.hpp"
 #include "mw/error.hpp"
 #include "mw/json_objects.hpp"
+#include "store_lock.hpp"
 
 namespace mw::broker {
 namespace {
@@ -179,6 +181,7 @@ class SqliteStore final : public Store {
     if (options.synchronous != "normal" && options.synchronous != "full")
       throw Error("store: synchronous must be 'normal' or 'full', not '" + options.synchronous + "'", ErrorCode::BadRequest);
     configure_sqlite_once();
+    if (durable_) lock_.emplace(path);  // before SQLite reads anything: the jobs are this broker's alone
     if (sqlite3_open_v2(path.c_str(), &db_.handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
       const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -519,6 +522,7 @@ class SqliteStore final : public Store {
 
   std::string path_;
   bool durable_;
+  std::optional<StoreLock> lock_;  // released after the connection closes (members go in reverse order)
   Connection db_;
   Transaction transaction_;
   std::uint64_t last_seq_ = 0;       // the newest event's sequence number, in this transaction

@@ -3,6 +3,7 @@
 // dead jobs leave records, and SIGTERM stops it cleanly.
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -93,6 +94,26 @@ TEST_CASE("durability: kill -9 of the broker mid-pipeline loses no accepted job"
   // At-least-once: a job runs again only if the broker died between its
   // delivery and the commit of its DONE, a window of one loop turn.
   for (const auto& [line, n] : stage2) CHECK(n <= 2);
+}
+
+TEST_CASE("durability: a second broker on the same store refuses to start and names the first") {
+  Cluster cluster;
+  INFO(cluster.report());
+  const auto store = (cluster.dir() / "mw.db").string();
+  Process& first = cluster.start_broker({"--store", store});
+  REQUIRE(cluster.mw({"submit", "held", "1"}).exit_status == 0);
+  Process& second = cluster.start("second-broker", {binaries().broker, "--bind", "tcp://127.0.0.1:*", "--pub",
+                                                    "tcp://127.0.0.1:*", "--store", store});
+  CHECK(second.wait_exit(10s) == 1);
+  const std::string err = second.stderr_text();
+  CHECK(err.find("is in use by process " + std::to_string(first.pid())) != std::string::npos);
+  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+  // The first one is unaffected, and once it is gone (even by kill -9) the store is free.
+  CHECK(cluster.status().submitted == 1);
+  first.signal(SIGKILL);
+  REQUIRE(first.wait_exit(5s).has_value());
+  cluster.start_broker({"--store", store});
+  CHECK(cluster.status().recovered == 1);
 }
 
 TEST_CASE("durability: delayed jobs, retries and keys survive a kill -9") {
