@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)
       throw mw::Error("--heartbeat-ms must be between 10 and 600000");
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
-    if (config.max_message_bytes < 1024) throw mw::Error("--max-message-bytes must be at least 1024");
+    if (config.max_message_bytes < mw::kMinMaxMessageBytes)
+      throw mw::Error("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes));
     config.max_waiting_jobs = args["max-waiting"].as<std::uint64_t>();
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
     if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::Error("--max-waiting-mb must be at most 2^40 (0: no limit)");

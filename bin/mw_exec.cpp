@@ -34,6 +34,11 @@ constexpr int kExitDataError = 65;  // sysexits.h EX_DATAERR: bad input, do not 
 constexpr std::size_t kMaxStdoutBytes = 16 * 1024 * 1024;
 constexpr std::size_t kStderrTailBytes = 2048;
 constexpr std::size_t kStderrTailLines = 5;
+// How soon a command that exited is noticed while something it started
+// still holds its output open (otherwise its pipes' end tells).
+constexpr std::int64_t kExitCheckMs = 100;
+// How much of a JSON parser's complaint a job's error quotes.
+constexpr std::size_t kMaxQuotedBytes = 200;
 
 struct ExecOptions {
   std::vector<std::string> command;
@@ -63,7 +68,8 @@ struct Pipe {
   }
 };
 
-// The last few non-blank lines of a child's stderr: the part that says what went wrong.
+// The last few non-blank lines of a child's stderr, the part that says
+// what went wrong, on one line (joined by " | "): errors are one line.
 std::string tail_lines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream stream(text);
@@ -74,7 +80,7 @@ std::string tail_lines(const std::string& text) {
   }
   std::string out;
   const std::size_t from = lines.size() > kStderrTailLines ? lines.size() - kStderrTailLines : 0;
-  for (std::size_t i = from; i < lines.size(); ++i) out += (out.empty() ? "" : "\n") + lines[i];
+  for (std::size_t i = from; i < lines.size(); ++i) out += (out.empty() ? "" : " | ") + lines[i];
   return out;
 }
 
@@ -105,7 +111,11 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setsigdefault(&attributes, &defaults);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Its own process group: a Ctrl-C at the terminal (sent to mw-exec's
+  // group) does not kill the job mw-exec is finishing, and a timeout or a
+  // finished job can end whatever the command started (kill(-pid)).
+  posix_spawnattr_setpgroup(&attributes, 0);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) env.emplace_back(*e);
@@ -140,14 +150,25 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   bool too_much_output = false, timed_out = false;
   const auto started = std::chrono::steady_clock::now();
   char buffer[65536];
+  // The command is not reaped before the end: until then its pid, which
+  // names its process group, cannot be reused, so kill(-pid) is safe.
+  bool exited = false;
   while (out.read >= 0 || err.read >= 0) {
+    // The command has exited but something it started still holds its
+    // output open: that one goes with it (else we would wait for it).
+    siginfo_t info{};
+    if (!exited && ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid) {
+      exited = true;
+      ::kill(-pid, SIGKILL);
+    }
     pollfd fds[3];
     int n = 0;
     int in_at = -1, out_at = -1, err_at = -1;
     if (in.write >= 0) { in_at = n; fds[n++] = {in.write, POLLOUT, 0}; }
     if (out.read >= 0) { out_at = n; fds[n++] = {out.read, POLLIN, 0}; }
     if (err.read >= 0) { err_at = n; fds[n++] = {err.read, POLLIN, 0}; }
-    int wait_ms = 1000;
+    int wait_ms = kExitCheckMs;
     if (options.timeout.count() > 0) {
       const auto left = options.timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
                                               std::chrono::steady_clock::now() - started);
@@ -155,7 +176,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
         timed_out = true;
         break;
       }
-      wait_ms = static_cast<int>(std::min<std::int64_t>(left.count(), 1000));
+      wait_ms = static_cast<int>(std::min<std::int64_t>(left.count(), kExitCheckMs));
     }
     if (::poll(fds, static_cast<nfds_t>(n), wait_ms) < 0 && errno != EINTR) break;
     if (in_at >= 0 && fds[in_at].revents) {
@@ -186,7 +207,11 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       }
     }
   }
-  if (timed_out || too_much_output) ::kill(pid, SIGKILL);
+  if (timed_out || too_much_output) ::kill(-pid, SIGKILL);
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  ::kill(-pid, SIGKILL);  // what the command left running ends with its job
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -208,7 +233,12 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   try {
     return mw::Payload::parse_json(stdout_text);
   } catch (const mw::Error& e) {
-    throw mw::JobError("'" + options.command[0] + "' printed something that is not JSON: " + e.what(), false);
+    // The parser's message may quote the whole output: say what is wrong, not all of it.
+    std::string why = e.what();
+    if (why.size() > kMaxQuotedBytes) why = why.substr(0, kMaxQuotedBytes) + "…";
+    throw mw::JobError("'" + options.command[0] + "' printed " + std::to_string(stdout_text.size()) +
+                           " bytes that are not JSON: " + why,
+                       false);
   }
 }
 

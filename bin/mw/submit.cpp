@@ -11,6 +11,7 @@
 
 #include "commands.hpp"
 #include "mw/client.hpp"
+#include "mw/log.hpp"
 #include "time_arg.hpp"
 
 namespace mw::cli {
@@ -124,7 +125,7 @@ int submit(int argc, char** argv) {
   if (!outcome->done) {
     std::fprintf(stderr, "mw submit: flow %llu died at %s after %u attempt(s): %s\n",
                  static_cast<unsigned long long>(outcome->flow_id), outcome->last_type.c_str(), outcome->attempts,
-                 outcome->error.c_str());
+                 one_line(outcome->error).c_str());
     return 1;
   }
   std::cout << outcome->result.to_json_text() << std::endl;

@@ -53,6 +53,7 @@ class Client::Impl {
     submit.lease_ms = static_cast<std::uint64_t>(options.lease.count());
     zmq::message_t header = wire::encode(submit);
     zmq::message_t body(payload.data(), payload.size());
+    check_fits("SUBMIT", detail::PeerSocket::message_bytes(&header, &body));
     peer_.send(Command::Submit, &header, &body);
     return request_id;
   }
@@ -122,6 +123,7 @@ class Client::Impl {
     std::string bytes;
     nlohmann::ordered_json::to_msgpack(body, bytes);
     zmq::message_t frame(bytes.data(), bytes.size());
+    check_fits("CALL", detail::PeerSocket::message_bytes(&header, &frame));
     peer_.send(Command::Call, &header, &frame);
     return request_id;
   }
@@ -200,6 +202,27 @@ class Client::Impl {
                  ErrorCode::Unavailable);
   }
 
+  // Throws TooLarge, before anything is sent, for a message over the
+  // broker's --max-message-bytes: the broker would drop the connection and
+  // the request would go unanswered. A message that may be too large for
+  // some broker (over kMinMaxMessageBytes) needs the limit from WELCOME:
+  // the first one says HELLO and waits for it.
+  void check_fits(const char* command, std::size_t bytes) {
+    if (bytes <= kMinMaxMessageBytes) return;
+    if (peer_.max_message_bytes() == 0) {
+      say_hello();
+      receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+        if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
+        return peer_.max_message_bytes() != 0;
+      });
+      if (peer_.max_message_bytes() == 0) throw no_answer("HELLO");
+    }
+    if (bytes > peer_.max_message_bytes())
+      throw Error(std::string(command) + " of " + std::to_string(bytes) + " bytes is larger than the broker takes (" +
+                      std::to_string(peer_.max_message_bytes()) + " bytes, its --max-message-bytes)",
+                  ErrorCode::TooLarge);
+  }
+
   void say_hello() {
     if (said_hello_) return;
     zmq::message_t hello =
@@ -263,6 +286,7 @@ class Client::Impl {
           pub_address_ = std::string(w.pub_address);
           heartbeat_ms_ = w.heartbeat_ms ? w.heartbeat_ms : kDefaultHeartbeatMs;
           peer_.set_batch_limit(w.batch);
+          peer_.set_max_message_bytes(w.max_message_bytes);
         } else if (in->command == Command::Heartbeat) {
           continue;
         } else if (in->command == Command::Disconnect) {

@@ -23,6 +23,34 @@ std::string_view level_name(LogLevel level) {
   return "?    ";
 }
 
+// `message` with control characters other than tab escaped; only called
+// when it holds one.
+std::string escaped_controls(std::string_view message) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(message.size() + 8);
+  for (const char ch : message) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 || c == '\t') out.push_back(ch);
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+bool has_controls(std::string_view message) {
+  for (const char ch : message) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 && c != '\t') return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void set_log_level(LogLevel level) noexcept { g_threshold.store(level, std::memory_order_relaxed); }
@@ -41,8 +69,27 @@ LogLevel parse_log_level(std::string_view text) {
               ErrorCode::BadRequest);
 }
 
+std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') continue;
+    if (text[i] == '\n' || text[i] == '\r') {
+      if (i + 1 < text.size()) out += " | ";
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
 void log(LogLevel level, std::string_view component, std::string_view message) {
   if (!log_enabled(level)) return;
+  std::string escaped;
+  if (has_controls(message)) {
+    escaped = escaped_controls(message);
+    message = escaped;
+  }
   using namespace std::chrono;
   const auto now = system_clock::now();
   const auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count();

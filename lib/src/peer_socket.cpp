@@ -9,12 +9,13 @@
 namespace mw::detail {
 namespace {
 constexpr int kMaxInboundFrames = 3;
-// Bytes queued before a BATCH is sent regardless of its count.
+// Bytes queued before a BATCH is sent regardless of its count (less when
+// the broker's message limit is under twice this).
 constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 }
 
 PeerSocket::PeerSocket(zmq::context_t& context, std::string address)
-    : context_(context), address_(std::move(address)) {
+    : context_(context), address_(std::move(address)), max_batch_bytes_(kMaxBatchBytes) {
   open();
 }
 
@@ -40,6 +41,7 @@ void PeerSocket::reset() {
   socket_.close();
   outbox_.clear();
   batch_limit_ = 0;
+  set_max_message_bytes(0);
   in_items_.clear();
   in_payloads_.clear();
   open();
@@ -50,20 +52,29 @@ void PeerSocket::set_batch_limit(std::uint32_t entries) noexcept {
   if (batch_limit_ < 2) batch_limit_ = 0;  // a BATCH of one is the message itself
 }
 
+void PeerSocket::set_max_message_bytes(std::uint64_t bytes) noexcept {
+  max_message_bytes_ = bytes;
+  max_batch_bytes_ = bytes ? std::min<std::uint64_t>(kMaxBatchBytes, bytes / 2) : kMaxBatchBytes;
+}
+
+std::size_t PeerSocket::message_bytes(const zmq::message_t* header, const zmq::message_t* payload) noexcept {
+  return kTagFrameBytes + (header ? header->size() : 0) + (payload ? payload->size() : 0);
+}
+
 bool PeerSocket::send(Command command, zmq::message_t* header, zmq::message_t* payload) {
   // Headers too large for a BATCH index go alone, as do commands without one.
   if (batch_limit_ == 0 || wire::frame_count(command) < 2 || (header && header->size() > kMaxHeaderBytes)) {
     if (!flush()) return false;
     return send_now(command, header, payload);
   }
-  // Batches stay far inside any broker's message limit (1 MiB at the
-  // least), unless their one message is bigger.
+  // Batches stay within half the broker's message limit, unless their one
+  // message is bigger.
   const std::size_t size = (header ? header->size() : 0) + (payload ? payload->size() : 0);
-  if (!outbox_.empty() && outbox_.bytes() + size > kMaxBatchBytes && !flush()) return false;
+  if (!outbox_.empty() && outbox_.bytes() + size > max_batch_bytes_ && !flush()) return false;
   if (outbox_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
   zmq::message_t empty;
   outbox_.add(command, header ? *header : empty, payload);
-  if (outbox_.size() >= batch_limit_ || outbox_.bytes() >= kMaxBatchBytes) return flush();
+  if (outbox_.size() >= batch_limit_ || outbox_.bytes() >= max_batch_bytes_) return flush();
   return true;
 }
 

@@ -58,6 +58,16 @@ class PeerSocket {
   // side sends at most kDefaultBatchEntries per BATCH.
   void set_batch_limit(std::uint32_t entries) noexcept;
 
+  // From the broker's WELCOME: the largest message it takes (0: not told
+  // yet). A BATCH then stays within half of it, so that batching never
+  // makes a message the broker refuses out of messages it would take.
+  void set_max_message_bytes(std::uint64_t bytes) noexcept;
+  std::uint64_t max_message_bytes() const noexcept { return max_message_bytes_; }
+
+  // The bytes the broker counts against its limit for a message with
+  // these frames (tag, header, payload).
+  static std::size_t message_bytes(const zmq::message_t* header, const zmq::message_t* payload) noexcept;
+
   // Receives one message if one is waiting. Malformed messages from the
   // broker are logged and skipped (returns nullopt as for "nothing yet"
   // but `malformed` counts them).
@@ -77,6 +87,8 @@ class PeerSocket {
   std::uint64_t malformed_ = 0;
 
   std::uint32_t batch_limit_ = 0;  // 0: the broker takes no BATCH (yet)
+  std::uint64_t max_message_bytes_ = 0;  // 0: not told yet
+  std::size_t max_batch_bytes_;          // bytes queued before a BATCH is sent regardless of its count
   wire::Batch outbox_;
   std::chrono::steady_clock::time_point oldest_queued_{};  // when outbox_ last went from empty to not
 

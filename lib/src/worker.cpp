@@ -28,6 +28,23 @@ using Clock = std::chrono::steady_clock;
 // it, and how often a turn of inline jobs looks for a stop.
 constexpr auto kCheckEvery = std::chrono::milliseconds(1);
 
+// The longest error text a FAIL carries (half the broker's message limit
+// when that is less); longer ones are cut at a UTF-8 character boundary
+// and end with "…".
+constexpr std::size_t kMaxErrorBytes = 4096;
+
+// `max_message_bytes`: the broker's limit (0: not known), which a FAIL must
+// fit in with room to spare.
+void shorten_error(std::string& error, std::uint64_t max_message_bytes) {
+  std::size_t most = kMaxErrorBytes;
+  if (max_message_bytes) most = std::min<std::size_t>(most, max_message_bytes / 2);
+  if (error.size() <= most) return;
+  std::size_t cut = most;
+  while (cut > 0 && (static_cast<unsigned char>(error[cut]) & 0xc0) == 0x80) --cut;  // not inside a character
+  error.resize(cut);
+  error += "…";
+}
+
 // What a handler thread hands back to the I/O thread.
 struct Completion {
   std::uint64_t job_id = 0;
@@ -246,6 +263,7 @@ class Worker::Impl {
           const auto welcome = wire::decode_welcome(in.header);
           heartbeat_ms_.store(std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000));
           peer.set_batch_limit(welcome.batch);
+          peer.set_max_message_bytes(welcome.max_message_bytes);
           keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }
@@ -328,9 +346,22 @@ class Worker::Impl {
       zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
                                      : wire::encode(wire::Done{c.job_id, std::nullopt});
       zmq::message_t result(c.result.bytes().data(), c.result.size());
-      peer.send(Command::Done, &header, &result);
-      ++done_;
-    } else {
+      const std::size_t bytes = detail::PeerSocket::message_bytes(&header, &result);
+      if (const auto limit = peer.max_message_bytes(); limit == 0 || bytes <= limit) {
+        peer.send(Command::Done, &header, &result);
+        ++done_;
+        return;
+      }
+      // The broker would drop the connection (and with it this job, to be
+      // retried forever): the job fails instead, saying why.
+      c.ok = false;
+      c.retryable = false;
+      c.error = "the result (" + std::to_string(bytes) + " bytes) is larger than the broker's --max-message-bytes (" +
+                std::to_string(peer.max_message_bytes()) + ")";
+    }
+    {
+      // An error text is one line for people, not a payload: it must fit a header.
+      shorten_error(c.error, peer.max_message_bytes());
       zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable});
       peer.send(Command::Fail, &header);
       ++failed_;

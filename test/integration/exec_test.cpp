@@ -1,5 +1,8 @@
 // mw-exec: any command as a worker. Its stdout is the result; a non-zero
 // exit fails the job with stderr's last lines; 65 and non-JSON are final.
+#include <algorithm>
+#include <fstream>
+
 #include <doctest/doctest.h>
 
 #include "cluster.hpp"
@@ -9,6 +12,26 @@ using namespace mwtest;
 namespace {
 
 bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
+
+std::size_t lines_in(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }
+
+// The pid a command wrote to `file`, or 0.
+pid_t pid_in(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+// True when `pid` has ended: no such process, or a zombie nobody reaped yet.
+bool ended(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
 
 }  // namespace
 
@@ -30,7 +53,8 @@ TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and bur
                                      "echo \"disk on fire (attempt $MW_ATTEMPT)\" >&2; exit 1"});
     const auto r = cluster.mw({"submit", "fails", "{}", "--wait", "--timeout", "20"});
     CHECK(r.exit_status == 1);
-    CHECK(contains(r.err, "disk on fire (attempt 3)"));
+    CHECK(contains(r.err, "some noise | disk on fire (attempt 3)"));  // stderr's last lines, on one line
+    CHECK(lines_in(r.err) == 1);
     CHECK(contains(r.err, "after 3 attempt(s)"));
     auto s = cluster.status();
     CHECK(type_stats(s, "fails").value().failed == 3);
@@ -42,6 +66,31 @@ TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and bur
     CHECK(r2.exit_status == 1);
     CHECK(contains(r2.err, "disk on fire (attempt 2)"));
     CHECK(contains(r2.err, "after 2 attempt(s)"));
+  }
+
+  SUBCASE("--timeout ends the command and everything it started") {
+    const auto pid_file = cluster.dir() / "sleeper.pid";
+    cluster.start_exec("slow", {"--timeout", "1"},
+                       {"/bin/sh", "-c", "sleep 300 & echo $! > '" + pid_file.string() + "'; wait"});
+    const auto r = cluster.mw({"submit", "slow", "{}", "--wait", "--timeout", "30", "--max-attempts", "1"});
+    CHECK(r.exit_status == 1);
+    CHECK(contains(r.err, "ran longer than 1000 ms"));
+    const pid_t sleeper = pid_in(pid_file);
+    REQUIRE(sleeper > 0);
+    CHECK(wait_until([&] { return ended(sleeper); }, 5s));
+  }
+
+  SUBCASE("a command that leaves a process behind finishes with its job, and that process ends") {
+    const auto pid_file = cluster.dir() / "straggler.pid";
+    cluster.start_exec("leaves", {},
+                       {"/bin/sh", "-c", "cat >/dev/null; sleep 300 & echo $! > '" + pid_file.string() +
+                                             "'; echo '{\"ok\":1}'"});
+    const auto r = cluster.mw({"submit", "leaves", "{}", "--wait", "--timeout", "10"});
+    CHECK(r.exit_status == 0);
+    CHECK(nlohmann::json::parse(r.out) == nlohmann::json{{"ok", 1}});
+    const pid_t straggler = pid_in(pid_file);
+    REQUIRE(straggler > 0);
+    CHECK(wait_until([&] { return ended(straggler); }, 5s));
   }
 
   SUBCASE("exit 65 (EX_DATAERR): dead after one attempt") {
@@ -66,4 +115,46 @@ TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and bur
     CHECK(s.retried == 0);
     CHECK(s.dead == 1);
   }
+}
+
+TEST_CASE("messages over --max-message-bytes: a request fails at once, a result fails its job, saying why") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--max-message-bytes", "4096"});
+  const std::string big = "\"" + std::string(5000, 'x') + "\"";
+
+  const auto submit = cluster.mw({"submit", "anything", big}, 10s);
+  CHECK(submit.exit_status == 1);
+  CHECK(contains(submit.err, "SUBMIT of 50"));
+  CHECK(contains(submit.err, "bytes is larger than the broker takes (4096 bytes, its --max-message-bytes)"));
+  CHECK(lines_in(submit.err) == 1);
+  const auto create = cluster.mw({"create", "things", "{\"x\":" + big + "}"}, 10s);
+  CHECK(create.exit_status == 1);
+  CHECK(contains(create.err, "is larger than the broker takes (4096 bytes"));
+  CHECK(cluster.status().submitted == 0);
+
+  // A worker whose result would not fit fails the job for good, instead of
+  // losing its connection (and the job) over and over.
+  cluster.start_exec("grows", {}, {"/bin/sh", "-c", "cat >/dev/null; printf '\"%s\"' $(head -c 6000 /dev/zero | tr '\\0' x)"});
+  const auto grown = cluster.mw({"submit", "grows", "{}", "--wait", "--timeout", "20"});
+  CHECK(grown.exit_status == 1);
+  CHECK(contains(grown.err, "after 1 attempt(s): the result (6"));
+  CHECK(contains(grown.err, "is larger than the broker's --max-message-bytes (4096)"));
+  // So does one whose error text would not fit: it is cut.
+  cluster.start_exec("noisy", {}, {"/bin/sh", "-c", "cat >/dev/null; head -c 6000 /dev/zero | tr '\\0' 1"});
+  const auto noisy = cluster.mw({"submit", "noisy", "{}", "--wait", "--timeout", "20"});
+  CHECK(noisy.exit_status == 1);
+  CHECK(contains(noisy.err, "after 1 attempt(s): '/bin/sh' printed 6000 bytes that are not JSON"));
+  CHECK(noisy.err.size() < 1000);
+  cluster.start_exec("wordy", {}, {"/bin/sh", "-c",
+                                   "cat >/dev/null; for i in 1 2 3 4; do head -c 1900 /dev/zero | tr '\\0' e >&2; "
+                                   "echo >&2; done; exit 65"});
+  const auto wordy = cluster.mw({"submit", "wordy", "{}", "--wait", "--timeout", "20"});
+  CHECK(wordy.exit_status == 1);
+  CHECK(contains(wordy.err, "after 1 attempt(s): eeee"));
+  CHECK(contains(wordy.err, "e…"));  // cut to fit
+  CHECK(wordy.err.size() < 4096);
+  const auto s = cluster.status();
+  CHECK(s.requeued == 0);
+  CHECK(s.dead == 3);
 }

@@ -20,7 +20,14 @@ bool log_enabled(LogLevel level) noexcept;
 // the accepted values otherwise.
 LogLevel parse_log_level(std::string_view text);
 
+// Writes one line: line breaks and other control characters in `message`
+// (an error text a worker sent, say) are written as \n, \r or \xNN, so
+// that every line of the log starts with its time.
 void log(LogLevel level, std::string_view component, std::string_view message);
+
+// `text` on one line: each line break (\n, \r\n) becomes " | ". For
+// messages shown to people that may hold several lines of someone else's.
+std::string one_line(std::string_view text);
 
 // Returns a printable sample of untrusted bytes: at most `max_bytes`, with
 // anything outside printable ASCII written as \xNN, and "…(N bytes)" when cut.

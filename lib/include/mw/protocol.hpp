@@ -91,6 +91,9 @@ inline constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 inline constexpr std::size_t kMaxTypeNameBytes = 128;
 inline constexpr std::size_t kMaxTypesPerWorker = 64;
 inline constexpr std::size_t kDefaultMaxMessageBytes = 16 * 1024 * 1024;
+// The smallest --max-message-bytes a broker accepts: a message this size
+// always fits, whatever the broker.
+inline constexpr std::size_t kMinMaxMessageBytes = 1024;
 inline constexpr std::uint32_t kMaxCredit = 10000;
 // Messages one BATCH may carry (the most a peer may announce in HELLO or
 // the broker in WELCOME), and how many the mw library and broker put in one.
