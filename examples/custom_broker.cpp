@@ -5,6 +5,7 @@
 //   mw create sampleendpoint '{"n": 1}'        # gets created_at from the hook
 //   mw find sampleendpoint                     # sorted by last_sync_at, then newest first; at most the last 10
 #include <cstdio>
+#include <iostream>
 
 #include <cxxopts.hpp>
 
@@ -39,10 +40,15 @@ int main(int argc, char** argv) {
     auto stop = mw::StopSignal::on_signals();
     cxxopts::Options options("custom_broker", "An mw broker with the seed's sampleHooks on 'sampleendpoint'.");
     options.add_options()
+        ("h,help", "print this help")
         ("bind", "ROUTER address", cxxopts::value<std::string>()->default_value(std::string(mw::kDefaultBrokerAddress)))
         ("pub", "PUB address", cxxopts::value<std::string>()->default_value(std::string(mw::kDefaultPubAddress)))
         ("store", "SQLite file or :memory:", cxxopts::value<std::string>()->default_value(":memory:"));
     auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
     mw::broker::ServerOptions server;
     server.bind = args["bind"].as<std::string>();
     server.pub = args["pub"].as<std::string>();

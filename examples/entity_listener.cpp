@@ -21,11 +21,16 @@ int main(int argc, char** argv) {
   auto stop = mw::StopSignal::on_signals();
   cxxopts::Options options("entity_listener", "Print the events of one endpoint, as the seed's SampleListener.");
   options.add_options()
+      ("h,help", "print this help")
       ("broker", "broker address", cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
       ("endpoint", "endpoint to listen to", cxxopts::value<std::string>()->default_value("sampleendpoint"))
       ("since", "replay stored events after this sequence first", cxxopts::value<std::uint64_t>());
   try {
     auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
     mw::ListenerOptions lo;
     lo.broker = args["broker"].as<std::string>();
     lo.topics = {args["endpoint"].as<std::string>() + ".*"};

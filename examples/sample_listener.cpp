@@ -13,10 +13,15 @@
 int main(int argc, char** argv) {
   auto stop = mw::StopSignal::on_signals();
   cxxopts::Options options("sample_listener", "Print finished flows and dead jobs.");
-  options.add_options()("broker", "broker address",
-                        cxxopts::value<std::string>()->default_value(mw::default_broker_address()));
+  options.add_options()
+      ("h,help", "print this help")
+      ("broker", "broker address", cxxopts::value<std::string>()->default_value(mw::default_broker_address()));
   try {
     auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
     mw::ListenerOptions lo;
     lo.broker = args["broker"].as<std::string>();
     lo.topics = {"$mw.flow.done", "$mw.job.dead"};

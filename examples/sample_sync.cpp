@@ -64,10 +64,15 @@ int main(int argc, char** argv) {
   auto stop = mw::StopSignal::on_signals();
   cxxopts::Options options("sample_sync", "The seed's SampleSync: check that numbers are 50, record and fix.");
   options.add_options()
+      ("h,help", "print this help")
       ("broker", "broker address", cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
       ("once", "run a single pass and exit");
   try {
     auto args = options.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << options.help() << std::endl;
+      return 0;
+    }
     SampleSync sync(args["broker"].as<std::string>());
     if (args.count("once")) {
       print(sync.run_once());

@@ -348,6 +348,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   if (o.payload > kMaxPayloadBytes) throw Error("--payload must be at most " + std::to_string(kMaxPayloadBytes));
   if (!(timeout_s > 0) || timeout_s > 1e6) throw Error("--timeout must be a positive number of seconds");
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
+  if (args["jobs"].count() && o.jobs == 0) throw Error("--jobs must be at least 1 (leave it out for the default)");
   if (o.jobs == 0) o.jobs = o.serial ? kDefaultSerialJobs : kDefaultJobs;
   if (o.serial) {
     if (args["window"].count() && o.window != 1) throw Error("--serial means --window 1");

@@ -119,6 +119,27 @@ int dead(int argc, char** argv) {
   return 0;
 }
 
+// The record id `given` names: a record id as mw dead shows it, or a bare
+// number, which is a job id ("dead-N") or else the flow id that `mw submit
+// --wait` printed when the flow died. Throws NotFound saying where to look.
+std::string dead_record_id(Client& client, const std::string& endpoint, const std::string& given) {
+  const bool number = !given.empty() && given.find_first_not_of("0123456789") == std::string::npos;
+  const std::string id = number ? "dead-" + given : given;
+  try {
+    (void)client.call(endpoint, "get", id);
+    return id;
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::NotFound) throw;
+  }
+  if (number) {
+    const nlohmann::ordered_json query = {{"kind", "dead"}, {"flow", std::stoull(given)}, {"$limit", 1}};
+    const auto page = client.call(endpoint, "find", std::nullopt, nullptr, query);
+    if (!page.at("data").empty()) return page.at("data").at(0).at("id").get<std::string>();
+  }
+  throw Error("no dead job '" + given + "': give an ID that mw dead lists, or the flow id a died flow printed",
+              ErrorCode::NotFound);
+}
+
 int retry(int argc, char** argv) {
   cxxopts::Options options("mw retry", "Submit dead jobs again (same type, payload and entity); prints ID -> flow N.");
   options.positional_help("ID | --type TYPE [--limit N]");
@@ -127,7 +148,8 @@ int retry(int argc, char** argv) {
   options.add_options()
       ("type", "replay every dead job of this type, oldest first", cxxopts::value<std::string>())
       ("limit", "with --type: replay at most N (default: all)", cxxopts::value<std::size_t>())
-      ("id", "the dead job's id, as mw dead shows it", cxxopts::value<std::string>());
+      ("id", "the dead job's id, as mw dead shows it, or the flow id a died flow printed",
+       cxxopts::value<std::string>());
   options.parse_positional({"id"});
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
@@ -140,7 +162,7 @@ int retry(int argc, char** argv) {
 
   Client client({args["broker"].as<std::string>()});
   if (args.count("id")) {
-    const std::string id = args["id"].as<std::string>();
+    const std::string id = dead_record_id(client, endpoint, args["id"].as<std::string>());
     const std::uint64_t flow = retry_dead_job(client, endpoint, id);
     std::cout << id << " -> flow " << flow << std::endl;
     return 0;
@@ -148,7 +170,8 @@ int retry(int argc, char** argv) {
 
   const std::string type = args["type"].as<std::string>();
   const auto jobs = find_dead_jobs(client, endpoint, type, limit_from(args, std::numeric_limits<std::size_t>::max()));
-  if (jobs.empty()) std::fprintf(stderr, "mw retry: no dead jobs of type '%s'\n", type.c_str());
+  // Nothing to replay is not a failure (a nightly replay finds none most nights).
+  if (jobs.empty()) std::fprintf(stderr, "no dead jobs of type '%s' to replay\n", type.c_str());
   // One failure (say another operator replayed the job a moment ago) does
   // not stop the rest; the exit status tells that something failed.
   int failed = 0;

@@ -44,7 +44,7 @@ constexpr const char* kUsage =
     "         [--delay SECONDS | --at TIME] [--priority N] [--key KEY] [--lease SECONDS]\n"
     "         [--max-attempts N] [--entity ENDPOINT/ID]      run later, ahead of others, once per key …\n"
     "  status [--json]                                       workers, queues and counters\n"
-    "  listen [TOPIC ...] [--since SEQ]                      print events as JSON lines\n"
+    "  listen [TOPIC ...] [--since SEQ] [--count N]          print events as JSON lines (N of them, then exit)\n"
     "  dead [TYPE] [--limit N] [--json]                      dead jobs not yet replayed, oldest first\n"
     "  retry ID | --type TYPE [--limit N]                    submit dead jobs again; prints ID -> flow N\n"
     "  schedule NAME TYPE [JSON | -] --every SECONDS         run a job every SECONDS (replaces NAME if it exists)\n"

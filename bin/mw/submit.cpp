@@ -31,6 +31,8 @@ bool takes_value(std::string_view word) {
 SubmitOptions submit_options_from(const cxxopts::ParseResult& args) {
   SubmitOptions o;
   o.max_attempts = args["max-attempts"].as<std::uint32_t>();
+  if (args["max-attempts"].count() && o.max_attempts == 0)
+    throw Error("--max-attempts must be at least 1 (leave it out for the broker's default)", ErrorCode::BadRequest);
   if (args.count("entity")) o.entity = args["entity"].as<std::string>();
   if (args.count("delay") && args.count("at"))
     throw Error("--delay and --at both say when to run: give one of them", ErrorCode::BadRequest);
@@ -104,6 +106,8 @@ int submit(int argc, char** argv) {
   const Payload payload = Payload::parse_json(text);
   const double timeout_s = args["timeout"].as<double>();
   if (!(timeout_s > 0) || timeout_s > 1e7) throw Error("--timeout must be a positive number of seconds");
+  if (args["timeout"].count() && !args.count("wait"))
+    throw Error("--timeout is how long --wait waits: give --wait too, or leave --timeout out", ErrorCode::BadRequest);
 
   const SubmitOptions submit_options = submit_options_from(args);
 

@@ -1006,7 +1006,10 @@ std::string BrokerCore::resolve_entity(std::string_view option, const zmq::messa
       break;
     }
   }
-  throw Error("cannot derive the entity from the payload: expected {\"<endpoint>\": {\"id\": …}}", ErrorCode::BadRequest);
+  throw Error("entity '" + std::string(option) +
+                  "': not ENDPOINT/ID, and the payload has no {\"<endpoint>\": {\"id\": …}} to take the endpoint" +
+                  (option == "auto" ? " and id" : "") + " from",
+              ErrorCode::BadRequest);
 }
 
 void BrokerCore::stamp_entity(const Job& job) {

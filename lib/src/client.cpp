@@ -98,16 +98,24 @@ class Client::Impl {
           return true;
         }))
       return outcome;
-    receive_until(deadline, [&](detail::Inbound& in) {
-      auto e = to_event(in);
-      if (!e) return false;
-      if (e->kind == ClientEvent::Kind::Result && e->flow_id == flow_id) {
-        outcome = std::move(e->outcome);
-        return true;
-      }
-      backlog_.push_back(std::move(*e));
-      return false;
-    });
+    try {
+      receive_until(deadline, [&](detail::Inbound& in) {
+        auto e = to_event(in);
+        if (!e) return false;
+        if (e->kind == ClientEvent::Kind::Result && e->flow_id == flow_id) {
+          outcome = std::move(e->outcome);
+          return true;
+        }
+        backlog_.push_back(std::move(*e));
+        return false;
+      });
+    } catch (const Error& e) {
+      // The flow was accepted: say which, so its outcome can be looked for.
+      if (e.code() != ErrorCode::Unavailable) throw;
+      throw Error(std::string(e.what()) + ", while waiting for flow " + std::to_string(flow_id) +
+                      " (accepted: a broker with a durable store runs it after a restart)",
+                  ErrorCode::Unavailable);
+    }
     return outcome;
   }
 

@@ -150,7 +150,8 @@ TEST_CASE("mw retry ID submits the dead job again, once") {
   CHECK(mw_ok(cluster, {"dead", "--json"}).empty());
 
   check_cli_error(cluster.mw({"retry", "dead-1"}), "replayed already as flow " + std::to_string(flow));
-  check_cli_error(cluster.mw({"retry", "nope"}), "nope");
+  check_cli_error(cluster.mw({"retry", "nope"}), "no dead job 'nope'");
+  check_cli_error(cluster.mw({"retry", "999"}), "no dead job '999'");
   check_cli_error(cluster.mw({"retry", "note"}), "not a dead-job record");
   check_cli_error(cluster.mw({"retry"}), "--type");
   check_cli_error(cluster.mw({"retry", "dead-1", "--type", "resize"}), "--type");
@@ -158,6 +159,17 @@ TEST_CASE("mw retry ID submits the dead job again, once") {
   // None of the failures submitted anything.
   pause_for(300ms);
   CHECK(received.jobs().size() == 1);
+
+  // The flow id that `mw submit --wait` printed when the flow died (its
+  // second stage's job has another id) names the record too.
+  json second_stage = dead_record("dead-7", "resize", 2000, {{"w", 7}});
+  second_stage["flow"] = 5;
+  second_stage["job"] = 7;
+  create(cluster, second_stage);
+  const auto by_flow = lines_of(mw_ok(cluster, {"retry", "5"}));
+  REQUIRE(by_flow.size() == 1);
+  (void)flow_in(by_flow[0], "dead-7");
+  REQUIRE(received.wait_for(2));
 }
 
 TEST_CASE("mw retry --type T replays every dead job of that type, oldest first") {
@@ -238,6 +250,8 @@ TEST_CASE("mw submit: bad option values fail with one line before anything is se
   check_cli_error(cluster.mw({"submit", "echo", "1", "--delay", "1", "--at", "@0"}), "--delay and --at");
   check_cli_error(cluster.mw({"submit", "echo", "1", "--lease", "0"}), "--lease");
   check_cli_error(cluster.mw({"submit", "echo", "1", "--key", std::string(300, 'k')}), "--key");
+  check_cli_error(cluster.mw({"submit", "echo", "1", "--max-attempts", "0"}), "--max-attempts must be at least 1");
+  check_cli_error(cluster.mw({"submit", "echo", "1", "--timeout", "5"}), "give --wait too");
   CHECK(cluster.status().submitted == 0);
 }
 

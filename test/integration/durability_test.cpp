@@ -224,3 +224,25 @@ TEST_CASE("durability: a job held past its lease runs elsewhere; the late answer
   CHECK(s.lease_expired >= 1);
   CHECK(s.done == 1);  // the late answer of the first holder did not finish it again
 }
+
+TEST_CASE("durability: mw submit --wait that loses its broker names the accepted flow, which a restart runs") {
+  Cluster cluster;
+  INFO(cluster.report());
+  const auto store = (cluster.dir() / "mw.db").string();
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "200"});
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  Process& waiting = cluster.start_mw("waiting", {"submit", "later", "{\"n\":1}", "--wait", "--timeout", "60"});
+  REQUIRE(wait_until([&] { return cluster.status().submitted == 1; }, 10s));
+  cluster.broker().signal(SIGKILL);
+  REQUIRE(cluster.broker().wait_exit(5s).has_value());
+  REQUIRE(waiting.wait_exit(15s) == 1);
+  const std::string err = waiting.stderr_text();
+  const auto at = err.find("while waiting for flow ");
+  REQUIRE(at != std::string::npos);
+  const std::string flow = err.substr(at + 23, err.find(' ', at + 23) - at - 23);
+
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "200"}, address, pub);
+  cluster.start_exec("later", {}, {"cat"});
+  REQUIRE(wait_until([&] { return cluster.status().done == 1; }, 15s));
+  CHECK(std::stoull(flow) > 0);
+}
