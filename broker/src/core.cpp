@@ -51,7 +51,7 @@ std::uint64_t resident_bytes() {
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
-    : config_(std::move(config)), queue_(queue), transport_(transport), next_id_(first_id) {
+    : config_(std::move(config)), queue_(queue), transport_(transport), next_id_(first_id), instance_(first_id) {
   wall_clock_ = [] {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -904,6 +904,7 @@ void BrokerCore::send_heartbeats_and_expire(std::int64_t now_ms) {
       if (transport_.send(id, Command::Heartbeat, nullptr, nullptr) == SendResult::Unreachable) expired.push_back(id);
     }
   }
+  if (transport_.has_subscribers(kHeartbeatTopic)) publish_heartbeat();
   for (const auto& id : expired) {
     if (workers_.find(id)) drop_worker(id, "missed heartbeats or unreachable", now_ms);
     forget_peer(id);
@@ -1099,6 +1100,17 @@ SendResult BrokerCore::send(const std::string& peer, Command command, zmq::messa
 void BrokerCore::reply_error(const std::string& peer, ErrorCode code, std::string_view message,
                              std::uint64_t request_id) {
   send(peer, Command::Error, wire::encode(wire::ErrorReply{code, message, request_id}));
+}
+
+void BrokerCore::publish_heartbeat() {
+  const Json data = {{"broker", instance_},
+                     {"last_seq", store_ ? store_->last_event_seq() : 0},
+                     {"durable", store_ && store_->durable()},
+                     {"interval_ms", config_.heartbeat_ms}};
+  std::string bytes;
+  Json::to_msgpack(data, bytes);
+  const zmq::message_t frame(bytes.data(), bytes.size());
+  publish_event(kHeartbeatTopic, 0, "", "", &frame);
 }
 
 void BrokerCore::publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type,

@@ -1,5 +1,6 @@
 #include "mw/listener.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <random>
 #include <utility>
@@ -8,6 +9,7 @@
 
 #include "mw/client.hpp"
 #include "mw/log.hpp"
+#include "mw/protocol.hpp"
 #include "mw/wire.hpp"
 
 namespace mw {
@@ -55,8 +57,13 @@ class Listener::Impl {
       // SUB filters by prefix: subscribe to what precedes the first '*',
       // then match the whole pattern here.
       for (const auto& pattern : options_.topics) sub_.set(zmq::sockopt::subscribe, pattern.substr(0, pattern.find('*')));
+      sub_.set(zmq::sockopt::subscribe, std::string(kHeartbeatTopic));
     }
-    if (options_.since) replay(*client, *options_.since);
+    wants_heartbeats_ = std::find(options_.topics.begin(), options_.topics.end(), kHeartbeatTopic) != options_.topics.end();
+    if (options_.since) {
+      following_stored_ = true;
+      replay(*client, *options_.since);
+    }
   }
 
   std::uint64_t last_seq() const noexcept { return last_seq_; }
@@ -78,9 +85,15 @@ class Listener::Impl {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
       while (auto e = try_receive()) {
+        if (e->topic == kHeartbeatTopic) {
+          on_heartbeat(*e);
+          if (!queued_.empty()) return take_queued_or_next(deadline);
+          if (!wants_heartbeats_) continue;
+        }
         if (accept(*e)) return e;
       }
       const auto now = std::chrono::steady_clock::now();
+      note_silence(now);
       if (now >= deadline) return std::nullopt;
       zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1));
@@ -90,12 +103,76 @@ class Listener::Impl {
   const std::string& pub_address() const noexcept { return options_.pub_address; }
 
  private:
+  // After a replay: what it queued first, else keep waiting until `deadline`.
+  std::optional<Event> take_queued_or_next(std::chrono::steady_clock::time_point deadline) {
+    if (auto e = take_queued()) return e;
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return std::nullopt;
+    return next(std::chrono::duration_cast<std::chrono::milliseconds>(left));
+  }
+
+  // A heartbeat from the broker (§12.2). From another broker instance than
+  // the last one, the broker restarted: what it published before this SUB
+  // reconnected never reached us, and a broker without a durable store
+  // numbers its events from 1 again (so does one whose newest event is
+  // older than ours). A listener that follows stored events reads them
+  // back from the store, as a resume does, and dedupes from there.
+  void on_heartbeat(const Event& e) {
+    std::uint64_t instance = 0, last = 0, interval = 0;
+    bool durable = false;
+    try {
+      const auto data = e.data.to_json();
+      instance = data.at("broker").get<std::uint64_t>();
+      last = data.value("last_seq", std::uint64_t{0});
+      durable = data.value("durable", false);
+      interval = data.value("interval_ms", std::uint64_t{0});
+    } catch (const std::exception& ex) {
+      log(LogLevel::warn, "listener", std::string("skipping a malformed heartbeat: ") + ex.what());
+      return;
+    }
+    last_heartbeat_ = std::chrono::steady_clock::now();
+    if (interval) heartbeat_interval_ = std::chrono::milliseconds(interval);
+    if (silent_) {
+      silent_ = false;
+      log(LogLevel::info, "listener", "the broker at " + options_.pub_address + " is back");
+    }
+    const bool restarted = broker_instance_ != 0 && instance != broker_instance_;
+    broker_instance_ = instance;
+    const bool renumbered = (restarted && !durable) || last < last_seq_;
+    if (!restarted && !renumbered) return;
+    if (renumbered) last_seq_ = 0;  // a new numbering: the events we saw are not its events
+    if (!following_stored_ || last <= last_seq_) return;
+    log(LogLevel::info, "listener",
+        "the broker restarted; reading back its stored events after " + std::to_string(last_seq_));
+    try {
+      Client client(ClientOptions{options_.broker, options_.timeout});
+      replay(client, last_seq_);
+    } catch (const std::exception& ex) {
+      log(LogLevel::warn, "listener", std::string("cannot read back the events missed over the restart: ") + ex.what());
+    }
+  }
+
+  // Says once that heartbeats stopped (the broker is down, or the network):
+  // the listener keeps waiting, and ZeroMQ reconnects when it is back.
+  void note_silence(std::chrono::steady_clock::time_point now) {
+    if (silent_ || broker_instance_ == 0) return;
+    const auto allowed = heartbeat_interval_ * kHeartbeatLiveness;
+    if (now - last_heartbeat_ <= allowed) return;
+    silent_ = true;
+    log(LogLevel::warn, "listener",
+        "no heartbeat from the broker at " + options_.pub_address + " for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(allowed).count()) +
+            " ms; waiting for it to come back");
+  }
+
+
   // Deduplicates stored events by sequence and filters by pattern.
   bool accept(const Event& e) {
     if (!matches(e.topic)) return false;
     if (e.seq != 0) {
       if (e.seq <= last_seq_) return false;
       last_seq_ = e.seq;
+      following_stored_ = true;
     }
     return true;
   }
@@ -203,6 +280,14 @@ class Listener::Impl {
   std::vector<Event> live_;
   std::uint64_t last_seq_ = 0;
   std::uint64_t missed_ = 0;
+  // Heartbeats ($mw.heartbeat): handed out only to a listener that names
+  // that topic; otherwise they only tell us about the broker.
+  bool wants_heartbeats_ = false;
+  bool following_stored_ = false;  // a stored event has been accepted (or `since` was given)
+  std::uint64_t broker_instance_ = 0;  // 0: no heartbeat yet
+  std::chrono::steady_clock::time_point last_heartbeat_{};
+  std::chrono::milliseconds heartbeat_interval_{kDefaultHeartbeatMs};
+  bool silent_ = false;
 };
 
 Listener::Listener(ListenerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

@@ -84,11 +84,13 @@ class Env {
     return *processes_.back();
   }
 
-  // Starts mw-broker on kernel-picked loopback ports with `store` and
-  // `extra` options; waits (bounded) for its "serving" line.
-  Process& start_broker(const std::string& store, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{broker_bin(), "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
-                                  "--store", store, "--heartbeat-ms", "200"};
+  // Starts mw-broker on loopback with `store` and `extra` options; waits
+  // (bounded) for its "serving" line.
+  // `bind` and `pub` default to kernel-picked ports; a restart passes the
+  // addresses the previous broker had.
+  Process& start_broker(const std::string& store, std::vector<std::string> extra = {},
+                        const std::string& bind = "tcp://127.0.0.1:*", const std::string& pub = "tcp://127.0.0.1:*") {
+    std::vector<std::string> argv{broker_bin(), "--bind", bind, "--pub", pub, "--store", store, "--heartbeat-ms", "200"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     Process& p = start("mw-broker", std::move(argv));
     const auto line = p.wait_for_stderr_line(" serving ", 15s);
@@ -380,6 +382,43 @@ TEST_CASE("mw listen 'users.*' --count N prints created, patched and removed eve
   CHECK(events[1]["seq"].get<std::uint64_t>() == events[0]["seq"].get<std::uint64_t>() + 2);
   CHECK(events[2]["seq"].get<std::uint64_t>() == events[1]["seq"].get<std::uint64_t>() + 1);
   CHECK(events[3]["seq"].get<std::uint64_t>() == events[2]["seq"].get<std::uint64_t>() + 1);
+}
+
+TEST_CASE("mw listen goes on across a broker restart: told of the silence, nothing dropped as a duplicate") {
+  Env env;
+  env.start_broker(":memory:");
+  INFO(env.report());
+  const std::string address = env.address(), pub = env.pub();
+  Process& listener = env.start_mw("listen", {"listen", "users.*", "$mw.*", "--count", "4"});
+  bool live = false;
+  for (int i = 0; i < 20 && !live; ++i) {
+    env.mw_json({"create", "users", json{{"id", "p" + std::to_string(i)}}.dump()});
+    live = wait_for_lines(listener, 1, 2s);
+  }
+  REQUIRE(live);
+  env.mw_json({"create", "users", R"({"id": "before"})"});
+  REQUIRE(wait_for_lines(listener, 2, 5s));
+  mwtest::pause_for(600ms);  // heartbeats every 200 ms: the listener knows this broker
+
+  env.broker().signal(SIGTERM);
+  REQUIRE(env.broker().wait_exit(5s) == 0);
+  CHECK(listener.wait_for_stderr_line("no heartbeat from the broker", 5s).has_value());
+  // A new :memory: broker numbers its events from 1 again; the first one is
+  // written before the listener has even reconnected.
+  env.start_broker(":memory:", {}, address, pub);
+  env.mw_json({"create", "users", R"({"id": "after1"})"});
+  CHECK(listener.wait_for_stderr_line("is back", 5s).has_value());
+  env.mw_json({"create", "users", R"({"id": "after2"})"});
+  const auto status = listener.wait_exit(10s);
+  INFO(listener.tail());
+  REQUIRE(status == 0);
+  const auto events = json_lines(listener.stdout_text());
+  REQUIRE(events.size() == 4);
+  CHECK(events[1]["data"]["id"] == "before");
+  CHECK(events[2]["data"]["id"] == "after1");
+  CHECK(events[2]["seq"] == 1);
+  CHECK(events[3]["data"]["id"] == "after2");
+  for (const auto& e : events) CHECK(e["topic"] != "$mw.heartbeat");  // '$mw.*' does not mean heartbeats
 }
 
 TEST_CASE("mw listen --since: missed events, then live ones, none twice, none lost") {

@@ -65,6 +65,34 @@ TEST_CASE("READY registers a worker with its types, next type and credit") {
   }
 }
 
+TEST_CASE("$mw.heartbeat is published every heartbeat interval while someone subscribes") {
+  Harness h;
+  h.transport.subscribers = true;
+  h.tick();
+  const auto heartbeats = [&] {
+    std::vector<nlohmann::json> out;
+    for (const auto& p : h.transport.published)
+      if (p.topic == mw::kHeartbeatTopic) out.push_back(nlohmann::json::from_msgpack(p.data));
+    return out;
+  };
+  CHECK(heartbeats().empty());
+  h.now += 1000;
+  h.tick();
+  REQUIRE(heartbeats().size() == 1);
+  const auto beat = heartbeats().at(0);
+  CHECK(beat.at("broker") == 1);  // this run's id: its first job id
+  CHECK(beat.at("last_seq") == 0);
+  CHECK(beat.at("durable") == false);
+  CHECK(beat.at("interval_ms") == 1000);
+  h.now += 1000;
+  h.tick();
+  CHECK(heartbeats().size() == 2);
+  h.transport.subscribers = false;
+  h.now += 1000;
+  h.tick();
+  CHECK(heartbeats().size() == 2);
+}
+
 TEST_CASE("no event is built when nobody subscribes") {
   Harness h;
   h.ready("w1", {"a"});

@@ -22,6 +22,15 @@
 // the store; live events are then deduplicated by sequence). Without
 // `since`, a listener gets what is published while it is connected.
 //
+// Broker restarts: the listener follows the broker's $mw.heartbeat topic. It
+// logs when heartbeats stop and when they come back, and waits meanwhile
+// (ZeroMQ reconnects by itself). When they come back from a restarted
+// broker, a listener that follows stored events (it received one, or was
+// given `since`) reads back from the store what it missed, and starts its
+// deduplication over if the new broker numbers events from 1 again (a
+// :memory: store). Heartbeats are handed out only to a listener whose
+// topics include exactly "$mw.heartbeat".
+//
 // The seed's Listener, by subclassing or by callbacks:
 //
 //   class SampleListener : public mw::Listener {

@@ -84,6 +84,10 @@ inline constexpr std::string_view kNextWorkerTypeField = "nextWorkerType";
 
 // Topic prefix reserved for the broker's own lifecycle events on PUB.
 inline constexpr std::string_view kSystemTopicPrefix = "$mw.";
+// Published every heartbeat interval while someone subscribes to it: lets a
+// listener tell a silent broker from a quiet one, and a restarted broker
+// from the one it knew (docs/PROTOCOL.md §12.2).
+inline constexpr std::string_view kHeartbeatTopic = "$mw.heartbeat";
 
 // Limits. A header is small by design; payloads are bounded by the broker's
 // --max-message-bytes (which also sets ZMQ_MAXMSGSIZE).

@@ -239,6 +239,9 @@ class BrokerCore {
   // `hold_ms`: the message may wait that long for company (Transport::send_lazy).
   void send_after_commit(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload,
                          CommitFailure on_failure = {}, std::uint32_t hold_ms = 0);
+  // $mw.heartbeat: {"broker": instance, "last_seq": newest stored event,
+  // "durable": the store keeps events across restarts, "interval_ms": H}.
+  void publish_heartbeat();
   void publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type, std::string_view error,
                      const zmq::message_t* data);
   void note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
@@ -263,6 +266,9 @@ class BrokerCore {
   std::unordered_map<std::string, Peer, WorkerRegistry::Hash, std::equal_to<>> peers_;
   std::unordered_map<std::uint64_t, Job> delayed_;
   std::uint64_t delayed_bytes_ = 0;  // payload bytes of delayed_
+  // Tells this broker's run from others on the same address (listeners
+  // see a restart): the first job id, which is unique per start.
+  std::uint64_t instance_ = 0;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::unordered_map<std::string, TypeCounters, WorkerRegistry::Hash, std::equal_to<>> type_counters_;
 
