@@ -177,6 +177,17 @@ std::set<std::string> ids_in(const json& page) {
 
 // ---------------------------------------------------------------------------
 
+// Live-only listening: makes sure `listener`'s subscription reached the
+// broker by creating probes in `endpoint` until one is printed (the ones
+// published before are dropped by the broker, never delivered late).
+bool await_live(Env& env, Process& listener, const std::string& endpoint) {
+  for (int i = 0; i < 20; ++i) {
+    env.mw_json({"create", endpoint, json{{"id", "p" + std::to_string(i)}}.dump()});
+    if (wait_for_lines(listener, 1, 2s)) return true;
+  }
+  return false;
+}
+
 TEST_CASE("mw create/get/find/patch/update/remove print the results as JSON") {
   Env env;
   env.start_broker(":memory:", {"--page-default", "2", "--page-max", "3", "--index", "users.email"});
@@ -347,15 +358,7 @@ TEST_CASE("mw listen 'users.*' --count N prints created, patched and removed eve
   env.mw_json({"create", "orders", R"({"id": "o0"})"});
 
   Process& listener = env.start_mw("listen", {"listen", "users.*", "ready.*", "--count", "4"});
-  // Live-only listening: make sure its subscription reached the broker by
-  // creating probes until one is printed (the ones published before are
-  // dropped by the broker, never delivered late).
-  bool live = false;
-  for (int i = 0; i < 20 && !live; ++i) {
-    env.mw_json({"create", "ready", json{{"id", "p" + std::to_string(i)}}.dump()});
-    live = wait_for_lines(listener, 1, 2s);
-  }
-  REQUIRE(live);
+  REQUIRE(await_live(env, listener, "ready"));
 
   env.mw_json({"create", "orders", R"({"id": "o1"})"});
   env.mw_json({"create", "users", R"({"id": "u1", "n": 1})"});
@@ -390,12 +393,7 @@ TEST_CASE("mw listen goes on across a broker restart: told of the silence, nothi
   INFO(env.report());
   const std::string address = env.address(), pub = env.pub();
   Process& listener = env.start_mw("listen", {"listen", "users.*", "$mw.*", "--count", "4"});
-  bool live = false;
-  for (int i = 0; i < 20 && !live; ++i) {
-    env.mw_json({"create", "users", json{{"id", "p" + std::to_string(i)}}.dump()});
-    live = wait_for_lines(listener, 1, 2s);
-  }
-  REQUIRE(live);
+  REQUIRE(await_live(env, listener, "users"));
   env.mw_json({"create", "users", R"({"id": "before"})"});
   REQUIRE(wait_for_lines(listener, 2, 5s));
   mwtest::pause_for(600ms);  // heartbeats every 200 ms: the listener knows this broker
