@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -242,6 +243,25 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   }
 }
 
+// Throws unless `program` can be run, as posix_spawnp would look for it:
+// a command that cannot start would otherwise fail every job it is given.
+void check_runnable(const std::string& program) {
+  const auto executable = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+  };
+  if (program.find('/') != std::string::npos) {
+    if (executable(program)) return;
+    throw mw::Error("cannot run '" + program + "': " +
+                    (::access(program.c_str(), F_OK) == 0 ? "not an executable file" : "no such file"));
+  }
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');)
+    if (executable((dir.empty() ? "." : dir) + "/" + program)) return;
+  throw mw::Error("cannot run '" + program + "': not found on PATH");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -284,6 +304,7 @@ int main(int argc, char** argv) {
 
     ExecOptions exec;
     for (int i = split + 1; i < argc; ++i) exec.command.emplace_back(argv[i]);
+    check_runnable(exec.command[0]);
     const double timeout_s = args["timeout"].as<double>();
     if (timeout_s < 0) throw mw::Error("--timeout must not be negative");
     exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));

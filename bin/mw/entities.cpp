@@ -24,6 +24,15 @@ nlohmann::ordered_json parse_json_argument(std::string text, const char* what) {
   }
 }
 
+// True when `query` narrows what it matches: a field, or $or (not only
+// $sort, $limit, $skip or $select).
+bool has_condition(const nlohmann::ordered_json& query) {
+  if (!query.is_object()) return true;  // not a query: the broker says what is wrong with it
+  for (const auto& [key, value] : query.items())
+    if (key.empty() || key[0] != '$' || key == "$or") return true;
+  return false;
+}
+
 }  // namespace
 
 int entity(std::string_view method, int argc, char** argv) {
@@ -46,7 +55,9 @@ int entity(std::string_view method, int argc, char** argv) {
       ("query_arg", "query", cxxopts::value<std::string>())
       ("pretty", "indent the JSON output");
   if (takes_query && method != "find")
-    options.add_options()("query", "act on every entity matching this query instead of one id", cxxopts::value<std::string>());
+    options.add_options()
+        ("query", "act on every entity matching this query instead of one id", cxxopts::value<std::string>())
+        ("all", "with --query: allow a query with no condition, which matches every entity");
 
   // With --query there is no ID: the data follows the endpoint directly.
   bool by_query = false;
@@ -70,6 +81,13 @@ int entity(std::string_view method, int argc, char** argv) {
   }
   if (method == "find" && args.count("query_arg")) query = parse_json_argument(args["query_arg"].as<std::string>(), "query");
   if (by_query) query = parse_json_argument(args["query"].as<std::string>(), "--query");
+  // As Feathers refuses a multi remove/patch/update unless asked for, a
+  // query that would touch every entity of the endpoint needs --all.
+  if (by_query && !args.count("all") && !has_condition(query))
+    throw Error("--query " + query.dump() + " has no condition, so it matches every entity of " +
+                    args["endpoint"].as<std::string>() + ": add --all if you mean to " + std::string(method) +
+                    " them all",
+                ErrorCode::BadRequest);
 
   Client client({args["broker"].as<std::string>()});
   const auto result = client.call(args["endpoint"].as<std::string>(), method, id, data, query);

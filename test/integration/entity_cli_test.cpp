@@ -260,6 +260,18 @@ TEST_CASE("mw create/get/find/patch/update/remove print the results as JSON") {
   auto removed_many = env.mw_json({"remove", "users", "--query", R"({"team": {"$in": ["red", "blue"]}})"});
   CHECK(removed_many.size() == 2);
   CHECK(env.mw_json({"find", "users"})["total"] == 0);
+  // A query without a condition would touch every entity: only with --all.
+  env.mw_json({"create", "users", R"({"id": "keep"})"});
+  for (const auto& method : {"remove", "patch", "update"}) {
+    std::vector<std::string> args{method, "users", "--query", R"({"$limit": 5})"};
+    if (std::string(method) != "remove") args.push_back(R"({"x": 1})");
+    const auto refused = env.mw(args);
+    CHECK(refused.exit_status != 0);
+    CHECK(refused.err.find("matches every entity of users: add --all") != std::string::npos);
+  }
+  CHECK(env.mw_json({"find", "users"})["total"] == 1);
+  CHECK(env.mw_json({"remove", "users", "--query", "{}", "--all"}).size() == 1);
+  CHECK(env.mw_json({"find", "users"})["total"] == 0);
 
   auto pretty = env.mw({"create", "users", R"({"id": "p"})", "--pretty"});
   CHECK(pretty.exit_status == 0);

@@ -158,3 +158,14 @@ TEST_CASE("messages over --max-message-bytes: a request fails at once, a result 
   CHECK(s.requeued == 0);
   CHECK(s.dead == 3);
 }
+
+TEST_CASE("mw-exec refuses at once a command it cannot run") {
+  Cluster cluster;
+  INFO(cluster.report());
+  Process& missing = cluster.start("mw-exec-missing", {binaries().exec, "--type", "t", "--", "no-such-command-here"});
+  CHECK(missing.wait_exit(10s) == 1);
+  CHECK(contains(missing.stderr_text(), "cannot run 'no-such-command-here': not found on PATH"));
+  Process& not_executable = cluster.start("mw-exec-file", {binaries().exec, "--type", "t", "--", "/etc/passwd"});
+  CHECK(not_executable.wait_exit(10s) == 1);
+  CHECK(contains(not_executable.stderr_text(), "not an executable file"));
+}
