@@ -1,12 +1,14 @@
-// mw-bench-round-trip — the floor under `mw bench --serial` on this machine.
+// mw-bench-round-trip — what the transport alone costs on this machine.
 //
 // One ZeroMQ round trip over TCP loopback between two processes: a DEALER
 // sends a message, a ROUTER in a child process echoes it, the DEALER waits
-// for it. Nothing else: no decoding, no routing, no state. It is the cost
-// of two hops (two processes, each with its ZeroMQ I/O thread, woken for
-// every message), and a serial flow of `mw bench --stages 2` makes six
-// hops (SUBMIT, JOB, DONE, JOB, DONE, RESULT), so three of these round
-// trips are as fast as any broker between these processes could carry it.
+// for it. Nothing else: no decoding, no routing, no state. A serial flow
+// of `mw bench --stages 2` makes six such hops (SUBMIT, JOB, DONE, JOB,
+// DONE, RESULT), three round trips, so three of these put `mw bench
+// --serial` in scale: how much of a flow's latency is the transport's.
+// It is not a strict floor: here both processes sleep between messages,
+// and waking an idle CPU (a halted vCPU, on a virtual machine) costs more
+// than waking a thread on a CPU that the busier pipeline keeps awake.
 //
 //   mw-bench-round-trip [--round-trips N] [--payload BYTES] [--json]
 //
@@ -49,7 +51,8 @@ constexpr std::size_t kWarmUp = 1000;
     ::close(address_pipe);
     const pid_t parent = ::getppid();
     // A blocking receive (a timeout to notice an orphaned child), not a
-    // poll: zmq_poll costs extra system calls per message, and this is the floor.
+    // poll: zmq_poll costs extra system calls per message, and this
+    // measures the transport alone.
     router.set(zmq::sockopt::rcvtimeo, 1000);
     for (;;) {
       zmq::message_t id;
@@ -144,7 +147,8 @@ int run(std::size_t round_trips, std::size_t payload_bytes, bool json) {
     std::printf("ZeroMQ round trip over TCP loopback, two processes, %zu-byte message, %zu round trips:\n",
                 body.size(), round_trips);
     std::printf("  p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n", p50, p99, p999, micros.back());
-    std::printf("  a serial flow through 2 stages makes 3 round trips: floor about %.0f us at p50\n", 3 * p50);
+    std::printf("  a serial flow through 2 stages makes 3 round trips: %.0f us of transport at p50, for scale\n",
+                3 * p50);
   }
   return 0;
 }
@@ -153,8 +157,8 @@ int run(std::size_t round_trips, std::size_t payload_bytes, bool json) {
 
 int main(int argc, char** argv) {
   cxxopts::Options options("mw-bench-round-trip",
-                           "One ZeroMQ round trip between two processes over TCP loopback: the floor under "
-                           "`mw bench --serial`.");
+                           "One ZeroMQ round trip between two processes over TCP loopback: what the transport "
+                           "alone costs, to put `mw bench --serial` in scale.");
   options.add_options()
       ("round-trips", "round trips to time", cxxopts::value<std::size_t>()->default_value("20000"))
       ("payload", "message bytes", cxxopts::value<std::size_t>()->default_value("50"))

@@ -11,8 +11,9 @@
 # interleaved, so machine noise hits both alike. Extra figures: MW_BENCH_JOBS,
 # MW_BENCH_SERIAL_JOBS override the job counts. When mw-bench-round-trip sits
 # next to MW_BENCH_BARE_ROUTER (as meson builds it), each run also times one
-# ZeroMQ round trip between two processes: three of them are the floor under
-# a serial flow's latency.
+# ZeroMQ round trip between two processes: a serial flow makes three, so
+# three of them show how much of its latency is the transport's (for scale:
+# not a strict floor, since both processes sit idle between messages).
 #
 # Run through meson:  meson test -C BUILD --benchmark pipeline -v
 # or directly:        bench/run_bench.sh BUILD/bin/mw-broker BUILD/bin/mw BUILD/bench/mw-bench-bare-router 3
@@ -91,7 +92,7 @@ for ((i = 0; i < ${#results[@]}; i += 6)); do
   for k in 0 1 2 3 4 5; do row "$run ${labels[k]}" "${results[i + k]}"; done
   if [ -n "$round_trip_exe" ]; then
     rt=$(field "${round_trips[run - 1]}" p50)
-    awk -v r="$rt" 'BEGIN { printf "%-28s %12s %10.1f   (3 x %.1f us: the floor under --serial)\n", \
+    awk -v r="$rt" 'BEGIN { printf "%-28s %12s %10.1f   (3 x %.1f us, transport alone, for scale)\n", \
       "  3 ZeroMQ round trips", "", 3 * r, r }'
   fi
   mw=$(field "${results[i]}" jobs_per_second)
