@@ -136,8 +136,9 @@ int main(int argc, char** argv) {
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)
       throw mw::Error("--heartbeat-ms must be between 10 and 600000");
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
-    if (config.max_message_bytes < mw::kMinMaxMessageBytes)
-      throw mw::Error("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes));
+    if (config.max_message_bytes < mw::kMinMaxMessageBytes || config.max_message_bytes >= (std::size_t{1} << 32))
+      throw mw::Error("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes) +
+                      " and below 4 GiB (4294967296)");
     config.max_waiting_jobs = args["max-waiting"].as<std::uint64_t>();
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
     if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::Error("--max-waiting-mb must be at most 2^40 (0: no limit)");

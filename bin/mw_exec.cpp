@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -38,12 +40,20 @@ constexpr std::size_t kStderrTailLines = 5;
 // How soon a command that exited is noticed while something it started
 // still holds its output open (otherwise its pipes' end tells).
 constexpr std::int64_t kExitCheckMs = 100;
+// After the command exits, how long its output is still read while
+// something it started (out of its process group) holds it open.
+constexpr auto kDrainAfterExit = std::chrono::seconds(1);
+// Once mw-exec is asked to stop, how long a running command may go on
+// before SIGTERM, and how long after SIGTERM before SIGKILL.
+constexpr auto kStopGrace = std::chrono::seconds(10);
+constexpr auto kTermGrace = std::chrono::seconds(2);
 // How much of a JSON parser's complaint a job's error quotes.
 constexpr std::size_t kMaxQuotedBytes = 200;
 
 struct ExecOptions {
   std::vector<std::string> command;
   std::chrono::milliseconds timeout{0};  // 0 = none
+  int stop_fd = -1;  // readable once mw-exec is asked to stop (StopSignal)
 };
 
 // A pipe whose ends close themselves.
@@ -153,33 +163,54 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   char buffer[65536];
   // The command is not reaped before the end: until then its pid, which
   // names its process group, cannot be reused, so kill(-pid) is safe.
-  bool exited = false;
-  while (out.read >= 0 || err.read >= 0) {
-    // The command has exited but something it started still holds its
-    // output open: that one goes with it (else we would wait for it).
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> exited_at, stop_at, term_at;
+  // Readable when the command exits (Linux 5.3+), so its end is seen at
+  // once; without it, within kExitCheckMs.
+  const int exit_fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  struct CloseExitFd {
+    int fd;
+    ~CloseExitFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_exit_fd{exit_fd};
+  bool stopped = false;
+  for (;;) {
+    const auto now = Clock::now();
+    // The command has exited: what it started goes with it (else something
+    // holding its output open would hold the job too).
     siginfo_t info{};
-    if (!exited && ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+    if (!exited_at && ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
         info.si_pid == pid) {
-      exited = true;
+      exited_at = now;
       ::kill(-pid, SIGKILL);
     }
-    pollfd fds[3];
+    const bool output_open = out.read >= 0 || err.read >= 0;
+    if (exited_at && (!output_open || now - *exited_at >= kDrainAfterExit)) break;  // a setsid escapee keeps it open
+    if (options.timeout.count() > 0 && now - started >= options.timeout) {
+      timed_out = true;
+      break;
+    }
+    // mw-exec is stopping: the running command gets kStopGrace to finish,
+    // then SIGTERM, then (below) SIGKILL; its job fails and is retried.
+    if (stop_at && !term_at && now - *stop_at >= kStopGrace) {
+      ::kill(-pid, SIGTERM);
+      term_at = now;
+    }
+    if (term_at && now - *term_at >= kTermGrace) {
+      stopped = true;
+      break;
+    }
+    pollfd fds[5];
     int n = 0;
-    int in_at = -1, out_at = -1, err_at = -1;
+    int in_at = -1, out_at = -1, err_at = -1, stop_at_index = -1;
     if (in.write >= 0) { in_at = n; fds[n++] = {in.write, POLLOUT, 0}; }
     if (out.read >= 0) { out_at = n; fds[n++] = {out.read, POLLIN, 0}; }
     if (err.read >= 0) { err_at = n; fds[n++] = {err.read, POLLIN, 0}; }
-    int wait_ms = kExitCheckMs;
-    if (options.timeout.count() > 0) {
-      const auto left = options.timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                              std::chrono::steady_clock::now() - started);
-      if (left.count() <= 0) {
-        timed_out = true;
-        break;
-      }
-      wait_ms = static_cast<int>(std::min<std::int64_t>(left.count(), kExitCheckMs));
-    }
-    if (::poll(fds, static_cast<nfds_t>(n), wait_ms) < 0 && errno != EINTR) break;
+    if (!stop_at && options.stop_fd >= 0) { stop_at_index = n; fds[n++] = {options.stop_fd, POLLIN, 0}; }
+    if (!exited_at && exit_fd >= 0) fds[n++] = {exit_fd, POLLIN, 0};
+    if (::poll(fds, static_cast<nfds_t>(n), static_cast<int>(kExitCheckMs)) < 0 && errno != EINTR) break;
+    if (stop_at_index >= 0 && fds[stop_at_index].revents) stop_at = Clock::now();
     if (in_at >= 0 && fds[in_at].revents) {
       const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
       if (w > 0) written += static_cast<std::size_t>(w);
@@ -208,7 +239,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       }
     }
   }
-  if (timed_out || too_much_output) ::kill(-pid, SIGKILL);
+  if (timed_out || too_much_output || stopped) ::kill(-pid, SIGKILL);
   siginfo_t info{};
   while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
@@ -220,6 +251,10 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     throw mw::JobError("'" + options.command[0] + "' ran longer than " + std::to_string(options.timeout.count()) +
                        " ms and was killed");
   if (too_much_output) throw mw::JobError("'" + options.command[0] + "' wrote more than 16 MiB to stdout", false);
+  if (stopped)
+    throw mw::JobError("mw-exec was stopping and '" + options.command[0] + "' ran on for " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopGrace).count()) +
+                       " s more: it was ended, and the job goes back to be run again");
 
   if (WIFSIGNALED(status))
     throw mw::JobError("'" + options.command[0] + "' was killed by signal " + std::to_string(WTERMSIG(status)) +
@@ -305,6 +340,7 @@ int main(int argc, char** argv) {
     ExecOptions exec;
     for (int i = split + 1; i < argc; ++i) exec.command.emplace_back(argv[i]);
     check_runnable(exec.command[0]);
+    exec.stop_fd = stop.fd();
     const double timeout_s = args["timeout"].as<double>();
     if (timeout_s < 0) throw mw::Error("--timeout must not be negative");
     exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));

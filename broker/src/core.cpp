@@ -672,7 +672,9 @@ std::optional<std::string> BrokerCore::too_full_for(std::size_t payload_bytes) c
   if (config_.max_waiting_jobs && jobs >= config_.max_waiting_jobs)
     return "the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
            std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up";
-  if (config_.max_waiting_bytes && bytes + payload_bytes > config_.max_waiting_bytes)
+  // With nothing waiting, any payload the broker took in is let through: a
+  // limit below one message must not refuse it forever.
+  if (config_.max_waiting_bytes && bytes > 0 && bytes + payload_bytes > config_.max_waiting_bytes)
     return "the broker is full: the jobs waiting hold " + std::to_string(bytes >> 20) + " MiB of payload (--max-waiting-mb " +
            std::to_string(config_.max_waiting_bytes >> 20) + "); submit again once workers have caught up";
   return std::nullopt;
@@ -1053,7 +1055,7 @@ void BrokerCore::end_turn() {
     if (journal_) journal_->committed();
     for (auto& event : entities_->pending_events()) {
       if (!transport_.has_subscribers(event.topic)) continue;
-      zmq::message_t meta = wire::encode(wire::EventMeta{event.seq, 0, "", ""});
+      zmq::message_t meta = wire::encode(wire::EventMeta{event.seq, 0, "", "", instance_});
       zmq::message_t data(event.data.data(), event.data.size());
       transport_.publish(event.topic, meta, data);
     }
@@ -1115,8 +1117,8 @@ void BrokerCore::publish_heartbeat() {
 
 void BrokerCore::publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type,
                                std::string_view error, const zmq::message_t* data) {
-  // meta: {"seq": 0, "flow": id, "type": "...", "error": "..."}; data: the payload or nil.
-  wire::EventMeta meta{0, flow_id, type, error};
+  // meta: {"seq": 0, "flow": id, "type": "...", "error": "...", "run": this run}; data: the payload or nil.
+  wire::EventMeta meta{0, flow_id, type, error, instance_};
   zmq::message_t meta_frame = wire::encode(meta);
   zmq::message_t data_frame;
   if (data) {

@@ -86,8 +86,7 @@ Job MemoryJobQueue::unpack(Packed p, const std::string& type) {
 void MemoryJobQueue::push_back(Job job) {
   auto& q = queue_for(job.type);
   const auto priority = job.priority;
-  ++size_;
-  payload_bytes_ += job.payload.size();
+  const std::size_t bytes = job.payload.size();
   if (priority == 0 && q.normal.empty() && hot_jobs_ < kMaxHotJobs) {
     q.hot.push_back(std::move(job));
     ++hot_jobs_;
@@ -95,13 +94,15 @@ void MemoryJobQueue::push_back(Job job) {
     q.lane(priority).push_back(pack(std::move(job)));
   }
   ++q.size;
+  // Counted once it is in: pack() may throw.
+  ++size_;
+  payload_bytes_ += bytes;
 }
 
 void MemoryJobQueue::push_front(Job job) {
   auto& q = queue_for(job.type);
   const auto priority = job.priority;
-  ++size_;
-  payload_bytes_ += job.payload.size();
+  const std::size_t bytes = job.payload.size();
   if (priority == 0) {
     // The front of the lane is the front of `hot`. Over the budget only by
     // what lost workers hand back, which they held unpacked anyway.
@@ -111,6 +112,8 @@ void MemoryJobQueue::push_front(Job job) {
     q.lane(priority).push_front(pack(std::move(job)));
   }
   ++q.size;
+  ++size_;
+  payload_bytes_ += bytes;
 }
 
 std::optional<Job> MemoryJobQueue::pop(std::string_view type) {

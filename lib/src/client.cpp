@@ -294,7 +294,7 @@ class Client::Impl {
           pub_address_ = std::string(w.pub_address);
           heartbeat_ms_ = w.heartbeat_ms ? w.heartbeat_ms : kDefaultHeartbeatMs;
           peer_.set_batch_limit(w.batch);
-          peer_.set_max_message_bytes(w.max_message_bytes);
+          peer_.set_max_message_bytes(w.max_message_bytes ? w.max_message_bytes : kDefaultMaxMessageBytes);
         } else if (in->command == Command::Heartbeat) {
           continue;
         } else if (in->command == Command::Disconnect) {
@@ -304,6 +304,7 @@ class Client::Impl {
           if (said_hello_) {
             said_hello_ = false;
             peer_.set_batch_limit(0);  // until the WELCOME: the broker may not be the one we knew
+            peer_.set_max_message_bytes(0);
             say_hello();
           }
           continue;

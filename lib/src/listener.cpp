@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <random>
+#include <unordered_set>
 #include <utility>
 
 #include <zmq.hpp>
@@ -90,10 +91,23 @@ class Listener::Impl {
           if (!queued_.empty()) return take_queued_or_next(deadline);
           if (!wants_heartbeats_) continue;
         }
+        // A stored event from a broker run other than the one we know: the
+        // broker restarted, and what it published before we reconnected
+        // comes first. It waits (with those behind it) for that run's
+        // first heartbeat, which says how to read the gap back.
+        if (e->seq != 0 && (!held_.empty() || (e->run != 0 && broker_instance_ != 0 && e->run != broker_instance_))) {
+          if (held_.empty()) held_since_ = std::chrono::steady_clock::now();
+          held_.push_back(std::move(*e));
+          continue;
+        }
         if (accept(*e)) return e;
       }
       const auto now = std::chrono::steady_clock::now();
       note_silence(now);
+      if (!held_.empty() && now - held_since_ > heartbeat_interval_ * kHeartbeatLiveness) {
+        release_held();  // no heartbeat came to say more: hand them out as they are
+        if (!queued_.empty()) return take_queued_or_next(deadline);
+      }
       if (now >= deadline) return std::nullopt;
       zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1));
@@ -111,13 +125,28 @@ class Listener::Impl {
     return next(std::chrono::duration_cast<std::chrono::milliseconds>(left));
   }
 
-  // A heartbeat from the broker (§12.2). From another broker instance than
-  // the last one, the broker restarted: what it published before this SUB
-  // reconnected never reached us, and a broker without a durable store
-  // numbers its events from 1 again (so does one whose newest event is
-  // older than ours). A listener that follows stored events reads them
-  // back from the store, as a resume does, and dedupes from there.
+  // A heartbeat from the broker (§12.2). Between heartbeats of one broker
+  // run, the events accepted since the last one are noted (a checkpoint).
+  // From another run, the broker restarted: what it published before this
+  // SUB reconnected never reached us, so a listener that follows stored
+  // events reads them back from the checkpoint on, as a resume does,
+  // skipping those it had; a broker without a durable store numbers from 1
+  // again, so then from 0 (and the few events of the new run accepted
+  // before this heartbeat may come twice). A failed read-back is tried
+  // again at the next heartbeat.
   void on_heartbeat(const Event& e) {
+    handle_heartbeat(e);
+    release_held();  // after whatever the read-back queued: the order of the store
+  }
+
+  // Events held back for a run's first heartbeat, into the queue (where
+  // accept() drops what a read-back delivered already).
+  void release_held() {
+    for (auto& held : held_) queued_.push_back(std::move(held));
+    held_.clear();
+  }
+
+  void handle_heartbeat(const Event& e) {
     std::uint64_t instance = 0, last = 0, interval = 0;
     bool durable = false;
     try {
@@ -136,19 +165,41 @@ class Listener::Impl {
       silent_ = false;
       log(LogLevel::info, "listener", "the broker at " + options_.pub_address + " is back");
     }
-    const bool restarted = broker_instance_ != 0 && instance != broker_instance_;
-    broker_instance_ = instance;
-    const bool renumbered = (restarted && !durable) || last < last_seq_;
-    if (!restarted && !renumbered) return;
-    if (renumbered) last_seq_ = 0;  // a new numbering: the events we saw are not its events
-    if (!following_stored_ || last <= last_seq_) return;
+    const bool first = broker_instance_ == 0;
+    // A first heartbeat behind what we saw: a broker run we never heard from.
+    const bool restarted = first ? last < last_seq_ : instance != broker_instance_;
+    if (!restarted) {
+      broker_instance_ = instance;
+      checkpoint_seq_ = last_seq_;
+      seen_since_checkpoint_.clear();
+      return;
+    }
+    const bool renumbered = !durable || last < checkpoint_seq_;
+    if (!following_stored_) {
+      broker_instance_ = instance;
+      if (renumbered) last_seq_ = checkpoint_seq_ = 0;
+      return;
+    }
+    const std::uint64_t from = renumbered ? 0 : checkpoint_seq_;
     log(LogLevel::info, "listener",
-        "the broker restarted; reading back its stored events after " + std::to_string(last_seq_));
+        "the broker restarted; reading back its stored events after " + std::to_string(from));
+    const std::uint64_t had = last_seq_;
+    if (!renumbered) skip_.insert(seen_since_checkpoint_.begin(), seen_since_checkpoint_.end());
+    last_seq_ = from;
     try {
       Client client(ClientOptions{options_.broker, options_.timeout});
-      replay(client, last_seq_);
+      replay(client, from);
+      broker_instance_ = instance;
+      checkpoint_seq_ = from;
+      seen_since_checkpoint_.clear();
     } catch (const std::exception& ex) {
-      log(LogLevel::warn, "listener", std::string("cannot read back the events missed over the restart: ") + ex.what());
+      log(LogLevel::warn, "listener",
+          std::string("cannot read back the events missed over the restart (trying again at the next heartbeat): ") +
+              ex.what());
+      last_seq_ = had;
+      skip_.clear();
+      for (auto& live : live_) queued_.push_back(std::move(live));
+      live_.clear();
     }
   }
 
@@ -165,14 +216,20 @@ class Listener::Impl {
             " ms; waiting for it to come back");
   }
 
-
   // Deduplicates stored events by sequence and filters by pattern.
   bool accept(const Event& e) {
+    // Heartbeats that arrived during a replay come this way too.
+    if (e.topic == kHeartbeatTopic && !wants_heartbeats_) return false;
     if (!matches(e.topic)) return false;
     if (e.seq != 0) {
+      if (!skip_.empty() && skip_.erase(e.seq)) return false;  // had before a restart's read-back
       if (e.seq <= last_seq_) return false;
       last_seq_ = e.seq;
       following_stored_ = true;
+      // Only while heartbeats come (an older broker sends none), and
+      // bounded: a listener starved of heartbeats must not grow forever.
+      if (broker_instance_ != 0 && seen_since_checkpoint_.size() < kMaxSeenSinceCheckpoint)
+        seen_since_checkpoint_.push_back(e.seq);
     }
     return true;
   }
@@ -263,6 +320,7 @@ class Listener::Impl {
         e.flow_id = meta.flow_id;
         e.type = meta.type;
         e.error = meta.error;
+        e.run = meta.run;
         e.data = Payload::adopt(std::string(frames[2].data<char>(), frames[2].size()));
         return e;
       } catch (const std::exception& ex) {
@@ -272,6 +330,7 @@ class Listener::Impl {
   }
 
   static constexpr std::string_view kMarkTopic = "$mw.mark.";
+  static constexpr std::size_t kMaxSeenSinceCheckpoint = 1'000'000;
 
   ListenerOptions options_;
   zmq::context_t context_;
@@ -285,6 +344,11 @@ class Listener::Impl {
   bool wants_heartbeats_ = false;
   bool following_stored_ = false;  // a stored event has been accepted (or `since` was given)
   std::uint64_t broker_instance_ = 0;  // 0: no heartbeat yet
+  std::uint64_t checkpoint_seq_ = 0;                 // last_seq_ at the last heartbeat of this run
+  std::vector<std::uint64_t> seen_since_checkpoint_;  // stored events accepted since
+  std::unordered_set<std::uint64_t> skip_;            // a read-back's events we had already
+  std::vector<Event> held_;  // stored events of an unknown broker run, waiting for its heartbeat
+  std::chrono::steady_clock::time_point held_since_{};
   std::chrono::steady_clock::time_point last_heartbeat_{};
   std::chrono::milliseconds heartbeat_interval_{kDefaultHeartbeatMs};
   bool silent_ = false;

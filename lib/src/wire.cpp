@@ -605,11 +605,12 @@ zmq::message_t encode(const Stats& m) {
 
 zmq::message_t encode(const EventMeta& m) {
   Writer w;
-  w.pack().pack_map(4);
+  w.pack().pack_map(5);
   pack_kv(w, "seq", m.seq);
   pack_kv(w, "flow", m.flow_id);
   pack_kv(w, "type", m.type);
   pack_kv(w, "error", m.error);
+  pack_kv(w, "run", m.run);
   return w.frame();
 }
 
@@ -815,6 +816,7 @@ EventMeta decode_event_meta(const zmq::message_t& frame) {
   m.flow_id = map_u64(map, "flow");
   if (const auto* v = find_key(map, "type"); v && v->type == msgpack::type::STR) m.type = {v->via.str.ptr, v->via.str.size};
   if (const auto* v = find_key(map, "error"); v && v->type == msgpack::type::STR) m.error = {v->via.str.ptr, v->via.str.size};
+  m.run = map_u64(map, "run");
   return m;
 }
 

@@ -263,7 +263,7 @@ class Worker::Impl {
           const auto welcome = wire::decode_welcome(in.header);
           heartbeat_ms_.store(std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000));
           peer.set_batch_limit(welcome.batch);
-          peer.set_max_message_bytes(welcome.max_message_bytes);
+          peer.set_max_message_bytes(welcome.max_message_bytes ? welcome.max_message_bytes : kDefaultMaxMessageBytes);
           keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }

@@ -242,7 +242,11 @@ TEST_CASE("durability: mw submit --wait that loses its broker names the accepted
   const std::string flow = err.substr(at + 23, err.find(' ', at + 23) - at - 23);
 
   cluster.start_broker({"--store", store, "--heartbeat-ms", "200"}, address, pub);
-  cluster.start_exec("later", {}, {"cat"});
+  const auto ran = cluster.dir() / "ran.flows";
+  cluster.start_exec("later", {}, {"/bin/sh", "-c", "echo $MW_FLOW_ID >> '" + ran.string() + "'; cat"});
   REQUIRE(wait_until([&] { return cluster.status().done == 1; }, 15s));
-  CHECK(std::stoull(flow) > 0);
+  std::ifstream ran_flows(ran);
+  std::string ran_flow;
+  std::getline(ran_flows, ran_flow);
+  CHECK(ran_flow == flow);  // the flow the message named is the one the restarted broker ran
 }

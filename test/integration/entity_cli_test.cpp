@@ -431,6 +431,33 @@ TEST_CASE("mw listen goes on across a broker restart: told of the silence, nothi
   for (const auto& e : events) CHECK(e["topic"] != "$mw.heartbeat");  // '$mw.*' does not mean heartbeats
 }
 
+TEST_CASE("mw listen across a kill -9 of a broker on a file store: what it published meanwhile comes once") {
+  Env env;
+  const std::string store = (env.dir() / "events.db").string();
+  env.start_broker(store);
+  INFO(env.report());
+  const std::string address = env.address(), pub = env.pub();
+  Process& listener = env.start_mw("listen", {"listen", "users.*", "--count", "6"});
+  REQUIRE(await_live(env, listener, "users"));
+  env.mw_json({"create", "users", R"({"id": "before"})"});
+  REQUIRE(wait_for_lines(listener, 2, 5s));
+  mwtest::pause_for(600ms);  // the listener knows this broker's heartbeats
+
+  env.broker().signal(SIGKILL);
+  REQUIRE(env.broker().wait_exit(5s).has_value());
+  env.start_broker(store, {}, address, pub);
+  for (const char* id : {"after1", "after2", "after3", "after4"})  // the first ones before the listener is back
+    env.mw_json({"create", "users", json{{"id", id}}.dump()});
+  const auto status = listener.wait_exit(15s);
+  INFO(listener.tail());
+  REQUIRE(status == 0);
+  const auto events = json_lines(listener.stdout_text());
+  REQUIRE(events.size() == 6);
+  for (std::size_t i = 1; i < events.size(); ++i)
+    CHECK(events[i]["seq"].get<std::uint64_t>() == events[i - 1]["seq"].get<std::uint64_t>() + 1);
+  CHECK(events[5]["data"]["id"] == "after4");
+}
+
 TEST_CASE("mw listen --since: missed events, then live ones, none twice, none lost") {
   Env env;
   env.start_broker(":memory:");

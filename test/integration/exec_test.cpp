@@ -1,5 +1,7 @@
 // mw-exec: any command as a worker. Its stdout is the result; a non-zero
 // exit fails the job with stderr's last lines; 65 and non-JSON are final.
+#include <signal.h>
+
 #include <algorithm>
 #include <fstream>
 
@@ -168,4 +170,23 @@ TEST_CASE("mw-exec refuses at once a command it cannot run") {
   Process& not_executable = cluster.start("mw-exec-file", {binaries().exec, "--type", "t", "--", "/etc/passwd"});
   CHECK(not_executable.wait_exit(10s) == 1);
   CHECK(contains(not_executable.stderr_text(), "not an executable file"));
+}
+
+TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then ends it; its job is retried") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200", "--retry-base-ms", "20"});
+  const auto pid_file = cluster.dir() / "sleeper.pid";
+  Process& exec = cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "echo $$ > '" + pid_file.string() + "'; exec sleep 1000"});
+  REQUIRE(cluster.wait_for_workers("stuck", 1));
+  REQUIRE(cluster.mw({"submit", "stuck", "{}"}).exit_status == 0);
+  REQUIRE(wait_until([&] { return pid_in(pid_file) > 0; }, 10s));
+  const pid_t sleeper = pid_in(pid_file);
+  exec.signal(SIGINT);
+  CHECK(exec.wait_exit(25s) == 0);
+  CHECK(ended(sleeper));
+  const auto s = cluster.status();
+  CHECK(s.failed == 1);
+  CHECK(s.retried == 1);  // the job goes back: another worker runs it
+  CHECK(s.dead == 0);
 }

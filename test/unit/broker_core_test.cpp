@@ -1014,6 +1014,17 @@ TEST_CASE("a broker full of payload bytes refuses the SUBMIT that would go beyon
   CHECK_FALSE(error_for(h, "c1", 8003, mark));
 }
 
+TEST_CASE("a payload larger than --max-waiting-mb is taken when nothing waits") {
+  BrokerConfig config = test_config();
+  config.max_waiting_jobs = 0;
+  config.max_waiting_bytes = 100;
+  Harness h(config);
+  h.submit("c1", "a", payload_bytes(500));  // alone: accepted, never refused forever
+  std::size_t mark = h.transport.sent.size();
+  raw_submit(h, "c1", 9001, "a", payload_bytes(10));
+  CHECK(error_for(h, "c1", 9001, mark));  // behind it: over the limit
+}
+
 TEST_CASE("FAIL with retryable=false makes the job dead at once") {
   Harness h;
   h.ready("w1", {"a"});

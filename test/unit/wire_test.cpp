@@ -485,12 +485,17 @@ TEST_CASE("STATS round trip keeps every field") {
 }
 
 TEST_CASE("EVENTMETA round trip") {
-  const auto frame = wire::encode(wire::EventMeta{5, 6, "resize,thumb", "worker lost"});
+  const auto frame = wire::encode(wire::EventMeta{5, 6, "resize,thumb", "worker lost", 1839675095941120});
   const auto m = wire::decode_event_meta(frame);
   CHECK(m.seq == 5);
   CHECK(m.flow_id == 6);
   CHECK(m.type == "resize,thumb");
   CHECK(m.error == "worker lost");
+  CHECK(m.run == 1839675095941120);
+  // A meta without "run" (an older broker) reads as 0.
+  const auto old_meta = wire::decode_event_meta(frame_of(std::string("\x81\xa3seq\x01", 6)));  // {"seq": 1}
+  CHECK(old_meta.seq == 1);
+  CHECK(old_meta.run == 0);
 }
 
 TEST_CASE("headers with only the required fields decode with the documented defaults") {

@@ -78,6 +78,7 @@ struct Event {
   std::string type;
   std::string error;
   Payload data;
+  std::uint64_t run = 0;      // the broker run that published it (changes when the broker restarts)
 };
 
 // True when `topic` matches `pattern` (`*` = any run of characters).

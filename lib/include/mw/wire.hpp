@@ -148,6 +148,7 @@ struct EventMeta {
   std::uint64_t flow_id = 0;    // system job events; 0 otherwise
   std::string_view type;        // job type(s) for system events
   std::string_view error;       // why, for $mw.job.dead and $mw.worker.gone
+  std::uint64_t run = 0;        // the broker run that published it ($mw.heartbeat's "broker"); 0: not said
 };
 
 // What `mw status` shows. Owned strings: this is built by the broker and
