@@ -270,8 +270,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     return mw::Payload::parse_json(stdout_text);
   } catch (const mw::Error& e) {
     // The parser's message may quote the whole output: say what is wrong, not all of it.
-    std::string why = e.what();
-    if (why.size() > kMaxQuotedBytes) why = why.substr(0, kMaxQuotedBytes) + "…";
+    const std::string why = mw::shortened(e.what(), kMaxQuotedBytes);
     throw mw::JobError("'" + options.command[0] + "' printed " + std::to_string(stdout_text.size()) +
                            " bytes that are not JSON: " + why,
                        false);

@@ -667,8 +667,8 @@ std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
 }
 
 std::optional<std::string> BrokerCore::too_full_for(std::size_t payload_bytes) const {
-  const std::uint64_t jobs = queue_.size() + delayed_.size();
-  const std::uint64_t bytes = queue_.payload_bytes() + delayed_bytes_;
+  const std::uint64_t jobs = waiting_jobs();
+  const std::uint64_t bytes = waiting_bytes();
   if (config_.max_waiting_jobs && jobs >= config_.max_waiting_jobs)
     return "the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
            std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up";
@@ -1164,8 +1164,8 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   s.recovered = counters_.recovered;
   s.delayed = delayed_.size();
   s.rss_bytes = resident_bytes();
-  s.waiting = queue_.size() + delayed_.size();
-  s.waiting_bytes = queue_.payload_bytes() + delayed_bytes_;
+  s.waiting = waiting_jobs();
+  s.waiting_bytes = waiting_bytes();
   s.max_waiting = config_.max_waiting_jobs;
   s.max_waiting_bytes = config_.max_waiting_bytes;
   s.refused = counters_.refused_full;

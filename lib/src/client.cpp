@@ -183,14 +183,7 @@ class Client::Impl {
   }
 
   std::string pub_address() {
-    if (pub_address_.empty()) {
-      say_hello();
-      receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
-        if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
-        return !pub_address_.empty();
-      });
-      if (pub_address_.empty()) throw no_answer("HELLO");
-    }
+    if (pub_address_.empty()) await_welcome();
     return connectable_address(pub_address_, options_.broker);
   }
 
@@ -217,18 +210,24 @@ class Client::Impl {
   // the first one says HELLO and waits for it.
   void check_fits(const char* command, std::size_t bytes) {
     if (bytes <= kMinMaxMessageBytes) return;
-    if (peer_.max_message_bytes() == 0) {
-      say_hello();
-      receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
-        if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
-        return peer_.max_message_bytes() != 0;
-      });
-      if (peer_.max_message_bytes() == 0) throw no_answer("HELLO");
-    }
+    if (peer_.max_message_bytes() == 0) await_welcome();
     if (bytes > peer_.max_message_bytes())
       throw Error(std::string(command) + " of " + std::to_string(bytes) + " bytes is larger than the broker takes (" +
                       std::to_string(peer_.max_message_bytes()) + " bytes, its --max-message-bytes)",
                   ErrorCode::TooLarge);
+  }
+
+  // Says HELLO if needed and waits for the WELCOME (what it carries is
+  // taken by receive_until); other events wait in the backlog.
+  void await_welcome() {
+    say_hello();
+    bool welcomed = false;
+    receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+      if (in.command == Command::Welcome) return welcomed = true;
+      if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
+      return false;
+    });
+    if (!welcomed) throw no_answer("HELLO");
   }
 
   void say_hello() {
@@ -293,8 +292,7 @@ class Client::Impl {
           const auto w = wire::decode_welcome(in->header);
           pub_address_ = std::string(w.pub_address);
           heartbeat_ms_ = w.heartbeat_ms ? w.heartbeat_ms : kDefaultHeartbeatMs;
-          peer_.set_batch_limit(w.batch);
-          peer_.set_max_message_bytes(w.max_message_bytes ? w.max_message_bytes : kDefaultMaxMessageBytes);
+          peer_.take_welcome(w);
         } else if (in->command == Command::Heartbeat) {
           continue;
         } else if (in->command == Command::Disconnect) {
@@ -303,8 +301,7 @@ class Client::Impl {
           // good, its silence ends the wait below.
           if (said_hello_) {
             said_hello_ = false;
-            peer_.set_batch_limit(0);  // until the WELCOME: the broker may not be the one we knew
-            peer_.set_max_message_bytes(0);
+            peer_.forget_welcome();  // until the WELCOME: the broker may not be the one we knew
             say_hello();
           }
           continue;

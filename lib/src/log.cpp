@@ -83,6 +83,13 @@ std::string one_line(std::string_view text) {
   return out;
 }
 
+std::string shortened(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  std::size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;  // not inside a character
+  return std::string(text.substr(0, cut)) + "…";
+}
+
 void log(LogLevel level, std::string_view component, std::string_view message) {
   if (!log_enabled(level)) return;
   std::string escaped;

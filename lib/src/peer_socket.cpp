@@ -40,21 +40,23 @@ void PeerSocket::open() {
 void PeerSocket::reset() {
   socket_.close();
   outbox_.clear();
-  batch_limit_ = 0;
-  set_max_message_bytes(0);
+  forget_welcome();
   in_items_.clear();
   in_payloads_.clear();
   open();
 }
 
-void PeerSocket::set_batch_limit(std::uint32_t entries) noexcept {
-  batch_limit_ = std::min(entries, kDefaultBatchEntries);
+void PeerSocket::take_welcome(const wire::Welcome& welcome) noexcept {
+  batch_limit_ = std::min(welcome.batch, kDefaultBatchEntries);
   if (batch_limit_ < 2) batch_limit_ = 0;  // a BATCH of one is the message itself
+  max_message_bytes_ = welcome.max_message_bytes ? welcome.max_message_bytes : kDefaultMaxMessageBytes;
+  max_batch_bytes_ = std::min<std::uint64_t>(kMaxBatchBytes, max_message_bytes_ / 2);
 }
 
-void PeerSocket::set_max_message_bytes(std::uint64_t bytes) noexcept {
-  max_message_bytes_ = bytes;
-  max_batch_bytes_ = bytes ? std::min<std::uint64_t>(kMaxBatchBytes, bytes / 2) : kMaxBatchBytes;
+void PeerSocket::forget_welcome() noexcept {
+  batch_limit_ = 0;
+  max_message_bytes_ = 0;
+  max_batch_bytes_ = kMaxBatchBytes;
 }
 
 std::size_t PeerSocket::message_bytes(const zmq::message_t* header, const zmq::message_t* payload) noexcept {

@@ -1,7 +1,7 @@
 // peer_socket.hpp (internal) — a DEALER connected to the broker that speaks
 // MW/1 frames. Shared by Worker, Client and Listener.
 //
-// Batching: once the broker's WELCOME says it takes BATCH (set_batch_limit),
+// Batching: once the broker's WELCOME says it takes BATCH (take_welcome),
 // send() queues messages with a header and flush() sends them as one BATCH;
 // the queue is also flushed when it is full, and before any message that
 // cannot be batched, so the broker sees everything in the order it was sent.
@@ -54,14 +54,15 @@ class PeerSocket {
   // flush() if the oldest queued message has waited at least `age`.
   bool flush_older_than(std::chrono::steady_clock::duration age);
 
-  // From the broker's WELCOME: messages per BATCH it takes (0: none). This
-  // side sends at most kDefaultBatchEntries per BATCH.
-  void set_batch_limit(std::uint32_t entries) noexcept;
-
-  // From the broker's WELCOME: the largest message it takes (0: not told
-  // yet). A BATCH then stays within half of it, so that batching never
-  // makes a message the broker refuses out of messages it would take.
-  void set_max_message_bytes(std::uint64_t bytes) noexcept;
+  // What the broker's WELCOME says about sending to it: messages per BATCH
+  // it takes (0: none; this side sends at most kDefaultBatchEntries), and
+  // the largest message it takes, within half of which a BATCH then stays,
+  // so that batching never makes a message the broker refuses out of
+  // messages it would take. forget_welcome(): until the next WELCOME (the
+  // broker may not be the one we knew), no BATCH and no limit known.
+  void take_welcome(const wire::Welcome& welcome) noexcept;
+  void forget_welcome() noexcept;
+  // The broker's limit from WELCOME; 0: not told yet.
   std::uint64_t max_message_bytes() const noexcept { return max_message_bytes_; }
 
   // The bytes the broker counts against its limit for a message with

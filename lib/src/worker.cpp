@@ -38,11 +38,7 @@ constexpr std::size_t kMaxErrorBytes = 4096;
 void shorten_error(std::string& error, std::uint64_t max_message_bytes) {
   std::size_t most = kMaxErrorBytes;
   if (max_message_bytes) most = std::min<std::size_t>(most, max_message_bytes / 2);
-  if (error.size() <= most) return;
-  std::size_t cut = most;
-  while (cut > 0 && (static_cast<unsigned char>(error[cut]) & 0xc0) == 0x80) --cut;  // not inside a character
-  error.resize(cut);
-  error += "…";
+  if (error.size() > most) error = shortened(error, most);
 }
 
 // What a handler thread hands back to the I/O thread.
@@ -262,8 +258,7 @@ class Worker::Impl {
         case Command::Welcome: {
           const auto welcome = wire::decode_welcome(in.header);
           heartbeat_ms_.store(std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000));
-          peer.set_batch_limit(welcome.batch);
-          peer.set_max_message_bytes(welcome.max_message_bytes ? welcome.max_message_bytes : kDefaultMaxMessageBytes);
+          peer.take_welcome(welcome);
           keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }

@@ -901,21 +901,18 @@ TEST_CASE("FAIL retries after an exponential backoff, then the job is dead") {
   CHECK(h.jobs("w1").size() == 3);
 }
 
-// The ERROR answering `request_id`'s SUBMIT, if one was sent to `peer` since `mark`.
-std::optional<ErrorMsg> error_for(const Harness& h, const std::string& peer, std::uint64_t request_id,
-                                  std::size_t mark) {
-  for (const auto& s : h.to(peer, mark))
-    if (s.command == Command::Error && Harness::error_of(s).request_id == request_id) return Harness::error_of(s);
-  return std::nullopt;
-}
-
-// Sends a SUBMIT by hand (the harness's submit() requires ACCEPTED).
-void raw_submit(Harness& h, const std::string& peer, std::uint64_t request_id, const std::string& type,
-                const std::string& payload, std::uint64_t delay_ms = 0, std::string_view key = {}) {
+// Sends a SUBMIT from "c1" by hand (the harness's submit() requires
+// ACCEPTED) and returns the ERROR that answered it, if one did.
+std::optional<ErrorMsg> refusal(Harness& h, std::uint64_t request_id, const std::string& type,
+                                const std::string& payload, std::uint64_t delay_ms = 0, std::string_view key = {}) {
+  const std::size_t mark = h.transport.sent.size();
   auto header = submit_header(request_id, type);
   header.delay_ms = delay_ms;
   header.key = key;
-  h.command(peer, Command::Submit, bytes_of(wire::encode(header)), payload);
+  h.command("c1", Command::Submit, bytes_of(wire::encode(header)), payload);
+  for (const auto& s : h.to("c1", mark))
+    if (s.command == Command::Error && Harness::error_of(s).request_id == request_id) return Harness::error_of(s);
+  return std::nullopt;
 }
 
 TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds always moves on") {
@@ -925,9 +922,8 @@ TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds
   h.submit("c1", "a", payload_bytes(8));
   h.submit("c1", "a", payload_bytes(8));
 
-  std::size_t mark = h.transport.sent.size();
-  raw_submit(h, "c1", 7001, "a", payload_bytes(8));
-  auto refused = error_for(h, "c1", 7001, mark);
+  const std::size_t mark = h.transport.sent.size();
+  const auto refused = refusal(h, 7001, "a", payload_bytes(8));
   REQUIRE(refused);
   CHECK(refused->code == ErrorCode::Full);
   CHECK(refused->message.find("--max-waiting 2") != std::string::npos);
@@ -942,22 +938,17 @@ TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds
 
   SUBCASE("a delayed SUBMIT waits too, and counts") {
     h.ready("w1", {"a"});  // takes one: one waits
-    raw_submit(h, "c1", 7002, "a", payload_bytes(8), 60'000);
-    CHECK_FALSE(error_for(h, "c1", 7002, mark));
+    CHECK_FALSE(refusal(h, 7002, "a", payload_bytes(8), 60'000));
     CHECK(h.core.delayed() == 1);
-    mark = h.transport.sent.size();
-    raw_submit(h, "c1", 7003, "a", payload_bytes(8));
-    CHECK(error_for(h, "c1", 7003, mark));
+    CHECK(refusal(h, 7003, "a", payload_bytes(8)));
   }
 
   SUBCASE("a SUBMIT whose key names an unfinished flow is answered: it adds nothing") {
     BrokerConfig keyed = test_config();
     keyed.max_waiting_jobs = 1;
     Harness k(keyed);
-    raw_submit(k, "c1", 1, "a", payload_bytes(8), 0, "nightly");
-    mark = k.transport.sent.size();
-    raw_submit(k, "c1", 2, "a", payload_bytes(8), 0, "nightly");
-    CHECK_FALSE(error_for(k, "c1", 2, mark));
+    CHECK_FALSE(refusal(k, 1, "a", payload_bytes(8), 0, "nightly"));
+    CHECK_FALSE(refusal(k, 2, "a", payload_bytes(8), 0, "nightly"));
     CHECK(k.core.counters().duplicates == 1);
   }
 
@@ -982,9 +973,7 @@ TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds
     CHECK(f.queue.depth("z") == 2);
     CHECK(f.core.stats(f.now).waiting == 3);  // still beyond the limit
     CHECK(f.core.counters().dead == 0);
-    mark = f.transport.sent.size();
-    raw_submit(f, "c1", 7004, "a", payload_bytes(8));
-    CHECK(error_for(f, "c1", 7004, mark));
+    CHECK(refusal(f, 7004, "a", payload_bytes(8)));
   }
 }
 
@@ -994,24 +983,18 @@ TEST_CASE("a broker full of payload bytes refuses the SUBMIT that would go beyon
   config.max_waiting_bytes = 100;
   Harness h(config);
   h.submit("c1", "a", payload_bytes(57));  // 60 bytes with its bin header
-  std::size_t mark = h.transport.sent.size();
-  raw_submit(h, "c1", 8001, "a", payload_bytes(57));
-  const auto refused = error_for(h, "c1", 8001, mark);
+  const auto refused = refusal(h, 8001, "a", payload_bytes(57));
   REQUIRE(refused);
   CHECK(refused->code == ErrorCode::Full);
   CHECK(refused->message.find("--max-waiting-mb") != std::string::npos);
   CHECK(h.core.stats(h.now).waiting_bytes == 60);
   // A smaller one still fits.
-  mark = h.transport.sent.size();
-  raw_submit(h, "c1", 8002, "a", payload_bytes(37));
-  CHECK_FALSE(error_for(h, "c1", 8002, mark));
+  CHECK_FALSE(refusal(h, 8002, "a", payload_bytes(37)));
   CHECK(h.core.stats(h.now).waiting_bytes == 100);
   // A worker takes them: the bytes are free again.
   h.ready("w1", {"a"}, "", 2);
   CHECK(h.core.stats(h.now).waiting_bytes == 0);
-  mark = h.transport.sent.size();
-  raw_submit(h, "c1", 8003, "a", payload_bytes(57));
-  CHECK_FALSE(error_for(h, "c1", 8003, mark));
+  CHECK_FALSE(refusal(h, 8003, "a", payload_bytes(57)));
 }
 
 TEST_CASE("a payload larger than --max-waiting-mb is taken when nothing waits") {
@@ -1020,9 +1003,7 @@ TEST_CASE("a payload larger than --max-waiting-mb is taken when nothing waits") 
   config.max_waiting_bytes = 100;
   Harness h(config);
   h.submit("c1", "a", payload_bytes(500));  // alone: accepted, never refused forever
-  std::size_t mark = h.transport.sent.size();
-  raw_submit(h, "c1", 9001, "a", payload_bytes(10));
-  CHECK(error_for(h, "c1", 9001, mark));  // behind it: over the limit
+  CHECK(refusal(h, 9001, "a", payload_bytes(10)));  // behind it: over the limit
 }
 
 TEST_CASE("FAIL with retryable=false makes the job dead at once") {

@@ -51,6 +51,13 @@ TEST_CASE("one_line joins lines with ' | '") {
   CHECK(mw::one_line("") == "");
 }
 
+TEST_CASE("shortened cuts at a character boundary and says so") {
+  CHECK(mw::shortened("short", 10) == "short");
+  CHECK(mw::shortened("abcdef", 3) == "abc…");
+  CHECK(mw::shortened("ab\xc3\xa9" "cd", 3) == "ab…");  // not inside é
+  CHECK(mw::shortened("ab\xc3\xa9" "cd", 4) == "ab\xc3\xa9" "…");
+}
+
 TEST_CASE("LogLimiter lets a burst through per window and counts the rest") {
   mw::LogLimiter limiter(2, 1000);
   std::uint64_t suppressed = 0;

@@ -29,6 +29,10 @@ void log(LogLevel level, std::string_view component, std::string_view message);
 // messages shown to people that may hold several lines of someone else's.
 std::string one_line(std::string_view text);
 
+// `text` cut to at most `max_bytes` (at a UTF-8 character boundary) and
+// ended with "…" when it was longer; as it is otherwise.
+std::string shortened(std::string_view text, std::size_t max_bytes);
+
 // Returns a printable sample of untrusted bytes: at most `max_bytes`, with
 // anything outside printable ASCII written as \xNN, and "…(N bytes)" when cut.
 std::string sanitized_sample(std::string_view bytes, std::size_t max_bytes = 32);

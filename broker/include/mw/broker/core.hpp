@@ -200,6 +200,9 @@ class BrokerCore {
   void send_results(const Job& job, std::string_view outcome, std::string_view error, zmq::message_t& payload);
   // Why a new flow with a payload of `payload_bytes` may not be accepted
   // now (config max_waiting_*), as the ERROR 507 text; nullopt when it may.
+  // What --max-waiting counts: jobs queued or delayed, and their payload bytes.
+  std::uint64_t waiting_jobs() const noexcept { return queue_.size() + delayed_.size(); }
+  std::uint64_t waiting_bytes() const noexcept { return queue_.payload_bytes() + delayed_bytes_; }
   std::optional<std::string> too_full_for(std::size_t payload_bytes) const;
   void log_full(const std::string& what, std::int64_t now_ms);  // rate-limited
   // Removes a delayed job; nullopt when `id` is not delayed.
