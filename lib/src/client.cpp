@@ -242,22 +242,41 @@ class Client::Impl {
 
   std::uint64_t await_accepted(std::uint64_t request_id) {
     std::optional<std::uint64_t> flow_id;
-    receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
-      if (in.command == Command::Accepted) {
-        const auto a = wire::decode_accepted(in.header);
-        if (a.request_id == request_id) {
-          flow_id = a.flow_id;
-          return true;
+    std::optional<Error> refused;
+    try {
+      receive_until(Clock::now() + options_.timeout, [&](detail::Inbound& in) {
+        if (in.command == Command::Accepted) {
+          const auto a = wire::decode_accepted(in.header);
+          if (a.request_id == request_id) {
+            flow_id = a.flow_id;
+            return true;
+          }
+        } else if (in.command == Command::Error) {
+          const auto e = wire::decode_error(in.header);
+          if (e.request_id == request_id || e.request_id == 0) {
+            refused.emplace(error_text(e), e.code);
+            return true;
+          }
         }
-      } else if (in.command == Command::Error) {
-        const auto e = wire::decode_error(in.header);
-        if (e.request_id == request_id || e.request_id == 0) throw Error(error_text(e), e.code);
-      }
-      if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
-      return false;
-    });
-    if (!flow_id) throw no_answer("SUBMIT");
+        if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
+        return false;
+      });
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::Unavailable) throw;
+      throw unacknowledged(e);
+    }
+    if (refused) throw *refused;
+    if (!flow_id) throw unacknowledged(no_answer("SUBMIT"));
     return *flow_id;
+  }
+
+  // A broker that went silent after a SUBMIT may have committed the job
+  // before it died or stalled: the caller must not take it as refused.
+  static Error unacknowledged(const Error& e) {
+    return Error(std::string(e.what()) +
+                     "; the SUBMIT was not acknowledged, so the job may or may not have been accepted "
+                     "(an idempotency key makes submitting it again safe)",
+                 ErrorCode::Unavailable);
   }
 
   bool take_from_backlog(const std::function<bool(ClientEvent&)>& want) {

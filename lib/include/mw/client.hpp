@@ -92,6 +92,9 @@ class Client {
 
   // Submits a job and returns its flow id once the broker has accepted it.
   // Throws mw::Error on an ERROR reply or when no answer comes in time.
+  // An Unavailable error means the broker never acknowledged the SUBMIT: it
+  // may still have committed the job before it died. Give the job a key
+  // (SubmitOptions::key) to make submitting it again safe.
   std::uint64_t submit(std::string_view type, const Payload& payload, SubmitOptions options = {});
 
   // Submits and waits for the flow's end. Returns nullopt when `timeout`
