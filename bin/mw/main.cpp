@@ -95,6 +95,9 @@ int main(int argc, char** argv) {
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);
     return 2;
+  } catch (const mw::Interrupted& e) {
+    std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
+    return 130;  // as a shell reports a command ended by SIGINT
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
     return 1;

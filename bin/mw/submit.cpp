@@ -111,7 +111,11 @@ int submit(int argc, char** argv) {
 
   const SubmitOptions submit_options = submit_options_from(args);
 
-  Client client({args["broker"].as<std::string>()});
+  // Ctrl-C while waiting says which flow goes on (before any thread starts).
+  const auto stop = StopSignal::on_signals();
+  ClientOptions client_options{.broker = args["broker"].as<std::string>()};
+  client_options.stop = &stop;
+  Client client(client_options);
   const std::string type = args["type"].as<std::string>();
 
   if (!args.count("wait")) {

@@ -1,5 +1,6 @@
 #include "mw/client.hpp"
 
+#include <array>
 #include <deque>
 #include <functional>
 
@@ -109,6 +110,9 @@ class Client::Impl {
         backlog_.push_back(std::move(*e));
         return false;
       });
+    } catch (const Interrupted&) {
+      throw Interrupted("interrupted while waiting for flow " + std::to_string(flow_id) +
+                        ", which goes on in the broker");
     } catch (const Error& e) {
       // The flow was accepted: say which, so its outcome can be looked for.
       if (e.code() != ErrorCode::Unavailable) throw;
@@ -261,6 +265,8 @@ class Client::Impl {
         if (auto e = to_event(in)) backlog_.push_back(std::move(*e));
         return false;
       });
+    } catch (const Interrupted&) {
+      throw Interrupted("interrupted before the broker acknowledged the SUBMIT: the job may or may not have been accepted");
     } catch (const Error& e) {
       if (e.code() != ErrorCode::Unavailable) throw;
       throw unacknowledged(e);
@@ -343,8 +349,12 @@ class Client::Impl {
                       ErrorCode::Unavailable);
         wait = std::min(wait, beat);
       }
-      zmq::pollitem_t item{peer_.socket().handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, wait);
+      std::array<zmq::pollitem_t, 2> items{{
+          {peer_.socket().handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, options_.stop ? options_.stop->fd() : -1, ZMQ_POLLIN, 0},
+      }};
+      zmq::poll(items.data(), options_.stop ? 2 : 1, wait);
+      if (options_.stop && options_.stop->fired()) throw Interrupted("interrupted");
     }
   }
 

@@ -185,6 +185,8 @@ TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then en
   exec.signal(SIGINT);
   CHECK(exec.wait_exit(25s) == 0);
   CHECK(ended(sleeper));
+  // Its DISCONNECT follows the FAIL on one connection: once it is gone, the FAIL counted.
+  REQUIRE(cluster.wait_for_worker_pid(exec.pid(), false));
   const auto s = cluster.status();
   CHECK(s.failed == 1);
   CHECK(s.retried == 1);  // the job goes back: another worker runs it

@@ -1,5 +1,8 @@
 // Pipelines end to end: --next, the seed's nextWorkerType, jobs that wait
 // for a worker that comes late.
+#include <signal.h>
+
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <optional>
@@ -173,16 +176,43 @@ TEST_CASE("pipeline: a job submitted before any worker of its type waits for one
   CHECK(report.at("value").get<double>() == doctest::Approx(std::sin(0.25)).epsilon(1e-12));
 }
 
+TEST_CASE("pipeline: Ctrl-C on mw submit --wait names the flow, which goes on") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  Process& submit = cluster.start_mw("mw-submit-interrupted", {"submit", "sampleworker", "0.5", "--wait"});
+  REQUIRE(wait_until(
+      [&] {
+        const auto t = type_stats(cluster.status(), "sampleworker");
+        return t && t->queued == 1;
+      },
+      10s));
+  pause_for(1s);  // the ACCEPTED reaches the submitter (STATUS counts the job before it is sent)
+  submit.signal(SIGINT);
+  REQUIRE(submit.wait_exit(10s) == 130);
+  const std::string err = submit.stderr_text();
+  INFO(err);
+  const auto at = err.find("interrupted while waiting for flow ");
+  REQUIRE(at != std::string::npos);
+  CHECK(err.find("goes on") != std::string::npos);
+  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+
+  cluster.start_worker("sample_worker", binaries().sample_worker);
+  cluster.start_worker("next_worker", binaries().next_worker);
+  REQUIRE(wait_until([&] { return cluster.status().done == 1; }, 15s));
+}
+
 TEST_CASE("pipeline: a handler running longer than the heartbeat liveness keeps its worker and its job") {
   Cluster cluster;
   INFO(cluster.report());
-  // Liveness is 3 x 100 ms; the handler runs on the socket's thread (threads
-  // = 1) for 800 ms, so only the keeper's heartbeats keep the worker alive.
-  cluster.start_broker({"--heartbeat-ms", "100"});
+  // Liveness is 3 x 300 ms; the handler runs on the socket's thread (threads
+  // = 1) for 2.5 s, so only the keeper's heartbeats keep the worker alive.
+  // (Shorter heartbeats leave too little slack for a stall under ASan.)
+  cluster.start_broker({"--heartbeat-ms", "300"});
   std::atomic<int> runs{0};
   InProcessWorker slow(worker_options(cluster.address(), "slow"), [&](const mw::Job& job) {
     ++runs;
-    std::this_thread::sleep_for(800ms);
+    std::this_thread::sleep_for(2500ms);
     return job.payload;
   });
   REQUIRE(cluster.wait_for_workers("slow", 1));
@@ -244,7 +274,7 @@ TEST_CASE("pipeline: a quick job's result does not wait for the slow job after i
 TEST_CASE("pipeline: a pipelining client idle past the liveness period goes on without a false 'lost the broker'") {
   Cluster cluster;
   INFO(cluster.report());
-  cluster.start_broker({"--heartbeat-ms", "100"});  // liveness 300 ms
+  cluster.start_broker({"--heartbeat-ms", "300"});  // liveness 900 ms
   mw::Client client({cluster.address()});
   const std::uint64_t request = client.send_submit("idle.test", mw::Payload::of(1).bytes(), false);
   std::optional<mw::ClientEvent> accepted;
@@ -257,9 +287,9 @@ TEST_CASE("pipeline: a pipelining client idle past the liveness period goes on w
   CHECK(accepted->request_id == request);
   // Silent for longer than the liveness period twice over: the broker
   // forgets this client. Its next calls still work.
-  pause_for(700ms);
+  pause_for(2s);
   CHECK_FALSE(client.next_event(0ms).has_value());
-  pause_for(700ms);
+  pause_for(2s);
   CHECK_NOTHROW((void)client.status());
   CHECK_FALSE(client.next_event(50ms).has_value());  // no answer pending: nullopt, not a throw
   const auto flow = client.submit("idle.test", mw::Payload::of(2));

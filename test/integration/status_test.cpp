@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include <doctest/doctest.h>
@@ -65,7 +67,10 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
   }
 
   // A worker holding a job: host, pid, credit and in-flight.
-  Process& busy = cluster.start_exec("busy", {"--concurrency", "2"}, {"/bin/sh", "-c", "sleep 2; cat"});
+  // It sleeps until killed: however slow the checks below, it still holds its job.
+  const auto busy_pid_file = cluster.dir() / "busy.pid";
+  Process& busy = cluster.start_exec("busy", {"--concurrency", "2"},
+                                     {"/bin/sh", "-c", "echo $$ > '" + busy_pid_file.string() + "'; exec sleep 600"});
   REQUIRE(cluster.wait_for_workers("busy", 1));
   REQUIRE(cluster.mw({"submit", "busy", "{}"}).exit_status == 0);
   REQUIRE(wait_until(
@@ -100,6 +105,12 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
   }
   busy.signal(SIGKILL);  // its job would hold up the end of the test
   REQUIRE(busy.wait_exit(5s).has_value());
+  // The command is its own process group, which outlives a worker killed with -9.
+  REQUIRE(wait_until([&] { return std::filesystem::exists(busy_pid_file) && std::filesystem::file_size(busy_pid_file) > 0; }, 5s));
+  pid_t command_group = 0;
+  std::ifstream(busy_pid_file) >> command_group;
+  REQUIRE(command_group > 1);
+  ::kill(-command_group, SIGKILL);
 
   // Done, failed and dead counts per type and in total.
   cluster.start_worker("sample_worker", binaries().sample_worker);

@@ -25,6 +25,7 @@
 
 #include "mw/options.hpp"
 #include "mw/payload.hpp"
+#include "mw/stop_signal.hpp"
 #include "mw/wire.hpp"
 
 namespace mw {
@@ -34,6 +35,11 @@ struct ClientOptions {
   // How long submit() and status() wait for the broker's answer before
   // throwing mw::Error (the broker is down or unreachable).
   std::chrono::milliseconds timeout{5000};
+  // When set, a blocking call (submit, submit_and_wait, status, call …)
+  // stops waiting the moment this fires and throws mw::Interrupted; for
+  // submit_and_wait of an accepted flow its message names the flow, which
+  // goes on. Not owned: it must outlive the client.
+  const StopSignal* stop = nullptr;
 };
 
 struct SubmitOptions {

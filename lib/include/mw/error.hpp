@@ -24,6 +24,13 @@ class Error : public std::runtime_error {
   ErrorCode code_;
 };
 
+// Thrown by a blocking Client call whose ClientOptions::stop fired while it
+// waited (Ctrl-C on a command line tool). What was sent stays sent.
+class Interrupted : public Error {
+ public:
+  explicit Interrupted(const std::string& message) : Error(message, ErrorCode::Unavailable) {}
+};
+
 // Thrown from a job handler to fail the job. `retryable == false` makes the
 // job dead at once (bad input will not get better on the next attempt).
 class JobError : public std::runtime_error {
