@@ -20,6 +20,8 @@ int bench_entities(int argc, char** argv);  // mw bench --entities
 int dead(int argc, char** argv);   // mw dead: list dead jobs
 int retry(int argc, char** argv);  // mw retry: replay dead jobs
 int schedule(int argc, char** argv);  // mw schedule: periodic jobs
+int flows(int argc, char** argv);     // mw flows: unfinished flows
+int cancel(int argc, char** argv);    // mw cancel: cancel unfinished flows
 // create, get, find, update, patch, remove
 int entity(std::string_view method, int argc, char** argv);
 

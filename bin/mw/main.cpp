@@ -45,6 +45,8 @@ constexpr const char* kUsage =
     "         [--max-attempts N] [--entity ENDPOINT/ID]      run later, ahead of others, once per key …\n"
     "  status [--json]                                       workers, queues and counters\n"
     "  listen [TOPIC ...] [--since SEQ] [--count N]          print events as JSON lines (N of them, then exit)\n"
+    "  flows [TYPE] [--state S] [--limit N] [--json]         unfinished flows: in flight, queued, delayed\n"
+    "  cancel FLOW [FLOW ...]                                cancel unfinished flows (a waiting submitter hears it)\n"
     "  dead [TYPE] [--limit N] [--json]                      dead jobs not yet replayed, oldest first\n"
     "  retry ID | --type TYPE [--limit N]                    submit dead jobs again; prints ID -> flow N\n"
     "  schedule NAME TYPE [JSON | -] --every SECONDS         run a job every SECONDS (replaces NAME if it exists)\n"
@@ -83,6 +85,8 @@ int main(int argc, char** argv) {
     if (command == "dead") return mw::cli::dead(argc - 1, argv + 1);
     if (command == "retry") return mw::cli::retry(argc - 1, argv + 1);
     if (command == "schedule") return mw::cli::schedule(argc - 1, argv + 1);
+    if (command == "flows") return mw::cli::flows(argc - 1, argv + 1);
+    if (command == "cancel") return mw::cli::cancel(argc - 1, argv + 1);
     if (command == "bench") {
       for (int i = 2; i < argc; ++i)
         if (std::strcmp(argv[i], "--entities") == 0) return mw::cli::bench_entities(argc - 1, argv + 1);
@@ -90,7 +94,7 @@ int main(int argc, char** argv) {
     }
     for (std::string_view method : {"create", "get", "find", "update", "patch", "remove"})
       if (command == method) return mw::cli::entity(method, argc - 1, argv + 1);
-    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
+    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, flows, cancel, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);

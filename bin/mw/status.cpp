@@ -19,7 +19,7 @@ nlohmann::json to_json(const wire::Stats& s) {
       {"retried", s.retried}, {"requeued", s.requeued}, {"stale", s.stale}, {"lease_expired", s.lease_expired},
       {"recovered", s.recovered}, {"delayed", s.delayed}, {"rss_bytes", s.rss_bytes},
       {"waiting", s.waiting}, {"waiting_bytes", s.waiting_bytes}, {"max_waiting", s.max_waiting},
-      {"max_waiting_bytes", s.max_waiting_bytes}, {"refused", s.refused},
+      {"max_waiting_bytes", s.max_waiting_bytes}, {"refused", s.refused}, {"cancelled", s.cancelled},
       {"submitted_per_second", s.submitted_per_second},
       {"done_per_second", s.done_per_second}, {"types", nlohmann::json::array()}, {"workers", nlohmann::json::array()}};
   for (const auto& t : s.types) {
@@ -60,10 +60,11 @@ std::string join(const std::vector<std::string>& v) {
 
 void print_table(const wire::Stats& s) {
   std::printf("broker %s  up %s  store %s\n", s.broker_version.c_str(), age(s.uptime_ms).c_str(), s.store.c_str());
-  std::printf("flows: %llu submitted, %llu done, %llu dead; %llu failures, %llu retries, %llu requeued; "
-              "%.1f submitted/s, %.1f done/s\n",
+  std::printf("flows: %llu submitted, %llu done, %llu dead, %llu cancelled; %llu failures, %llu retries, "
+              "%llu requeued; %.1f submitted/s, %.1f done/s\n",
               static_cast<unsigned long long>(s.submitted), static_cast<unsigned long long>(s.done),
-              static_cast<unsigned long long>(s.dead), static_cast<unsigned long long>(s.failed),
+              static_cast<unsigned long long>(s.dead), static_cast<unsigned long long>(s.cancelled),
+              static_cast<unsigned long long>(s.failed),
               static_cast<unsigned long long>(s.retried), static_cast<unsigned long long>(s.requeued),
               s.submitted_per_second, s.done_per_second);
   std::printf("jobs: %llu delayed, %llu recovered at start, %llu leases expired, %llu stale answers; "

@@ -130,6 +130,11 @@ int submit(int argc, char** argv) {
     std::fprintf(stderr, "mw submit: no result within %g s (the flow is still running)\n", timeout_s);
     return 3;
   }
+  if (outcome->cancelled) {
+    std::fprintf(stderr, "mw submit: flow %llu was cancelled at %s (mw cancel)\n",
+                 static_cast<unsigned long long>(outcome->flow_id), outcome->last_type.c_str());
+    return 1;
+  }
   if (!outcome->done) {
     std::fprintf(stderr, "mw submit: flow %llu died at %s after %u attempt(s): %s\n",
                  static_cast<unsigned long long>(outcome->flow_id), outcome->last_type.c_str(), outcome->attempts,

@@ -926,21 +926,21 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
     send_after_commit(peer, Command::Reply,
                       wire::encode(wire::Reply{call.request_id, static_cast<std::uint16_t>(code), message}), nullptr);
   };
-  if (!entities_) {
-    reply_failure(ErrorCode::NotImplemented, "this broker has no entity store");
-    return;
-  }
   const auto method = parse_method(call.method);
   if (!method) {
     reply_failure(ErrorCode::BadRequest, "unknown method '" + std::string(call.method) +
                                              "': use create, get, find, update, patch or remove");
     return;
   }
+  if (!entities_ && call.endpoint != kFlowsEndpoint) {
+    reply_failure(ErrorCode::NotImplemented, "this broker has no entity store");
+    return;
+  }
   const std::string_view body_bytes(body.data<char>(), body.size());
   const std::int64_t now_wall = wall_clock_();
   try {
     std::optional<std::string> result;
-    if (*method == Method::Create && call.endpoint != kMarkEndpoint) {
+    if (*method == Method::Create && call.endpoint != kMarkEndpoint && call.endpoint != kFlowsEndpoint) {
       store_->begin();
       result = entities_->create_direct(call.endpoint, body_bytes, now_wall);
     }
@@ -983,6 +983,7 @@ std::optional<std::string> BrokerCore::run_call(const std::string& peer, const w
       send(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}));
       return std::nullopt;
     }
+    if (call.endpoint == kFlowsEndpoint) return call_flows(context);  // not the store's: no hooks
   }
   store_->begin();
   return entities_->call(std::move(context));
@@ -1169,6 +1170,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   s.max_waiting = config_.max_waiting_jobs;
   s.max_waiting_bytes = config_.max_waiting_bytes;
   s.refused = counters_.refused_full;
+  s.cancelled = counters_.flows_cancelled;
   s.submitted_per_second = submit_rate_.per_second(now_ms);
   s.done_per_second = done_rate_.per_second(now_ms);
 

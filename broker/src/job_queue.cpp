@@ -173,4 +173,76 @@ std::vector<std::string> MemoryJobQueue::types() const {
   return out;
 }
 
+void MemoryJobQueue::for_each(std::string_view type, const std::function<bool(const QueuedJob&)>& visit) const {
+  auto view_packed = [](const Packed& p, std::string_view lane_type) {
+    QueuedJob v{p.id, p.flow_id, lane_type, p.attempts, p.max_attempts, p.priority, p.enqueued_ms, p.submitted_at,
+                std::string_view(p.payload, p.payload_size), {}, {}, false};
+    if (p.rare) {
+      v.entity = p.rare->entity;
+      v.key = p.rare->key;
+      v.submitter_waits = !p.rare->reply_to.empty();
+    }
+    return v;
+  };
+  // In pop() order: ranked lanes above 0, the priority-0 lane (hot, then
+  // packed), ranked lanes below 0.
+  auto visit_type = [&](const std::string& name, const TypeQueue& q) {
+    for (const auto& [priority, lane] : q.ranked) {
+      if (priority < 0) break;
+      for (const Packed& p : lane)
+        if (!visit(view_packed(p, name))) return false;
+    }
+    for (const Job& job : q.hot)
+      if (!visit(QueuedJob::of(job))) return false;
+    for (const Packed& p : q.normal)
+      if (!visit(view_packed(p, name))) return false;
+    for (const auto& [priority, lane] : q.ranked) {
+      if (priority > 0) continue;
+      for (const Packed& p : lane)
+        if (!visit(view_packed(p, name))) return false;
+    }
+    return true;
+  };
+  if (!type.empty()) {
+    if (const auto it = queues_.find(type); it != queues_.end()) visit_type(it->first, it->second);
+    return;
+  }
+  for (const auto& name : types())
+    if (!visit_type(name, queues_.find(name)->second)) return;
+}
+
+std::optional<Job> MemoryJobQueue::take_flow(std::uint64_t flow_id) {
+  auto taken = [&](TypeQueue& q, Job job) {
+    --q.size;
+    --size_;
+    payload_bytes_ -= job.payload.size();
+    return std::optional<Job>(std::move(job));
+  };
+  auto take_packed = [&](TypeQueue& q, std::deque<Packed>& lane, const std::string& type) -> std::optional<Job> {
+    const auto at = std::find_if(lane.begin(), lane.end(), [&](const Packed& p) { return p.flow_id == flow_id; });
+    if (at == lane.end()) return std::nullopt;
+    Job job = unpack(std::move(*at), type);
+    lane.erase(at);
+    return taken(q, std::move(job));
+  };
+  for (auto& [type, q] : queues_) {
+    if (q.size == 0) continue;
+    if (const auto at = std::find_if(q.hot.begin(), q.hot.end(), [&](const Job& j) { return j.flow_id == flow_id; });
+        at != q.hot.end()) {
+      Job job = std::move(*at);
+      q.hot.erase(at);
+      --hot_jobs_;
+      return taken(q, std::move(job));
+    }
+    if (auto job = take_packed(q, q.normal, type)) return job;
+    for (auto lane = q.ranked.begin(); lane != q.ranked.end(); ++lane) {
+      if (auto job = take_packed(q, lane->second, type)) {
+        if (lane->second.empty()) q.ranked.erase(lane);  // pop() relies on no empty ranked lane
+        return job;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace mw::broker

@@ -374,6 +374,7 @@ class Client::Impl {
         e.flow_id = r.flow_id;
         e.outcome.flow_id = r.flow_id;
         e.outcome.done = r.outcome == kOutcomeDone;
+        e.outcome.cancelled = r.outcome == kOutcomeCancelled;
         e.outcome.error = r.error;
         e.outcome.last_type = r.last_type;
         e.outcome.attempts = r.attempts;

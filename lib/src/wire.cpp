@@ -552,7 +552,7 @@ zmq::message_t encode(const ErrorReply& m) {
 zmq::message_t encode(const Stats& m) {
   Writer w;
   w.array(2).u64(m.request_id);
-  w.pack().pack_map(23);
+  w.pack().pack_map(24);
   pack_kv(w, "broker_version", std::string_view(m.broker_version));
   pack_kv(w, "uptime_ms", m.uptime_ms);
   pack_kv(w, "store", std::string_view(m.store));
@@ -572,6 +572,7 @@ zmq::message_t encode(const Stats& m) {
   pack_kv(w, "max_waiting", m.max_waiting);
   pack_kv(w, "max_waiting_bytes", m.max_waiting_bytes);
   pack_kv(w, "refused", m.refused);
+  pack_kv(w, "cancelled", m.cancelled);
   pack_kv(w, "submitted_per_second", m.submitted_per_second);
   pack_kv(w, "done_per_second", m.done_per_second);
   w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
@@ -784,6 +785,7 @@ Stats decode_stats(const zmq::message_t& frame) {
   s.max_waiting = map_u64(map, "max_waiting");
   s.max_waiting_bytes = map_u64(map, "max_waiting_bytes");
   s.refused = map_u64(map, "refused");
+  s.cancelled = map_u64(map, "cancelled");
   s.submitted_per_second = map_f64(map, "submitted_per_second");
   s.done_per_second = map_f64(map, "done_per_second");
   if (const auto* types = find_key(map, "types"); types && types->type == msgpack::type::ARRAY) {

@@ -137,7 +137,7 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
 
     const auto table = cluster.mw({"status"});
     REQUIRE(table.exit_status == 0);
-    CHECK(table.out.find("6 submitted, 1 done, 1 dead; 1 failures") != std::string::npos);
+    CHECK(table.out.find("6 submitted, 1 done, 1 dead, 0 cancelled; 1 failures") != std::string::npos);
     const auto fields = row(table.out, "sampleworker", true);
     REQUIRE(fields.size() == 9);
     CHECK(fields[5] == "1");  // done
@@ -176,4 +176,47 @@ TEST_CASE("a full broker refuses mw submit with one line and exit 1 until a work
   CHECK(accepted.exit_status == 0);
   CHECK(accepted.out == "3\n");
   REQUIRE(wait_until([&] { return cluster.status_json().at("done") == 3; }, 10s));
+}
+
+TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and its waiting submitter says so") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  const auto queued_first = cluster.mw({"submit", "nobody", "{\"n\":1}"});
+  REQUIRE(queued_first.exit_status == 0);
+  const std::string first = queued_first.out.substr(0, queued_first.out.find('\n'));
+  REQUIRE(cluster.mw({"submit", "later", "{}", "--delay", "600"}).exit_status == 0);
+  Process& waiting = cluster.start_mw("waiting", {"submit", "nobody", "{\"n\":2}", "--wait", "--timeout", "60"});
+  REQUIRE(wait_until([&] { return cluster.status().waiting == 3; }, 10s));
+  pause_for(1s);  // its ACCEPTED reaches it (STATUS counts the job before it is sent)
+
+  const auto table = cluster.mw({"flows"});
+  REQUIRE(table.exit_status == 0);
+  const auto first_row = row(table.out, first, true);
+  REQUIRE(first_row.size() == 7);  // FLOW STATE TYPE ATTEMPTS PRIORITY AGE WORKER
+  CHECK(first_row[1] == "queued");
+  CHECK(first_row[2] == "nobody");
+  CHECK(row(table.out, "later", false).at(1) == "delayed");
+
+  const auto listed = cluster.mw({"flows", "nobody", "--json"});
+  REQUIRE(listed.exit_status == 0);
+  std::vector<nlohmann::json> records;
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) records.push_back(nlohmann::json::parse(line));
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].at("id").get<std::uint64_t>() == std::stoull(first));
+  CHECK(records[1].at("submitter_waits") == true);
+  const std::string waited = std::to_string(records[1].at("id").get<std::uint64_t>());
+
+  const auto cancelled = cluster.mw({"cancel", waited, "12345"});
+  CHECK(cancelled.exit_status == 1);  // one of the two was not there
+  CHECK(cancelled.out.find("flow " + waited + " cancelled (was queued, nobody)") != std::string::npos);
+  CHECK(cancelled.err.find("flow 12345 is not unfinished here") != std::string::npos);
+  REQUIRE(waiting.wait_exit(10s) == 1);
+  CHECK(waiting.stderr_text().find("flow " + waited + " was cancelled") != std::string::npos);
+
+  const auto s = cluster.status();
+  CHECK(s.cancelled == 1);
+  CHECK(s.waiting == 2);
+  CHECK(cluster.mw({"cancel", "abc"}).err.find("'abc' is not a flow id") != std::string::npos);
 }

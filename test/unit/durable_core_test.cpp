@@ -622,3 +622,26 @@ TEST_CASE("a second submitter of the same key that waits gets the flow's RESULT 
   CHECK(h.results("c2")[0].payload == payload_bytes(9));
   CHECK(h.results("c1")[0].payload == payload_bytes(9));
 }
+
+TEST_CASE("a flow cancelled on request does not come back after a restart") {
+  TempDb db;
+  Broker b(db.path());
+  const auto kept = b.submit("a", payload_bytes(1), false);
+  const auto cancelled = b.submit("a", payload_bytes(2), false);
+  const std::string id = std::to_string(cancelled);
+  const std::size_t mark = b.h.transport.sent.size();
+  b.h.command("c1", Command::Call, bytes_of(wire::encode(wire::Call{77, "$flows", "remove", std::string_view(id)})),
+              std::string("\xc0", 1));
+  CHECK(b.h.to("c1", mark).empty());  // the REPLY waits for the commit of the journal's delete
+  b.h.core.end_turn();
+  const auto replies = b.h.to("c1", mark);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].command == Command::Reply);
+  CHECK(wire::decode_reply(frame_of(replies[0].header)).code == 0);
+
+  Broker after(db.path());
+  CHECK(after.recovered == 1);
+  after.h.ready("w1", {"a"}, "", 5);
+  REQUIRE(after.h.jobs("w1").size() == 1);
+  CHECK(after.h.jobs("w1")[0].flow == kept);
+}

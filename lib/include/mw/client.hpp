@@ -67,7 +67,8 @@ struct SubmitOptions {
 // How a flow ended.
 struct Outcome {
   std::uint64_t flow_id = 0;
-  bool done = false;        // false: dead (error says why)
+  bool done = false;        // false: dead (error says why) or cancelled
+  bool cancelled = false;   // cancelled on request (mw cancel) before it ended
   Payload result;           // the final result; for a dead flow, the input of the stage that died
   std::string error;
   std::string last_type;    // the stage that finished or died

@@ -78,6 +78,7 @@ inline constexpr std::string_view kRoleListener = "listener";
 // Outcomes carried in RESULT.
 inline constexpr std::string_view kOutcomeDone = "done";
 inline constexpr std::string_view kOutcomeDead = "dead";
+inline constexpr std::string_view kOutcomeCancelled = "cancelled";  // remove on $flows
 
 // The seed's field in a worker's result that names the next worker type.
 inline constexpr std::string_view kNextWorkerTypeField = "nextWorkerType";

@@ -110,7 +110,7 @@ struct Accepted {
 
 struct Result {
   std::uint64_t flow_id = 0;
-  std::string_view outcome;    // kOutcomeDone or kOutcomeDead
+  std::string_view outcome;    // kOutcomeDone, kOutcomeDead or kOutcomeCancelled
   std::string_view error;      // empty when done
   std::string_view last_type;  // type of the stage that finished or died
   std::uint32_t attempts = 0;  // attempts of that last stage
@@ -197,6 +197,7 @@ struct Stats {
   std::uint64_t max_waiting = 0;       // the broker's limits (0: none)
   std::uint64_t max_waiting_bytes = 0;
   std::uint64_t refused = 0;           // SUBMITs refused because the broker was full (ERROR 507)
+  std::uint64_t cancelled = 0;         // flows cancelled on request (remove on $flows)
   double submitted_per_second = 0;
   double done_per_second = 0;
   std::vector<TypeStats> types;

@@ -127,6 +127,7 @@ class BrokerCore {
     std::uint64_t lease_expired = 0;  // jobs taken back from a worker that held them too long
     std::uint64_t recovered = 0;      // jobs read back from the journal at start
     std::uint64_t cancelled = 0;      // flows whose SUBMIT could not be committed (ERROR 500)
+    std::uint64_t flows_cancelled = 0;  // flows cancelled on request (remove on $flows)
     std::uint64_t duplicates = 0;     // SUBMITs answered with an unfinished flow of the same key
     std::uint64_t scheduled = 0;      // flows started by a schedule
     std::uint64_t schedule_skipped = 0;  // runs skipped: the previous run was unfinished, or the broker full
@@ -171,6 +172,15 @@ class BrokerCore {
   // when it was answered already (the $mark endpoint).
   std::optional<std::string> run_call(const std::string& peer, const wire::Call& call, Method method,
                                       std::string_view body, std::int64_t now_wall);
+  // The $flows endpoint (flows.cpp): get and find show unfinished flows,
+  // remove cancels one. Returns the REPLY's result, msgpack.
+  std::string call_flows(const HookContext& call);
+  // Where flow `flow_id` is now, as a $flows record; nullopt when it is
+  // not unfinished here. `worker` is set for a job in flight.
+  std::optional<Json> flow_record(std::uint64_t flow_id, bool with_payload) const;
+  Json flow_record(const QueuedJob& job, std::string_view state, const WorkerEntry* worker, bool with_payload) const;
+  Json find_flows(const Json& query) const;
+  Json cancel_flow_on_request(std::uint64_t flow_id);
   // Resolves SUBMIT's entity option ("endpoint/id", "id" or "auto") against
   // the payload; throws mw::Error(BadRequest) when it cannot.
   std::string resolve_entity(std::string_view option, const zmq::message_t& payload) const;

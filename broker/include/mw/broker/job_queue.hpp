@@ -25,6 +25,29 @@
 
 namespace mw::broker {
 
+// A waiting job as JobQueue::for_each() shows it. The views are valid
+// until the queue next changes.
+struct QueuedJob {
+  std::uint64_t id = 0;
+  std::uint64_t flow_id = 0;
+  std::string_view type;
+  std::uint32_t attempts = 0;
+  std::uint32_t max_attempts = 0;
+  std::int32_t priority = 0;
+  std::int64_t enqueued_ms = 0;
+  std::int64_t submitted_at = 0;
+  std::string_view payload;  // msgpack
+  std::string_view entity;
+  std::string_view key;
+  bool submitter_waits = false;
+
+  static QueuedJob of(const Job& job) noexcept {
+    return QueuedJob{job.id, job.flow_id, job.type, job.attempts, job.max_attempts, job.priority, job.enqueued_ms,
+                     job.submitted_at, std::string_view(job.payload.data<char>(), job.payload.size()), job.entity,
+                     job.key, !job.reply_to.empty()};
+  }
+};
+
 class JobQueue {
  public:
   virtual ~JobQueue() = default;
@@ -50,6 +73,15 @@ class JobQueue {
 
   // Every type that has ever had a job queued (for status).
   virtual std::vector<std::string> types() const = 0;
+
+  // Shows the waiting jobs of `type` (every type when empty, by name), each
+  // type's in the order pop() would give them, until `visit` returns
+  // false. O(jobs): for people looking at a queue, not for the hot path.
+  virtual void for_each(std::string_view type, const std::function<bool(const QueuedJob&)>& visit) const = 0;
+
+  // Removes the waiting job of flow `flow_id` from wherever it is in its
+  // queue (a cancel); nullopt when no job of that flow waits. O(jobs).
+  [[nodiscard]] virtual std::optional<Job> take_flow(std::uint64_t flow_id) = 0;
 };
 
 // Queues held in memory: the store of `--store :memory:`.
@@ -73,6 +105,8 @@ class MemoryJobQueue final : public JobQueue {
   std::uint64_t payload_bytes() const override { return payload_bytes_; }
   [[nodiscard]] std::optional<std::int64_t> oldest_enqueued_ms(std::string_view type) const override;
   std::vector<std::string> types() const override;
+  void for_each(std::string_view type, const std::function<bool(const QueuedJob&)>& visit) const override;
+  [[nodiscard]] std::optional<Job> take_flow(std::uint64_t flow_id) override;
 
  private:
   // Heterogeneous lookup so that hot-path lookups by string_view do not allocate.

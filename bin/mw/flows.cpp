@@ -1,0 +1,141 @@
+// mw flows [TYPE] [--state S] [--limit N] [--json]   — the unfinished flows
+// mw cancel FLOW [FLOW ...]                          — cancel unfinished flows
+//
+// Both use the broker's reserved endpoint $flows (docs/PROTOCOL.md §11.5).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "mw/client.hpp"
+
+namespace mw::cli {
+namespace {
+
+constexpr std::string_view kFlowsEndpoint = "$flows";
+constexpr std::size_t kDefaultLimit = 100;
+
+// "3.2s", "5m10s", "2h3m": how long ago `ms_since_epoch` was.
+std::string age_since(std::int64_t ms_since_epoch) {
+  using namespace std::chrono;
+  const auto now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  const std::int64_t ms = std::max<std::int64_t>(0, now - ms_since_epoch);
+  char text[32];
+  if (ms < 60'000)
+    std::snprintf(text, sizeof text, "%.1fs", static_cast<double>(ms) / 1000);
+  else if (ms < 3'600'000)
+    std::snprintf(text, sizeof text, "%lldm%llds", static_cast<long long>(ms / 60'000),
+                  static_cast<long long>(ms / 1000 % 60));
+  else
+    std::snprintf(text, sizeof text, "%lldh%lldm", static_cast<long long>(ms / 3'600'000),
+                  static_cast<long long>(ms / 60'000 % 60));
+  return text;
+}
+
+void print_table(const nlohmann::ordered_json& flows) {
+  std::size_t type_width = 4;
+  for (const auto& f : flows) type_width = std::max(type_width, f.at("type").get<std::string>().size());
+  auto row = [&](const std::string& flow, const std::string& state, const std::string& type,
+                 const std::string& attempts, const std::string& priority, const std::string& age,
+                 const std::string& worker) {
+    std::cout << std::left << std::setw(20) << flow << "  " << std::setw(9) << state << "  "
+              << std::setw(static_cast<int>(type_width)) << type << "  " << std::right << std::setw(8) << attempts
+              << "  " << std::setw(8) << priority << "  " << std::setw(8) << age << "  " << std::left << worker
+              << '\n';
+  };
+  row("FLOW", "STATE", "TYPE", "ATTEMPTS", "PRIORITY", "AGE", "WORKER");
+  for (const auto& f : flows) {
+    std::string worker = "-";
+    if (f.contains("worker"))
+      worker = f["worker"].at("host").get<std::string>() + ":" + std::to_string(f["worker"].at("pid").get<long long>());
+    row(std::to_string(f.at("id").get<std::uint64_t>()), f.at("state").get<std::string>(),
+        f.at("type").get<std::string>(), std::to_string(f.at("attempts").get<long long>()),
+        std::to_string(f.at("priority").get<long long>()), age_since(f.at("submitted_at").get<std::int64_t>()), worker);
+  }
+  std::cout.flush();
+}
+
+}  // namespace
+
+int flows(int argc, char** argv) {
+  cxxopts::Options options("mw flows",
+                           "List the unfinished flows: in flight, then queued (in the order they will run), then "
+                           "delayed.");
+  options.positional_help("[TYPE]");
+  add_common_options(options);
+  options.add_options()
+      ("state", "only flows in this state: queued, delayed or in_flight", cxxopts::value<std::string>())
+      ("limit", "show at most N (default " + std::to_string(kDefaultLimit) + ", at most 1000)",
+       cxxopts::value<std::size_t>())
+      ("json", "one JSON object per line")
+      ("type", "only flows whose current stage is of this type", cxxopts::value<std::string>());
+  options.parse_positional({"type"});
+  cxxopts::ParseResult args;
+  if (parse_or_help(options, argc, argv, args)) return 0;
+  if (!args.unmatched().empty())
+    throw Error("unexpected argument '" + args.unmatched().front() +
+                "' (usage: mw flows [TYPE] [--state S] [--limit N] [--json])");
+  nlohmann::ordered_json query = nlohmann::ordered_json::object();
+  if (args.count("type")) query["type"] = args["type"].as<std::string>();
+  if (args.count("state")) query["state"] = args["state"].as<std::string>();
+  std::size_t limit = kDefaultLimit;
+  if (args.count("limit")) {
+    limit = args["limit"].as<std::size_t>();
+    if (limit == 0 || limit > 1000) throw Error("--limit must be 1 to 1000", ErrorCode::BadRequest);
+  }
+  query["$limit"] = limit;
+
+  Client client({args["broker"].as<std::string>()});
+  const auto page = client.call(kFlowsEndpoint, "find", std::nullopt, nullptr, query);
+  const auto& found = page.at("data");
+  if (args.count("json")) {
+    for (const auto& f : found) std::cout << f.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    std::cout.flush();
+  } else if (found.empty()) {
+    std::fputs("no unfinished flows\n", stderr);
+  } else {
+    print_table(found);
+  }
+  if (page.value("more", false))
+    std::fprintf(stderr, "mw flows: more than %zu; narrow by TYPE or --state, or raise --limit\n", limit);
+  return 0;
+}
+
+int cancel(int argc, char** argv) {
+  cxxopts::Options options("mw cancel",
+                           "Cancel unfinished flows: a waiting job leaves its queue; a job in flight runs on, but its "
+                           "answer is dropped. A submitter that waits hears 'cancelled'.");
+  options.positional_help("FLOW [FLOW ...]");
+  add_common_options(options);
+  options.add_options()("flows", "flow ids, as mw submit or mw flows print them",
+                        cxxopts::value<std::vector<std::string>>());
+  options.parse_positional({"flows"});
+  cxxopts::ParseResult args;
+  if (parse_or_help(options, argc, argv, args)) return 0;
+  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  if (!args.count("flows")) throw Error("missing FLOW: mw cancel FLOW [FLOW ...] (see mw flows)", ErrorCode::BadRequest);
+
+  Client client({args["broker"].as<std::string>()});
+  int status = 0;
+  for (const auto& flow : args["flows"].as<std::vector<std::string>>()) {
+    try {
+      const auto record = client.call(kFlowsEndpoint, "remove", flow);
+      std::cout << "flow " << flow << " cancelled (was " << record.value("was", std::string("?")) << ", "
+                << record.value("type", std::string("?")) << ")" << std::endl;
+    } catch (const Error& e) {
+      // The others are still worth cancelling; the exit status says one failed.
+      if (e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadRequest) throw;
+      std::fprintf(stderr, "mw cancel: %s\n", e.what());
+      status = 1;
+    }
+  }
+  return status;
+}
+
+}  // namespace mw::cli

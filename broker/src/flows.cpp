@@ -1,0 +1,239 @@
+// The $flows endpoint: a look at unfinished flows, and cancelling one.
+//
+//   get ID     where flow ID is now (queued, delayed or in flight), with its input
+//   find       the unfinished flows, optionally of one type and in one state
+//   remove ID  cancels flow ID: its job leaves its queue, or, in flight, its
+//              answer will be dropped; a waiting submitter hears "cancelled"
+//
+// These scan the queues (O(jobs waiting)): they are for people looking at a
+// broker, not for the hot path. docs/PROTOCOL.md §11.5 has the details.
+#include <algorithm>
+#include <charconv>
+#include <limits>
+
+#include "mw/broker/core.hpp"
+#include "mw/payload.hpp"
+
+namespace mw::broker {
+
+namespace {
+
+constexpr std::string_view kLogComponent = "broker";
+constexpr std::string_view kQueued = "queued", kDelayed = "delayed", kInFlight = "in_flight";
+constexpr std::size_t kDefaultFindLimit = 100, kMaxFindLimit = 1000;
+constexpr std::string_view kCancelledError = "cancelled";
+
+std::uint64_t flow_id_of(const std::optional<std::string>& id) {
+  if (!id) throw Error("$flows needs a flow id for get and remove", ErrorCode::BadRequest);
+  std::uint64_t flow = 0;
+  const auto* end = id->data() + id->size();
+  const auto [at, ec] = std::from_chars(id->data(), end, flow);
+  if (ec != std::errc() || at != end || flow == 0)
+    throw Error("'" + *id + "' is not a flow id: a flow id is a positive integer, as mw submit prints it",
+                ErrorCode::BadRequest);
+  return flow;
+}
+
+// A find result: {"data": [records], "limit": L, "more": whether more matched}.
+Json page(Json records, std::size_t limit, bool more) {
+  Json p = Json::object();
+  p["data"] = std::move(records);
+  p["limit"] = limit;
+  p["more"] = more;
+  return p;
+}
+
+Error not_unfinished(std::uint64_t flow) {
+  return Error("flow " + std::to_string(flow) +
+                   " is not unfinished here: it is done, dead (see mw dead) or cancelled, or was never submitted",
+               ErrorCode::NotFound);
+}
+
+}  // namespace
+
+std::string BrokerCore::call_flows(const HookContext& call) {
+  Json result;
+  switch (call.method) {
+    case Method::Get: {
+      const auto flow = flow_id_of(call.id);
+      auto record = flow_record(flow, true);
+      if (!record) throw not_unfinished(flow);
+      result = std::move(*record);
+      break;
+    }
+    case Method::Find:
+      if (call.id) throw Error("$flows find takes a query, not an id", ErrorCode::BadRequest);
+      result = find_flows(call.query);
+      break;
+    case Method::Remove:
+      result = cancel_flow_on_request(flow_id_of(call.id));
+      break;
+    default:
+      throw Error("$flows serves get, find and remove (cancel)", ErrorCode::BadRequest);
+  }
+  return Payload::from_json(result).take_bytes();
+}
+
+Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const WorkerEntry* worker,
+                             bool with_payload) const {
+  Json r = Json::object();
+  r["id"] = job.flow_id;
+  r["state"] = state;
+  r["type"] = job.type;
+  r["job"] = job.id;
+  r["attempts"] = job.attempts;
+  r["max_attempts"] = job.max_attempts;
+  r["priority"] = job.priority;
+  r["submitted_at"] = job.submitted_at;
+  r["payload_bytes"] = job.payload.size();
+  r["submitter_waits"] = job.submitter_waits;
+  if (!job.entity.empty()) r["entity"] = job.entity;
+  if (!job.key.empty()) r["key"] = job.key;
+  if (worker) r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
+  if (with_payload) {
+    try {
+      r["payload"] = Payload::adopt(std::string(job.payload)).to_ordered_json();
+    } catch (const std::exception& e) {
+      r["payload"] = nullptr;
+      r["payload_error"] = std::string("the payload is not representable as JSON: ") + e.what();
+    }
+  }
+  return r;
+}
+
+std::optional<Json> BrokerCore::flow_record(std::uint64_t flow_id, bool with_payload) const {
+  std::optional<Json> found;
+  // A cancelled flow's job may sit in a queue until popped (handed back by
+  // its worker): it is not shown.
+  if (cancelled_flows_.contains(flow_id)) return std::nullopt;
+  queue_.for_each({}, [&](const QueuedJob& job) {
+    if (job.flow_id != flow_id) return true;
+    found = flow_record(job, kQueued, nullptr, with_payload);
+    return false;
+  });
+  if (found) return found;
+  for (const auto& [id, job] : delayed_)
+    if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kDelayed, nullptr, with_payload);
+  for (const WorkerEntry* worker : workers_.all())
+    for (const Job& job : worker->jobs)
+      if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kInFlight, worker, with_payload);
+  return std::nullopt;
+}
+
+Json BrokerCore::find_flows(const Json& query) const {
+  std::string type, state;
+  std::size_t limit = kDefaultFindLimit;
+  if (!query.is_null() && !query.is_object())
+    throw Error("$flows find takes a query map {type, state, $limit}", ErrorCode::BadRequest);
+  if (query.is_object()) {
+    for (const auto& [key, value] : query.items()) {
+      if (key == "type" && value.is_string()) {
+        type = value.get<std::string>();
+      } else if (key == "state" && value.is_string() &&
+                 (value == kQueued || value == kDelayed || value == kInFlight)) {
+        state = value.get<std::string>();
+      } else if (key == "$limit" && value.is_number_unsigned()) {
+        limit = std::min<std::size_t>(value.get<std::uint64_t>(), kMaxFindLimit);
+      } else {
+        throw Error("$flows find takes type (a string), state (queued, delayed or in_flight) and $limit (at most " +
+                        std::to_string(kMaxFindLimit) + "); got '" + key + "': " + value.dump(),
+                    ErrorCode::BadRequest);
+      }
+    }
+  }
+  Json found = Json::array();
+  bool more = false;  // one past the limit matched
+  auto full = [&] {
+    if (found.size() < limit) return false;
+    more = true;
+    return true;
+  };
+  auto wanted = [&](std::string_view job_type, std::string_view job_state) {
+    return (type.empty() || job_type == type) && (state.empty() || job_state == state);
+  };
+  // In the order they run: in flight, then waiting in each queue, then delayed.
+  for (const WorkerEntry* worker : workers_.all()) {
+    for (const Job& job : worker->jobs) {
+      if (!wanted(job.type, kInFlight) || cancelled_flows_.contains(job.flow_id)) continue;
+      if (full()) return page(std::move(found), limit, more);
+      found.push_back(flow_record(QueuedJob::of(job), kInFlight, worker, false));
+    }
+  }
+  if (state.empty() || state == kQueued) {
+    queue_.for_each(type, [&](const QueuedJob& job) {
+      if (cancelled_flows_.contains(job.flow_id)) return true;
+      if (full()) return false;
+      found.push_back(flow_record(job, kQueued, nullptr, false));
+      return true;
+    });
+  }
+  if (state.empty() || state == kDelayed) {
+    std::vector<const Job*> delayed;
+    for (const auto& [id, job] : delayed_)
+      if (wanted(job.type, kDelayed)) delayed.push_back(&job);
+    std::sort(delayed.begin(), delayed.end(), [](const Job* a, const Job* b) { return a->id < b->id; });
+    for (const Job* job : delayed) {
+      if (full()) break;
+      found.push_back(flow_record(QueuedJob::of(*job), kDelayed, nullptr, false));
+    }
+  }
+  return page(std::move(found), limit, more);
+}
+
+Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
+  if (cancelled_flows_.contains(flow_id)) throw not_unfinished(flow_id);  // ended already
+  std::optional<Job> job = queue_.take_flow(flow_id);
+  std::string_view was = kQueued;
+  if (!job) {
+    const auto it = std::find_if(delayed_.begin(), delayed_.end(),
+                                 [&](const auto& entry) { return entry.second.flow_id == flow_id; });
+    if (it != delayed_.end()) {
+      job = take_delayed(it->first);  // its timer finds nothing and passes
+      was = kDelayed;
+    }
+  }
+  const WorkerEntry* holder = nullptr;
+  if (!job) {
+    // In flight: the worker is not stopped; its answer is dropped when it
+    // comes (drop_if_cancelled), and so is the job if it comes back to a queue.
+    for (const WorkerEntry* entry : workers_.all()) {
+      WorkerEntry* worker = workers_.find(entry->id);
+      for (Job& held : worker->jobs) {
+        if (held.flow_id != flow_id) continue;
+        cancelled_flows_.insert(flow_id);
+        holder = worker;
+        was = kInFlight;
+        job.emplace();
+        job->id = held.id;
+        job->flow_id = held.flow_id;
+        job->type = held.type;
+        job->attempts = held.attempts;
+        job->max_attempts = held.max_attempts;
+        job->priority = held.priority;
+        job->submitted_at = held.submitted_at;
+        job->payload.copy(held.payload);
+        job->entity = held.entity;
+        job->key = held.key;
+        job->reply_to = std::move(held.reply_to);  // told now, below; never again
+        break;
+      }
+      if (job) break;
+    }
+  }
+  if (!job) throw not_unfinished(flow_id);
+
+  ++counters_.flows_cancelled;
+  if (journaling()) journal_->remove(flow_id);  // a restart must not bring it back
+  release_key(*job);
+  Json record = flow_record(QueuedJob::of(*job), was, holder, false);
+  record["state"] = "cancelled";
+  record["was"] = was;
+  log(LogLevel::info, kLogComponent,
+      "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request");
+  if (transport_.has_subscribers("$mw.flow.cancelled"))
+    publish_event("$mw.flow.cancelled", flow_id, job->type, kCancelledError, &job->payload);
+  send_results(*job, kOutcomeCancelled, kCancelledError, job->payload);
+  return record;
+}
+
+}  // namespace mw::broker

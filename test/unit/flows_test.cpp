@@ -1,0 +1,236 @@
+// Unit tests of the $flows endpoint (broker/src/flows.cpp): looking at
+// unfinished flows where they are, and cancelling them. Driven as the other
+// core tests are: frames in, a fake clock, a RecordingTransport.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core_harness.hpp"
+#include "mw/payload.hpp"
+
+using namespace core_test;
+using nlohmann::json;
+
+namespace {
+
+struct Reply {
+  std::uint16_t code = 0;
+  std::string message;
+  json result;
+};
+
+// One CALL on $flows from c9, and the REPLY it got.
+Reply call_flows(Harness& h, std::string_view method, std::optional<std::string> id = std::nullopt,
+                 const json& query = nullptr) {
+  static std::uint64_t request_id = 7000;
+  const std::size_t mark = h.transport.sent.size();
+  std::optional<std::string_view> id_view;
+  if (id) id_view = *id;
+  json body = json::object();
+  if (!query.is_null()) body["query"] = query;
+  h.command("c9", Command::Call, bytes_of(wire::encode(wire::Call{++request_id, "$flows", method, id_view})),
+            mw::Payload::from_json(body).bytes());
+  const auto sent = h.to("c9", mark);
+  REQUIRE(sent.size() == 1);
+  REQUIRE(sent[0].command == Command::Reply);
+  const auto frame = frame_of(sent[0].header);
+  const auto reply = wire::decode_reply(frame);
+  CHECK(reply.request_id == request_id);
+  Reply out{reply.code, std::string(reply.message), nullptr};
+  if (reply.code == 0) out.result = mw::Payload::adopt(*sent[0].payload).to_json();
+  return out;
+}
+
+std::vector<std::uint64_t> ids_of(const json& page) {
+  std::vector<std::uint64_t> ids;
+  for (const auto& r : page.at("data")) ids.push_back(r.at("id").get<std::uint64_t>());
+  return ids;
+}
+
+std::uint64_t submit_with(Harness& h, wire::Submit header, const std::string& payload, const std::string& peer = "c1") {
+  const std::size_t mark = h.transport.sent.size();
+  h.command(peer, Command::Submit, bytes_of(wire::encode(header)), payload);
+  for (const auto& s : h.to(peer, mark)) {
+    if (s.command != Command::Accepted) continue;
+    const auto frame = frame_of(s.header);
+    return wire::decode_accepted(frame).flow_id;
+  }
+  FAIL("SUBMIT was not accepted");
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("$flows find lists unfinished flows in the order they run; get shows one with its input") {
+  Harness h;
+  h.ready("w1", {"c"}, "", 1);
+  const auto running = h.submit("c1", "c", payload_bytes(1));
+  const auto a1 = h.submit("c1", "a", payload_bytes(2), false);
+  const auto a2 = h.submit("c1", "a", payload_bytes(3), false);
+  auto urgent = submit_header(900, "a");
+  urgent.priority = 5;
+  const auto a_urgent = submit_with(h, urgent, payload_bytes(4));
+  auto later = submit_header(901, "b");
+  later.delay_ms = 60'000;
+  const auto b_later = submit_with(h, later, mw::Payload::of(42).bytes());
+
+  const auto all = call_flows(h, "find");
+  REQUIRE(all.code == 0);
+  CHECK(ids_of(all.result) == std::vector<std::uint64_t>{running, a_urgent, a1, a2, b_later});
+  CHECK(all.result.at("more") == false);
+  const auto& in_flight = all.result.at("data").at(0);
+  CHECK(in_flight.at("state") == "in_flight");
+  CHECK(in_flight.at("type") == "c");
+  CHECK(in_flight.at("attempts") == 1);
+  CHECK(in_flight.at("worker") == json{{"host", "testhost"}, {"pid", 1234}});
+  CHECK(in_flight.at("submitter_waits") == true);
+  CHECK(all.result.at("data").at(1).at("priority") == 5);
+  CHECK(all.result.at("data").at(4).at("state") == "delayed");
+  CHECK_FALSE(all.result.at("data").at(0).contains("payload"));  // find is a listing; get has the input
+
+  const auto two = call_flows(h, "find", std::nullopt, {{"$limit", 2}});
+  CHECK(ids_of(two.result) == std::vector<std::uint64_t>{running, a_urgent});
+  CHECK(two.result.at("more") == true);
+  CHECK(ids_of(call_flows(h, "find", std::nullopt, {{"type", "a"}, {"state", "queued"}}).result) ==
+        std::vector<std::uint64_t>{a_urgent, a1, a2});
+  CHECK(ids_of(call_flows(h, "find", std::nullopt, {{"state", "delayed"}}).result) ==
+        std::vector<std::uint64_t>{b_later});
+
+  const auto one = call_flows(h, "get", std::to_string(b_later));
+  REQUIRE(one.code == 0);
+  CHECK(one.result.at("state") == "delayed");
+  CHECK(one.result.at("type") == "b");
+  CHECK(one.result.at("payload") == 42);
+
+  SUBCASE("bad calls get one clear error each") {
+    CHECK(call_flows(h, "get", "123456789").code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+    CHECK(call_flows(h, "get", "abc").code == static_cast<std::uint16_t>(ErrorCode::BadRequest));
+    CHECK(call_flows(h, "get").code == static_cast<std::uint16_t>(ErrorCode::BadRequest));
+    CHECK(call_flows(h, "create").code == static_cast<std::uint16_t>(ErrorCode::BadRequest));
+    const auto bad_query = call_flows(h, "find", std::nullopt, {{"status", "queued"}});
+    CHECK(bad_query.code == static_cast<std::uint16_t>(ErrorCode::BadRequest));
+    CHECK(bad_query.message.find("'status'") != std::string::npos);
+    CHECK(call_flows(h, "find", std::nullopt, {{"state", "sleeping"}}).code ==
+          static_cast<std::uint16_t>(ErrorCode::BadRequest));
+  }
+}
+
+TEST_CASE("$flows remove cancels a queued flow: it leaves its queue and its waiting submitter hears 'cancelled'") {
+  Harness h;
+  const auto keep = h.submit("c1", "a", payload_bytes(1), false);
+  auto keyed = submit_header(900, "a", true);
+  keyed.key = "order-17";
+  const auto gone = submit_with(h, keyed, payload_bytes(2), "c2");
+  CHECK(h.core.stats(h.now).waiting == 2);
+
+  const auto r = call_flows(h, "remove", std::to_string(gone));
+  REQUIRE(r.code == 0);
+  CHECK(r.result.at("id") == gone);
+  CHECK(r.result.at("state") == "cancelled");
+  CHECK(r.result.at("was") == "queued");
+  CHECK(h.queue.depth("a") == 1);
+  CHECK(h.core.stats(h.now).waiting == 1);
+  CHECK(h.core.stats(h.now).cancelled == 1);
+  const auto told = h.results("c2");
+  REQUIRE(told.size() == 1);
+  CHECK(told[0].flow == gone);
+  CHECK(told[0].outcome == "cancelled");
+  CHECK(told[0].payload == payload_bytes(2));  // the input of the stage it was at
+
+  // Gone for good: not served, not found, its key free for a new flow.
+  h.ready("w1", {"a"}, "", 5);
+  const auto jobs = h.jobs("w1");
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0].flow == keep);
+  CHECK(call_flows(h, "remove", std::to_string(gone)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+  keyed.request_id = 901;
+  CHECK(submit_with(h, keyed, payload_bytes(3), "c2") != gone);
+}
+
+TEST_CASE("$flows remove cancels a delayed flow: its time comes and nothing runs") {
+  Harness h;
+  auto later = submit_header(900, "a", true);
+  later.delay_ms = 5'000;
+  const auto flow = submit_with(h, later, payload_bytes(1));
+  REQUIRE(h.core.delayed() == 1);
+  CHECK(call_flows(h, "remove", std::to_string(flow)).result.at("was") == "delayed");
+  CHECK(h.core.delayed() == 0);
+  CHECK(h.results("c1").at(0).outcome == "cancelled");
+  h.ready("w1", {"a"});
+  h.now += 10'000;
+  h.tick();
+  CHECK(h.jobs("w1").empty());
+}
+
+TEST_CASE("$flows remove of a flow in flight: the submitter hears at once, the worker's answer is dropped") {
+  Harness h;
+  h.ready("w1", {"a"}, "b", 1);
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  const auto second = h.submit("c1", "a", payload_bytes(2), false);
+  const auto job = h.jobs("w1").at(0);
+  REQUIRE(job.flow == flow);
+
+  const auto r = call_flows(h, "remove", std::to_string(flow));
+  REQUIRE(r.code == 0);
+  CHECK(r.result.at("was") == "in_flight");
+  CHECK(r.result.at("worker").at("pid") == 1234);
+  REQUIRE(h.results("c1").size() == 1);
+  CHECK(h.results("c1")[0].outcome == "cancelled");
+  CHECK(call_flows(h, "get", std::to_string(flow)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+  CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{second});
+
+  SUBCASE("handed back by its worker, it is dropped, not run, and stays out of sight") {
+    h.disconnect("w1");  // graceful: its job goes back to the queue
+    CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{second});
+    CHECK(call_flows(h, "remove", std::to_string(flow)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+    h.ready("w2", {"a"}, "", 5);
+    const auto jobs = h.jobs("w2");
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].flow == second);
+    CHECK(h.results("c1").size() == 1);
+    CHECK(h.core.stats(h.now).cancelled == 1);
+    return;
+  }
+  // The worker finishes it anyway: no next stage, no second RESULT, and its
+  // credit goes to the next job.
+  h.done("w1", job.id, std::nullopt, payload_bytes(9));
+  CHECK(h.results("c1").size() == 1);
+  CHECK(h.queue.depth("b") == 0);
+  CHECK(h.core.counters().flows_done == 0);
+  REQUIRE(h.jobs("w1").size() == 2);
+  CHECK(h.jobs("w1")[1].flow == second);
+}
+
+TEST_CASE("$flows works without an entity store") {
+  Harness h;  // no store attached: entity CALLs get 501, $flows does not need one
+  const auto flow = h.submit("c1", "a", payload_bytes(1), false);
+  CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{flow});
+}
+
+TEST_CASE("MemoryJobQueue::take_flow takes a job out of any lane and keeps the counts") {
+  MemoryJobQueue q;
+  auto job = [](std::uint64_t id, std::int32_t priority) {
+    Job j;
+    j.id = j.flow_id = id;
+    j.type = "t";
+    j.priority = priority;
+    std::string bytes = payload_bytes(10);
+    j.payload = zmq::message_t(bytes.data(), bytes.size());
+    return j;
+  };
+  for (std::uint64_t id = 1; id <= 3; ++id) q.push_back(job(id, 0));
+  q.push_back(job(4, 7));
+  q.push_back(job(5, -2));
+  const std::uint64_t bytes = q.payload_bytes();
+  CHECK(q.take_flow(4).value().priority == 7);  // the only job of its lane: the lane goes
+  CHECK(q.take_flow(2).value().id == 2);
+  CHECK(q.take_flow(5).value().id == 5);
+  CHECK_FALSE(q.take_flow(99).has_value());
+  CHECK(q.size() == 2);
+  CHECK(q.depth("t") == 2);
+  CHECK(q.payload_bytes() == bytes * 2 / 5);
+  CHECK(q.pop("t").value().id == 1);
+  CHECK(q.pop("t").value().id == 3);
+  CHECK_FALSE(q.pop("t").has_value());
+}
