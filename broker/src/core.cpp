@@ -91,7 +91,12 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
       delay(std::move(job), now_ms + (stored.due_at - wall_now));
     } else {
       types.push_back(job.type);
-      enqueue(std::move(job), now_ms);
+      // Its wait goes on (status's oldest age): since its due time, or for
+      // a flow's first stage since its SUBMIT. A later stage's start is
+      // not stored: it counts from now.
+      const std::int64_t runnable_since =
+          stored.due_at > 0 ? stored.due_at : (job.id == job.flow_id ? job.submitted_at : wall_now);
+      enqueue(std::move(job), now_ms - std::clamp<std::int64_t>(wall_now - runnable_since, 0, now_ms));
     }
   });
   counters_.recovered += recovered;
@@ -217,7 +222,7 @@ void BrokerCore::on_undelivered(const std::string& peer, SendResult why, std::sp
   std::vector<std::string> types;
   for (auto id = job_ids.rbegin(); id != job_ids.rend(); ++id) {
     auto job = take_held(*worker, *id);
-    if (!job) continue;
+    if (!job || drop_if_cancelled(*job)) continue;
     --job->attempts;
     if (std::find(types.begin(), types.end(), job->type) == types.end()) types.push_back(job->type);
     queue_.push_front(std::move(*job));
@@ -562,10 +567,11 @@ bool BrokerCore::give(WorkerEntry& worker, Job job) {
     worker.jobs.push_back(std::move(job));
     return true;
   }
-  --job.attempts;
-  queue_.push_front(std::move(job));
   worker.paused = true;  // no more jobs for it until it speaks again or is dropped
   if (result == SendResult::Unreachable) pending_drops_.push_back(worker.id);
+  if (drop_if_cancelled(job)) return false;
+  --job.attempts;
+  queue_.push_front(std::move(job));
   return false;
 }
 
@@ -718,7 +724,11 @@ void BrokerCore::cancel_flow(std::uint64_t flow_id) {
     break;
   }
   extra_waiters_.erase(flow_id);
-  // Dropped where it waits now, or when it next turns up (in flight).
+  // Gone already: cancelled on request in this same turn (nothing would
+  // ever turn up to erase it from cancelled_flows_).
+  if (std::find(cancelled_this_turn_.begin(), cancelled_this_turn_.end(), flow_id) != cancelled_this_turn_.end())
+    return;
+  // Dropped where it waits now, or when it next turns up (queued or in flight).
   if (take_delayed(flow_id)) return;
   cancelled_flows_.insert(flow_id);
 }
@@ -749,6 +759,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
     // Requeue in reverse so that the oldest ends up first.
     for (auto it = expired.rbegin(); it != expired.rend(); ++it) {
       Job& job = *it;
+      if (drop_if_cancelled(job)) continue;  // its flow ended: nothing to take back
       ++counters_.lease_expired;
       log(LogLevel::warn, kLogComponent,
           "job " + std::to_string(job.id) + " (" + job.type + ") held by worker " + printable_id(id) + " for over " +
@@ -823,6 +834,7 @@ void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why,
   // Put back in reverse so the job dispatched first is first again.
   for (auto it = worker->jobs.rbegin(); it != worker->jobs.rend(); ++it) {
     Job job = std::move(*it);
+    if (drop_if_cancelled(job)) continue;  // its flow ended while the worker held it
     if (graceful) {
       --job.attempts;
     } else if (job.attempts >= job.max_attempts) {
@@ -949,8 +961,12 @@ void BrokerCore::on_call(const std::string& peer, const zmq::message_t& header, 
     if (call.endpoint == config_.schedule_endpoint && *method != Method::Get && *method != Method::Find)
       schedules_dirty_ = true;
     zmq::message_t result_frame(result->data(), result->size());
+    // A cancel has happened in memory whatever the commit does (its journal
+    // delete is written again next turn): its REPLY is not turned into "did
+    // not happen".
+    const bool undone_by_failed_commit = call.endpoint != kFlowsEndpoint;
     send_after_commit(peer, Command::Reply, wire::encode(wire::Reply{call.request_id, 0, ""}), &result_frame,
-                      CommitFailure{call.request_id, 0, 0});
+                      undone_by_failed_commit ? CommitFailure{call.request_id, 0, 0} : CommitFailure{});
   } catch (const Error& e) {
     reply_failure(e.code(), e.what());
   } catch (const std::exception& e) {
@@ -1028,6 +1044,11 @@ void BrokerCore::stamp_entity(const Job& job) {
 }
 
 void BrokerCore::end_turn() {
+  end_turn_commit();
+  cancelled_this_turn_.clear();
+}
+
+void BrokerCore::end_turn_commit() {
   if (!store_) return;
   if (wall_clock_() >= next_trim_ms_ && entities_) {
     next_trim_ms_ = wall_clock_() + 1000;
@@ -1085,7 +1106,10 @@ void BrokerCore::end_turn() {
 
 void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq::message_t header,
                                    zmq::message_t* payload, CommitFailure on_failure, std::uint32_t hold_ms) {
-  if (!store_ || !(store_->in_transaction() || (journal_ && journal_->pending()))) {
+  // Once something waits for the commit, what follows waits too, so the
+  // turn's order holds (a flow's RESULT never overtakes its ACCEPTED, even
+  // when a write the ACCEPTED waited for was undone in the same turn).
+  if (!store_ || (deferred_.empty() && !store_->in_transaction() && !(journal_ && journal_->pending()))) {
     transport_.send_lazy(peer, command, &header, payload, hold_ms);
     return;
   }

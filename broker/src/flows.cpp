@@ -18,7 +18,7 @@ namespace mw::broker {
 
 namespace {
 
-constexpr std::string_view kLogComponent = "broker";
+constexpr std::string_view kCancelLogComponent = "broker";
 constexpr std::string_view kQueued = "queued", kDelayed = "delayed", kInFlight = "in_flight";
 constexpr std::size_t kDefaultFindLimit = 100, kMaxFindLimit = 1000;
 constexpr std::string_view kCancelledError = "cancelled";
@@ -86,7 +86,7 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   r["priority"] = job.priority;
   r["submitted_at"] = job.submitted_at;
   r["payload_bytes"] = job.payload.size();
-  r["submitter_waits"] = job.submitter_waits;
+  r["submitter_waits"] = job.submitter_waits || extra_waiters_.contains(job.flow_id);
   if (!job.entity.empty()) r["entity"] = job.entity;
   if (!job.key.empty()) r["key"] = job.key;
   if (worker) r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
@@ -102,22 +102,22 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
 }
 
 std::optional<Json> BrokerCore::flow_record(std::uint64_t flow_id, bool with_payload) const {
-  std::optional<Json> found;
-  // A cancelled flow's job may sit in a queue until popped (handed back by
-  // its worker): it is not shown.
+  // A cancelled flow's job may sit in a queue until popped (a SUBMIT whose
+  // commit failed): it is not shown.
   if (cancelled_flows_.contains(flow_id)) return std::nullopt;
+  // The short lists first: the queues may hold millions.
+  for (const WorkerEntry* worker : workers_.all())
+    for (const Job& job : worker->jobs)
+      if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kInFlight, worker, with_payload);
+  for (const auto& [id, job] : delayed_)
+    if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kDelayed, nullptr, with_payload);
+  std::optional<Json> found;
   queue_.for_each({}, [&](const QueuedJob& job) {
     if (job.flow_id != flow_id) return true;
     found = flow_record(job, kQueued, nullptr, with_payload);
     return false;
   });
-  if (found) return found;
-  for (const auto& [id, job] : delayed_)
-    if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kDelayed, nullptr, with_payload);
-  for (const WorkerEntry* worker : workers_.all())
-    for (const Job& job : worker->jobs)
-      if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kInFlight, worker, with_payload);
-  return std::nullopt;
+  return found;
 }
 
 Json BrokerCore::find_flows(const Json& query) const {
@@ -132,11 +132,12 @@ Json BrokerCore::find_flows(const Json& query) const {
       } else if (key == "state" && value.is_string() &&
                  (value == kQueued || value == kDelayed || value == kInFlight)) {
         state = value.get<std::string>();
-      } else if (key == "$limit" && value.is_number_unsigned()) {
+      } else if (key == "$limit" && value.is_number_unsigned() && value.get<std::uint64_t>() > 0) {
         limit = std::min<std::size_t>(value.get<std::uint64_t>(), kMaxFindLimit);
       } else {
-        throw Error("$flows find takes type (a string), state (queued, delayed or in_flight) and $limit (at most " +
-                        std::to_string(kMaxFindLimit) + "); got '" + key + "': " + value.dump(),
+        throw Error("$flows find takes type (a string), state (queued, delayed or in_flight) and $limit (1 to " +
+                        std::to_string(kMaxFindLimit) + "); got '" + key +
+                        "': " + value.dump(-1, ' ', false, Json::error_handler_t::replace),
                     ErrorCode::BadRequest);
       }
     }
@@ -171,7 +172,10 @@ Json BrokerCore::find_flows(const Json& query) const {
     std::vector<const Job*> delayed;
     for (const auto& [id, job] : delayed_)
       if (wanted(job.type, kDelayed)) delayed.push_back(&job);
-    std::sort(delayed.begin(), delayed.end(), [](const Job* a, const Job* b) { return a->id < b->id; });
+    // Only what can be shown (and one more, for `more`) needs an order.
+    const std::size_t shown = std::min(delayed.size(), limit - found.size() + 1);
+    std::partial_sort(delayed.begin(), delayed.begin() + static_cast<std::ptrdiff_t>(shown), delayed.end(),
+                      [](const Job* a, const Job* b) { return a->id < b->id; });
     for (const Job* job : delayed) {
       if (full()) break;
       found.push_back(flow_record(QueuedJob::of(*job), kDelayed, nullptr, false));
@@ -182,8 +186,35 @@ Json BrokerCore::find_flows(const Json& query) const {
 
 Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   if (cancelled_flows_.contains(flow_id)) throw not_unfinished(flow_id);  // ended already
-  std::optional<Job> job = queue_.take_flow(flow_id);
-  std::string_view was = kQueued;
+  std::optional<Job> job;
+  std::string_view was;
+  const WorkerEntry* holder = nullptr;
+  // In flight: the worker is not stopped; its answer is dropped when it
+  // comes (drop_if_cancelled), and so is the job if it is handed back. The
+  // short lists first: the queues may hold millions.
+  for (const WorkerEntry* entry : workers_.all()) {
+    WorkerEntry* worker = workers_.find(entry->id);
+    for (Job& held : worker->jobs) {
+      if (held.flow_id != flow_id) continue;
+      cancelled_flows_.insert(flow_id);
+      holder = worker;
+      was = kInFlight;
+      job.emplace();
+      job->id = held.id;
+      job->flow_id = held.flow_id;
+      job->type = held.type;
+      job->attempts = held.attempts;
+      job->max_attempts = held.max_attempts;
+      job->priority = held.priority;
+      job->submitted_at = held.submitted_at;
+      job->payload.copy(held.payload);
+      job->entity = held.entity;
+      job->key = held.key;
+      job->reply_to = std::move(held.reply_to);  // told now, below; never again
+      break;
+    }
+    if (job) break;
+  }
   if (!job) {
     const auto it = std::find_if(delayed_.begin(), delayed_.end(),
                                  [&](const auto& entry) { return entry.second.flow_id == flow_id; });
@@ -192,43 +223,20 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
       was = kDelayed;
     }
   }
-  const WorkerEntry* holder = nullptr;
   if (!job) {
-    // In flight: the worker is not stopped; its answer is dropped when it
-    // comes (drop_if_cancelled), and so is the job if it comes back to a queue.
-    for (const WorkerEntry* entry : workers_.all()) {
-      WorkerEntry* worker = workers_.find(entry->id);
-      for (Job& held : worker->jobs) {
-        if (held.flow_id != flow_id) continue;
-        cancelled_flows_.insert(flow_id);
-        holder = worker;
-        was = kInFlight;
-        job.emplace();
-        job->id = held.id;
-        job->flow_id = held.flow_id;
-        job->type = held.type;
-        job->attempts = held.attempts;
-        job->max_attempts = held.max_attempts;
-        job->priority = held.priority;
-        job->submitted_at = held.submitted_at;
-        job->payload.copy(held.payload);
-        job->entity = held.entity;
-        job->key = held.key;
-        job->reply_to = std::move(held.reply_to);  // told now, below; never again
-        break;
-      }
-      if (job) break;
-    }
+    job = queue_.take_flow(flow_id);
+    was = kQueued;
   }
   if (!job) throw not_unfinished(flow_id);
 
   ++counters_.flows_cancelled;
+  cancelled_this_turn_.push_back(flow_id);
   if (journaling()) journal_->remove(flow_id);  // a restart must not bring it back
   release_key(*job);
   Json record = flow_record(QueuedJob::of(*job), was, holder, false);
   record["state"] = "cancelled";
   record["was"] = was;
-  log(LogLevel::info, kLogComponent,
+  log(LogLevel::info, kCancelLogComponent,
       "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request");
   if (transport_.has_subscribers("$mw.flow.cancelled"))
     publish_event("$mw.flow.cancelled", flow_id, job->type, kCancelledError, &job->payload);

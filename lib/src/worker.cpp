@@ -140,6 +140,11 @@ class Worker::Impl {
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
     if (wake_fd_ < 0) throw Error("eventfd failed");
     if (options_.name.empty()) options_.name = options_.types.front() + "@" + host_name();
+    // Legal (a result's nextWorkerType can end the loop) but usually a slip.
+    if (std::find(options_.types.begin(), options_.types.end(), options_.next) != options_.types.end())
+      log(LogLevel::warn, "worker",
+          "--next " + options_.next + " is this worker's own type: every result comes back to it as a new job, "
+          "forever, unless a result's nextWorkerType sends it elsewhere (mw cancel FLOW stops one)");
   }
 
   ~Impl() {

@@ -172,6 +172,26 @@ TEST_CASE("mw-exec refuses at once a command it cannot run") {
   CHECK(contains(not_executable.stderr_text(), "not an executable file"));
 }
 
+TEST_CASE("a worker whose --next is its own type warns of the loop at start, and a loop can be cancelled") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  Process& looping = cluster.start_exec("again", {"--next", "again"}, {"/bin/cat"});
+  CHECK(looping.wait_for_stderr_line("--next again is this worker's own type", 10s).has_value());
+  const auto submitted = cluster.mw({"submit", "again", "{}"});
+  REQUIRE(submitted.exit_status == 0);
+  const std::string flow = submitted.out.substr(0, submitted.out.find('\n'));
+  REQUIRE(wait_until([&] { return type_stats(cluster.status(), "again").value_or(mw::wire::TypeStats{}).done > 20; },
+                     10s));
+  REQUIRE(cluster.mw({"cancel", flow}).exit_status == 0);
+  const auto after_cancel = cluster.status();
+  pause_for(300ms);
+  const auto later = type_stats(cluster.status(), "again").value();
+  CHECK(later.done <= type_stats(after_cancel, "again").value().done + 1);  // at most the stage in flight
+  CHECK(later.in_flight == 0);
+  CHECK(later.queued == 0);
+}
+
 TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then ends it; its job is retried") {
   Cluster cluster;
   INFO(cluster.report());

@@ -645,3 +645,39 @@ TEST_CASE("a flow cancelled on request does not come back after a restart") {
   REQUIRE(after.h.jobs("w1").size() == 1);
   CHECK(after.h.jobs("w1")[0].flow == kept);
 }
+
+TEST_CASE("a recovered job's wait goes on from its SUBMIT, not from the restart") {
+  TempDb db;
+  {
+    Broker b(db.path());
+    b.submit("a", payload_bytes(1), false);
+  }
+  Broker after(db.path(), test_config(), kWallStart + 60'000);  // a minute later
+  CHECK(after.h.type_stats("a").oldest_queued_ms == 60'000);
+}
+
+TEST_CASE("a flow cancelled in the turn of its SUBMIT: ACCEPTED still comes before the RESULT") {
+  TempDb db;
+  Broker b(db.path());
+  const std::size_t mark = b.h.transport.sent.size();
+  b.h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(5, "a", true))), payload_bytes(1));
+  b.h.core.end_turn();
+  std::uint64_t flow = 0;
+  for (const auto& s : b.h.to("c1", mark))
+    if (s.command == Command::Accepted) flow = wire::decode_accepted(frame_of(s.header)).flow_id;
+  REQUIRE(flow != 0);
+
+  // The next flow is cancelled in the turn of its SUBMIT (one BATCH from a
+  // pipelining client); its id is the broker's next.
+  const std::size_t mark2 = b.h.transport.sent.size();
+  b.h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(7, "a", true))), payload_bytes(2));
+  const std::string next = std::to_string(flow + 1);
+  b.h.command("c1", Command::Call, bytes_of(wire::encode(wire::Call{8, "$flows", "remove", std::string_view(next)})),
+              std::string("\xc0", 1));
+  b.h.core.end_turn();
+  std::vector<Command> order;
+  for (const auto& s : b.h.to("c1", mark2)) order.push_back(s.command);
+  CHECK(order == std::vector<Command>{Command::Accepted, Command::Result, Command::Reply});
+  Broker after(db.path());
+  CHECK(after.recovered == 1);  // the first flow only
+}

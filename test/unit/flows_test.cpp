@@ -181,8 +181,10 @@ TEST_CASE("$flows remove of a flow in flight: the submitter hears at once, the w
   CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{second});
 
   SUBCASE("handed back by its worker, it is dropped, not run, and stays out of sight") {
-    h.disconnect("w1");  // graceful: its job goes back to the queue
+    h.disconnect("w1");  // graceful: its job would go back to the queue, but its flow has ended
     CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{second});
+    CHECK(h.core.stats(h.now).waiting == 1);  // not held in the queue, nor counted against --max-waiting
+    CHECK(h.core.counters().requeued == 0);
     CHECK(call_flows(h, "remove", std::to_string(flow)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
     h.ready("w2", {"a"}, "", 5);
     const auto jobs = h.jobs("w2");

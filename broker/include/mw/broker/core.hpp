@@ -241,6 +241,9 @@ class BrokerCore {
   // worker disappears while dispatch() is iterating.
   void drop_pending(std::int64_t now_ms);
   void send_heartbeats_and_expire(std::int64_t now_ms);
+  // end_turn() but for the bookkeeping of the turn: commits, publishes and
+  // sends what waited for the commit.
+  void end_turn_commit();
 
   void reply_error(const std::string& peer, ErrorCode code, std::string_view message, std::uint64_t request_id = 0);
   SendResult send(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload = nullptr);
@@ -292,6 +295,7 @@ class BrokerCore {
   KeyMap keys_;  // idempotency key → its unfinished flow
   std::unordered_multimap<std::uint64_t, std::string> extra_waiters_;  // flow → duplicate submitters that wait
   std::unordered_set<std::uint64_t> cancelled_flows_;
+  std::vector<std::uint64_t> cancelled_this_turn_;  // by $flows remove, until end_turn()
 
   struct Deferred {
     std::string peer;
