@@ -1198,16 +1198,17 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   s.submitted_per_second = submit_rate_.per_second(now_ms);
   s.done_per_second = done_rate_.per_second(now_ms);
 
+  std::unordered_map<std::string_view, std::uint64_t> in_flight_by_type, delayed_by_type;
+  for (const WorkerEntry* w : workers_.all())
+    for (const Job& job : w->jobs) ++in_flight_by_type[job.type];
+  for (const auto& [id, job] : delayed_) ++delayed_by_type[job.type];
+
   std::vector<std::string> types = queue_.types();
   for (auto& t : workers_.types()) types.push_back(std::move(t));
   for (const auto& [t, c] : type_counters_) types.push_back(t);
-  for (const auto& [id, job] : delayed_) types.push_back(job.type);
+  for (const auto& [t, n] : delayed_by_type) types.emplace_back(t);
   std::sort(types.begin(), types.end());
   types.erase(std::unique(types.begin(), types.end()), types.end());
-
-  std::unordered_map<std::string_view, std::uint64_t> in_flight_by_type;
-  for (const WorkerEntry* w : workers_.all())
-    for (const Job& job : w->jobs) ++in_flight_by_type[job.type];
 
   for (const auto& type : types) {
     wire::TypeStats ts;
@@ -1216,6 +1217,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
     ts.queued = queue_.depth(type);
     if (auto oldest = queue_.oldest_enqueued_ms(type)) ts.oldest_queued_ms = static_cast<std::uint64_t>(now_ms - *oldest);
     ts.in_flight = in_flight_by_type[type];
+    ts.delayed = delayed_by_type[type];
     if (auto it = type_counters_.find(type); it != type_counters_.end()) {
       ts.done = it->second.done;
       ts.failed = it->second.failed;

@@ -219,4 +219,15 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   CHECK(s.cancelled == 1);
   CHECK(s.waiting == 2);
   CHECK(cluster.mw({"cancel", "abc"}).err.find("'abc' is not a flow id") != std::string::npos);
+
+  // With nothing left of it, nobody's row is history: shown with --all (and in --json) only.
+  // later's, with a delayed job and no worker, stays.
+  REQUIRE(cluster.mw({"cancel", first}).exit_status == 0);
+  const auto brief = cluster.mw({"status"});
+  REQUIRE(brief.exit_status == 0);
+  CHECK(row(brief.out, "nobody", true).empty());
+  CHECK(row(brief.out, "later", true).size() == 9);
+  CHECK(brief.out.find("(1 idle type(s) without workers not shown: mw status --all)") != std::string::npos);
+  CHECK(row(cluster.mw({"status", "--all"}).out, "nobody", true).size() == 9);
+  CHECK(type_json(cluster.status_json(), "later").at("delayed") == 1);
 }

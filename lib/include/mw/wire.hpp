@@ -163,6 +163,7 @@ struct TypeStats {
   std::uint64_t failed = 0;  // FAIL messages received
   std::uint64_t dead = 0;    // jobs that gave up
   double done_per_second = 0;  // over the last few seconds
+  std::uint64_t delayed = 0;   // jobs waiting for their time (--delay, --at, retry backoff)
 };
 
 struct WorkerInfo {
