@@ -119,22 +119,21 @@ int dead(int argc, char** argv) {
   return 0;
 }
 
-// The record id `given` names: a record id as mw dead shows it, or a bare
+// The record `given` names: a record id as mw dead shows it, or a bare
 // number, which is a job id ("dead-N") or else the flow id that `mw submit
 // --wait` printed when the flow died. Throws NotFound saying where to look.
-std::string dead_record_id(Client& client, const std::string& endpoint, const std::string& given) {
+DeadJob dead_record(Client& client, const std::string& endpoint, const std::string& given) {
   const bool number = !given.empty() && given.find_first_not_of("0123456789") == std::string::npos;
   const std::string id = number ? "dead-" + given : given;
   try {
-    (void)client.call(endpoint, "get", id);
-    return id;
+    return DeadJob::from_record(client.call(endpoint, "get", id));
   } catch (const Error& e) {
     if (e.code() != ErrorCode::NotFound) throw;
   }
   if (number) {
     const nlohmann::ordered_json query = {{"kind", "dead"}, {"flow", std::stoull(given)}, {"$limit", 1}};
     const auto page = client.call(endpoint, "find", std::nullopt, nullptr, query);
-    if (!page.at("data").empty()) return page.at("data").at(0).at("id").get<std::string>();
+    if (!page.at("data").empty()) return DeadJob::from_record(page.at("data").at(0));
   }
   throw Error("no dead job '" + given + "': give an ID that mw dead lists, or the flow id a died flow printed",
               ErrorCode::NotFound);
@@ -162,9 +161,9 @@ int retry(int argc, char** argv) {
 
   Client client({args["broker"].as<std::string>()});
   if (args.count("id")) {
-    const std::string id = dead_record_id(client, endpoint, args["id"].as<std::string>());
-    const std::uint64_t flow = retry_dead_job(client, endpoint, id);
-    std::cout << id << " -> flow " << flow << std::endl;
+    const DeadJob dead = dead_record(client, endpoint, args["id"].as<std::string>());
+    const std::uint64_t flow = retry_dead_job(client, endpoint, dead);
+    std::cout << dead.id << " -> flow " << flow << std::endl;
     return 0;
   }
 
@@ -172,8 +171,9 @@ int retry(int argc, char** argv) {
   const auto jobs = find_dead_jobs(client, endpoint, type, limit_from(args, std::numeric_limits<std::size_t>::max()));
   // Nothing to replay is not a failure (a nightly replay finds none most nights).
   if (jobs.empty()) std::fprintf(stderr, "no dead jobs of type '%s' to replay\n", type.c_str());
-  // One failure (say another operator replayed the job a moment ago) does
-  // not stop the rest; the exit status tells that something failed.
+  // One failure (say another operator replayed the job a moment ago: each
+  // record is read again before it is replayed) does not stop the rest;
+  // the exit status tells that something failed.
   int failed = 0;
   for (const auto& d : jobs) {
     try {

@@ -107,7 +107,11 @@ std::vector<DeadJob> find_dead_jobs(Client& client, std::string_view sync_endpoi
 }
 
 std::uint64_t retry_dead_job(Client& client, std::string_view sync_endpoint, const std::string& record_id) {
-  const DeadJob dead = DeadJob::from_record(client.call(sync_endpoint, "get", record_id));
+  return retry_dead_job(client, sync_endpoint, DeadJob::from_record(client.call(sync_endpoint, "get", record_id)));
+}
+
+std::uint64_t retry_dead_job(Client& client, std::string_view sync_endpoint, const DeadJob& dead) {
+  const std::string& record_id = dead.id;
   if (dead.retried)
     throw Error("dead job '" + record_id + "' was replayed already as flow " + std::to_string(dead.retried_as),
                 ErrorCode::Conflict);

@@ -66,4 +66,8 @@ std::vector<DeadJob> find_dead_jobs(Client& client, std::string_view sync_endpoi
 // the record is not a dead job.
 std::uint64_t retry_dead_job(Client& client, std::string_view sync_endpoint, const std::string& record_id);
 
+// The same for a record read a moment ago (one round trip fewer). What it
+// says is trusted: Conflict only if `dead.retried`.
+std::uint64_t retry_dead_job(Client& client, std::string_view sync_endpoint, const DeadJob& dead);
+
 }  // namespace mw
