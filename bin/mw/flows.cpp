@@ -21,11 +21,14 @@ namespace {
 constexpr std::string_view kFlowsEndpoint = "$flows";
 constexpr std::size_t kDefaultLimit = 100;
 
-// "3.2s", "5m10s", "2h3m": how long ago `ms_since_epoch` was.
-std::string age_since(std::int64_t ms_since_epoch) {
+std::int64_t wall_now_ms() {
   using namespace std::chrono;
-  const auto now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-  const std::int64_t ms = std::max<std::int64_t>(0, now - ms_since_epoch);
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// "3.2s", "5m10s", "2h3m".
+std::string duration_text(std::int64_t ms) {
+  ms = std::max<std::int64_t>(0, ms);
   char text[32];
   if (ms < 60'000)
     std::snprintf(text, sizeof text, "%.1fs", static_cast<double>(ms) / 1000);
@@ -49,14 +52,17 @@ void print_table(const nlohmann::ordered_json& flows) {
               << "  " << std::setw(8) << priority << "  " << std::setw(8) << age << "  " << std::left << worker
               << '\n';
   };
-  row("FLOW", "STATE", "TYPE", "ATTEMPTS", "PRIORITY", "AGE", "WORKER");
+  row("FLOW", "STATE", "TYPE", "ATTEMPTS", "PRIORITY", "AGE", "WORKER / DUE");
   for (const auto& f : flows) {
-    std::string worker = "-";
+    std::string where = "-";
     if (f.contains("worker"))
-      worker = f["worker"].at("host").get<std::string>() + ":" + std::to_string(f["worker"].at("pid").get<long long>());
+      where = f["worker"].at("host").get<std::string>() + ":" + std::to_string(f["worker"].at("pid").get<long long>());
+    else if (f.contains("due_at"))
+      where = "due in " + duration_text(f["due_at"].get<std::int64_t>() - wall_now_ms());
     row(std::to_string(f.at("id").get<std::uint64_t>()), f.at("state").get<std::string>(),
         f.at("type").get<std::string>(), std::to_string(f.at("attempts").get<long long>()),
-        std::to_string(f.at("priority").get<long long>()), age_since(f.at("submitted_at").get<std::int64_t>()), worker);
+        std::to_string(f.at("priority").get<long long>()),
+        duration_text(wall_now_ms() - f.at("submitted_at").get<std::int64_t>()), where);
   }
   std::cout.flush();
 }

@@ -43,7 +43,7 @@ constexpr const char* kUsage =
     "  submit TYPE [JSON | -] [--wait] [--timeout SECONDS]   submit a job; prints its id, or the final result\n"
     "         [--delay SECONDS | --at TIME] [--priority N] [--key KEY] [--lease SECONDS]\n"
     "         [--max-attempts N] [--entity ENDPOINT/ID]      run later, ahead of others, once per key …\n"
-    "  status [--json]                                       workers, queues and counters\n"
+    "  status [--json] [--all]                               workers, queues and counters (--all: idle types too)\n"
     "  listen [TOPIC ...] [--since SEQ] [--count N]          print events as JSON lines (N of them, then exit)\n"
     "  flows [TYPE] [--state S] [--limit N] [--json]         unfinished flows: in flight, queued, delayed\n"
     "  cancel FLOW [FLOW ...]                                cancel unfinished flows (a waiting submitter hears it)\n"

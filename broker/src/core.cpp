@@ -651,6 +651,7 @@ void BrokerCore::retry_or_bury(Job job, std::string_view error, bool retryable, 
 
 void BrokerCore::delay(Job job, std::int64_t due_ms) {
   const std::uint64_t id = job.id;
+  job.due_ms = due_ms;
   timers_.push(Timer{due_ms, id});
   delayed_bytes_ += job.payload.size();
   auto [it, inserted] = delayed_.try_emplace(id);

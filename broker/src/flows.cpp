@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <tuple>
 
 #include "mw/broker/core.hpp"
 #include "mw/payload.hpp"
@@ -110,7 +111,7 @@ std::optional<Json> BrokerCore::flow_record(std::uint64_t flow_id, bool with_pay
     for (const Job& job : worker->jobs)
       if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kInFlight, worker, with_payload);
   for (const auto& [id, job] : delayed_)
-    if (job.flow_id == flow_id) return flow_record(QueuedJob::of(job), kDelayed, nullptr, with_payload);
+    if (job.flow_id == flow_id) return delayed_flow_record(job, with_payload);
   std::optional<Json> found;
   queue_.for_each({}, [&](const QueuedJob& job) {
     if (job.flow_id != flow_id) return true;
@@ -118,6 +119,12 @@ std::optional<Json> BrokerCore::flow_record(std::uint64_t flow_id, bool with_pay
     return false;
   });
   return found;
+}
+
+Json BrokerCore::delayed_flow_record(const Job& job, bool with_payload) const {
+  Json r = flow_record(QueuedJob::of(job), kDelayed, nullptr, with_payload);
+  r["due_at"] = wall_clock_() + std::max<std::int64_t>(0, job.due_ms - now_ms_);
+  return r;
 }
 
 Json BrokerCore::find_flows(const Json& query) const {
@@ -172,13 +179,13 @@ Json BrokerCore::find_flows(const Json& query) const {
     std::vector<const Job*> delayed;
     for (const auto& [id, job] : delayed_)
       if (wanted(job.type, kDelayed)) delayed.push_back(&job);
-    // Only what can be shown (and one more, for `more`) needs an order.
+    // Soonest due first; only what can be shown (and one more, for `more`) needs an order.
     const std::size_t shown = std::min(delayed.size(), limit - found.size() + 1);
     std::partial_sort(delayed.begin(), delayed.begin() + static_cast<std::ptrdiff_t>(shown), delayed.end(),
-                      [](const Job* a, const Job* b) { return a->id < b->id; });
+                      [](const Job* a, const Job* b) { return std::tie(a->due_ms, a->id) < std::tie(b->due_ms, b->id); });
     for (const Job* job : delayed) {
       if (full()) break;
-      found.push_back(flow_record(QueuedJob::of(*job), kDelayed, nullptr, false));
+      found.push_back(delayed_flow_record(*job, false));
     }
   }
   return page(std::move(found), limit, more);
@@ -233,7 +240,7 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   cancelled_this_turn_.push_back(flow_id);
   if (journaling()) journal_->remove(flow_id);  // a restart must not bring it back
   release_key(*job);
-  Json record = flow_record(QueuedJob::of(*job), was, holder, false);
+  Json record = was == kDelayed ? delayed_flow_record(*job, false) : flow_record(QueuedJob::of(*job), was, holder, false);
   record["state"] = "cancelled";
   record["was"] = was;
   log(LogLevel::info, kCancelLogComponent,

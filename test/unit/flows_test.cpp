@@ -64,6 +64,8 @@ std::uint64_t submit_with(Harness& h, wire::Submit header, const std::string& pa
 
 TEST_CASE("$flows find lists unfinished flows in the order they run; get shows one with its input") {
   Harness h;
+  constexpr std::int64_t kWall = 1'800'000'000'000;
+  h.core.set_wall_clock([] { return kWall; });
   h.ready("w1", {"c"}, "", 1);
   const auto running = h.submit("c1", "c", payload_bytes(1));
   const auto a1 = h.submit("c1", "a", payload_bytes(2), false);
@@ -74,10 +76,15 @@ TEST_CASE("$flows find lists unfinished flows in the order they run; get shows o
   auto later = submit_header(901, "b");
   later.delay_ms = 60'000;
   const auto b_later = submit_with(h, later, mw::Payload::of(42).bytes());
+  auto sooner = submit_header(902, "b");
+  sooner.delay_ms = 1'000;
+  const auto b_sooner = submit_with(h, sooner, payload_bytes(5));
 
   const auto all = call_flows(h, "find");
   REQUIRE(all.code == 0);
-  CHECK(ids_of(all.result) == std::vector<std::uint64_t>{running, a_urgent, a1, a2, b_later});
+  CHECK(ids_of(all.result) == std::vector<std::uint64_t>{running, a_urgent, a1, a2, b_sooner, b_later});  // delayed: soonest due first
+  CHECK(all.result.at("data").at(4).at("due_at") == kWall + 1'000);
+  CHECK(all.result.at("data").at(5).at("due_at") == kWall + 60'000);
   CHECK(all.result.at("more") == false);
   const auto& in_flight = all.result.at("data").at(0);
   CHECK(in_flight.at("state") == "in_flight");
@@ -87,6 +94,7 @@ TEST_CASE("$flows find lists unfinished flows in the order they run; get shows o
   CHECK(in_flight.at("submitter_waits") == true);
   CHECK(all.result.at("data").at(1).at("priority") == 5);
   CHECK(all.result.at("data").at(4).at("state") == "delayed");
+  CHECK_FALSE(all.result.at("data").at(3).contains("due_at"));
   CHECK_FALSE(all.result.at("data").at(0).contains("payload"));  // find is a listing; get has the input
 
   const auto two = call_flows(h, "find", std::nullopt, {{"$limit", 2}});
@@ -94,8 +102,8 @@ TEST_CASE("$flows find lists unfinished flows in the order they run; get shows o
   CHECK(two.result.at("more") == true);
   CHECK(ids_of(call_flows(h, "find", std::nullopt, {{"type", "a"}, {"state", "queued"}}).result) ==
         std::vector<std::uint64_t>{a_urgent, a1, a2});
-  CHECK(ids_of(call_flows(h, "find", std::nullopt, {{"state", "delayed"}}).result) ==
-        std::vector<std::uint64_t>{b_later});
+  CHECK(ids_of(call_flows(h, "find", std::nullopt, {{"state", "delayed"}, {"$limit", 1}}).result) ==
+        std::vector<std::uint64_t>{b_sooner});
 
   const auto one = call_flows(h, "get", std::to_string(b_later));
   REQUIRE(one.code == 0);

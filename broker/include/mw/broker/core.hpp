@@ -180,6 +180,7 @@ class BrokerCore {
   std::optional<Json> flow_record(std::uint64_t flow_id, bool with_payload) const;
   Json flow_record(const QueuedJob& job, std::string_view state, const WorkerEntry* worker, bool with_payload) const;
   Json find_flows(const Json& query) const;
+  Json delayed_flow_record(const Job& job, bool with_payload) const;  // with its due_at
   Json cancel_flow_on_request(std::uint64_t flow_id);
   // Resolves SUBMIT's entity option ("endpoint/id", "id" or "auto") against
   // the payload; throws mw::Error(BadRequest) when it cannot.

@@ -25,6 +25,7 @@ struct Job {
   std::string reply_to;         // routing id of a submitter that waits; empty if none
   std::int64_t enqueued_ms = 0;  // when it last entered a queue (for oldest-age in status)
   std::int64_t dispatched_ms = 0;  // when its current holder got it (lease clock)
+  std::int64_t due_ms = 0;         // while delayed: when it is due (steady clock)
   std::int64_t submitted_at = 0;   // wall clock ms of the flow's SUBMIT (dead records)
   std::string entity;           // "endpoint/id" or empty
   std::string key;              // the flow's idempotency key, or empty
