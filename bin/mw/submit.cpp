@@ -127,7 +127,9 @@ int submit(int argc, char** argv) {
       std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000))) + submit_options.delay;
   auto outcome = client.submit_and_wait(type, payload, timeout, submit_options);
   if (!outcome) {
-    std::fprintf(stderr, "mw submit: no result within %g s (the flow is still running)\n", timeout_s);
+    const auto flow = static_cast<unsigned long long>(client.last_flow_id());
+    std::fprintf(stderr, "mw submit: no result within %g s; flow %llu goes on (mw flows shows it, mw cancel %llu ends it)\n",
+                 timeout_s, flow, flow);
     return 3;
   }
   if (outcome->cancelled) {

@@ -192,6 +192,7 @@ class Client::Impl {
   }
 
   const std::string& broker() const noexcept { return options_.broker; }
+  std::uint64_t last_flow_id() const noexcept { return last_flow_id_; }
 
   // A pipelining client says HELLO: heartbeats tell it if the broker dies
   // while it waits, and WELCOME lets both sides batch (its requests go
@@ -273,6 +274,7 @@ class Client::Impl {
     }
     if (refused) throw *refused;
     if (!flow_id) throw unacknowledged(no_answer("SUBMIT"));
+    last_flow_id_ = *flow_id;
     return *flow_id;
   }
 
@@ -411,6 +413,7 @@ class Client::Impl {
   std::deque<ClientEvent> backlog_;
   bool said_hello_ = false;
   std::string pub_address_;
+  std::uint64_t last_flow_id_ = 0;
   std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
   Clock::time_point last_heard_ = Clock::now();
   Clock::time_point last_heartbeat_ = Clock::now();
@@ -447,5 +450,7 @@ std::uint64_t Client::send_submit(std::string_view type, std::string_view msgpac
 std::optional<ClientEvent> Client::next_event(std::chrono::milliseconds timeout) { return impl_->next_event(timeout); }
 void Client::flush() { impl_->flush(); }
 const std::string& Client::broker() const noexcept { return impl_->broker(); }
+
+std::uint64_t Client::last_flow_id() const noexcept { return impl_->last_flow_id(); }
 
 }  // namespace mw

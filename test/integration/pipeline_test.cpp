@@ -202,6 +202,18 @@ TEST_CASE("pipeline: Ctrl-C on mw submit --wait names the flow, which goes on") 
   REQUIRE(wait_until([&] { return cluster.status().done == 1; }, 15s));
 }
 
+TEST_CASE("pipeline: mw submit --wait that times out names the flow, which goes on") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  const auto r = cluster.mw({"submit", "nobody", "{}", "--wait", "--timeout", "0.5"});
+  CHECK(r.exit_status == 3);
+  const auto listed = cluster.mw({"flows", "--json"});
+  REQUIRE(listed.exit_status == 0);
+  const auto flow = nlohmann::json::parse(listed.out).at("id").get<std::uint64_t>();
+  CHECK(r.err.find("no result within 0.5 s; flow " + std::to_string(flow) + " goes on") != std::string::npos);
+}
+
 TEST_CASE("pipeline: a handler running longer than the heartbeat liveness keeps its worker and its job") {
   Cluster cluster;
   INFO(cluster.report());

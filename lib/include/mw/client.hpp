@@ -149,6 +149,10 @@ class Client {
 
   const std::string& broker() const noexcept;
 
+  // The flow id of the last SUBMIT of submit() or submit_and_wait() that the
+  // broker accepted; 0 before any. Names the flow a timed-out wait left running.
+  std::uint64_t last_flow_id() const noexcept;
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
