@@ -193,31 +193,20 @@ Json BrokerCore::find_flows(const Json& query) const {
 
 Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   if (cancelled_flows_.contains(flow_id)) throw not_unfinished(flow_id);  // ended already
-  std::optional<Job> job;
+  Job* job = nullptr;        // the flow's live job, wherever it is
+  std::optional<Job> taken;  // when it was taken out of delayed or a queue
   std::string_view was;
   const WorkerEntry* holder = nullptr;
-  // In flight: the worker is not stopped; its answer is dropped when it
-  // comes (drop_if_cancelled), and so is the job if it is handed back. The
-  // short lists first: the queues may hold millions.
+  // In flight: the worker keeps the job (nothing stops a running handler);
+  // its answer is dropped when it comes (drop_if_cancelled), and so is the
+  // job if it is handed back. The short lists first: the queues may hold millions.
   for (const WorkerEntry* entry : workers_.all()) {
-    WorkerEntry* worker = workers_.find(entry->id);
-    for (Job& held : worker->jobs) {
+    for (Job& held : workers_.find(entry->id)->jobs) {
       if (held.flow_id != flow_id) continue;
       cancelled_flows_.insert(flow_id);
-      holder = worker;
+      job = &held;
+      holder = entry;
       was = kInFlight;
-      job.emplace();
-      job->id = held.id;
-      job->flow_id = held.flow_id;
-      job->type = held.type;
-      job->attempts = held.attempts;
-      job->max_attempts = held.max_attempts;
-      job->priority = held.priority;
-      job->submitted_at = held.submitted_at;
-      job->payload.copy(held.payload);
-      job->entity = held.entity;
-      job->key = held.key;
-      job->reply_to = std::move(held.reply_to);  // told now, below; never again
       break;
     }
     if (job) break;
@@ -226,15 +215,15 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
     const auto it = std::find_if(delayed_.begin(), delayed_.end(),
                                  [&](const auto& entry) { return entry.second.flow_id == flow_id; });
     if (it != delayed_.end()) {
-      job = take_delayed(it->first);  // its timer finds nothing and passes
+      taken = take_delayed(it->first);  // its timer finds nothing and passes
       was = kDelayed;
+    } else {
+      taken = queue_.take_flow(flow_id);
+      was = kQueued;
     }
+    if (!taken) throw not_unfinished(flow_id);
+    job = &*taken;
   }
-  if (!job) {
-    job = queue_.take_flow(flow_id);
-    was = kQueued;
-  }
-  if (!job) throw not_unfinished(flow_id);
 
   ++counters_.flows_cancelled;
   cancelled_this_turn_.push_back(flow_id);
@@ -247,7 +236,10 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
       "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request");
   if (transport_.has_subscribers("$mw.flow.cancelled"))
     publish_event("$mw.flow.cancelled", flow_id, job->type, kCancelledError, &job->payload);
-  send_results(*job, kOutcomeCancelled, kCancelledError, job->payload);
+  zmq::message_t input;  // shares the payload's buffer: a job in flight keeps its own reference
+  input.copy(job->payload);
+  send_results(*job, kOutcomeCancelled, kCancelledError, input);
+  job->reply_to.clear();  // told now; a job in flight never again
   return record;
 }
 
