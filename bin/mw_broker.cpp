@@ -88,6 +88,11 @@ int main(int argc, char** argv) {
          cxxopts::value<std::uint64_t>()->default_value("10000000"))
         ("max-waiting-mb", "MiB of payload those waiting jobs may hold (0: no limit)",
          cxxopts::value<std::uint64_t>()->default_value("4096"))
+        ("keep-results", "outcomes of ended flows kept for mw result and for submitters that wait again "
+                         "after a restart (the newest N; 0: none; in memory only)",
+         cxxopts::value<std::uint64_t>()->default_value("10000"))
+        ("keep-results-mb", "MiB of results those kept outcomes may hold",
+         cxxopts::value<std::uint64_t>()->default_value("64"))
         ("max-attempts", "deliveries of a job before it is dead, unless the submitter says otherwise",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultMaxAttempts)))
         ("type-max-attempts", "max attempts for one job type, as TYPE=N (repeat or comma-separate)",
@@ -143,6 +148,10 @@ int main(int argc, char** argv) {
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
     if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::Error("--max-waiting-mb must be at most 2^40 (0: no limit)");
     config.max_waiting_bytes = waiting_mb << 20;
+    config.keep_results = args["keep-results"].as<std::uint64_t>();
+    const auto results_mb = args["keep-results-mb"].as<std::uint64_t>();
+    if (results_mb > (std::uint64_t{1} << 40)) throw mw::Error("--keep-results-mb must be at most 2^40");
+    config.keep_results_bytes = results_mb << 20;
     config.default_max_attempts = args["max-attempts"].as<std::uint32_t>();
     if (config.default_max_attempts == 0) throw mw::Error("--max-attempts must be at least 1");
     config.retry_base_ms = args["retry-base-ms"].as<std::uint32_t>();

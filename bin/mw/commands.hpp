@@ -22,6 +22,7 @@ int retry(int argc, char** argv);  // mw retry: replay dead jobs
 int schedule(int argc, char** argv);  // mw schedule: periodic jobs
 int flows(int argc, char** argv);     // mw flows: unfinished flows
 int cancel(int argc, char** argv);    // mw cancel: cancel unfinished flows
+int result(int argc, char** argv);    // mw result: how a flow ended
 // create, get, find, update, patch, remove
 int entity(std::string_view method, int argc, char** argv);
 

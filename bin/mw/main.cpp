@@ -43,6 +43,7 @@ constexpr const char* kUsage =
     "  submit TYPE [JSON | -] [--wait] [--timeout SECONDS]   submit a job; prints its id, or the final result\n"
     "         [--delay SECONDS | --at TIME] [--priority N] [--key KEY] [--lease SECONDS]\n"
     "         [--max-attempts N] [--entity ENDPOINT/ID]      run later, ahead of others, once per key …\n"
+    "  result FLOW [--wait] [--timeout SECONDS] [--json]     how a flow ended: its result, or why it died\n"
     "  status [--json] [--all]                               workers, queues and counters (--all: idle types too)\n"
     "  listen [TOPIC ...] [--since SEQ] [--count N]          print events as JSON lines (N of them, then exit)\n"
     "  flows [TYPE] [--state S] [--limit N] [--json]         unfinished flows: in flight, queued, delayed\n"
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
     if (command == "schedule") return mw::cli::schedule(argc - 1, argv + 1);
     if (command == "flows") return mw::cli::flows(argc - 1, argv + 1);
     if (command == "cancel") return mw::cli::cancel(argc - 1, argv + 1);
+    if (command == "result") return mw::cli::result(argc - 1, argv + 1);
     if (command == "bench") {
       for (int i = 2; i < argc; ++i)
         if (std::strcmp(argv[i], "--entities") == 0) return mw::cli::bench_entities(argc - 1, argv + 1);
@@ -94,7 +96,7 @@ int main(int argc, char** argv) {
     }
     for (std::string_view method : {"create", "get", "find", "update", "patch", "remove"})
       if (command == method) return mw::cli::entity(method, argc - 1, argv + 1);
-    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, listen, flows, cancel, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
+    std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, result, listen, flows, cancel, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
     return 2;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);

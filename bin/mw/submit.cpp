@@ -11,7 +11,7 @@
 
 #include "commands.hpp"
 #include "mw/client.hpp"
-#include "mw/log.hpp"
+#include "outcome.hpp"
 #include "time_arg.hpp"
 
 namespace mw::cli {
@@ -128,23 +128,13 @@ int submit(int argc, char** argv) {
   auto outcome = client.submit_and_wait(type, payload, timeout, submit_options);
   if (!outcome) {
     const auto flow = static_cast<unsigned long long>(client.last_flow_id());
-    std::fprintf(stderr, "mw submit: no result within %g s; flow %llu goes on (mw flows shows it, mw cancel %llu ends it)\n",
-                 timeout_s, flow, flow);
+    std::fprintf(stderr,
+                 "mw submit: no result within %g s; flow %llu goes on (mw result %llu --wait waits again, "
+                 "mw cancel %llu ends it)\n",
+                 timeout_s, flow, flow, flow);
     return 3;
   }
-  if (outcome->cancelled) {
-    std::fprintf(stderr, "mw submit: flow %llu was cancelled at %s (mw cancel)\n",
-                 static_cast<unsigned long long>(outcome->flow_id), outcome->last_type.c_str());
-    return 1;
-  }
-  if (!outcome->done) {
-    std::fprintf(stderr, "mw submit: flow %llu died at %s after %u attempt(s): %s\n",
-                 static_cast<unsigned long long>(outcome->flow_id), outcome->last_type.c_str(), outcome->attempts,
-                 one_line(outcome->error).c_str());
-    return 1;
-  }
-  std::cout << outcome->result.to_json_text() << std::endl;
-  return 0;
+  return report_outcome("mw submit", *outcome);
 }
 
 }  // namespace mw::cli

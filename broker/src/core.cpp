@@ -51,7 +51,12 @@ std::uint64_t resident_bytes() {
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transport, std::uint64_t first_id)
-    : config_(std::move(config)), queue_(queue), transport_(transport), next_id_(first_id), instance_(first_id) {
+    : config_(std::move(config)),
+      queue_(queue),
+      transport_(transport),
+      next_id_(first_id),
+      finished_(config_.keep_results, config_.keep_results_bytes),
+      instance_(first_id) {
   wall_clock_ = [] {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -152,6 +157,7 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
       case Command::Heartbeat: on_heartbeat(peer); break;
       case Command::Disconnect: on_disconnect(peer, now_ms); break;
       case Command::Call: on_call(peer, frames[2], frames[3]); break;
+      case Command::Wait: on_wait(peer, frames[2]); break;
       case Command::Welcome:
       case Command::Job:
       case Command::Accepted:
@@ -301,7 +307,7 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
     if (const auto it = keys_.find(submit.key); it != keys_.end()) {
       // Idempotent submit: the first flow with this key is unfinished.
       ++counters_.duplicates;
-      if (submit.wait) extra_waiters_.emplace(it->second, peer);
+      if (submit.wait) add_waiter(it->second, peer);
       send_after_commit(peer, Command::Accepted, wire::encode(wire::Accepted{submit.request_id, it->second}), nullptr);
       return;
     }
@@ -621,10 +627,24 @@ void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_
 
 void BrokerCore::send_results(const Job& job, std::string_view outcome, std::string_view error,
                               zmq::message_t& payload) {
-  // Submitters of the same key that asked to wait hear the end too.
+  if (finished_.enabled()) {
+    FinishedFlow kept{.flow_id = job.flow_id,
+                      .outcome = outcome,
+                      .error = std::string(error),
+                      .last_type = job.type,
+                      .attempts = job.attempts,
+                      .submitted_at = job.submitted_at,
+                      .finished_at = wall_clock_(),
+                      .entity = job.entity,
+                      .key = job.key};
+    kept.result.copy(payload);  // shares the frame (small ones are copied)
+    finished_.add(std::move(kept));
+  }
+  // Submitters of the same key that asked to wait, and WAITs, hear the end too.
   if (!extra_waiters_.empty()) {
     auto [first, last] = extra_waiters_.equal_range(job.flow_id);
     for (auto it = first; it != last; ++it) {
+      if (it->second == job.reply_to) continue;  // it hears it below, once
       zmq::message_t copy;
       copy.copy(payload);
       send_after_commit(it->second, Command::Result,
@@ -725,6 +745,7 @@ void BrokerCore::cancel_flow(std::uint64_t flow_id) {
     break;
   }
   extra_waiters_.erase(flow_id);
+  finished_.forget(flow_id);  // it may have ended in this turn: it never was accepted
   // Gone already: cancelled on request in this same turn (nothing would
   // ever turn up to erase it from cancelled_flows_).
   if (std::find(cancelled_this_turn_.begin(), cancelled_this_turn_.end(), flow_id) != cancelled_this_turn_.end())

@@ -1,6 +1,8 @@
-// The $flows endpoint: a look at unfinished flows, and cancelling one.
+// The $flows endpoint: a look at unfinished flows, and cancelling one; and
+// WAIT, which asks for a flow's RESULT by its id.
 //
-//   get ID     where flow ID is now (queued, delayed or in flight), with its input
+//   get ID     where flow ID is now (queued, delayed or in flight), with its
+//              input; or how it ended, if that is kept (FinishedFlows)
 //   find       the unfinished flows, optionally of one type and in one state
 //   remove ID  cancels flow ID: its job leaves its queue, or, in flight, its
 //              answer will be dropped; a waiting submitter hears "cancelled"
@@ -50,16 +52,95 @@ Error not_unfinished(std::uint64_t flow) {
                ErrorCode::NotFound);
 }
 
+Error not_known(std::uint64_t flow, bool results_kept) {
+  return Error("flow " + std::to_string(flow) + " is not known here: it was never submitted to this broker, or " +
+                   (results_kept ? "it ended too long ago for its outcome to be kept (mw-broker --keep-results)"
+                                 : "it ended (this broker keeps no outcomes: --keep-results 0)"),
+               ErrorCode::NotFound);
+}
+
+// A payload as a JSON value in `record[key]`; nil and `<key>_error` when it
+// has no JSON form.
+void put_payload(Json& record, const std::string& key, std::string_view msgpack) {
+  try {
+    record[key] = Payload::adopt(std::string(msgpack)).to_ordered_json();
+  } catch (const std::exception& e) {
+    record[key] = nullptr;
+    record[key + "_error"] = std::string("the payload is not representable as JSON: ") + e.what();
+  }
+}
+
 }  // namespace
+
+void BrokerCore::on_wait(const std::string& peer, const zmq::message_t& header) {
+  const auto wait = wire::decode_wait(header);
+  if (const FinishedFlow* ended = finished_.find(wait.flow_id)) {
+    zmq::message_t result;
+    result.copy(const_cast<zmq::message_t&>(ended->result));
+    send_after_commit(peer, Command::Result,
+                      wire::encode(wire::Result{ended->flow_id, ended->outcome, ended->error, ended->last_type,
+                                                ended->attempts}),
+                      &result);
+    return;
+  }
+  if (!flow_unfinished(wait.flow_id)) {
+    reply_error(peer, ErrorCode::NotFound, not_known(wait.flow_id, finished_.enabled()).what(), wait.request_id);
+    return;
+  }
+  add_waiter(wait.flow_id, peer);
+}
+
+void BrokerCore::add_waiter(std::uint64_t flow_id, const std::string& peer) {
+  auto [first, last] = extra_waiters_.equal_range(flow_id);
+  for (auto it = first; it != last; ++it)
+    if (it->second == peer) return;
+  extra_waiters_.emplace(flow_id, peer);
+}
+
+bool BrokerCore::flow_unfinished(std::uint64_t flow_id) const {
+  if (cancelled_flows_.contains(flow_id)) return false;
+  for (const WorkerEntry* worker : workers_.all())
+    for (const Job& job : worker->jobs)
+      if (job.flow_id == flow_id) return true;
+  for (const auto& [id, job] : delayed_)
+    if (job.flow_id == flow_id) return true;
+  bool found = false;
+  queue_.for_each({}, [&](const QueuedJob& job) {
+    found = job.flow_id == flow_id;
+    return !found;
+  });
+  return found;
+}
+
+Json BrokerCore::finished_flow_record(const FinishedFlow& flow) const {
+  Json r = Json::object();
+  r["id"] = flow.flow_id;
+  r["state"] = flow.outcome;
+  r["type"] = flow.last_type;
+  r["attempts"] = flow.attempts;
+  r["submitted_at"] = flow.submitted_at;
+  r["finished_at"] = flow.finished_at;
+  if (!flow.error.empty()) r["error"] = flow.error;
+  if (!flow.entity.empty()) r["entity"] = flow.entity;
+  if (!flow.key.empty()) r["key"] = flow.key;
+  // Done: the final result. Dead or cancelled: the input of the stage it was at.
+  const std::string_view bytes(flow.result.data<char>(), flow.result.size());
+  put_payload(r, flow.outcome == kOutcomeDone ? "result" : "payload", bytes);
+  return r;
+}
 
 std::string BrokerCore::call_flows(const HookContext& call) {
   Json result;
   switch (call.method) {
     case Method::Get: {
       const auto flow = flow_id_of(call.id);
-      auto record = flow_record(flow, true);
-      if (!record) throw not_unfinished(flow);
-      result = std::move(*record);
+      if (auto record = flow_record(flow, true)) {
+        result = std::move(*record);
+      } else if (const FinishedFlow* ended = finished_.find(flow)) {
+        result = finished_flow_record(*ended);
+      } else {
+        throw not_known(flow, finished_.enabled());
+      }
       break;
     }
     case Method::Find:
@@ -91,14 +172,7 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   if (!job.entity.empty()) r["entity"] = job.entity;
   if (!job.key.empty()) r["key"] = job.key;
   if (worker) r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
-  if (with_payload) {
-    try {
-      r["payload"] = Payload::adopt(std::string(job.payload)).to_ordered_json();
-    } catch (const std::exception& e) {
-      r["payload"] = nullptr;
-      r["payload_error"] = std::string("the payload is not representable as JSON: ") + e.what();
-    }
-  }
+  if (with_payload) put_payload(r, "payload", job.payload);
   return r;
 }
 

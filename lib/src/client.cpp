@@ -3,6 +3,8 @@
 #include <array>
 #include <deque>
 #include <functional>
+#include <unordered_map>
+#include <vector>
 
 #include "mw/log.hpp"
 #include "peer_socket.hpp"
@@ -47,7 +49,12 @@ class Client::Impl {
       throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
     check_submit_options(options);
     const std::uint64_t request_id = ++last_request_id_;
-    wire::Submit submit{request_id, type, wait, options.max_attempts, options.entity};
+    wire::Submit submit;
+    submit.request_id = request_id;
+    submit.type = type;
+    submit.wait = wait;
+    submit.max_attempts = options.max_attempts;
+    submit.entity = options.entity;
     submit.delay_ms = static_cast<std::uint64_t>(options.delay.count());
     submit.priority = options.priority;
     submit.key = options.key;
@@ -91,7 +98,21 @@ class Client::Impl {
     say_hello();  // heartbeats tell us if the broker dies while we wait
     const auto request_id = send_submit(type, payload.bytes(), true, options);
     const auto flow_id = await_accepted(request_id);
+    return await_result(flow_id, Clock::now() + timeout, 0);
+  }
+
+  std::optional<Outcome> wait_for(std::uint64_t flow_id, std::chrono::milliseconds timeout) {
+    if (flow_id == 0) throw Error("0 is not a flow id: flow ids start at 1", ErrorCode::BadRequest);
+    say_hello();
     const auto deadline = Clock::now() + timeout;
+    return await_result(flow_id, deadline, send_wait(flow_id));
+  }
+
+  // Waits for flow `flow_id`'s RESULT until `deadline`. `wait_request` is
+  // the WAIT that asked for it (0 when a SUBMIT with wait did): an ERROR
+  // for it, or for the WAIT that re-asks after the broker forgot us, means
+  // the broker does not know the flow.
+  std::optional<Outcome> await_result(std::uint64_t flow_id, Clock::time_point deadline, std::uint64_t wait_request) {
     std::optional<Outcome> outcome;
     if (take_from_backlog([&](ClientEvent& e) {
           if (e.kind != ClientEvent::Kind::Result || e.flow_id != flow_id) return false;
@@ -99,6 +120,15 @@ class Client::Impl {
           return true;
         }))
       return outcome;
+    awaited_.push_back(flow_id);
+    struct Unwait {  // however the wait ends
+      Impl& self;
+      std::uint64_t flow_id;
+      ~Unwait() {
+        self.awaited_.pop_back();
+        std::erase_if(self.rewaits_, [&](const auto& entry) { return entry.second == flow_id; });
+      }
+    } unwait{*this, flow_id};
     try {
       receive_until(deadline, [&](detail::Inbound& in) {
         auto e = to_event(in);
@@ -107,6 +137,17 @@ class Client::Impl {
           outcome = std::move(e->outcome);
           return true;
         }
+        if (e->kind == ClientEvent::Kind::Error && e->request_id != 0) {
+          const auto re = rewaits_.find(e->request_id);
+          const bool ours = e->request_id == wait_request || (re != rewaits_.end() && re->second == flow_id);
+          if (re != rewaits_.end()) rewaits_.erase(re);
+          if (ours)
+            throw Error(std::string(e->message) +
+                            (e->request_id == wait_request ? ""
+                                                           : " (the broker restarted, or forgot this client, while "
+                                                             "it waited; a broker on :memory: forgets its flows)"),
+                        e->code);
+        }
         backlog_.push_back(std::move(*e));
         return false;
       });
@@ -114,13 +155,22 @@ class Client::Impl {
       throw Interrupted("interrupted while waiting for flow " + std::to_string(flow_id) +
                         ", which goes on in the broker");
     } catch (const Error& e) {
-      // The flow was accepted: say which, so its outcome can be looked for.
+      // Say which flow, so its outcome can be looked for.
       if (e.code() != ErrorCode::Unavailable) throw;
       throw Error(std::string(e.what()) + ", while waiting for flow " + std::to_string(flow_id) +
-                      " (accepted: a broker with a durable store runs it after a restart)",
+                      " (a broker with a durable store runs it after a restart; mw result " + std::to_string(flow_id) +
+                      " --wait waits for it again)",
                   ErrorCode::Unavailable);
     }
     return outcome;
+  }
+
+  // Sends WAIT for `flow_id`; returns its request id.
+  std::uint64_t send_wait(std::uint64_t flow_id) {
+    const std::uint64_t request_id = ++last_request_id_;
+    zmq::message_t header = wire::encode(wire::WaitRequest{request_id, flow_id});
+    peer_.send(Command::Wait, &header);
+    return request_id;
   }
 
   std::uint64_t send_call(std::string_view endpoint, std::string_view method, std::optional<std::string> id,
@@ -330,6 +380,8 @@ class Client::Impl {
             said_hello_ = false;
             peer_.forget_welcome();  // until the WELCOME: the broker may not be the one we knew
             say_hello();
+            // A restarted broker does not know who waits for what: ask again.
+            for (const auto flow_id : awaited_) rewaits_.emplace(send_wait(flow_id), flow_id);
           }
           continue;
         }
@@ -414,6 +466,8 @@ class Client::Impl {
   bool said_hello_ = false;
   std::string pub_address_;
   std::uint64_t last_flow_id_ = 0;
+  std::vector<std::uint64_t> awaited_;  // flows whose RESULT a call waits for now
+  std::unordered_map<std::uint64_t, std::uint64_t> rewaits_;  // WAIT request id → flow, sent after a DISCONNECT
   std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
   Clock::time_point last_heard_ = Clock::now();
   Clock::time_point last_heartbeat_ = Clock::now();
@@ -450,6 +504,10 @@ std::uint64_t Client::send_submit(std::string_view type, std::string_view msgpac
 std::optional<ClientEvent> Client::next_event(std::chrono::milliseconds timeout) { return impl_->next_event(timeout); }
 void Client::flush() { impl_->flush(); }
 const std::string& Client::broker() const noexcept { return impl_->broker(); }
+
+std::optional<Outcome> Client::wait(std::uint64_t flow_id, std::chrono::milliseconds timeout) {
+  return impl_->wait_for(flow_id, timeout);
+}
 
 std::uint64_t Client::last_flow_id() const noexcept { return impl_->last_flow_id(); }
 

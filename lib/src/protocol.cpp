@@ -21,12 +21,13 @@ std::string_view command_name(Command command) noexcept {
     case Command::Disconnect: return "DISCONNECT";
     case Command::Error: return "ERROR";
     case Command::Batch: return "BATCH";
+    case Command::Wait: return "WAIT";
   }
   return "UNKNOWN";
 }
 
 bool is_known_command(std::uint8_t byte) noexcept {
-  return byte >= static_cast<std::uint8_t>(Command::Hello) && byte <= static_cast<std::uint8_t>(Command::Batch);
+  return byte >= static_cast<std::uint8_t>(Command::Hello) && byte <= static_cast<std::uint8_t>(Command::Wait);
 }
 
 }  // namespace mw

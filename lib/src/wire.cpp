@@ -529,6 +529,12 @@ zmq::message_t encode(const StatusRequest& m) {
   return w.frame();
 }
 
+zmq::message_t encode(const WaitRequest& m) {
+  Writer w;
+  w.array(2).u64(m.request_id).u64(m.flow_id);
+  return w.frame();
+}
+
 zmq::message_t encode(const Call& m) {
   Writer w;
   w.array(4).u64(m.request_id).str(m.endpoint).str(m.method);
@@ -725,6 +731,13 @@ Result decode_result(const zmq::message_t& frame) {
 StatusRequest decode_status(const zmq::message_t& frame) {
   Fields f(frame, 1, "STATUS");
   return {f.u64(0, "request id")};
+}
+
+WaitRequest decode_wait(const zmq::message_t& frame) {
+  Fields f(frame, 2, "WAIT");
+  WaitRequest m{f.u64(0, "request id"), f.u64(1, "flow id")};
+  if (m.flow_id == 0) f.fail("flow id", "a flow id (1 or more)");
+  return m;
 }
 
 Call decode_call(const zmq::message_t& frame) {

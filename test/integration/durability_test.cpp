@@ -257,6 +257,89 @@ TEST_CASE("durability: mw submit --wait that loses its broker names the accepted
   std::string ran_flow;
   std::getline(ran_flows, ran_flow);
   CHECK(ran_flow == flow);  // the flow the message named is the one the restarted broker ran
+
+  // The message says how to get the result: mw result (the broker keeps the outcome).
+  CHECK(err.find("mw result " + flow + " --wait") != std::string::npos);
+  const auto result = cluster.mw({"result", flow, "--wait", "--timeout", "10"});
+  CHECK(result.exit_status == 0);
+  CHECK(result.out == "{\"n\":1}\n");
+}
+
+TEST_CASE("durability: mw submit --wait outlives a quick broker restart: it asks for its flow again and prints the result") {
+  Cluster cluster;
+  INFO(cluster.report());
+  const auto store = (cluster.dir() / "mw.db").string();
+  // 1 s heartbeats: the waiting client gives the restart 3 s before it gives up.
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "1000"});
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  Process& waiting = cluster.start_mw("waiting", {"submit", "later", "{\"n\":2}", "--wait", "--timeout", "60"});
+  REQUIRE(wait_until([&] { return cluster.status().submitted == 1; }, 10s));
+  std::this_thread::sleep_for(1s);  // the commit and the ACCEPTED (see the test case above)
+  cluster.broker().signal(SIGKILL);
+  REQUIRE(cluster.broker().wait_exit(5s).has_value());
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "1000"}, address, pub);
+  cluster.start_exec("later", {}, {"/bin/cat"});
+  REQUIRE(waiting.wait_exit(30s) == 0);
+  CHECK(waiting.stdout_text() == "{\"n\":2}\n");
+  CHECK(cluster.status().recovered == 1);
+}
+
+TEST_CASE("durability: mw submit --wait whose broker restarts on :memory: says at once that the flow is gone") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--store", ":memory:", "--heartbeat-ms", "1000"});
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  Process& waiting = cluster.start_mw("waiting", {"submit", "later", "{\"n\":3}", "--wait", "--timeout", "60"});
+  REQUIRE(wait_until([&] { return cluster.status().submitted == 1; }, 10s));
+  std::this_thread::sleep_for(500ms);  // the ACCEPTED
+  cluster.broker().signal(SIGKILL);
+  REQUIRE(cluster.broker().wait_exit(5s).has_value());
+  cluster.start_broker({"--store", ":memory:", "--heartbeat-ms", "1000"}, address, pub);
+  // Told by the new broker within a heartbeat or two, long before its 60 s.
+  REQUIRE(waiting.wait_exit(20s) == 1);
+  CHECK(waiting.stderr_text().find("is not known here") != std::string::npos);
+  CHECK(waiting.stderr_text().find(":memory: forgets its flows") != std::string::npos);
+}
+
+TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--type-max-attempts", "doomed=1"});
+  const auto submitted = cluster.mw({"submit", "echo", "{\"k\":\"v\"}"});
+  REQUIRE(submitted.exit_status == 0);
+  const std::string flow = submitted.out.substr(0, submitted.out.find('\n'));
+
+  const auto waiting = cluster.mw({"result", flow});  // no worker yet
+  CHECK(waiting.exit_status == 3);
+  CHECK(waiting.err.find("has not ended: it is queued at echo") != std::string::npos);
+  Process& waiter = cluster.start_mw("result-wait", {"result", flow, "--wait", "--timeout", "30"});
+  cluster.start_exec("echo", {}, {"/bin/cat"});
+  REQUIRE(waiter.wait_exit(20s) == 0);
+  CHECK(waiter.stdout_text() == "{\"k\":\"v\"}\n");
+
+  const auto again = cluster.mw({"result", flow});
+  CHECK(again.exit_status == 0);
+  CHECK(again.out == "{\"k\":\"v\"}\n");
+  const auto json = cluster.mw({"result", flow, "--json"});
+  REQUIRE(json.exit_status == 0);
+  const auto record = nlohmann::json::parse(json.out);
+  CHECK(record.at("state") == "done");
+  CHECK(record.at("type") == "echo");
+  CHECK(record.at("result") == nlohmann::json{{"k", "v"}});
+
+  cluster.start_exec("doomed", {}, {"/bin/sh", "-c", "echo 'no such order' >&2; exit 1"});
+  const auto died = cluster.mw({"submit", "doomed", "1", "--wait"});
+  REQUIRE(died.exit_status == 1);
+  const auto dead_flow = died.err.substr(died.err.find("flow ") + 5, died.err.find(" died") - died.err.find("flow ") - 5);
+  const auto dead = cluster.mw({"result", dead_flow});
+  CHECK(dead.exit_status == 1);
+  CHECK(dead.err.find("died at doomed after 1 attempt(s)") != std::string::npos);
+  CHECK(dead.err.find("no such order") != std::string::npos);
+
+  const auto unknown = cluster.mw({"result", "12345"});
+  CHECK(unknown.exit_status == 1);
+  CHECK(unknown.err.find("flow 12345 is not known here") != std::string::npos);
+  CHECK(cluster.mw({"result", "abc"}).exit_status == 1);
 }
 
 TEST_CASE("durability: mw submit to a broker that never acknowledges says the job may or may not be accepted") {

@@ -185,7 +185,7 @@ TEST_CASE("$flows remove of a flow in flight: the submitter hears at once, the w
   CHECK(r.result.at("worker").at("pid") == 1234);
   REQUIRE(h.results("c1").size() == 1);
   CHECK(h.results("c1")[0].outcome == "cancelled");
-  CHECK(call_flows(h, "get", std::to_string(flow)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+  CHECK(call_flows(h, "get", std::to_string(flow)).result.at("state") == "cancelled");  // ended: its outcome is kept
   CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{second});
 
   SUBCASE("handed back by its worker, it is dropped, not run, and stays out of sight") {
@@ -243,4 +243,184 @@ TEST_CASE("MemoryJobQueue::take_flow takes a job out of any lane and keeps the c
   CHECK(q.pop("t").value().id == 1);
   CHECK(q.pop("t").value().id == 3);
   CHECK_FALSE(q.pop("t").has_value());
+}
+
+// ---- kept outcomes: WAIT and $flows get of a flow that ended --------------
+
+namespace {
+
+// One WAIT from `peer`; what it was answered with at once.
+std::vector<Sent> wait_for(Harness& h, const std::string& peer, std::uint64_t flow, std::uint64_t request_id = 31) {
+  const std::size_t mark = h.transport.sent.size();
+  h.command(peer, Command::Wait, bytes_of(wire::encode(wire::WaitRequest{request_id, flow})));
+  return h.to(peer, mark);
+}
+
+// The one ERROR a WAIT got.
+ErrorMsg wait_error(Harness& h, std::uint64_t flow, std::uint64_t request_id) {
+  const auto sent = wait_for(h, "c3", flow, request_id);
+  REQUIRE(sent.size() == 1);
+  return Harness::error_of(sent[0]);
+}
+
+}  // namespace
+
+TEST_CASE("WAIT on an unfinished flow: the RESULT comes when it ends, to every waiter once") {
+  Harness h;
+  h.ready("w1", {"a"}, "b", 1);
+  h.ready("w2", {"b"}, "", 1);
+  const auto flow = h.submit("c1", "a", payload_bytes(1));  // c1 waits as the submitter
+  CHECK(wait_for(h, "c2", flow).empty());                   // nothing until it ends
+  CHECK(wait_for(h, "c2", flow, 32).empty());               // asked twice: told once
+  CHECK(wait_for(h, "c1", flow).empty());                   // the submitter asks again (it reconnected)
+  h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(5));
+  CHECK(h.results("c2").empty());  // the flow goes on to stage b
+  h.done("w2", h.jobs("w2").at(0).id, std::nullopt, payload_bytes(7));
+  for (const std::string peer : {"c1", "c2"}) {
+    INFO(peer);
+    const auto results = h.results(peer);
+    REQUIRE(results.size() == 1);
+    CHECK(results[0].flow == flow);
+    CHECK(results[0].outcome == "done");
+    CHECK(results[0].last_type == "b");
+    CHECK(results[0].payload == payload_bytes(7));
+  }
+}
+
+TEST_CASE("WAIT on a flow that ended gets its RESULT at once; $flows get shows how it ended") {
+  Harness h;
+  constexpr std::int64_t kWall = 1'800'000'000'000;
+  h.core.set_wall_clock([] { return kWall; });
+  h.ready("w1", {"a"}, "", 1);
+  const auto done_flow = h.submit("c1", "a", payload_bytes(1), false);
+  h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(9));
+  const auto dead_flow = h.submit("c1", "a", mw::Payload::of("x").bytes(), false, 1);
+  h.fail("w1", h.jobs("w1").at(1).id, "not a number", true);
+
+  const auto sent = wait_for(h, "c3", done_flow);
+  REQUIRE(sent.size() == 1);
+  REQUIRE(sent[0].command == Command::Result);
+  const auto header = frame_of(sent[0].header);
+  const auto r = wire::decode_result(header);
+  CHECK(r.flow_id == done_flow);
+  CHECK(r.outcome == "done");
+  CHECK(*sent[0].payload == payload_bytes(9));
+
+  const auto dead = wait_for(h, "c3", dead_flow);
+  REQUIRE(dead.size() == 1);
+  const auto dead_header = frame_of(dead[0].header);
+  CHECK(wire::decode_result(dead_header).outcome == "dead");
+  CHECK(wire::decode_result(dead_header).error == "not a number");
+
+  const auto got = call_flows(h, "get", std::to_string(done_flow));
+  REQUIRE(got.code == 0);
+  CHECK(got.result.at("state") == "done");
+  CHECK(got.result.at("type") == "a");
+  CHECK(got.result.at("finished_at") == kWall);
+  CHECK(got.result.contains("result"));
+  const auto got_dead = call_flows(h, "get", std::to_string(dead_flow));
+  REQUIRE(got_dead.code == 0);
+  CHECK(got_dead.result.at("state") == "dead");
+  CHECK(got_dead.result.at("error") == "not a number");
+  CHECK(got_dead.result.at("payload") == "x");  // the input of the stage that died
+  CHECK(got_dead.result.at("attempts") == 1);
+  // find still lists only unfinished flows.
+  CHECK(call_flows(h, "find").result.at("data").empty());
+}
+
+TEST_CASE("WAIT on a flow the broker does not know: ERROR 404 with the request id") {
+  SUBCASE("never submitted") {
+    Harness h;
+    const auto e = wait_error(h, 424242, 77);
+    CHECK(e.code == ErrorCode::NotFound);
+    CHECK(e.request_id == 77);
+    CHECK(e.message.find("424242") != std::string::npos);
+    CHECK(call_flows(h, "get", "424242").code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+  }
+  SUBCASE("ended, with outcomes not kept (--keep-results 0)") {
+    auto config = test_config();
+    config.keep_results = 0;
+    Harness h(config);
+    h.ready("w1", {"a"}, "", 1);
+    const auto flow = h.submit("c1", "a", payload_bytes(1), false);
+    h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+    const auto e = wait_error(h, flow, 31);
+    CHECK(e.code == ErrorCode::NotFound);
+    CHECK(e.message.find("--keep-results 0") != std::string::npos);
+  }
+  SUBCASE("flow id 0 is malformed") {
+    Harness h;
+    const auto e = wait_error(h, 0, 78);
+    CHECK(e.code == ErrorCode::BadRequest);
+    CHECK(e.request_id == 78);
+  }
+}
+
+TEST_CASE("a cancelled flow's outcome is kept: a later WAIT hears 'cancelled'") {
+  Harness h;
+  const auto flow = h.submit("c1", "a", payload_bytes(3), false);
+  REQUIRE(call_flows(h, "remove", std::to_string(flow)).code == 0);
+  const auto sent = wait_for(h, "c3", flow);
+  REQUIRE(sent.size() == 1);
+  const auto header = frame_of(sent[0].header);
+  CHECK(wire::decode_result(header).outcome == "cancelled");
+  CHECK(call_flows(h, "get", std::to_string(flow)).result.at("state") == "cancelled");
+}
+
+TEST_CASE("FinishedFlows keeps the newest outcomes within its count and bytes") {
+  using mw::broker::FinishedFlow;
+  using mw::broker::FinishedFlows;
+  auto flow = [](std::uint64_t id, std::size_t result_bytes) {
+    FinishedFlow f;
+    f.flow_id = id;
+    f.outcome = mw::kOutcomeDone;
+    f.last_type = "t";
+    f.result = zmq::message_t(result_bytes);
+    return f;
+  };
+  SUBCASE("count: the oldest go first") {
+    FinishedFlows kept(3, 1 << 20);
+    for (std::uint64_t id = 1; id <= 5; ++id) kept.add(flow(id, 10));
+    CHECK(kept.size() == 3);
+    CHECK(kept.find(1) == nullptr);
+    CHECK(kept.find(2) == nullptr);
+    REQUIRE(kept.find(5) != nullptr);
+    CHECK(kept.find(5)->flow_id == 5);
+    CHECK(kept.bytes() == 30);
+  }
+  SUBCASE("bytes: as many of the newest as fit; one too large alone is not kept") {
+    FinishedFlows kept(100, 100);
+    kept.add(flow(1, 40));
+    kept.add(flow(2, 40));
+    kept.add(flow(3, 40));  // 120 > 100: flow 1 goes
+    CHECK(kept.find(1) == nullptr);
+    CHECK(kept.bytes() == 80);
+    kept.add(flow(4, 101));
+    CHECK(kept.find(4) == nullptr);
+    CHECK(kept.size() == 2);
+  }
+  SUBCASE("the same flow again replaces it; forget drops it") {
+    FinishedFlows kept(2, 1000);
+    kept.add(flow(1, 10));
+    kept.add(flow(1, 20));
+    CHECK(kept.size() == 1);
+    CHECK(kept.bytes() == 20);
+    kept.add(flow(2, 10));
+    kept.add(flow(3, 10));  // two kept: 1 (the replaced one's slot is gone too) leaves
+    CHECK(kept.find(1) == nullptr);
+    CHECK(kept.size() == 2);
+    kept.forget(3);
+    CHECK(kept.find(3) == nullptr);
+    CHECK(kept.bytes() == 10);
+    kept.add(flow(4, 10));
+    kept.add(flow(5, 10));
+    CHECK(kept.size() == 2);
+    CHECK(kept.find(2) == nullptr);
+  }
+  SUBCASE("0 keeps nothing") {
+    FinishedFlows kept(0, 1000);
+    kept.add(flow(1, 10));
+    CHECK(kept.size() == 0);
+    CHECK_FALSE(kept.enabled());
+  }
 }

@@ -79,6 +79,7 @@ std::vector<DecoderCase> all_decoders() {
   add("REPLY", wire::decode_reply, wire::encode(wire::Reply{8, 404, "no such user"}), 2);
   add("REPLY(ok)", wire::decode_reply, wire::encode(wire::Reply{8, 0, ""}), 2);
   add("STATUS", wire::decode_status, wire::encode(wire::StatusRequest{12}), 1);
+  add("WAIT", wire::decode_wait, wire::encode(wire::WaitRequest{13, 99}), 2);
   add("ERROR", wire::decode_error, wire::encode(wire::ErrorReply{ErrorCode::TooLarge, "big", 3}), 2);
   {
     wire::Stats s;
@@ -812,7 +813,7 @@ TEST_CASE("check_msgpack rejects deep nesting without crashing") {
 // ---- the tag frame -------------------------------------------------------------
 
 TEST_CASE("encode_tag and decode_tag round trip every command") {
-  for (std::uint8_t b = 0x01; b <= 0x11; ++b) {
+  for (std::uint8_t b = 0x01; b <= 0x12; ++b) {
     const auto command = static_cast<Command>(b);
     const auto tag = wire::encode_tag(command);
     REQUIRE(tag.size() == mw::kTagFrameBytes);
@@ -834,7 +835,7 @@ TEST_CASE("decode_tag rejects malformed tags") {
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(bad)); }) == ErrorCode::BadProtocol);
   }
   SUBCASE("unknown command byte") {
-    for (unsigned b : {0x00u, 0x12u, 0x7fu, 0x80u, 0xffu}) {
+    for (unsigned b : {0x00u, 0x13u, 0x7fu, 0x80u, 0xffu}) {
       CAPTURE(b);
       const std::string tag = std::string("MW1") + static_cast<char>(b);
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(tag)); }) == ErrorCode::UnknownCommand);
@@ -886,6 +887,18 @@ std::string index_of(const std::vector<std::pair<unsigned, std::string>>& entrie
 }
 
 }  // namespace
+
+TEST_CASE("WAIT round trips, and refuses flow id 0") {
+  const auto frame = wire::encode(wire::WaitRequest{41, 1839694082699264});
+  const auto w = wire::decode_wait(frame);
+  CHECK(w.request_id == 41);
+  CHECK(w.flow_id == 1839694082699264);
+  CHECK(wire::frame_count(Command::Wait) == 2);
+  CHECK(mw::command_name(Command::Wait) == "WAIT");
+  CHECK(wire::peek_request_id(frame) == 41);
+  CHECK(decode_error_code([] { (void)wire::decode_wait(wire::encode(wire::WaitRequest{41, 0})); }) ==
+        ErrorCode::BadRequest);
+}
 
 TEST_CASE("frame_count of BATCH is 0: its index gives the count") {
   CHECK(wire::frame_count(Command::Batch) == 0);

@@ -106,9 +106,20 @@ class Client {
 
   // Submits and waits for the flow's end. Returns nullopt when `timeout`
   // passes first (the flow goes on). Throws mw::Error on an ERROR reply or
-  // when the broker goes silent for its liveness period.
+  // when the broker goes silent for its liveness period. A broker that
+  // restarts (or forgets this client) while it waits is asked again for the
+  // flow's RESULT (WAIT): with a durable store the wait goes on; a broker
+  // that no longer knows the flow (":memory:") makes it throw NotFound.
   [[nodiscard]] std::optional<Outcome> submit_and_wait(std::string_view type, const Payload& payload,
                                                        std::chrono::milliseconds timeout, SubmitOptions options = {});
+
+  // Waits for the end of flow `flow_id`, whoever submitted it, and returns
+  // its outcome: at once when it has ended and the broker still keeps its
+  // outcome (mw-broker --keep-results). Returns nullopt when `timeout`
+  // passes first (the flow goes on). Throws mw::Error NotFound when the
+  // broker knows no such flow (never submitted, or ended too long ago),
+  // and as submit_and_wait does otherwise.
+  [[nodiscard]] std::optional<Outcome> wait(std::uint64_t flow_id, std::chrono::milliseconds timeout);
 
   // The broker's counters, queues and workers. Throws mw::Error on timeout.
   wire::Stats status();

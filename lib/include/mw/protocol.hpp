@@ -45,6 +45,7 @@ enum class Command : std::uint8_t {
   Disconnect = 0x0F,  // both ways: no header
   Error = 0x10,       // broker → any: [code, message, request id]
   Batch = 0x11,       // both ways, once agreed: [index] + payloads: several messages in one
+  Wait = 0x12,        // client → broker: [request id, flow id]: send me that flow's RESULT
 };
 
 // Returns the command's name as written in docs and logs ("READY"), or

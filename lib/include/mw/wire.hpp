@@ -135,6 +135,13 @@ struct StatusRequest {
   std::uint64_t request_id = 0;
 };
 
+// Asks for a flow's RESULT by its id: the flow may have been submitted by
+// another connection, or by this one before the broker restarted.
+struct WaitRequest {
+  std::uint64_t request_id = 0;
+  std::uint64_t flow_id = 0;
+};
+
 struct ErrorReply {
   ErrorCode code = ErrorCode::BadRequest;
   std::string_view message;
@@ -310,6 +317,7 @@ zmq::message_t encode(const Submit& m);
 zmq::message_t encode(const Accepted& m);
 zmq::message_t encode(const Result& m);
 zmq::message_t encode(const StatusRequest& m);
+zmq::message_t encode(const WaitRequest& m);
 zmq::message_t encode(const Call& m);
 zmq::message_t encode(const Reply& m);
 zmq::message_t encode(const ErrorReply& m);
@@ -326,6 +334,7 @@ Submit decode_submit(const zmq::message_t& frame);
 Accepted decode_accepted(const zmq::message_t& frame);
 Result decode_result(const zmq::message_t& frame);
 StatusRequest decode_status(const zmq::message_t& frame);
+WaitRequest decode_wait(const zmq::message_t& frame);
 Call decode_call(const zmq::message_t& frame);
 Reply decode_reply(const zmq::message_t& frame);
 ErrorReply decode_error(const zmq::message_t& frame);

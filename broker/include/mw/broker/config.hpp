@@ -48,6 +48,13 @@ struct BrokerConfig {
   std::uint64_t max_waiting_jobs = 10'000'000;
   std::uint64_t max_waiting_bytes = std::uint64_t{4} << 30;
 
+  // How many ended flows' outcomes are kept, newest first, for WAIT and
+  // $flows get (mw result) to find after the RESULT went out, and how many
+  // bytes of results they may hold between them (FinishedFlows). 0 for
+  // either keeps none. In memory only.
+  std::uint64_t keep_results = 10'000;
+  std::uint64_t keep_results_bytes = std::uint64_t{64} << 20;
+
   // The entity endpoint that receives dead-job records (mw dead, mw::Sync).
   std::string sync_endpoint = "sync";
   // The entity endpoint whose documents are periodic jobs (mw schedule).

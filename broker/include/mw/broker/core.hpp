@@ -38,6 +38,7 @@
 
 #include "mw/broker/config.hpp"
 #include "mw/broker/entity_service.hpp"
+#include "mw/broker/finished_flows.hpp"
 #include "mw/broker/job_journal.hpp"
 #include "mw/broker/job_queue.hpp"
 #include "mw/broker/rate_meter.hpp"
@@ -137,6 +138,7 @@ class BrokerCore {
 
   std::size_t in_flight() const noexcept;
   std::size_t delayed() const noexcept { return delayed_.size(); }
+  const FinishedFlows& finished_flows() const noexcept { return finished_; }
   const WorkerRegistry& workers() const noexcept { return workers_; }
 
  private:
@@ -168,6 +170,11 @@ class BrokerCore {
   void on_submit(const std::string& peer, const zmq::message_t& header, zmq::message_t& payload, std::int64_t now_ms);
   void on_status(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms);
   void on_call(const std::string& peer, const zmq::message_t& header, const zmq::message_t& body);
+  // WAIT (flows.cpp): the flow's RESULT now if it ended and is kept, else
+  // when it ends if it is unfinished here, else ERROR 404.
+  void on_wait(const std::string& peer, const zmq::message_t& header);
+  // `peer` hears flow `flow_id`'s RESULT when it ends (once, however often asked).
+  void add_waiter(std::uint64_t flow_id, const std::string& peer);
   // An entity call through EntityService::call (hooks and all); nullopt
   // when it was answered already (the $mark endpoint).
   std::optional<std::string> run_call(const std::string& peer, const wire::Call& call, Method method,
@@ -180,6 +187,9 @@ class BrokerCore {
   std::optional<Json> flow_record(std::uint64_t flow_id, bool with_payload) const;
   Json flow_record(const QueuedJob& job, std::string_view state, const WorkerEntry* worker, bool with_payload) const;
   Json find_flows(const Json& query) const;
+  // Whether flow `flow_id` has a live job here (O(jobs waiting), as get).
+  bool flow_unfinished(std::uint64_t flow_id) const;
+  Json finished_flow_record(const FinishedFlow& flow) const;
   Json delayed_flow_record(const Job& job, bool with_payload) const;  // with its due_at
   Json cancel_flow_on_request(std::uint64_t flow_id);
   // Resolves SUBMIT's entity option ("endpoint/id", "id" or "auto") against
@@ -206,8 +216,9 @@ class BrokerCore {
   void retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms);
   void bury(Job& job, std::string_view error, std::int64_t now_ms);
   void write_dead_record(const Job& job, std::string_view error);
-  // RESULT to the flow's submitter if it waits, and to later submitters of
-  // the same key that wait; after the commit when one is open.
+  // RESULT to the flow's submitter if it waits, and to the others that
+  // wait for it (a later SUBMIT of its key, a WAIT); after the commit when
+  // one is open. Keeps the outcome in finished_.
   void send_results(const Job& job, std::string_view outcome, std::string_view error, zmq::message_t& payload);
   // Why a new flow with a payload of `payload_bytes` may not be accepted
   // now (config max_waiting_*), as the ERROR 507 text; nullopt when it may.
@@ -296,6 +307,7 @@ class BrokerCore {
   KeyMap keys_;  // idempotency key → its unfinished flow
   std::unordered_multimap<std::uint64_t, std::string> extra_waiters_;  // flow → duplicate submitters that wait
   std::unordered_set<std::uint64_t> cancelled_flows_;
+  FinishedFlows finished_;  // outcomes of ended flows, for WAIT and $flows get
   std::vector<std::uint64_t> cancelled_this_turn_;  // by $flows remove, until end_turn()
 
   struct Deferred {

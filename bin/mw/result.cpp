@@ -1,0 +1,125 @@
+// mw result FLOW [--wait] [--timeout SECONDS] [--json]  — how a flow ended
+//
+// Without --wait: asks $flows (get) where the flow is, and prints its result
+// if it has ended and the broker still keeps its outcome. With --wait: sends
+// WAIT and prints the result when the flow ends (docs/PROTOCOL.md §5.16).
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "mw/client.hpp"
+#include "mw/payload.hpp"
+#include "outcome.hpp"
+
+namespace mw::cli {
+namespace {
+
+constexpr std::string_view kCommand = "mw result";
+
+std::uint64_t flow_id_from(const std::string& text) {
+  std::uint64_t flow = 0;
+  const auto* end = text.data() + text.size();
+  const auto [at, ec] = std::from_chars(text.data(), end, flow);
+  if (ec != std::errc() || at != end || flow == 0)
+    throw Error("'" + text + "' is not a flow id: a flow id is a positive integer, as mw submit prints it",
+                ErrorCode::BadRequest);
+  return flow;
+}
+
+// A $flows record as an Outcome, for a flow that has ended.
+Outcome outcome_of(const nlohmann::ordered_json& record) {
+  Outcome o;
+  o.flow_id = record.at("id").get<std::uint64_t>();
+  const auto state = record.at("state").get<std::string>();
+  o.done = state == kOutcomeDone;
+  o.cancelled = state == kOutcomeCancelled;
+  o.last_type = record.at("type").get<std::string>();
+  o.attempts = record.value("attempts", 0u);
+  o.error = record.value("error", std::string());
+  const char* field = o.done ? "result" : "payload";
+  if (record.contains(field)) o.result = Payload::from_json(record[field]);
+  return o;
+}
+
+// The same record shape as $flows get, for --json after a WAIT.
+nlohmann::ordered_json record_of(const Outcome& o) {
+  nlohmann::ordered_json r;
+  r["id"] = o.flow_id;
+  r["state"] = o.done ? kOutcomeDone : o.cancelled ? kOutcomeCancelled : kOutcomeDead;
+  r["type"] = o.last_type;
+  r["attempts"] = o.attempts;
+  if (!o.error.empty()) r["error"] = o.error;
+  r[o.done ? "result" : "payload"] = o.result.to_ordered_json();
+  return r;
+}
+
+int exit_code_of(const Outcome& o) { return o.done ? 0 : 1; }
+
+}  // namespace
+
+int result(int argc, char** argv) {
+  cxxopts::Options options("mw result",
+                           "How flow FLOW ended: prints its result as JSON (exit 0), or says how it died or was "
+                           "cancelled (exit 1), or that it has not ended yet (exit 3). The broker keeps the "
+                           "outcomes of the flows that ended last (mw-broker --keep-results).");
+  options.positional_help("FLOW");
+  add_common_options(options);
+  options.add_options()
+      ("wait", "wait for an unfinished flow to end")
+      ("timeout", "with --wait: give up after this many seconds (exit 3; the flow goes on)",
+       cxxopts::value<double>()->default_value("30"))
+      ("json", "print the flow's record ($flows get) as JSON instead, whatever its state")
+      ("flow", "flow id", cxxopts::value<std::string>());
+  options.parse_positional({"flow"});
+  cxxopts::ParseResult args;
+  if (parse_or_help(options, argc, argv, args)) return 0;
+  if (!args.count("flow")) throw Error("missing FLOW: mw result FLOW [--wait]", ErrorCode::BadRequest);
+  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  const std::uint64_t flow = flow_id_from(args["flow"].as<std::string>());
+  const double timeout_s = args["timeout"].as<double>();
+  if (!(timeout_s > 0) || timeout_s > 1e7) throw Error("--timeout must be a positive number of seconds");
+  if (args["timeout"].count() && !args.count("wait"))
+    throw Error("--timeout is how long --wait waits: give --wait too, or leave --timeout out", ErrorCode::BadRequest);
+  const bool json = args.count("json") > 0;
+
+  const auto stop = StopSignal::on_signals();
+  ClientOptions client_options{.broker = args["broker"].as<std::string>()};
+  client_options.stop = &stop;
+  Client client(client_options);
+
+  if (args.count("wait")) {
+    const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
+    const auto outcome = client.wait(flow, timeout);
+    if (!outcome) {
+      std::fprintf(stderr, "mw result: flow %llu has not ended within %g s; it goes on (mw flows shows it)\n",
+                   static_cast<unsigned long long>(flow), timeout_s);
+      return 3;
+    }
+    if (!json) return report_outcome(kCommand, *outcome);
+    std::cout << record_of(*outcome).dump(2) << std::endl;
+    return exit_code_of(*outcome);
+  }
+
+  const auto record = client.call("$flows", "get", std::to_string(flow));
+  const auto state = record.at("state").get<std::string>();
+  const bool ended = state == kOutcomeDone || state == kOutcomeDead || state == kOutcomeCancelled;
+  if (json) {
+    std::cout << record.dump(2) << std::endl;
+    return ended ? exit_code_of(outcome_of(record)) : 3;
+  }
+  if (!ended) {
+    std::fprintf(stderr, "mw result: flow %llu has not ended: it is %s at %s (mw result %llu --wait waits for it)\n",
+                 static_cast<unsigned long long>(flow), state.c_str(), record.at("type").get<std::string>().c_str(),
+                 static_cast<unsigned long long>(flow));
+    return 3;
+  }
+  return report_outcome(kCommand, outcome_of(record));
+}
+
+}  // namespace mw::cli
