@@ -47,7 +47,8 @@ Outcome outcome_of(const nlohmann::ordered_json& record) {
   return o;
 }
 
-// The same record shape as $flows get, for --json after a WAIT.
+// For --json after a WAIT: the fields of an ended $flows record that a
+// RESULT carries (not its times, entity or key).
 nlohmann::ordered_json record_of(const Outcome& o) {
   nlohmann::ordered_json r;
   r["id"] = o.flow_id;
@@ -55,7 +56,13 @@ nlohmann::ordered_json record_of(const Outcome& o) {
   r["type"] = o.last_type;
   r["attempts"] = o.attempts;
   if (!o.error.empty()) r["error"] = o.error;
-  r[o.done ? "result" : "payload"] = o.result.to_ordered_json();
+  const std::string field = o.done ? "result" : "payload";
+  try {
+    r[field] = o.result.to_ordered_json();
+  } catch (const std::exception& e) {
+    r[field] = nullptr;
+    r[field + "_error"] = std::string("the payload is not representable as JSON: ") + e.what();
+  }
   return r;
 }
 

@@ -55,8 +55,8 @@ BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transpor
       queue_(queue),
       transport_(transport),
       next_id_(first_id),
-      finished_(config_.keep_results, config_.keep_results_bytes),
-      instance_(first_id) {
+      instance_(first_id),
+      finished_(config_.keep_results, config_.keep_results_bytes) {
   wall_clock_ = [] {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -91,6 +91,7 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
     job.payload.rebuild(stored.payload.data(), stored.payload.size());
     next_id_ = std::max(next_id_, job.id + 1);
     if (!job.key.empty()) keys_.emplace(job.key, job.flow_id);
+    recovered_flows_.insert(job.flow_id);
     ++recovered;
     if (stored.due_at > wall_now) {
       delay(std::move(job), now_ms + (stored.due_at - wall_now));
@@ -217,6 +218,10 @@ void BrokerCore::on_batch(std::span<zmq::message_t> frames, std::int64_t now_ms)
 void BrokerCore::forget_peer(const std::string& peer) {
   peers_.erase(peer);
   transport_.forget(peer);
+  // A client that asked with WAIT (or a duplicate SUBMIT with wait) and is
+  // gone waits no more: its entries must not pile up under a flow that
+  // may never end.
+  std::erase_if(extra_waiters_, [&](const auto& entry) { return entry.second == peer; });
 }
 
 void BrokerCore::on_undelivered(const std::string& peer, SendResult why, std::span<const std::uint64_t> job_ids) {
@@ -627,18 +632,16 @@ void BrokerCore::finish_flow(Job& job, zmq::message_t& result, std::int64_t now_
 
 void BrokerCore::send_results(const Job& job, std::string_view outcome, std::string_view error,
                               zmq::message_t& payload) {
-  if (finished_.enabled()) {
-    FinishedFlow kept{.flow_id = job.flow_id,
-                      .outcome = outcome,
-                      .error = std::string(error),
-                      .last_type = job.type,
-                      .attempts = job.attempts,
-                      .submitted_at = job.submitted_at,
-                      .finished_at = wall_clock_(),
-                      .entity = job.entity,
-                      .key = job.key};
-    kept.result.copy(payload);  // shares the frame (small ones are copied)
-    finished_.add(std::move(kept));
+  if (!recovered_flows_.empty()) recovered_flows_.erase(job.flow_id);
+  if (finished_.fits(payload.size() + error.size())) {
+    FinishedFlow& kept =
+        finished_.add(job.flow_id, outcome, error, std::string_view(payload.data<char>(), payload.size()));
+    kept.last_type.assign(job.type);
+    kept.attempts = job.attempts;
+    kept.submitted_at = job.submitted_at;
+    kept.finished_at = wall_clock_();
+    kept.entity.assign(job.entity);
+    kept.key.assign(job.key);
   }
   // Submitters of the same key that asked to wait, and WAITs, hear the end too.
   if (!extra_waiters_.empty()) {

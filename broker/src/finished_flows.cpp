@@ -2,41 +2,77 @@
 
 namespace mw::broker {
 
-void FinishedFlows::add(FinishedFlow flow) {
-  if (!enabled() || flow.result.size() > max_bytes_) return;
-  forget(flow.flow_id);
-  bytes_ += flow.result.size();
-  order_.push_back(std::move(flow));
-  by_id_[order_.back().flow_id] = &order_.back();
-  while (by_id_.size() > max_count_ || bytes_ > max_bytes_) drop_oldest();
-  // Replaced entries at the front hold memory without counting: let them go.
-  while (!order_.empty()) {
-    auto it = by_id_.find(order_.front().flow_id);
-    if (it != by_id_.end() && it->second == &order_.front()) break;
-    order_.pop_front();
+namespace {
+
+// A result buffer this much larger than what it holds is given back rather
+// than kept for reuse: one large result must not pin its memory in a slot.
+constexpr std::size_t kReuseSlackBytes = 4096;
+
+void release_if_oversized(std::string& s) {
+  if (s.capacity() > s.size() * 2 + kReuseSlackBytes) std::string().swap(s);
+}
+
+std::uint64_t bytes_of(const FinishedFlow& entry) { return entry.result.size() + entry.error.size(); }
+
+}  // namespace
+
+FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome, std::string_view error,
+                                 std::string_view result) {
+  while (size_ > 0 && (size_ >= max_count_ || bytes_ + error.size() + result.size() > max_bytes_)) drop_oldest();
+  if (size_ == ring_.size()) {
+    // Every slot is taken and fewer than max_count_ exist (else the loop
+    // made room): add one just after the newest entry.
+    if (oldest_ == 0) {
+      ring_.emplace_back();
+    } else {
+      ring_.emplace(ring_.begin() + static_cast<std::ptrdiff_t>(oldest_));
+      ++oldest_;
+    }
   }
+  FinishedFlow& entry = ring_[slot(size_)];
+  ++size_;
+  entry.flow_id = flow_id;
+  entry.outcome = outcome;
+  entry.result.assign(result);
+  entry.error.assign(error);
+  release_if_oversized(entry.result);
+  release_if_oversized(entry.error);
+  bytes_ += bytes_of(entry);
+  return entry;
 }
 
 void FinishedFlows::drop_oldest() {
-  const FinishedFlow& oldest = order_.front();
-  if (auto it = by_id_.find(oldest.flow_id); it != by_id_.end() && it->second == &oldest) {
-    bytes_ -= oldest.result.size();
-    by_id_.erase(it);
-  }
-  order_.pop_front();
+  FinishedFlow& oldest = ring_[oldest_];
+  bytes_ -= bytes_of(oldest);
+  oldest.flow_id = 0;
+  oldest.result.clear();
+  oldest.error.clear();
+  release_if_oversized(oldest.result);
+  release_if_oversized(oldest.error);
+  oldest_ = (oldest_ + 1) % ring_.size();
+  --size_;
 }
 
 void FinishedFlows::forget(std::uint64_t flow_id) {
-  if (auto it = by_id_.find(flow_id); it != by_id_.end()) {
-    // Its entry stays in order_, no longer counted, until it is the oldest.
-    bytes_ -= it->second->result.size();
-    by_id_.erase(it);
+  for (std::size_t i = 0; i < size_; ++i) {
+    FinishedFlow& entry = ring_[slot(i)];
+    if (entry.flow_id != flow_id) continue;
+    // The slot stays, empty, until it is the oldest.
+    bytes_ -= bytes_of(entry);
+    entry.flow_id = 0;
+    entry.result.clear();
+    entry.error.clear();
+    return;
   }
 }
 
 const FinishedFlow* FinishedFlows::find(std::uint64_t flow_id) const {
-  const auto it = by_id_.find(flow_id);
-  return it == by_id_.end() ? nullptr : it->second;
+  if (flow_id == 0) return nullptr;
+  for (std::size_t i = size_; i-- > 0;) {
+    const FinishedFlow& entry = ring_[slot(i)];
+    if (entry.flow_id == flow_id) return &entry;
+  }
+  return nullptr;
 }
 
 }  // namespace mw::broker

@@ -54,8 +54,9 @@ Error not_unfinished(std::uint64_t flow) {
 
 Error not_known(std::uint64_t flow, bool results_kept) {
   return Error("flow " + std::to_string(flow) + " is not known here: it was never submitted to this broker, or " +
-                   (results_kept ? "it ended too long ago for its outcome to be kept (mw-broker --keep-results)"
-                                 : "it ended (this broker keeps no outcomes: --keep-results 0)"),
+                   (results_kept ? "it ended before this broker started, or longer ago than the outcomes it keeps "
+                                   "reach (mw-broker --keep-results, --keep-results-mb)"
+                                 : "it ended (this broker keeps no outcomes: --keep-results or --keep-results-mb is 0)"),
                ErrorCode::NotFound);
 }
 
@@ -75,8 +76,7 @@ void put_payload(Json& record, const std::string& key, std::string_view msgpack)
 void BrokerCore::on_wait(const std::string& peer, const zmq::message_t& header) {
   const auto wait = wire::decode_wait(header);
   if (const FinishedFlow* ended = finished_.find(wait.flow_id)) {
-    zmq::message_t result;
-    result.copy(const_cast<zmq::message_t&>(ended->result));
+    zmq::message_t result(ended->result.data(), ended->result.size());
     send_after_commit(peer, Command::Result,
                       wire::encode(wire::Result{ended->flow_id, ended->outcome, ended->error, ended->last_type,
                                                 ended->attempts}),
@@ -99,6 +99,7 @@ void BrokerCore::add_waiter(std::uint64_t flow_id, const std::string& peer) {
 
 bool BrokerCore::flow_unfinished(std::uint64_t flow_id) const {
   if (cancelled_flows_.contains(flow_id)) return false;
+  if (recovered_flows_.contains(flow_id)) return true;
   for (const WorkerEntry* worker : workers_.all())
     for (const Job& job : worker->jobs)
       if (job.flow_id == flow_id) return true;
@@ -124,8 +125,7 @@ Json BrokerCore::finished_flow_record(const FinishedFlow& flow) const {
   if (!flow.entity.empty()) r["entity"] = flow.entity;
   if (!flow.key.empty()) r["key"] = flow.key;
   // Done: the final result. Dead or cancelled: the input of the stage it was at.
-  const std::string_view bytes(flow.result.data<char>(), flow.result.size());
-  put_payload(r, flow.outcome == kOutcomeDone ? "result" : "payload", bytes);
+  put_payload(r, flow.outcome == kOutcomeDone ? "result" : "payload", flow.result);
   return r;
 }
 

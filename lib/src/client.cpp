@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "mw/log.hpp"
@@ -17,6 +18,11 @@ using Clock = std::chrono::steady_clock;
 // How long a pipelined request may wait in the queue for company while
 // next_event() keeps finding answers ready.
 constexpr auto kMaxHold = std::chrono::milliseconds(1);
+
+// How long a wait for a flow's RESULT rides out a silent broker (at least;
+// the liveness period if that is longer): long enough for a broker with a
+// durable store to be restarted, after which the wait asks again (WAIT).
+constexpr auto kFlowWaitSilence = std::chrono::seconds(10);
 
 std::string error_text(const wire::ErrorReply& e) {
   return "broker: " + std::string(e.message) + " (" + std::to_string(static_cast<int>(e.code)) + ")";
@@ -103,9 +109,20 @@ class Client::Impl {
 
   std::optional<Outcome> wait_for(std::uint64_t flow_id, std::chrono::milliseconds timeout) {
     if (flow_id == 0) throw Error("0 is not a flow id: flow ids start at 1", ErrorCode::BadRequest);
+    if (auto outcome = take_result_from_backlog(flow_id)) return outcome;  // asking would bring it twice
     say_hello();
     const auto deadline = Clock::now() + timeout;
     return await_result(flow_id, deadline, send_wait(flow_id));
+  }
+
+  std::optional<Outcome> take_result_from_backlog(std::uint64_t flow_id) {
+    std::optional<Outcome> outcome;
+    take_from_backlog([&](ClientEvent& e) {
+      if (e.kind != ClientEvent::Kind::Result || e.flow_id != flow_id) return false;
+      outcome = std::move(e.outcome);
+      return true;
+    });
+    return outcome;
   }
 
   // Waits for flow `flow_id`'s RESULT until `deadline`. `wait_request` is
@@ -113,13 +130,8 @@ class Client::Impl {
   // for it, or for the WAIT that re-asks after the broker forgot us, means
   // the broker does not know the flow.
   std::optional<Outcome> await_result(std::uint64_t flow_id, Clock::time_point deadline, std::uint64_t wait_request) {
-    std::optional<Outcome> outcome;
-    if (take_from_backlog([&](ClientEvent& e) {
-          if (e.kind != ClientEvent::Kind::Result || e.flow_id != flow_id) return false;
-          outcome = std::move(e.outcome);
-          return true;
-        }))
-      return outcome;
+    std::optional<Outcome> outcome = take_result_from_backlog(flow_id);
+    if (outcome) return outcome;
     awaited_.push_back(flow_id);
     struct Unwait {  // however the wait ends
       Impl& self;
@@ -141,6 +153,11 @@ class Client::Impl {
           const auto re = rewaits_.find(e->request_id);
           const bool ours = e->request_id == wait_request || (re != rewaits_.end() && re->second == flow_id);
           if (re != rewaits_.end()) rewaits_.erase(re);
+          if (ours && e->code == ErrorCode::UnknownCommand)
+            throw Error("the broker at " + options_.broker +
+                            " is older than this client and cannot be asked for a flow by its id (WAIT); "
+                            "upgrade mw-broker",
+                        ErrorCode::NotImplemented);
           if (ours)
             throw Error(std::string(e->message) +
                             (e->request_id == wait_request ? ""
@@ -150,7 +167,7 @@ class Client::Impl {
         }
         backlog_.push_back(std::move(*e));
         return false;
-      });
+      }, /*fail_on_silence=*/true, kFlowWaitSilence);
     } catch (const Interrupted&) {
       throw Interrupted("interrupted while waiting for flow " + std::to_string(flow_id) +
                         ", which goes on in the broker");
@@ -360,7 +377,7 @@ class Client::Impl {
   // forgotten, and its heartbeat below then earns a DISCONNECT, and a new
   // HELLO). Without it, the wait simply ends at `deadline`.
   void receive_until(Clock::time_point deadline, const std::function<bool(detail::Inbound&)>& accept,
-                     bool fail_on_silence = true) {
+                     bool fail_on_silence = true, std::chrono::milliseconds min_silence = {}) {
     const auto wait_started = Clock::now();
     for (;;) {
       while (auto in = peer_.try_recv()) {
@@ -370,6 +387,10 @@ class Client::Impl {
           pub_address_ = std::string(w.pub_address);
           heartbeat_ms_ = w.heartbeat_ms ? w.heartbeat_ms : kDefaultHeartbeatMs;
           peer_.take_welcome(w);
+          // The broker that forgot us knows us now: ask it again for the
+          // flows we wait for (once, however many DISCONNECTs came first).
+          if (std::exchange(rewait_on_welcome_, false))
+            for (const auto flow_id : awaited_) rewaits_.emplace(send_wait(flow_id), flow_id);
         } else if (in->command == Command::Heartbeat) {
           continue;
         } else if (in->command == Command::Disconnect) {
@@ -380,8 +401,9 @@ class Client::Impl {
             said_hello_ = false;
             peer_.forget_welcome();  // until the WELCOME: the broker may not be the one we knew
             say_hello();
-            // A restarted broker does not know who waits for what: ask again.
-            for (const auto flow_id : awaited_) rewaits_.emplace(send_wait(flow_id), flow_id);
+            // A restarted broker does not know who waits for what: ask
+            // again once it has welcomed us.
+            rewait_on_welcome_ = !awaited_.empty();
           }
           continue;
         }
@@ -397,9 +419,10 @@ class Client::Impl {
           peer_.send(Command::Heartbeat);
           last_heartbeat_ = now;
         }
-        if (fail_on_silence && now - std::max(last_heard_, wait_started) > beat * kHeartbeatLiveness)
+        const auto silence_limit = std::max<std::chrono::milliseconds>(beat * kHeartbeatLiveness, min_silence);
+        if (fail_on_silence && now - std::max(last_heard_, wait_started) > silence_limit)
           throw Error("lost the broker at " + options_.broker + ": no heartbeat for " +
-                          std::to_string(heartbeat_ms_ * kHeartbeatLiveness) + " ms",
+                          std::to_string(silence_limit.count()) + " ms",
                       ErrorCode::Unavailable);
         wait = std::min(wait, beat);
       }
@@ -468,6 +491,7 @@ class Client::Impl {
   std::uint64_t last_flow_id_ = 0;
   std::vector<std::uint64_t> awaited_;  // flows whose RESULT a call waits for now
   std::unordered_map<std::uint64_t, std::uint64_t> rewaits_;  // WAIT request id → flow, sent after a DISCONNECT
+  bool rewait_on_welcome_ = false;  // a DISCONNECT came while awaited_ was not empty
   std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
   Clock::time_point last_heard_ = Clock::now();
   Clock::time_point last_heartbeat_ = Clock::now();

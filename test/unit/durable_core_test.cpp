@@ -681,3 +681,59 @@ TEST_CASE("a flow cancelled in the turn of its SUBMIT: ACCEPTED still comes befo
   Broker after(db.path());
   CHECK(after.recovered == 1);  // the first flow only
 }
+
+TEST_CASE("a submitter that re-attaches with WAIT after a restart gets the recovered flow's RESULT") {
+  TempDb db;
+  std::uint64_t waiting = 0, ended = 0;
+  {
+    Broker b(db.path());
+    b.h.ready("w1", {"a"}, "", 1);
+    ended = b.submit("a", payload_bytes(1));
+    b.h.done("w1", b.h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+    b.h.core.end_turn();
+    waiting = b.submit("a", payload_bytes(3));  // in flight at w1 when the broker dies
+  }
+  Broker after(db.path());
+  REQUIRE(after.recovered == 1);
+  auto wait = [&](std::uint64_t flow, std::uint64_t request_id) {
+    const std::size_t mark = after.h.transport.sent.size();
+    after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{request_id, flow})));
+    after.h.core.end_turn();
+    return after.h.to("c7", mark);
+  };
+  CHECK(wait(waiting, 1).empty());  // known (recovered): the RESULT comes when it ends
+  // A flow that ended before the restart: its outcome was in memory only.
+  const auto gone = wait(ended, 2);
+  REQUIRE(gone.size() == 1);
+  CHECK(Harness::error_of(gone[0]).code == ErrorCode::NotFound);
+  CHECK(Harness::error_of(gone[0]).request_id == 2);
+
+  after.h.ready("w2", {"a"}, "", 1);
+  after.h.done("w2", after.h.jobs("w2").at(0).id, std::nullopt, payload_bytes(4));
+  after.h.core.end_turn();
+  const auto results = after.h.results("c7");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == waiting);
+  CHECK(results[0].payload == payload_bytes(4));
+}
+
+TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even if it ran in that turn") {
+  TempDb db;
+  Broker b(db.path());
+  b.h.ready("w1", {"a"}, "", 1);
+  b.store->fail_commits = true;
+  const std::size_t mark = b.h.transport.sent.size();
+  b.h.command("c1", Command::Submit, bytes_of(wire::encode(submit_header(9, "a", false))), payload_bytes(1));
+  const auto job = b.h.jobs("w1").at(0);  // sent before the commit
+  b.h.done("w1", job.id, std::nullopt, payload_bytes(2));
+  b.h.core.end_turn();  // the commit fails: the SUBMIT is refused
+  bool refused = false;
+  for (const auto& s : b.h.to("c1", mark)) refused |= s.command == Command::Error;
+  REQUIRE(refused);
+  b.store->fail_commits = false;
+  const std::size_t mark2 = b.h.transport.sent.size();
+  b.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{3, job.flow})));
+  const auto sent = b.h.to("c7", mark2);
+  REQUIRE(sent.size() == 1);
+  CHECK(Harness::error_of(sent[0]).code == ErrorCode::NotFound);
+}

@@ -4,6 +4,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <deque>
+
 #include <nlohmann/json.hpp>
 
 #include "core_harness.hpp"
@@ -346,7 +348,7 @@ TEST_CASE("WAIT on a flow the broker does not know: ERROR 404 with the request i
     h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
     const auto e = wait_error(h, flow, 31);
     CHECK(e.code == ErrorCode::NotFound);
-    CHECK(e.message.find("--keep-results 0") != std::string::npos);
+    CHECK(e.message.find("keeps no outcomes") != std::string::npos);
   }
   SUBCASE("flow id 0 is malformed") {
     Harness h;
@@ -368,59 +370,137 @@ TEST_CASE("a cancelled flow's outcome is kept: a later WAIT hears 'cancelled'") 
 }
 
 TEST_CASE("FinishedFlows keeps the newest outcomes within its count and bytes") {
-  using mw::broker::FinishedFlow;
   using mw::broker::FinishedFlows;
-  auto flow = [](std::uint64_t id, std::size_t result_bytes) {
-    FinishedFlow f;
-    f.flow_id = id;
-    f.outcome = mw::kOutcomeDone;
-    f.last_type = "t";
-    f.result = zmq::message_t(result_bytes);
-    return f;
+  auto add = [](FinishedFlows& kept, std::uint64_t id, std::size_t result_bytes) {
+    REQUIRE(kept.fits(result_bytes));
+    auto& entry = kept.add(id, mw::kOutcomeDone, "", std::string(result_bytes, 'r'));
+    entry.last_type = "t" + std::to_string(id);
   };
-  SUBCASE("count: the oldest go first") {
+  auto kept_ids = [](const FinishedFlows& kept, std::uint64_t up_to) {
+    std::vector<std::uint64_t> ids;
+    for (std::uint64_t id = 1; id <= up_to; ++id)
+      if (kept.find(id)) ids.push_back(id);
+    return ids;
+  };
+  SUBCASE("count: the oldest go first, and the ring wraps around") {
     FinishedFlows kept(3, 1 << 20);
-    for (std::uint64_t id = 1; id <= 5; ++id) kept.add(flow(id, 10));
+    for (std::uint64_t id = 1; id <= 7; ++id) add(kept, id, 10);
+    CHECK(kept_ids(kept, 7) == std::vector<std::uint64_t>{5, 6, 7});
     CHECK(kept.size() == 3);
-    CHECK(kept.find(1) == nullptr);
-    CHECK(kept.find(2) == nullptr);
-    REQUIRE(kept.find(5) != nullptr);
-    CHECK(kept.find(5)->flow_id == 5);
     CHECK(kept.bytes() == 30);
+    REQUIRE(kept.find(6) != nullptr);
+    CHECK(kept.find(6)->last_type == "t6");  // each entry is its own, reused slots and all
+    CHECK(kept.find(6)->result == std::string(10, 'r'));
   }
-  SUBCASE("bytes: as many of the newest as fit; one too large alone is not kept") {
+  SUBCASE("bytes: as many of the newest as fit; one larger than the whole allowance does not fit") {
     FinishedFlows kept(100, 100);
-    kept.add(flow(1, 40));
-    kept.add(flow(2, 40));
-    kept.add(flow(3, 40));  // 120 > 100: flow 1 goes
-    CHECK(kept.find(1) == nullptr);
+    add(kept, 1, 40);
+    add(kept, 2, 40);
+    add(kept, 3, 40);  // 120 > 100: flow 1 goes
+    CHECK(kept_ids(kept, 3) == std::vector<std::uint64_t>{2, 3});
     CHECK(kept.bytes() == 80);
-    kept.add(flow(4, 101));
-    CHECK(kept.find(4) == nullptr);
-    CHECK(kept.size() == 2);
+    CHECK_FALSE(kept.fits(101));
+    // Fewer kept than slots made (the bytes let go of some): the free slots
+    // are used before the ring grows, in order.
+    add(kept, 4, 90);
+    CHECK(kept_ids(kept, 4) == std::vector<std::uint64_t>{4});
+    for (std::uint64_t id = 5; id <= 9; ++id) add(kept, id, 1);
+    CHECK(kept_ids(kept, 9) == std::vector<std::uint64_t>{4, 5, 6, 7, 8, 9});
+    add(kept, 10, 90);  // 90 + 5 + 90 > 100: 4 goes, then 5..9 stay within the bytes
+    CHECK(kept_ids(kept, 10) == std::vector<std::uint64_t>{5, 6, 7, 8, 9, 10});
+    CHECK(kept.bytes() == 95);
   }
-  SUBCASE("the same flow again replaces it; forget drops it") {
-    FinishedFlows kept(2, 1000);
-    kept.add(flow(1, 10));
-    kept.add(flow(1, 20));
-    CHECK(kept.size() == 1);
-    CHECK(kept.bytes() == 20);
-    kept.add(flow(2, 10));
-    kept.add(flow(3, 10));  // two kept: 1 (the replaced one's slot is gone too) leaves
+  SUBCASE("the ring grows when full while the oldest is not in its first slot") {
+    FinishedFlows kept(5, 100);
+    add(kept, 1, 60);
+    add(kept, 2, 30);
+    add(kept, 3, 30);  // over 100: flow 1 goes; 3 takes its slot, so the oldest (2) is in slot 1
+    add(kept, 4, 1);   // both slots taken, 61 bytes: a slot is added between 3 and 2
+    add(kept, 5, 1);
+    CHECK(kept_ids(kept, 5) == std::vector<std::uint64_t>{2, 3, 4, 5});
+    for (std::uint64_t id = 6; id <= 12; ++id) add(kept, id, 1);  // five slots, then around
+    CHECK(kept_ids(kept, 12) == std::vector<std::uint64_t>{8, 9, 10, 11, 12});
+    CHECK(kept.bytes() == 5);
+    CHECK(kept.find(10)->last_type == "t10");
+  }
+  SUBCASE("an error counts against the bytes as a result does") {
+    FinishedFlows kept(10, 100);
+    kept.add(1, mw::kOutcomeDead, std::string(60, 'e'), "x");
+    kept.add(2, mw::kOutcomeDead, std::string(60, 'e'), "y");  // 122 > 100: flow 1 goes
     CHECK(kept.find(1) == nullptr);
-    CHECK(kept.size() == 2);
-    kept.forget(3);
-    CHECK(kept.find(3) == nullptr);
-    CHECK(kept.bytes() == 10);
-    kept.add(flow(4, 10));
-    kept.add(flow(5, 10));
-    CHECK(kept.size() == 2);
+    REQUIRE(kept.find(2) != nullptr);
+    CHECK(kept.find(2)->error == std::string(60, 'e'));
+    CHECK(kept.bytes() == 61);
+    CHECK_FALSE(kept.fits(101));
+  }
+  SUBCASE("forget drops one; its slot is reused in turn") {
+    FinishedFlows kept(3, 1000);
+    add(kept, 1, 10);
+    add(kept, 2, 10);
+    kept.forget(2);
     CHECK(kept.find(2) == nullptr);
+    CHECK(kept.bytes() == 10);
+    add(kept, 3, 10);
+    add(kept, 4, 10);  // three slots: 1 goes
+    CHECK(kept_ids(kept, 4) == std::vector<std::uint64_t>{3, 4});
+  }
+  SUBCASE("agrees with a plain list of the newest over 20 000 random adds and forgets") {
+    FinishedFlows kept(64, 2000);
+    std::deque<std::pair<std::uint64_t, std::size_t>> model;  // oldest first: flow, bytes
+    std::uint64_t state = 12345;
+    auto next = [&](std::uint64_t bound) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      return (state >> 33) % bound;
+    };
+    std::uint64_t id = 0;
+    for (int step = 0; step < 20'000; ++step) {
+      if (next(10) == 0 && !model.empty()) {
+        const auto victim = model[next(model.size())].first;
+        kept.forget(victim);
+        for (auto& [flow, bytes] : model)
+          if (flow == victim) flow = 0, bytes = 0;  // its slot stays until it is the oldest
+        continue;
+      }
+      const std::size_t size = next(4) == 0 ? next(1500) : next(40);
+      add(kept, ++id, size);
+      auto total = [&] {
+        std::size_t sum = 0;
+        for (const auto& entry : model) sum += entry.second;
+        return sum;
+      };
+      while (!model.empty() && (model.size() >= 64 || total() + size > 2000)) model.pop_front();
+      model.emplace_back(id, size);
+      if (step % 97 == 0) {
+        std::vector<std::uint64_t> expected;
+        for (const auto& [flow, bytes] : model)
+          if (flow) expected.push_back(flow);
+        std::vector<std::uint64_t> got;
+        for (std::uint64_t f = id > 200 ? id - 200 : 1; f <= id; ++f)
+          if (const auto* entry = kept.find(f)) {
+            got.push_back(f);
+            REQUIRE(entry->last_type == "t" + std::to_string(f));
+          }
+        REQUIRE(got == expected);
+        REQUIRE(kept.bytes() == total());
+      }
+    }
   }
   SUBCASE("0 keeps nothing") {
     FinishedFlows kept(0, 1000);
-    kept.add(flow(1, 10));
-    CHECK(kept.size() == 0);
     CHECK_FALSE(kept.enabled());
+    CHECK_FALSE(kept.fits(0));
+    CHECK(kept.find(1) == nullptr);
   }
+}
+
+TEST_CASE("a client that asked with WAIT and went away is not waited for") {
+  Harness h;
+  const auto flow = h.submit("c1", "a", payload_bytes(1), false);
+  CHECK(wait_for(h, "c3", flow).empty());
+  CHECK(call_flows(h, "get", std::to_string(flow)).result.at("submitter_waits") == true);
+  h.disconnect("c3");
+  CHECK(call_flows(h, "get", std::to_string(flow)).result.at("submitter_waits") == false);
+  h.ready("w1", {"a"}, "", 1);
+  h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+  CHECK(h.results("c3").empty());
 }

@@ -105,9 +105,10 @@ class Client {
   std::uint64_t submit(std::string_view type, const Payload& payload, SubmitOptions options = {});
 
   // Submits and waits for the flow's end. Returns nullopt when `timeout`
-  // passes first (the flow goes on). Throws mw::Error on an ERROR reply or
-  // when the broker goes silent for its liveness period. A broker that
-  // restarts (or forgets this client) while it waits is asked again for the
+  // passes first (the flow goes on). Throws mw::Error on an ERROR reply, or
+  // (Unavailable) when the broker stays silent for 10 s (or its liveness
+  // period, if longer) while it waits for the RESULT. A broker that
+  // restarts (or forgets this client) meanwhile is asked again for the
   // flow's RESULT (WAIT): with a durable store the wait goes on; a broker
   // that no longer knows the flow (":memory:") makes it throw NotFound.
   [[nodiscard]] std::optional<Outcome> submit_and_wait(std::string_view type, const Payload& payload,
@@ -118,7 +119,8 @@ class Client {
   // outcome (mw-broker --keep-results). Returns nullopt when `timeout`
   // passes first (the flow goes on). Throws mw::Error NotFound when the
   // broker knows no such flow (never submitted, or ended too long ago),
-  // and as submit_and_wait does otherwise.
+  // NotImplemented when the broker is too old to be asked (no WAIT), and
+  // as submit_and_wait does otherwise.
   [[nodiscard]] std::optional<Outcome> wait(std::uint64_t flow_id, std::chrono::milliseconds timeout);
 
   // The broker's counters, queues and workers. Throws mw::Error on timeout.

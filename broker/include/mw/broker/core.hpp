@@ -308,6 +308,9 @@ class BrokerCore {
   std::unordered_multimap<std::uint64_t, std::string> extra_waiters_;  // flow → duplicate submitters that wait
   std::unordered_set<std::uint64_t> cancelled_flows_;
   FinishedFlows finished_;  // outcomes of ended flows, for WAIT and $flows get
+  // Flows read back from the journal and not ended yet: the WAITs of their
+  // submitters, re-attaching after the restart, need no scan of the queues.
+  std::unordered_set<std::uint64_t> recovered_flows_;
   std::vector<std::uint64_t> cancelled_this_turn_;  // by $flows remove, until end_turn()
 
   struct Deferred {

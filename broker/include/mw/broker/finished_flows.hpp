@@ -10,8 +10,15 @@
 // `max_bytes` of results between them; the oldest go first.
 //
 //   FinishedFlows kept(10'000, 64 << 20);
-//   kept.add({.flow_id = 7, .outcome = kOutcomeDone, ..., .result = std::move(frame)});
+//   FinishedFlow& f = kept.add(7, kOutcomeDone, result_bytes);  // then fill in the rest
 //   if (const FinishedFlow* f = kept.find(7)) send(f->result);
+//
+// Every flow that ends passes through add(), so it is built for that: a
+// ring of reused entries (no allocation once the ring is full, unless a
+// field grows), and results copied out of the frames they arrived in (a
+// kept frame would pin the whole receive buffer it shares). find() scans
+// from the newest entry: it serves people and reconnecting clients, not the
+// hot path (10 000 entries take a few µs).
 //
 // Kept in memory only: a restart forgets them, whatever the store.
 //
@@ -19,17 +26,14 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-
-#include <zmq.hpp>
+#include <vector>
 
 namespace mw::broker {
 
 struct FinishedFlow {
-  std::uint64_t flow_id = 0;
+  std::uint64_t flow_id = 0;   // 0: an empty or forgotten entry
   std::string_view outcome;    // kOutcomeDone, kOutcomeDead or kOutcomeCancelled (static strings)
   std::string error;           // empty when done
   std::string last_type;       // the stage that finished, died or was cancelled
@@ -38,9 +42,9 @@ struct FinishedFlow {
   std::int64_t finished_at = 0;   // wall clock ms
   std::string entity;          // "endpoint/id" or empty
   std::string key;             // the flow's idempotency key, or empty
-  // The RESULT's payload: the final result when done, else the input of
-  // the last stage. Shares the frame the RESULT was sent with.
-  zmq::message_t result;
+  // The RESULT's payload (msgpack): the final result when done, else the
+  // input of the last stage.
+  std::string result;
 };
 
 class FinishedFlows {
@@ -48,10 +52,17 @@ class FinishedFlows {
   // 0 for either keeps nothing.
   FinishedFlows(std::uint64_t max_count, std::uint64_t max_bytes) : max_count_(max_count), max_bytes_(max_bytes) {}
 
-  // Keeps `flow`, dropping the oldest kept ones until both limits hold. A
-  // result larger than max_bytes on its own is not kept. Replaces an entry
-  // of the same flow id.
-  void add(FinishedFlow flow);
+  bool enabled() const noexcept { return max_count_ > 0 && max_bytes_ > 0; }
+  // Whether an outcome whose result and error take `bytes` can be kept at all.
+  bool fits(std::size_t bytes) const noexcept { return enabled() && bytes <= max_bytes_; }
+
+  // Keeps the outcome of flow `flow_id` with its error and result (both
+  // copied; both count against max_bytes), dropping the oldest kept ones
+  // until both limits hold, and returns its entry for the caller to fill in
+  // the other fields (they hold what the slot held before: assign every
+  // one). REQUIRES: fits(error.size() + result.size()). Flow ids are unique
+  // per broker run, so nothing is replaced.
+  FinishedFlow& add(std::uint64_t flow_id, std::string_view outcome, std::string_view error, std::string_view result);
 
   // Drops the outcome of `flow_id`, if kept (a flow whose SUBMIT was
   // undone by a failed commit).
@@ -60,18 +71,19 @@ class FinishedFlows {
   // The kept outcome of `flow_id`, or nullptr. Valid until the next add().
   const FinishedFlow* find(std::uint64_t flow_id) const;
 
-  std::size_t size() const noexcept { return by_id_.size(); }
+  std::size_t size() const noexcept { return size_; }
   std::uint64_t bytes() const noexcept { return bytes_; }
-  bool enabled() const noexcept { return max_count_ > 0 && max_bytes_ > 0; }
 
  private:
+  std::size_t slot(std::size_t nth_oldest) const noexcept { return (oldest_ + nth_oldest) % ring_.size(); }
   void drop_oldest();
 
   std::uint64_t max_count_;
   std::uint64_t max_bytes_;
-  std::uint64_t bytes_ = 0;        // results of the entries in by_id_
-  std::deque<FinishedFlow> order_;  // oldest first; may hold replaced entries
-  std::unordered_map<std::uint64_t, const FinishedFlow*> by_id_;  // deque elements do not move
+  std::vector<FinishedFlow> ring_;  // grows to max_count_ entries, then wraps
+  std::size_t oldest_ = 0;          // index of the oldest kept entry
+  std::size_t size_ = 0;            // kept entries (forgotten ones included until they leave)
+  std::uint64_t bytes_ = 0;         // results and errors of the kept entries
 };
 
 }  // namespace mw::broker
