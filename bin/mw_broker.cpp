@@ -88,6 +88,9 @@ int main(int argc, char** argv) {
          cxxopts::value<std::uint64_t>()->default_value("10000000"))
         ("max-waiting-mb", "MiB of payload those waiting jobs may hold (0: no limit)",
          cxxopts::value<std::uint64_t>()->default_value("4096"))
+        ("max-stages", "stages one flow may pass through; a flow whose next stage would be beyond it dies "
+                       "(a --next or nextWorkerType that loops back)",
+         cxxopts::value<std::uint32_t>()->default_value("100"))
         ("keep-results", "outcomes of ended flows kept for mw result and for submitters that wait again "
                          "after a restart (the newest N; 0: none; in memory only)",
          cxxopts::value<std::uint64_t>()->default_value("10000"))
@@ -148,6 +151,9 @@ int main(int argc, char** argv) {
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
     if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::Error("--max-waiting-mb must be at most 2^40 (0: no limit)");
     config.max_waiting_bytes = waiting_mb << 20;
+    config.max_stages = args["max-stages"].as<std::uint32_t>();
+    if (config.max_stages == 0 || config.max_stages > mw::broker::BrokerConfig::kMaxStagesLimit)
+      throw mw::Error("--max-stages must be between 1 and " + std::to_string(mw::broker::BrokerConfig::kMaxStagesLimit));
     config.keep_results = args["keep-results"].as<std::uint64_t>();
     const auto results_mb = args["keep-results-mb"].as<std::uint64_t>();
     if (results_mb > (std::uint64_t{1} << 40)) throw mw::Error("--keep-results-mb must be at most 2^40");

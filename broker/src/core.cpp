@@ -84,6 +84,7 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
     job.attempts = stored.attempts;
     job.max_attempts = stored.max_attempts;
     job.priority = stored.priority;
+    job.stage = std::min(stored.stage, BrokerConfig::kMaxStagesLimit);  // a damaged row must not overflow the queue's field
     job.lease_ms = stored.lease_ms;
     job.submitted_at = stored.submitted_at;
     job.key = std::move(stored.key);
@@ -452,16 +453,26 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     stage.type = next;
     stage.max_attempts = job->max_attempts;
     stage.priority = job->priority;
+    stage.stage = job->stage + 1;
     stage.lease_ms = job->lease_ms;
     stage.submitted_at = job->submitted_at;
     stage.payload = std::move(result);
     stage.reply_to = std::move(job->reply_to);
     stage.entity = std::move(job->entity);
     stage.key = std::move(job->key);
-    // The flow's journal row now holds the next stage (one write, not a
-    // delete and an insert).
-    if (journaling()) journal_->update(stage, 0);
-    route(std::move(stage), now_ms);
+    if (stage.stage >= config_.max_stages) {
+      // A loop (a --next or nextWorkerType that leads back) would never end.
+      bury(stage,
+           "the flow reached its limit of " + std::to_string(config_.max_stages) +
+               " stages before " + stage.type +
+               " (mw-broker --max-stages): does a worker's --next or nextWorkerType lead back to an earlier stage?",
+           now_ms);
+    } else {
+      // The flow's journal row now holds the next stage (one write, not a
+      // delete and an insert).
+      if (journaling()) journal_->update(stage, 0);
+      route(std::move(stage), now_ms);
+    }
   }
   dispatch_for_worker(peer, now_ms);
 }

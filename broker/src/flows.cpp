@@ -166,6 +166,7 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   r["attempts"] = job.attempts;
   r["max_attempts"] = job.max_attempts;
   r["priority"] = job.priority;
+  r["stage"] = job.stage + 1;
   r["submitted_at"] = job.submitted_at;
   r["payload_bytes"] = job.payload.size();
   r["submitter_waits"] = job.submitter_waits || extra_waiters_.contains(job.flow_id);

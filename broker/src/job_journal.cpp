@@ -23,6 +23,7 @@ void JobJournal::put(const Job& job, std::int64_t due_at, bool fresh) {
   s.attempts = job.attempts;
   s.max_attempts = job.max_attempts;
   s.priority = job.priority;
+  s.stage = job.stage;
   s.lease_ms = job.lease_ms;
   s.due_at = due_at;
   s.submitted_at = job.submitted_at;

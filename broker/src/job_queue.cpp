@@ -19,7 +19,7 @@ MemoryJobQueue::TypeQueue& MemoryJobQueue::queue_for(const std::string& type) {
 
 MemoryJobQueue::Packed::Packed(Packed&& o) noexcept
     : id(o.id), flow_id(o.flow_id), attempts(o.attempts), max_attempts(o.max_attempts), priority(o.priority),
-      payload_size(o.payload_size), enqueued_ms(o.enqueued_ms), submitted_at(o.submitted_at), lease_ms(o.lease_ms),
+      stage(o.stage), payload_size(o.payload_size), enqueued_ms(o.enqueued_ms), submitted_at(o.submitted_at), lease_ms(o.lease_ms),
       rare(std::move(o.rare)), payload(std::exchange(o.payload, nullptr)) {}
 
 MemoryJobQueue::Packed& MemoryJobQueue::Packed::operator=(Packed&& o) noexcept {
@@ -30,6 +30,7 @@ MemoryJobQueue::Packed& MemoryJobQueue::Packed::operator=(Packed&& o) noexcept {
   attempts = o.attempts;
   max_attempts = o.max_attempts;
   priority = o.priority;
+  stage = o.stage;
   payload_size = o.payload_size;
   enqueued_ms = o.enqueued_ms;
   submitted_at = o.submitted_at;
@@ -47,7 +48,8 @@ MemoryJobQueue::Packed MemoryJobQueue::pack(Job job) {
   p.flow_id = job.flow_id;
   p.attempts = job.attempts;
   p.max_attempts = job.max_attempts;
-  p.priority = job.priority;
+  p.priority = static_cast<std::int16_t>(job.priority);
+  p.stage = static_cast<std::uint16_t>(job.stage);
   p.enqueued_ms = job.enqueued_ms;
   p.submitted_at = job.submitted_at;
   p.lease_ms = job.lease_ms;
@@ -69,6 +71,7 @@ Job MemoryJobQueue::unpack(Packed p, const std::string& type) {
   job.attempts = p.attempts;
   job.max_attempts = p.max_attempts;
   job.priority = p.priority;
+  job.stage = p.stage;
   job.enqueued_ms = p.enqueued_ms;
   job.submitted_at = p.submitted_at;
   job.lease_ms = p.lease_ms;
@@ -175,7 +178,9 @@ std::vector<std::string> MemoryJobQueue::types() const {
 
 void MemoryJobQueue::for_each(std::string_view type, const std::function<bool(const QueuedJob&)>& visit) const {
   auto view_packed = [](const Packed& p, std::string_view lane_type) {
-    QueuedJob v{p.id, p.flow_id, lane_type, p.attempts, p.max_attempts, p.priority, p.enqueued_ms, p.submitted_at,
+    QueuedJob v{p.id,           p.flow_id,       lane_type,
+                p.attempts,     p.max_attempts,  p.priority,
+                p.stage,        p.enqueued_ms,   p.submitted_at,
                 std::string_view(p.payload, p.payload_size), {}, {}, false};
     if (p.rare) {
       v.entity = p.rare->entity;

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   submitted_at INTEGER NOT NULL,
   key          TEXT,
   entity       TEXT,
-  payload      BLOB NOT NULL
+  payload      BLOB NOT NULL,
+  stage        INTEGER NOT NULL DEFAULT 0
 );
 )sql";
 
@@ -202,6 +203,7 @@ class SqliteStore final : public Store {
     // back from the OS on every write.
     exec("PRAGMA cache_size=-65536");
     exec(kSchema);
+    add_jobs_stage_column();
     last_seq_ = committed_seq_ = highest_event_seq();
     get_ = prepare("SELECT doc FROM entities WHERE endpoint = ?1 AND id = ?2");
     insert_ = prepare("INSERT OR IGNORE INTO entities(endpoint, id, doc) VALUES (?1, ?2, ?3)");
@@ -214,7 +216,7 @@ class SqliteStore final : public Store {
     first_seq_ = prepare("SELECT coalesce(min(seq), 0) FROM events");
     put_job_ = prepare(
         "INSERT OR REPLACE INTO jobs(id, flow, type, attempts, max_attempts, priority, lease_ms, due_at, submitted_at, "
-        "key, entity, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+        "key, entity, payload, stage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
     delete_job_ = prepare("DELETE FROM jobs WHERE flow = ?1");
     savepoint_ = prepare("SAVEPOINT unit");
     release_ = prepare("RELEASE unit");
@@ -415,6 +417,7 @@ class SqliteStore final : public Store {
     s.bind_value(10, j.key.empty() ? SqlValue(nullptr) : SqlValue(j.key));
     s.bind_value(11, j.entity.empty() ? SqlValue(nullptr) : SqlValue(j.entity));
     s.bind_blob(12, payload);
+    s.bind(13, std::int64_t{j.stage});
     s.step();
   }
 
@@ -428,7 +431,7 @@ class SqliteStore final : public Store {
   void load_jobs(const std::function<void(StoredJob&&)>& each) override {
     Statement s(db_,
                 "SELECT id, flow, type, attempts, max_attempts, priority, lease_ms, due_at, submitted_at, key, entity, "
-                "payload FROM jobs ORDER BY id");
+                "payload, stage FROM jobs ORDER BY id");
     while (s.step()) {
       StoredJob j;
       j.id = static_cast<std::uint64_t>(s.integer(0));
@@ -443,6 +446,7 @@ class SqliteStore final : public Store {
       j.key = s.text(9);
       j.entity = s.text(10);
       j.payload = s.blob(11);
+      j.stage = static_cast<std::uint32_t>(std::clamp<std::int64_t>(s.integer(12), 0, UINT32_MAX));
       each(std::move(j));
     }
   }
@@ -450,6 +454,15 @@ class SqliteStore final : public Store {
   std::string description() const override { return path_; }
 
  private:
+  // Stores made before flows counted their stages have no `stage` column:
+  // their jobs read as first stages (a looping flow gets max_stages more).
+  // Brokers that predate it write rows without it and read past it.
+  void add_jobs_stage_column() {
+    Statement columns(db_, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'stage'");
+    if (columns.step() && columns.integer(0) == 0)
+      exec("ALTER TABLE jobs ADD COLUMN stage INTEGER NOT NULL DEFAULT 0");
+  }
+
   void exec(const std::string& sql) {
     char* error = nullptr;
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {

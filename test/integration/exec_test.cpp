@@ -175,7 +175,7 @@ TEST_CASE("mw-exec refuses at once a command it cannot run") {
 TEST_CASE("a worker whose --next is its own type warns of the loop at start, and a loop can be cancelled") {
   Cluster cluster;
   INFO(cluster.report());
-  cluster.start_broker({"--heartbeat-ms", "200"});
+  cluster.start_broker({"--heartbeat-ms", "200", "--max-stages", "10000"});  // the cancel ends it, not the limit
   Process& looping = cluster.start_exec("again", {"--next", "again"}, {"/bin/cat"});
   CHECK(looping.wait_for_stderr_line("--next again is this worker's own type", 10s).has_value());
   const auto submitted = cluster.mw({"submit", "again", "{}"});
@@ -190,6 +190,20 @@ TEST_CASE("a worker whose --next is its own type warns of the loop at start, and
   CHECK(later.done <= type_stats(after_cancel, "again").value().done + 1);  // at most the stage in flight
   CHECK(later.in_flight == 0);
   CHECK(later.queued == 0);
+}
+
+TEST_CASE("a loop of stages ends by itself at --max-stages: the flow dies and says why") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--max-stages", "5"});
+  cluster.start_exec("again", {"--next", "again"}, {"/bin/cat"});
+  const auto looped = cluster.mw({"submit", "again", "{\"n\":1}", "--wait", "--timeout", "20"});
+  CHECK(looped.exit_status == 1);
+  CHECK(looped.err.find("died at again") != std::string::npos);
+  CHECK(looped.err.find("limit of 5 stages") != std::string::npos);
+  const auto s = cluster.status();
+  CHECK(s.dead == 1);
+  CHECK(type_stats(s, "again").value().done == 5);
 }
 
 TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then ends it; its job is retried") {

@@ -306,6 +306,31 @@ TEST_CASE("a worker never holds more jobs than its credit; more follow each DONE
   CHECK(h.core.counters().flows_done == 5);
 }
 
+TEST_CASE("a flow that loops back on itself dies at its stage limit (--max-stages)") {
+  auto config = test_config();
+  config.max_stages = 3;
+  Harness h(config);
+  h.ready("w1", {"a"}, "a", 1);  // --next is its own type
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  for (unsigned char stage = 0; stage < 3; ++stage) {
+    const auto jobs = h.jobs("w1");
+    REQUIRE(jobs.size() == stage + 1u);  // stages 1, 2 and 3 run
+    CHECK(h.results("c1").empty());
+    h.done("w1", jobs.back().id, std::nullopt, payload_bytes(2, stage));
+  }
+  CHECK(h.jobs("w1").size() == 3);  // no fourth stage
+  const auto results = h.results("c1");
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].flow == flow);
+  CHECK(results[0].outcome == "dead");
+  CHECK(results[0].last_type == "a");
+  CHECK(results[0].error.find("limit of 3 stages") != std::string::npos);
+  CHECK(results[0].payload == payload_bytes(2, 2));  // what the fourth stage would have got
+  CHECK(h.core.counters().dead == 1);
+  CHECK(h.core.counters().flows_done == 0);
+  CHECK(h.type_stats("a").queued == 0);
+}
+
 TEST_CASE("the least-loaded worker (jobs relative to credit) gets the next job") {
   Harness h;
   h.ready("big", {"a"}, "", 10);

@@ -9,6 +9,8 @@
 #include <memory>
 #include <stdexcept>
 
+#include <sqlite3.h>
+
 #include "core_harness.hpp"
 #include "mw/broker/entity_service.hpp"
 #include "mw/broker/store.hpp"
@@ -736,4 +738,56 @@ TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even
   const auto sent = b.h.to("c7", mark2);
   REQUIRE(sent.size() == 1);
   CHECK(Harness::error_of(sent[0]).code == ErrorCode::NotFound);
+}
+
+TEST_CASE("a flow's stage count survives a restart: a loop still ends at its limit") {
+  TempDb db;
+  auto config = test_config();
+  config.max_stages = 3;
+  {
+    Broker b(db.path(), config);
+    b.h.ready("w1", {"a"}, "a", 1);
+    b.submit("a", payload_bytes(1), false);
+    b.h.done("w1", b.h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+    b.h.core.end_turn();  // stage 2 is journaled, in flight at w1 when the broker dies
+  }
+  Broker after(db.path(), config);
+  REQUIRE(after.recovered == 1);
+  after.h.ready("w2", {"a"}, "a", 1);
+  after.h.done("w2", after.h.jobs("w2").at(0).id, std::nullopt, payload_bytes(3));  // stage 2 again
+  after.h.done("w2", after.h.jobs("w2").at(1).id, std::nullopt, payload_bytes(4));  // stage 3
+  after.h.core.end_turn();
+  CHECK(after.h.jobs("w2").size() == 2);
+  CHECK(after.h.core.counters().dead == 1);  // the limit counted the stages run before the restart
+  CHECK(after.h.core.stats(after.h.now).dead == 1);
+}
+
+TEST_CASE("a store made before flows counted their stages is read, and gains the column") {
+  TempDb db;
+  {
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(db.path().c_str(), &raw) == SQLITE_OK);
+    // The jobs table as brokers before --max-stages made it, with one job.
+    const char* old_schema =
+        "CREATE TABLE jobs (flow INTEGER PRIMARY KEY, id INTEGER NOT NULL, type TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, priority INTEGER NOT NULL, "
+        "lease_ms INTEGER NOT NULL, due_at INTEGER NOT NULL, submitted_at INTEGER NOT NULL, key TEXT, entity TEXT, "
+        "payload BLOB NOT NULL);"
+        "INSERT INTO jobs VALUES (7, 9, 'a', 0, 5, 0, 0, 0, 1, NULL, NULL, x'2a');";
+    REQUIRE(sqlite3_exec(raw, old_schema, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  {
+    Broker b(db.path());
+    CHECK(b.recovered == 1);
+    b.h.ready("w1", {"a"}, "b", 1);
+    const auto jobs = b.h.jobs("w1");
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].flow == 7);
+    CHECK(jobs[0].payload == "\x2a");
+    b.h.done("w1", jobs[0].id, std::nullopt, payload_bytes(1));  // stage 2 is journaled, with its stage
+    b.h.core.end_turn();
+  }
+  Broker after(db.path());
+  CHECK(after.recovered == 1);
 }

@@ -275,8 +275,10 @@ TEST_CASE("WAIT on an unfinished flow: the RESULT comes when it ends, to every w
   CHECK(wait_for(h, "c2", flow).empty());                   // nothing until it ends
   CHECK(wait_for(h, "c2", flow, 32).empty());               // asked twice: told once
   CHECK(wait_for(h, "c1", flow).empty());                   // the submitter asks again (it reconnected)
+  CHECK(call_flows(h, "get", std::to_string(flow)).result.at("stage") == 1);
   h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(5));
   CHECK(h.results("c2").empty());  // the flow goes on to stage b
+  CHECK(call_flows(h, "get", std::to_string(flow)).result.at("stage") == 2);
   h.done("w2", h.jobs("w2").at(0).id, std::nullopt, payload_bytes(7));
   for (const std::string peer : {"c1", "c2"}) {
     INFO(peer);

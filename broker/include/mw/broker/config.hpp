@@ -48,6 +48,13 @@ struct BrokerConfig {
   std::uint64_t max_waiting_jobs = 10'000'000;
   std::uint64_t max_waiting_bytes = std::uint64_t{4} << 30;
 
+  // How many stages one flow may pass through. A DONE whose next stage
+  // would be beyond it ends the flow dead instead: a worker whose --next
+  // (or nextWorkerType) leads back to an earlier stage would otherwise loop
+  // forever. 1..kMaxStagesLimit.
+  std::uint32_t max_stages = 100;
+  static constexpr std::uint32_t kMaxStagesLimit = 10'000;
+
   // How many ended flows' outcomes are kept, newest first, for WAIT and
   // $flows get (mw result) to find after the RESULT went out, and how many
   // bytes of results they may hold between them (FinishedFlows). 0 for

@@ -20,6 +20,7 @@ struct Job {
   std::uint32_t attempts = 0;  // deliveries so far of this stage
   std::uint32_t max_attempts = 0;
   std::int32_t priority = 0;   // higher first within a type
+  std::uint32_t stage = 0;     // this job's place in its flow: 0 for the first stage (bounded by max_stages)
   std::uint64_t lease_ms = 0;  // 0: the type's or the broker's default
   zmq::message_t payload;
   std::string reply_to;         // routing id of a submitter that waits; empty if none

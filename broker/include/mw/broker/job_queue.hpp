@@ -34,6 +34,7 @@ struct QueuedJob {
   std::uint32_t attempts = 0;
   std::uint32_t max_attempts = 0;
   std::int32_t priority = 0;
+  std::uint32_t stage = 0;
   std::int64_t enqueued_ms = 0;
   std::int64_t submitted_at = 0;
   std::string_view payload;  // msgpack
@@ -42,7 +43,7 @@ struct QueuedJob {
   bool submitter_waits = false;
 
   static QueuedJob of(const Job& job) noexcept {
-    return QueuedJob{job.id, job.flow_id, job.type, job.attempts, job.max_attempts, job.priority, job.enqueued_ms,
+    return QueuedJob{job.id, job.flow_id, job.type, job.attempts, job.max_attempts, job.priority, job.stage, job.enqueued_ms,
                      job.submitted_at, std::string_view(job.payload.data<char>(), job.payload.size()), job.entity,
                      job.key, !job.reply_to.empty()};
   }
@@ -124,7 +125,8 @@ class MemoryJobQueue final : public JobQueue {
     std::uint64_t flow_id = 0;
     std::uint32_t attempts = 0;
     std::uint32_t max_attempts = 0;
-    std::int32_t priority = 0;
+    std::int16_t priority = 0;  // -1000..1000
+    std::uint16_t stage = 0;    // < BrokerConfig::kMaxStagesLimit
     std::uint32_t payload_size = 0;
     std::int64_t enqueued_ms = 0;
     std::int64_t submitted_at = 0;

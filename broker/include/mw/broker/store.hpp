@@ -44,6 +44,7 @@ struct StoredJob {
   std::uint32_t attempts = 0;
   std::uint32_t max_attempts = 0;
   std::int32_t priority = 0;
+  std::uint32_t stage = 0;        // the job's place in its flow, 0 for the first
   std::uint64_t lease_ms = 0;
   std::int64_t due_at = 0;        // wall clock ms; 0 = runnable now
   std::int64_t submitted_at = 0;  // wall clock ms
