@@ -43,6 +43,18 @@ double parse_number(const std::string& text, const char* option) {
   return v;
 }
 
+// --type-rate's value: "N" (jobs per second) or "N/SECONDS".
+mw::broker::TypeRate type_rate(const std::string& text) {
+  const auto slash = text.find('/');
+  const double max = parse_number(text.substr(0, slash), "--type-rate");
+  const double seconds = slash == std::string::npos ? 1.0 : parse_number(text.substr(slash + 1), "--type-rate");
+  if (!(max >= 1 && max <= 1'000'000 && max == std::floor(max)))
+    throw mw::Error("--type-rate: the number of jobs must be a whole number from 1 to 1000000, got '" + text + "'");
+  if (!(seconds >= 0.001 && seconds <= 86'400))
+    throw mw::Error("--type-rate: the period must be from 0.001 to 86400 seconds, got '" + text + "'");
+  return {static_cast<std::uint32_t>(max), static_cast<std::uint64_t>(std::llround(seconds * 1000))};
+}
+
 std::uint64_t lease_ms(double seconds, const char* option) {
   if (!(seconds >= 0.01 && seconds <= 315'360'000))
     throw mw::Error(std::string(option) + " must be between 0.01 and 315360000 seconds");
@@ -104,6 +116,9 @@ int main(int argc, char** argv) {
          cxxopts::value<double>()->default_value("3600"))
         ("type-lease", "lease for one job type, as TYPE=SECONDS (repeat or comma-separate)",
          cxxopts::value<std::vector<std::string>>())
+        ("type-rate", "at most N jobs of a type given to workers per second, or per SECONDS, as TYPE=N or "
+                      "TYPE=N/SECONDS (repeat or comma-separate); the others wait in their queue",
+         cxxopts::value<std::vector<std::string>>())
         ("sync-endpoint", "entity endpoint that receives the records of dead jobs",
          cxxopts::value<std::string>()->default_value(config.sync_endpoint))
         ("schedule-endpoint", "entity endpoint whose documents are periodic jobs (mw schedule)",
@@ -162,6 +177,9 @@ int main(int argc, char** argv) {
     if (config.default_max_attempts == 0) throw mw::Error("--max-attempts must be at least 1");
     config.retry_base_ms = args["retry-base-ms"].as<std::uint32_t>();
     config.lease_ms = lease_ms(args["lease"].as<double>(), "--lease");
+    if (args.count("type-rate"))
+      for (const auto& [type, value] : type_settings(args["type-rate"].as<std::vector<std::string>>(), "--type-rate"))
+        config.type_rates[type] = type_rate(value);
     if (args.count("type-lease"))
       for (const auto& [type, value] : type_settings(args["type-lease"].as<std::vector<std::string>>(), "--type-lease"))
         config.type_lease_ms[type] = lease_ms(parse_number(value, "--type-lease"), "--type-lease");

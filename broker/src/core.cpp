@@ -56,7 +56,8 @@ BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transpor
       transport_(transport),
       next_id_(first_id),
       instance_(first_id),
-      finished_(config_.keep_results, config_.keep_results_bytes) {
+      finished_(config_.keep_results, config_.keep_results_bytes),
+      rates_(config_.type_rates) {
   wall_clock_ = [] {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -565,6 +566,10 @@ void BrokerCore::route(Job job, std::int64_t now_ms) {
   // Nothing of its type waits and a worker has room: hand it over at once,
   // without packing it for the queue (the common case under load).
   if (queue_.depth(job.type) == 0) {
+    if (rates_.any() && !rate_allows(job.type)) {
+      queue_.push_back(std::move(job));
+      return;
+    }
     give(*worker, std::move(job));
     return;
   }
@@ -597,8 +602,19 @@ bool BrokerCore::give(WorkerEntry& worker, Job job) {
   return false;
 }
 
+bool BrokerCore::rate_allows(std::string_view type) {
+  if (rates_.try_take(type, now_ms_)) return true;
+  if (const auto due = rates_.next_token_ms(type, now_ms_)) {
+    auto [it, inserted] = rate_wakeups_.try_emplace(std::string(type), *due);
+    if (!inserted) it->second = std::min(it->second, *due);
+  }
+  return false;
+}
+
 void BrokerCore::dispatch(std::string_view type) {
+  const bool limited = rates_.any() && rates_.limit(type);
   while (WorkerEntry* worker = workers_.least_loaded(type)) {
+    if (limited && (queue_.depth(type) == 0 || !rate_allows(type))) return;
     auto job = queue_.pop(type);
     if (!job) return;
     if (drop_if_cancelled(*job)) continue;
@@ -928,6 +944,18 @@ void BrokerCore::tick(std::int64_t now_ms) {
     if (drop_if_cancelled(*job)) continue;
     route(std::move(*job), now_ms);
   }
+  if (!rate_wakeups_.empty()) {
+    std::vector<std::string> due;
+    for (auto it = rate_wakeups_.begin(); it != rate_wakeups_.end();) {
+      if (it->second > now_ms) {
+        ++it;
+        continue;
+      }
+      due.push_back(it->first);
+      it = rate_wakeups_.erase(it);
+    }
+    for (const auto& type : due) dispatch(type);
+  }
   expire_leases(now_ms);
   run_schedules(now_ms);
   if (now_ms >= next_heartbeat_ms_) {
@@ -941,6 +969,7 @@ std::int64_t BrokerCore::next_deadline_ms() const noexcept {
   std::int64_t next = std::min(next_heartbeat_ms_, next_lease_scan_ms_);
   if (schedules_.size() || schedules_dirty_) next = std::min(next, next_schedule_ms_);
   if (!timers_.empty()) next = std::min(next, timers_.top().due_ms);
+  for (const auto& [type, due] : rate_wakeups_) next = std::min(next, due);
   return next;
 }
 
@@ -1254,6 +1283,10 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
     if (auto oldest = queue_.oldest_enqueued_ms(type)) ts.oldest_queued_ms = static_cast<std::uint64_t>(now_ms - *oldest);
     ts.in_flight = in_flight_by_type[type];
     ts.delayed = delayed_by_type[type];
+    if (const TypeRate* rate = rates_.limit(type)) {
+      ts.rate_max = rate->max;
+      ts.rate_period_ms = rate->period_ms;
+    }
     if (auto it = type_counters_.find(type); it != type_counters_.end()) {
       ts.done = it->second.done;
       ts.failed = it->second.failed;

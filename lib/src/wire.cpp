@@ -583,7 +583,7 @@ zmq::message_t encode(const Stats& m) {
   pack_kv(w, "done_per_second", m.done_per_second);
   w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
   for (const auto& t : m.types) {
-    w.pack().pack_map(10);
+    w.pack().pack_map(12);
     pack_kv(w, "type", std::string_view(t.type));
     pack_kv(w, "workers", std::uint64_t{t.workers});
     pack_kv(w, "queued", t.queued);
@@ -594,6 +594,8 @@ zmq::message_t encode(const Stats& m) {
     pack_kv(w, "dead", t.dead);
     pack_kv(w, "done_per_second", t.done_per_second);
     pack_kv(w, "delayed", t.delayed);
+    pack_kv(w, "rate_max", std::uint64_t{t.rate_max});
+    pack_kv(w, "rate_period_ms", t.rate_period_ms);
   }
   w.str("workers").array(static_cast<std::uint32_t>(m.workers.size()));
   for (const auto& wi : m.workers) {
@@ -808,7 +810,9 @@ Stats decode_stats(const zmq::message_t& frame) {
       s.types.push_back({map_str(t, "type"), static_cast<std::uint32_t>(map_u64(t, "workers")),
                          map_u64(t, "queued"), map_u64(t, "oldest_queued_ms"), map_u64(t, "in_flight"),
                          map_u64(t, "done"), map_u64(t, "failed"), map_u64(t, "dead"),
-                         map_f64(t, "done_per_second"), map_u64(t, "delayed")});
+                         map_f64(t, "done_per_second"), map_u64(t, "delayed"),
+                         static_cast<std::uint32_t>(std::min<std::uint64_t>(map_u64(t, "rate_max"), UINT32_MAX)),
+                         map_u64(t, "rate_period_ms")});
     }
   }
   if (const auto* workers = find_key(map, "workers"); workers && workers->type == msgpack::type::ARRAY) {

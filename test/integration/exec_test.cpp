@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include "cluster.hpp"
+#include "mw/client.hpp"
 
 using namespace mwtest;
 
@@ -190,6 +191,32 @@ TEST_CASE("a worker whose --next is its own type warns of the loop at start, and
   CHECK(later.done <= type_stats(after_cancel, "again").value().done + 1);  // at most the stage in flight
   CHECK(later.in_flight == 0);
   CHECK(later.queued == 0);
+}
+
+TEST_CASE("--type-rate: free workers get a limited type's jobs no faster than its rate") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--type-rate", "slowapi=2/1"});  // two per second: bursts of two, then one per 0.5 s
+  const auto starts = cluster.dir() / "starts";
+  cluster.start_exec("slowapi", {"--concurrency", "8"},
+                     {"/bin/sh", "-c", "date +%s%N >> '" + starts.string() + "'; cat"});
+  REQUIRE(cluster.wait_for_workers("slowapi", 1));
+  mw::Client client({cluster.address()});
+  for (int i = 0; i < 6; ++i) client.submit("slowapi", mw::Payload::of(i));  // within a few ms
+  REQUIRE(wait_until([&] { return type_stats(cluster.status(), "slowapi").value_or(mw::wire::TypeStats{}).done == 6; },
+                     20s));
+  std::ifstream in(starts);
+  std::vector<long long> ns;
+  for (long long t; in >> t;) ns.push_back(t);
+  REQUIRE(ns.size() == 6);
+  std::sort(ns.begin(), ns.end());
+  // Eight free slots and six jobs submitted at once, yet the sixth started
+  // four tokens after the burst of two: 2 s (1.5 s leaves room for the
+  // first command's slower start; a slower machine only spreads them more).
+  CHECK(ns[5] - ns[0] >= 1'500'000'000LL);
+  const auto status = cluster.mw({"status"});
+  CHECK(status.out.find("rate limits (--type-rate): slowapi 2 per 1.0s") != std::string::npos);
+  CHECK(type_stats(cluster.status(), "slowapi").value().rate_max == 2);
 }
 
 TEST_CASE("a loop of stages ends by itself at --max-stages: the flow dies and says why") {

@@ -306,6 +306,62 @@ TEST_CASE("a worker never holds more jobs than its credit; more follow each DONE
   CHECK(h.core.counters().flows_done == 5);
 }
 
+TEST_CASE("--type-rate: at most N jobs of a type start per period; the rest wait for their turn") {
+  auto config = test_config();
+  config.type_rates["a"] = {2, 1000};  // two per second: a token every 500 ms, bursts of two
+  Harness h(config);
+  h.ready("w1", {"a"}, "", 10);
+  h.ready("wb", {"b"}, "", 10);
+  for (int i = 0; i < 5; ++i) h.submit("c1", "a", payload_bytes(1), false);
+  h.submit("c1", "b", payload_bytes(1), false);
+  CHECK(h.jobs("w1").size() == 2);  // the burst; three wait with a free worker
+  CHECK(h.jobs("wb").size() == 1);  // other types are not held back
+  CHECK(h.type_stats("a").queued == 3);
+  CHECK(h.type_stats("a").rate_max == 2);
+  CHECK(h.type_stats("a").rate_period_ms == 1000);
+  CHECK(h.type_stats("b").rate_max == 0);
+  CHECK(h.core.next_deadline_ms() <= h.now + 500);  // the broker wakes for the next token
+
+  h.now += 499;
+  h.tick();
+  CHECK(h.jobs("w1").size() == 2);
+  h.now += 1;
+  h.tick();
+  CHECK(h.jobs("w1").size() == 3);
+  h.now += 500;
+  h.tick();
+  CHECK(h.jobs("w1").size() == 4);
+  // A DONE frees credit, not tokens: the fifth job still waits for its time.
+  h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+  CHECK(h.jobs("w1").size() == 4);
+  h.now += 500;
+  h.tick();
+  CHECK(h.jobs("w1").size() == 5);
+
+  // Idle for a minute: the bucket holds two again, not sixty.
+  h.now += 60'000;
+  for (int i = 0; i < 4; ++i) h.submit("c1", "a", payload_bytes(1), false);
+  CHECK(h.jobs("w1").size() == 7);
+  CHECK(h.type_stats("a").queued == 2);
+}
+
+TEST_CASE("TypeRates: N per period, a token every period / N, bursts of at most N") {
+  mw::broker::TypeRates rates({{"slow", {3, 60'000}}});
+  CHECK(rates.any());
+  CHECK(rates.try_take("other", 0));  // not limited
+  CHECK_FALSE(rates.next_token_ms("other", 0).has_value());
+  for (int i = 0; i < 3; ++i) CHECK(rates.try_take("slow", 1000));
+  CHECK_FALSE(rates.try_take("slow", 1000));
+  CHECK(rates.next_token_ms("slow", 1000) == 21'000);  // one token per 20 s
+  CHECK_FALSE(rates.try_take("slow", 20'999));
+  CHECK(rates.try_take("slow", 21'000));
+  CHECK_FALSE(rates.try_take("slow", 21'000));
+  // Unused for an hour: three at once, then the wait again.
+  for (int i = 0; i < 3; ++i) CHECK(rates.try_take("slow", 3'700'000));
+  CHECK_FALSE(rates.try_take("slow", 3'700'000));
+  CHECK_FALSE(mw::broker::TypeRates().any());
+}
+
 TEST_CASE("a flow that loops back on itself dies at its stage limit (--max-stages)") {
   auto config = test_config();
   config.max_stages = 3;

@@ -171,6 +171,8 @@ struct TypeStats {
   std::uint64_t dead = 0;    // jobs that gave up
   double done_per_second = 0;  // over the last few seconds
   std::uint64_t delayed = 0;   // jobs waiting for their time (--delay, --at, retry backoff)
+  std::uint32_t rate_max = 0;        // --type-rate: at most this many jobs start per period; 0: no limit
+  std::uint64_t rate_period_ms = 0;
 };
 
 struct WorkerInfo {

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "mw/broker/type_rates.hpp"
 #include "mw/protocol.hpp"
 
 namespace mw::broker {
@@ -47,6 +48,10 @@ struct BrokerConfig {
   // bytes take about 3 GB; the bytes cap the case of large payloads.
   std::uint64_t max_waiting_jobs = 10'000'000;
   std::uint64_t max_waiting_bytes = std::uint64_t{4} << 30;
+
+  // Per job type: at most `max` jobs given to workers per `period_ms`
+  // (TypeRates); the others wait in their queue. Unlisted types: no limit.
+  std::map<std::string, TypeRate, std::less<>> type_rates;
 
   // How many stages one flow may pass through. A DONE whose next stage
   // would be beyond it ends the flow dead instead: a worker whose --next

@@ -211,6 +211,9 @@ class BrokerCore {
   // queue and pauses (or marks for dropping) the worker. True when sent.
   bool give(WorkerEntry& worker, Job job);
   void dispatch(std::string_view type);
+  // Whether a job of `type` may be given to a worker now (--type-rate);
+  // if not, dispatch(type) runs again when a token is due.
+  bool rate_allows(std::string_view type);
   void dispatch_for_worker(const std::string& worker_id, std::int64_t now_ms);
   void finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms);
   void retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms);
@@ -308,6 +311,9 @@ class BrokerCore {
   std::unordered_multimap<std::uint64_t, std::string> extra_waiters_;  // flow → duplicate submitters that wait
   std::unordered_set<std::uint64_t> cancelled_flows_;
   FinishedFlows finished_;  // outcomes of ended flows, for WAIT and $flows get
+  TypeRates rates_;         // config_.type_rates
+  // Rate-limited types whose queue waits for a token: when to dispatch them again.
+  std::map<std::string, std::int64_t, std::less<>> rate_wakeups_;
   // Flows read back from the journal and not ended yet: the WAITs of their
   // submitters, re-attaching after the restart, need no scan of the queues.
   std::unordered_set<std::uint64_t> recovered_flows_;
