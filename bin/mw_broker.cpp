@@ -48,8 +48,9 @@ mw::broker::TypeRate type_rate(const std::string& text) {
   const auto slash = text.find('/');
   const double max = parse_number(text.substr(0, slash), "--type-rate");
   const double seconds = slash == std::string::npos ? 1.0 : parse_number(text.substr(slash + 1), "--type-rate");
-  if (!(max >= 1 && max <= 1'000'000 && max == std::floor(max)))
-    throw mw::Error("--type-rate: the number of jobs must be a whole number from 1 to 1000000, got '" + text + "'");
+  if (!(max >= 1 && max <= mw::broker::TypeRate::kMaxPerPeriod && max == std::floor(max)))
+    throw mw::Error("--type-rate: the number of jobs must be a whole number from 1 to " +
+                    std::to_string(mw::broker::TypeRate::kMaxPerPeriod) + ", got '" + text + "'");
   if (!(seconds >= 0.001 && seconds <= 86'400))
     throw mw::Error("--type-rate: the period must be from 0.001 to 86400 seconds, got '" + text + "'");
   return {static_cast<std::uint32_t>(max), static_cast<std::uint64_t>(std::llround(seconds * 1000))};
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
          cxxopts::value<double>()->default_value("3600"))
         ("type-lease", "lease for one job type, as TYPE=SECONDS (repeat or comma-separate)",
          cxxopts::value<std::vector<std::string>>())
-        ("type-rate", "at most N jobs of a type given to workers per second, or per SECONDS, as TYPE=N or "
+        ("type-rate", "at most N jobs of a type given to workers in any second, or any SECONDS, as TYPE=N or "
                       "TYPE=N/SECONDS (repeat or comma-separate); the others wait in their queue",
          cxxopts::value<std::vector<std::string>>())
         ("sync-endpoint", "entity endpoint that receives the records of dead jobs",

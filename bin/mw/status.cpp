@@ -35,6 +35,17 @@ nlohmann::json to_json(const wire::Stats& s) {
   return j;
 }
 
+// A --type-rate period: "1s", "1.5s", "250ms".
+std::string period_text(std::uint64_t ms) {
+  std::ostringstream out;
+  if (ms < 1000) {
+    out << ms << "ms";
+  } else {
+    out << static_cast<double>(ms) / 1000.0 << "s";
+  }
+  return out.str();
+}
+
 std::string age(std::uint64_t ms) {
   if (ms == 0) return "-";
   std::ostringstream out;
@@ -101,7 +112,7 @@ void print_table(const wire::Stats& s, bool all_types) {
   for (const auto& t : s.types)
     if (t.rate_max)
       limits += (limits.empty() ? "" : ", ") + t.type + " " + std::to_string(t.rate_max) + " per " +
-                age(t.rate_period_ms);
+                period_text(t.rate_period_ms);
   if (!limits.empty()) std::printf("rate limits (--type-rate): %s\n", limits.c_str());
   std::printf("\n%-12s %-24s %-16s %-20s %8s %11s %10s\n", "WORKER", "TYPES", "NEXT", "HOST", "PID", "IN-FLIGHT",
               "DONE");

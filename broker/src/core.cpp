@@ -84,7 +84,7 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
     job.type = std::move(stored.type);
     job.attempts = stored.attempts;
     job.max_attempts = stored.max_attempts;
-    job.priority = stored.priority;
+    job.priority = std::clamp<std::int32_t>(stored.priority, -kMaxPriority, kMaxPriority);  // the queue packs it in 16 bits
     job.stage = std::min(stored.stage, BrokerConfig::kMaxStagesLimit);  // a damaged row must not overflow the queue's field
     job.lease_ms = stored.lease_ms;
     job.submitted_at = stored.submitted_at;
@@ -235,7 +235,9 @@ void BrokerCore::on_undelivered(const std::string& peer, SendResult why, std::sp
   std::vector<std::string> types;
   for (auto id = job_ids.rbegin(); id != job_ids.rend(); ++id) {
     auto job = take_held(*worker, *id);
-    if (!job || drop_if_cancelled(*job)) continue;
+    if (!job) continue;
+    if (rates_.any()) rates_.refund(job->type);  // it never started
+    if (drop_if_cancelled(*job)) continue;
     --job->attempts;
     if (std::find(types.begin(), types.end(), job->type) == types.end()) types.push_back(job->type);
     queue_.push_front(std::move(*job));
@@ -596,6 +598,7 @@ bool BrokerCore::give(WorkerEntry& worker, Job job) {
   }
   worker.paused = true;  // no more jobs for it until it speaks again or is dropped
   if (result == SendResult::Unreachable) pending_drops_.push_back(worker.id);
+  if (rates_.any()) rates_.refund(job.type);  // it never started
   if (drop_if_cancelled(job)) return false;
   --job.attempts;
   queue_.push_front(std::move(job));
@@ -604,7 +607,7 @@ bool BrokerCore::give(WorkerEntry& worker, Job job) {
 
 bool BrokerCore::rate_allows(std::string_view type) {
   if (rates_.try_take(type, now_ms_)) return true;
-  if (const auto due = rates_.next_token_ms(type, now_ms_)) {
+  if (const auto due = rates_.next_room_ms(type, now_ms_)) {
     auto [it, inserted] = rate_wakeups_.try_emplace(std::string(type), *due);
     if (!inserted) it->second = std::min(it->second, *due);
   }
@@ -1271,6 +1274,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   std::vector<std::string> types = queue_.types();
   for (auto& t : workers_.types()) types.push_back(std::move(t));
   for (const auto& [t, c] : type_counters_) types.push_back(t);
+  rates_.for_each([&](const std::string& t, const TypeRate&) { types.push_back(t); });  // limits show before first use
   for (const auto& [t, n] : delayed_by_type) types.emplace_back(t);
   std::sort(types.begin(), types.end());
   types.erase(std::unique(types.begin(), types.end()), types.end());

@@ -458,9 +458,12 @@ class SqliteStore final : public Store {
   // their jobs read as first stages (a looping flow gets max_stages more).
   // Brokers that predate it write rows without it and read past it.
   void add_jobs_stage_column() {
-    Statement columns(db_, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'stage'");
-    if (columns.step() && columns.integer(0) == 0)
-      exec("ALTER TABLE jobs ADD COLUMN stage INTEGER NOT NULL DEFAULT 0");
+    bool missing = false;
+    {  // the query is finished before the table changes
+      Statement columns(db_, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'stage'");
+      missing = columns.step() && columns.integer(0) == 0;
+    }
+    if (missing) exec("ALTER TABLE jobs ADD COLUMN stage INTEGER NOT NULL DEFAULT 0");
   }
 
   void exec(const std::string& sql) {

@@ -306,59 +306,70 @@ TEST_CASE("a worker never holds more jobs than its credit; more follow each DONE
   CHECK(h.core.counters().flows_done == 5);
 }
 
-TEST_CASE("--type-rate: at most N jobs of a type start per period; the rest wait for their turn") {
+TEST_CASE("--type-rate: no period sees more than N jobs of a type start; the rest wait for their turn") {
   auto config = test_config();
-  config.type_rates["a"] = {2, 1000};  // two per second: a token every 500 ms, bursts of two
+  config.type_rates["a"] = {2, 1000};  // at most two starts in any second
   Harness h(config);
   h.ready("w1", {"a"}, "", 10);
   h.ready("wb", {"b"}, "", 10);
-  for (int i = 0; i < 5; ++i) h.submit("c1", "a", payload_bytes(1), false);
+  const auto t0 = h.now;
+  for (int i = 0; i < 3; ++i) h.submit("c1", "a", payload_bytes(1), false);
+  h.now += 400;
+  for (int i = 0; i < 3; ++i) h.submit("c1", "a", payload_bytes(1), false);
   h.submit("c1", "b", payload_bytes(1), false);
-  CHECK(h.jobs("w1").size() == 2);  // the burst; three wait with a free worker
+  CHECK(h.jobs("w1").size() == 2);  // four wait though the worker has room for eight more
   CHECK(h.jobs("wb").size() == 1);  // other types are not held back
-  CHECK(h.type_stats("a").queued == 3);
+  CHECK(h.type_stats("a").queued == 4);
   CHECK(h.type_stats("a").rate_max == 2);
   CHECK(h.type_stats("a").rate_period_ms == 1000);
   CHECK(h.type_stats("b").rate_max == 0);
-  CHECK(h.core.next_deadline_ms() <= h.now + 500);  // the broker wakes for the next token
 
-  h.now += 499;
+  h.now = t0 + 999;
   h.tick();
   CHECK(h.jobs("w1").size() == 2);
-  h.now += 1;
-  h.tick();
-  CHECK(h.jobs("w1").size() == 3);
-  h.now += 500;
+  h.now = t0 + 1000;  // a second after the first two
   h.tick();
   CHECK(h.jobs("w1").size() == 4);
-  // A DONE frees credit, not tokens: the fifth job still waits for its time.
+  // A DONE frees credit, not room in the window.
   h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
   CHECK(h.jobs("w1").size() == 4);
-  h.now += 500;
+  h.now = t0 + 2000;
   h.tick();
-  CHECK(h.jobs("w1").size() == 5);
-
-  // Idle for a minute: the bucket holds two again, not sixty.
-  h.now += 60'000;
-  for (int i = 0; i < 4; ++i) h.submit("c1", "a", payload_bytes(1), false);
-  CHECK(h.jobs("w1").size() == 7);
-  CHECK(h.type_stats("a").queued == 2);
+  CHECK(h.jobs("w1").size() == 6);
+  CHECK(h.type_stats("a").queued == 0);
 }
 
-TEST_CASE("TypeRates: N per period, a token every period / N, bursts of at most N") {
-  mw::broker::TypeRates rates({{"slow", {3, 60'000}}});
+TEST_CASE("--type-rate: a JOB that never left gives its start back") {
+  auto config = test_config();
+  config.type_rates["a"] = {1, 60'000};
+  Harness h(config);
+  h.ready("w1", {"a"}, "", 5);
+  h.transport.fail_for["w1"] = SendResult::WouldBlock;  // its pipe is full: the JOB stays here
+  h.submit("c1", "a", payload_bytes(1), false);
+  CHECK(h.type_stats("a").queued == 1);
+  h.transport.fail_for.clear();
+  h.heartbeat("w1");  // speaks again: unpaused, and the job goes now, not a minute later
+  CHECK(h.jobs("w1").size() == 1);
+  CHECK(h.type_stats("a").in_flight == 1);
+}
+
+TEST_CASE("TypeRates: a sliding window of the last N starts") {
+  mw::broker::TypeRates rates({{"slow", {3, 60'000}}, {"off", {0, 1000}}});
   CHECK(rates.any());
   CHECK(rates.try_take("other", 0));  // not limited
-  CHECK_FALSE(rates.next_token_ms("other", 0).has_value());
-  for (int i = 0; i < 3; ++i) CHECK(rates.try_take("slow", 1000));
-  CHECK_FALSE(rates.try_take("slow", 1000));
-  CHECK(rates.next_token_ms("slow", 1000) == 21'000);  // one token per 20 s
-  CHECK_FALSE(rates.try_take("slow", 20'999));
-  CHECK(rates.try_take("slow", 21'000));
-  CHECK_FALSE(rates.try_take("slow", 21'000));
-  // Unused for an hour: three at once, then the wait again.
-  for (int i = 0; i < 3; ++i) CHECK(rates.try_take("slow", 3'700'000));
-  CHECK_FALSE(rates.try_take("slow", 3'700'000));
+  CHECK(rates.try_take("off", 0));    // a limit of 0 is none
+  CHECK_FALSE(rates.next_room_ms("other", 0).has_value());
+  CHECK(rates.try_take("slow", 1000));
+  CHECK(rates.try_take("slow", 5000));
+  CHECK(rates.try_take("slow", 9000));
+  CHECK_FALSE(rates.try_take("slow", 9000));
+  CHECK(rates.next_room_ms("slow", 9000) == 61'000);  // when the first start is a minute old
+  CHECK_FALSE(rates.try_take("slow", 60'999));
+  CHECK(rates.try_take("slow", 61'000));
+  CHECK_FALSE(rates.try_take("slow", 61'000));
+  CHECK(rates.next_room_ms("slow", 61'000) == 65'000);
+  rates.refund("slow");  // the start at 61 000 never happened
+  CHECK(rates.try_take("slow", 61'000));
   CHECK_FALSE(mw::broker::TypeRates().any());
 }
 

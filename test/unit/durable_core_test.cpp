@@ -788,6 +788,10 @@ TEST_CASE("a store made before flows counted their stages is read, and gains the
     b.h.done("w1", jobs[0].id, std::nullopt, payload_bytes(1));  // stage 2 is journaled, with its stage
     b.h.core.end_turn();
   }
-  Broker after(db.path());
-  CHECK(after.recovered == 1);
+  std::vector<mw::broker::StoredJob> stored;
+  mw::broker::open_sqlite_store(db.path())->load_jobs([&](mw::broker::StoredJob&& j) { stored.push_back(std::move(j)); });
+  REQUIRE(stored.size() == 1);
+  CHECK(stored[0].flow_id == 7);
+  CHECK(stored[0].type == "b");
+  CHECK(stored[0].stage == 1);  // the second stage, in the column the old table gained
 }

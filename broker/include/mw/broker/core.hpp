@@ -212,7 +212,7 @@ class BrokerCore {
   bool give(WorkerEntry& worker, Job job);
   void dispatch(std::string_view type);
   // Whether a job of `type` may be given to a worker now (--type-rate);
-  // if not, dispatch(type) runs again when a token is due.
+  // if not, dispatch(type) runs again when its window has room.
   bool rate_allows(std::string_view type);
   void dispatch_for_worker(const std::string& worker_id, std::int64_t now_ms);
   void finish_flow(Job& job, zmq::message_t& result, std::int64_t now_ms);
@@ -312,7 +312,7 @@ class BrokerCore {
   std::unordered_set<std::uint64_t> cancelled_flows_;
   FinishedFlows finished_;  // outcomes of ended flows, for WAIT and $flows get
   TypeRates rates_;         // config_.type_rates
-  // Rate-limited types whose queue waits for a token: when to dispatch them again.
+  // Rate-limited types whose queue waits for room in its window: when to dispatch them again.
   std::map<std::string, std::int64_t, std::less<>> rate_wakeups_;
   // Flows read back from the journal and not ended yet: the WAITs of their
   // submitters, re-attaching after the restart, need no scan of the queues.
