@@ -26,7 +26,10 @@ std::vector<std::pair<std::string, std::string>> type_settings(const std::vector
     const auto eq = item.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == item.size() || eq > mw::kMaxTypeNameBytes)
       throw mw::Error(std::string(option) + " takes TYPE=VALUE, got '" + item + "'");
-    out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    std::string type = item.substr(0, eq);
+    if (std::any_of(out.begin(), out.end(), [&](const auto& seen) { return seen.first == type; }))
+      throw mw::Error(std::string(option) + " gives type '" + type + "' twice: give each type once");
+    out.emplace_back(std::move(type), item.substr(eq + 1));
   }
   return out;
 }

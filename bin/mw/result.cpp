@@ -79,7 +79,8 @@ int result(int argc, char** argv) {
   add_common_options(options);
   options.add_options()
       ("wait", "wait for an unfinished flow to end")
-      ("timeout", "with --wait: give up after this many seconds (exit 3; the flow goes on)",
+      ("timeout", "with --wait: give up after this many seconds, or once the broker has been silent for 10 s "
+                  "(exit 3; the flow goes on)",
        cxxopts::value<double>()->default_value("30"))
       ("json", "print the flow's record ($flows get) as JSON instead, whatever its state")
       ("flow", "flow id", cxxopts::value<std::string>());
@@ -102,7 +103,17 @@ int result(int argc, char** argv) {
 
   if (args.count("wait")) {
     const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
-    const auto outcome = client.wait(flow, timeout);
+    std::optional<Outcome> outcome;
+    try {
+      outcome = client.wait(flow, timeout);
+    } catch (const Interrupted&) {
+      throw;  // main says it and exits 130
+    } catch (const Error& e) {
+      // The broker went silent while we waited: no outcome, as on a timeout.
+      if (e.code() != ErrorCode::Unavailable) throw;
+      std::fprintf(stderr, "mw result: %s\n", e.what());
+      return 3;
+    }
     if (!outcome) {
       std::fprintf(stderr, "mw result: flow %llu has not ended within %g s; it goes on (mw flows shows it)\n",
                    static_cast<unsigned long long>(flow), timeout_s);

@@ -66,7 +66,8 @@ int submit(int argc, char** argv) {
   add_common_options(options);
   options.add_options()
       ("wait", "wait for the flow's end and print its result")
-      ("timeout", "with --wait: give up after this many seconds past the job's due time (exit 3; the flow goes on)",
+      ("timeout", "with --wait: give up after this many seconds past the job's due time, or once the broker has "
+                  "been silent for 10 s (exit 3; the flow goes on)",
        cxxopts::value<double>()->default_value("30"))
       ("max-attempts", "deliveries per stage before the job is dead (default: the broker's)",
        cxxopts::value<std::uint32_t>()->default_value("0"))
@@ -125,7 +126,18 @@ int submit(int argc, char** argv) {
   // The timeout is for the work: a delayed job is not late while it waits for its time.
   const auto timeout =
       std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000))) + submit_options.delay;
-  auto outcome = client.submit_and_wait(type, payload, timeout, submit_options);
+  std::optional<Outcome> outcome;
+  try {
+    outcome = client.submit_and_wait(type, payload, timeout, submit_options);
+  } catch (const Interrupted&) {
+    throw;  // main says it and exits 130
+  } catch (const Error& e) {
+    // Accepted, then the broker went silent: no outcome, as on a timeout;
+    // the flow goes on if the broker comes back.
+    if (e.code() != ErrorCode::Unavailable || client.last_flow_id() == 0) throw;
+    std::fprintf(stderr, "mw submit: %s\n", e.what());
+    return 3;
+  }
   if (!outcome) {
     const auto flow = static_cast<unsigned long long>(client.last_flow_id());
     std::fprintf(stderr,

@@ -466,9 +466,10 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     if (stage.stage >= config_.max_stages) {
       // A loop (a --next or nextWorkerType that leads back) would never end.
       bury(stage,
-           "the flow reached its limit of " + std::to_string(config_.max_stages) +
-               " stages before " + stage.type +
-               " (mw-broker --max-stages): does a worker's --next or nextWorkerType lead back to an earlier stage?",
+           "stage limit: the flow had run " + std::to_string(config_.max_stages) + " stage(s) (mw-broker --max-stages " +
+               std::to_string(config_.max_stages) + "), so its next, " + stage.type +
+               ", was not run; raise the limit for a longer pipeline, or look for a --next or nextWorkerType "
+               "that leads back to an earlier stage",
            now_ms);
     } else {
       // The flow's journal row now holds the next stage (one write, not a

@@ -158,12 +158,11 @@ class Client::Impl {
                             " is older than this client and cannot be asked for a flow by its id (WAIT); "
                             "upgrade mw-broker",
                         ErrorCode::NotImplemented);
-          if (ours)
-            throw Error(std::string(e->message) +
-                            (e->request_id == wait_request ? ""
-                                                           : " (the broker restarted, or forgot this client, while "
-                                                             "it waited; a broker on :memory: forgets its flows)"),
-                        e->code);
+          if (ours && e->request_id != wait_request && e->code == ErrorCode::NotFound)
+            throw Error("the broker restarted (or forgot this client) while it waited, and no longer knows flow " +
+                            std::to_string(flow_id) + ": a broker on :memory: forgets its unfinished flows",
+                        ErrorCode::NotFound);
+          if (ours) throw Error(std::string(e->message), e->code);
         }
         backlog_.push_back(std::move(*e));
         return false;

@@ -243,7 +243,7 @@ TEST_CASE("durability: mw submit --wait that loses its broker names the accepted
   std::this_thread::sleep_for(1s);
   cluster.broker().signal(SIGKILL);
   REQUIRE(cluster.broker().wait_exit(5s).has_value());
-  REQUIRE(waiting.wait_exit(15s) == 1);
+  REQUIRE(waiting.wait_exit(20s) == 3);  // no outcome: the flow goes on if the broker comes back
   const std::string err = waiting.stderr_text();
   const auto at = err.find("while waiting for flow ");
   REQUIRE(at != std::string::npos);
@@ -297,8 +297,8 @@ TEST_CASE("durability: mw submit --wait whose broker restarts on :memory: says a
   cluster.start_broker({"--store", ":memory:", "--heartbeat-ms", "1000"}, address, pub);
   // Told by the new broker within a heartbeat or two, long before its 60 s.
   REQUIRE(waiting.wait_exit(20s) == 1);
-  CHECK(waiting.stderr_text().find("is not known here") != std::string::npos);
-  CHECK(waiting.stderr_text().find(":memory: forgets its flows") != std::string::npos);
+  CHECK(waiting.stderr_text().find("the broker restarted (or forgot this client) while it waited") != std::string::npos);
+  CHECK(waiting.stderr_text().find(":memory: forgets its unfinished flows") != std::string::npos);
 }
 
 TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it") {

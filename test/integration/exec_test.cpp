@@ -232,7 +232,7 @@ TEST_CASE("a loop of stages ends by itself at --max-stages: the flow dies and sa
   const auto looped = cluster.mw({"submit", "again", "{\"n\":1}", "--wait", "--timeout", "20"});
   CHECK(looped.exit_status == 1);
   CHECK(looped.err.find("died at again") != std::string::npos);
-  CHECK(looped.err.find("limit of 5 stages") != std::string::npos);
+  CHECK(looped.err.find("stage limit: the flow had run 5 stage(s) (mw-broker --max-stages 5)") != std::string::npos);
   const auto s = cluster.status();
   CHECK(s.dead == 1);
   CHECK(type_stats(s, "again").value().done == 5);

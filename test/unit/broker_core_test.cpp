@@ -391,7 +391,7 @@ TEST_CASE("a flow that loops back on itself dies at its stage limit (--max-stage
   CHECK(results[0].flow == flow);
   CHECK(results[0].outcome == "dead");
   CHECK(results[0].last_type == "a");
-  CHECK(results[0].error.find("limit of 3 stages") != std::string::npos);
+  CHECK(results[0].error.find("had run 3 stage(s)") != std::string::npos);
   CHECK(results[0].payload == payload_bytes(2, 2));  // what the fourth stage would have got
   CHECK(h.core.counters().dead == 1);
   CHECK(h.core.counters().flows_done == 0);
