@@ -3,11 +3,14 @@
 // Makes any program a worker: for each job it runs COMMAND with the payload
 // as JSON on stdin, and takes the JSON on its stdout as the result. A
 // non-zero exit fails the job with the last lines of stderr as the error;
-// exit status 65 (EX_DATAERR) fails it for good (no retry).
+// exit status 65 (EX_DATAERR) fails it for good (no retry). A job whose flow
+// is cancelled (mw cancel) while its command runs has the command ended:
+// SIGTERM to its process group, SIGKILL kTermGrace later.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,6 +23,7 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -44,7 +48,8 @@ constexpr std::int64_t kExitCheckMs = 100;
 // something it started (out of its process group) holds it open.
 constexpr auto kDrainAfterExit = std::chrono::seconds(1);
 // Once mw-exec is asked to stop, how long a running command may go on
-// before SIGTERM, and how long after SIGTERM before SIGKILL.
+// before SIGTERM; after SIGTERM (for a stop or a cancelled job), how long
+// before SIGKILL.
 constexpr auto kStopGrace = std::chrono::seconds(10);
 constexpr auto kTermGrace = std::chrono::seconds(2);
 // How much of a JSON parser's complaint a job's error quotes.
@@ -174,7 +179,23 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       if (fd >= 0) ::close(fd);
     }
   } close_exit_fd{exit_fd};
-  bool stopped = false;
+  // Readable once the job's flow is cancelled (written by the stop callback,
+  // which may run on the worker's I/O thread).
+  const int cancel_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  struct CloseCancelFd {
+    int fd;
+    ~CloseCancelFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_cancel_fd{cancel_fd};
+  std::stop_callback on_cancel(job.cancel, [cancel_fd] {
+    const std::uint64_t one = 1;
+    if (cancel_fd >= 0) {
+      [[maybe_unused]] auto n = ::write(cancel_fd, &one, sizeof one);
+    }
+  });
+  std::optional<Clock::time_point> cancelled_at;
+  bool stopped = false, cancelled = false;
   for (;;) {
     const auto now = Clock::now();
     // The command has exited: what it started goes with it (else something
@@ -201,7 +222,16 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       stopped = true;
       break;
     }
-    pollfd fds[5];
+    // The job's flow was cancelled: nobody wants its result.
+    if (!cancelled_at && !exited_at && job.cancel.stop_requested()) {
+      ::kill(-pid, SIGTERM);
+      cancelled_at = now;
+    }
+    if (cancelled_at && !exited_at && now - *cancelled_at >= kTermGrace) {
+      cancelled = true;
+      break;
+    }
+    pollfd fds[6];
     int n = 0;
     int in_at = -1, out_at = -1, err_at = -1, stop_at_index = -1;
     if (in.write >= 0) { in_at = n; fds[n++] = {in.write, POLLOUT, 0}; }
@@ -209,6 +239,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     if (err.read >= 0) { err_at = n; fds[n++] = {err.read, POLLIN, 0}; }
     if (!stop_at && options.stop_fd >= 0) { stop_at_index = n; fds[n++] = {options.stop_fd, POLLIN, 0}; }
     if (!exited_at && exit_fd >= 0) fds[n++] = {exit_fd, POLLIN, 0};
+    if (!cancelled_at && cancel_fd >= 0) fds[n++] = {cancel_fd, POLLIN, 0};
     if (::poll(fds, static_cast<nfds_t>(n), static_cast<int>(kExitCheckMs)) < 0 && errno != EINTR) break;
     if (stop_at_index >= 0 && fds[stop_at_index].revents) stop_at = Clock::now();
     if (in_at >= 0 && fds[in_at].revents) {
@@ -239,7 +270,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       }
     }
   }
-  if (timed_out || too_much_output || stopped) ::kill(-pid, SIGKILL);
+  if (timed_out || too_much_output || stopped || cancelled) ::kill(-pid, SIGKILL);
   siginfo_t info{};
   while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
@@ -247,6 +278,8 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (cancelled_at)
+    throw mw::JobError("the job's flow was cancelled: '" + options.command[0] + "' was ended", false);
   if (timed_out)
     throw mw::JobError("'" + options.command[0] + "' ran longer than " + std::to_string(options.timeout.count()) +
                        " ms and was killed");

@@ -115,8 +115,9 @@ int flows(int argc, char** argv) {
 
 int cancel(int argc, char** argv) {
   cxxopts::Options options("mw cancel",
-                           "Cancel unfinished flows: a waiting job leaves its queue; a job in flight runs on, but its "
-                           "answer is dropped. A submitter that waits hears 'cancelled'.");
+                           "Cancel unfinished flows: a waiting job leaves its queue; a job in flight is stopped by its "
+                           "worker (mw workers and mw-exec stop it; a worker that cannot runs it on, and its answer is "
+                           "dropped). A submitter that waits hears 'cancelled'.");
   options.positional_help("FLOW [FLOW ...]");
   add_common_options(options);
   options.add_options()("flows", "flow ids, as mw submit or mw flows print them",
@@ -133,7 +134,12 @@ int cancel(int argc, char** argv) {
     try {
       const auto record = client.call(kFlowsEndpoint, "remove", flow);
       std::cout << "flow " << flow << " cancelled (was " << record.value("was", std::string("?")) << ", "
-                << record.value("type", std::string("?")) << ")" << std::endl;
+                << record.value("type", std::string("?")) << ")";
+      if (record.contains("stop_sent"))
+        std::cout << (record["stop_sent"] == true ? "; its worker was told to stop the job"
+                                                  : "; its worker cannot be told to stop: the job runs on, and its "
+                                                    "answer will be dropped");
+      std::cout << std::endl;
     } catch (const Error& e) {
       // The others are still worth cancelling; the exit status says one failed.
       if (e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadRequest) throw;

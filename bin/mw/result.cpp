@@ -3,7 +3,6 @@
 // Without --wait: asks $flows (get) where the flow is, and prints its result
 // if it has ended and the broker still keeps its outcome. With --wait: sends
 // WAIT and prints the result when the flow ends (docs/PROTOCOL.md §5.16).
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -21,16 +20,6 @@ namespace mw::cli {
 namespace {
 
 constexpr std::string_view kCommand = "mw result";
-
-std::uint64_t flow_id_from(const std::string& text) {
-  std::uint64_t flow = 0;
-  const auto* end = text.data() + text.size();
-  const auto [at, ec] = std::from_chars(text.data(), end, flow);
-  if (ec != std::errc() || at != end || flow == 0)
-    throw Error("'" + text + "' is not a flow id: a flow id is a positive integer, as mw submit prints it",
-                ErrorCode::BadRequest);
-  return flow;
-}
 
 // A $flows record as an Outcome, for a flow that has ended.
 Outcome outcome_of(const nlohmann::ordered_json& record) {
@@ -56,13 +45,7 @@ nlohmann::ordered_json record_of(const Outcome& o) {
   r["type"] = o.last_type;
   r["attempts"] = o.attempts;
   if (!o.error.empty()) r["error"] = o.error;
-  const std::string field = o.done ? "result" : "payload";
-  try {
-    r[field] = o.result.to_ordered_json();
-  } catch (const std::exception& e) {
-    r[field] = nullptr;
-    r[field + "_error"] = std::string("the payload is not representable as JSON: ") + e.what();
-  }
+  Payload::put_json(r, o.done ? "result" : "payload", o.result.bytes());
   return r;
 }
 
@@ -89,7 +72,7 @@ int result(int argc, char** argv) {
   if (parse_or_help(options, argc, argv, args)) return 0;
   if (!args.count("flow")) throw Error("missing FLOW: mw result FLOW [--wait]", ErrorCode::BadRequest);
   if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
-  const std::uint64_t flow = flow_id_from(args["flow"].as<std::string>());
+  const std::uint64_t flow = parse_flow_id(args["flow"].as<std::string>());
   const double timeout_s = args["timeout"].as<double>();
   if (!(timeout_s > 0) || timeout_s > 1e7) throw Error("--timeout must be a positive number of seconds");
   if (args["timeout"].count() && !args.count("wait"))

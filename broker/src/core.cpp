@@ -167,6 +167,7 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
       case Command::Result:
       case Command::Reply:
       case Command::Stats:
+      case Command::Cancel:
       case Command::Error: {
         const std::string reason = std::string(command_name(command)) + " is sent by the broker, not to it";
         note_bad_message(peer, reason, nullptr, now_ms);
@@ -280,6 +281,7 @@ void BrokerCore::on_ready(const std::string& peer, const zmq::message_t& header,
   entry.host = ready.host;
   entry.pid = ready.pid;
   entry.credit = ready.credit;
+  entry.takes_cancel = ready.cancel;
   peers_[peer].said_hello = true;
   const WorkerEntry& stored = workers_.upsert(std::move(entry));
   log(LogLevel::info, kLogComponent,
@@ -861,12 +863,7 @@ void BrokerCore::write_dead_record(const Job& job, std::string_view error) {
   record["type"] = job.type;
   record["flow"] = job.flow_id;
   record["job"] = job.id;
-  try {
-    record["payload"] = Payload::adopt(std::string(job.payload.data<char>(), job.payload.size())).to_ordered_json();
-  } catch (const std::exception& e) {
-    record["payload"] = nullptr;
-    record["payload_error"] = std::string("the payload is not representable as JSON: ") + e.what();
-  }
+  Payload::put_json(record, "payload", {job.payload.data<char>(), job.payload.size()});
   record["error"] = std::string(error);
   record["attempts"] = job.attempts;
   if (!job.entity.empty()) record["entity"] = job.entity;

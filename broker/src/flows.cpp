@@ -5,12 +5,12 @@
 //              input; or how it ended, if that is kept (FinishedFlows)
 //   find       the unfinished flows, optionally of one type and in one state
 //   remove ID  cancels flow ID: its job leaves its queue, or, in flight, its
+//              worker is told to stop it (CANCEL, when it takes that) and its
 //              answer will be dropped; a waiting submitter hears "cancelled"
 //
 // These scan the queues (O(jobs waiting)): they are for people looking at a
 // broker, not for the hot path. docs/PROTOCOL.md §11.5 has the details.
 #include <algorithm>
-#include <charconv>
 #include <limits>
 #include <tuple>
 
@@ -28,13 +28,7 @@ constexpr std::string_view kCancelledError = "cancelled";
 
 std::uint64_t flow_id_of(const std::optional<std::string>& id) {
   if (!id) throw Error("$flows needs a flow id for get and remove", ErrorCode::BadRequest);
-  std::uint64_t flow = 0;
-  const auto* end = id->data() + id->size();
-  const auto [at, ec] = std::from_chars(id->data(), end, flow);
-  if (ec != std::errc() || at != end || flow == 0)
-    throw Error("'" + *id + "' is not a flow id: a flow id is a positive integer, as mw submit prints it",
-                ErrorCode::BadRequest);
-  return flow;
+  return parse_flow_id(*id);
 }
 
 // A find result: {"data": [records], "limit": L, "more": whether more matched}.
@@ -58,17 +52,6 @@ Error not_known(std::uint64_t flow, bool results_kept) {
                                    "reach (mw-broker --keep-results, --keep-results-mb)"
                                  : "it ended (this broker keeps no outcomes: --keep-results or --keep-results-mb is 0)"),
                ErrorCode::NotFound);
-}
-
-// A payload as a JSON value in `record[key]`; nil and `<key>_error` when it
-// has no JSON form.
-void put_payload(Json& record, const std::string& key, std::string_view msgpack) {
-  try {
-    record[key] = Payload::adopt(std::string(msgpack)).to_ordered_json();
-  } catch (const std::exception& e) {
-    record[key] = nullptr;
-    record[key + "_error"] = std::string("the payload is not representable as JSON: ") + e.what();
-  }
 }
 
 }  // namespace
@@ -99,18 +82,9 @@ void BrokerCore::add_waiter(std::uint64_t flow_id, const std::string& peer) {
 
 bool BrokerCore::flow_unfinished(std::uint64_t flow_id) const {
   if (cancelled_flows_.contains(flow_id)) return false;
-  if (recovered_flows_.contains(flow_id)) return true;
-  for (const WorkerEntry* worker : workers_.all())
-    for (const Job& job : worker->jobs)
-      if (job.flow_id == flow_id) return true;
-  for (const auto& [id, job] : delayed_)
-    if (job.flow_id == flow_id) return true;
-  bool found = false;
-  queue_.for_each({}, [&](const QueuedJob& job) {
-    found = job.flow_id == flow_id;
-    return !found;
-  });
-  return found;
+  // Recovered flows are known without a scan; others are looked for as
+  // `$flows get` looks (a record without its payload is cheap to build).
+  return recovered_flows_.contains(flow_id) || flow_record(flow_id, false).has_value();
 }
 
 Json BrokerCore::finished_flow_record(const FinishedFlow& flow) const {
@@ -125,7 +99,7 @@ Json BrokerCore::finished_flow_record(const FinishedFlow& flow) const {
   if (!flow.entity.empty()) r["entity"] = flow.entity;
   if (!flow.key.empty()) r["key"] = flow.key;
   // Done: the final result. Dead or cancelled: the input of the stage it was at.
-  put_payload(r, flow.outcome == kOutcomeDone ? "result" : "payload", flow.result);
+  Payload::put_json(r, flow.outcome == kOutcomeDone ? "result" : "payload", flow.result);
   return r;
 }
 
@@ -173,7 +147,7 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   if (!job.entity.empty()) r["entity"] = job.entity;
   if (!job.key.empty()) r["key"] = job.key;
   if (worker) r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
-  if (with_payload) put_payload(r, "payload", job.payload);
+  if (with_payload) Payload::put_json(r, "payload", job.payload);
   return r;
 }
 
@@ -272,9 +246,11 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   std::optional<Job> taken;  // when it was taken out of delayed or a queue
   std::string_view was;
   const WorkerEntry* holder = nullptr;
-  // In flight: the worker keeps the job (nothing stops a running handler);
-  // its answer is dropped when it comes (drop_if_cancelled), and so is the
-  // job if it is handed back. The short lists first: the queues may hold millions.
+  // In flight: the worker keeps the job until it answers, and its answer is
+  // dropped when it comes (drop_if_cancelled), as is the job if it is handed
+  // back. A worker that takes CANCEL is told, so it stops the handler (and
+  // its credit comes back soon) instead of finishing work nobody wants.
+  // The short lists first: the queues may hold millions.
   for (const WorkerEntry* entry : workers_.all()) {
     for (Job& held : workers_.find(entry->id)->jobs) {
       if (held.flow_id != flow_id) continue;
@@ -300,6 +276,10 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
     job = &*taken;
   }
 
+  // Best effort: if it does not arrive, the handler runs on and its answer
+  // is dropped all the same.
+  const bool stop_sent = holder && holder->takes_cancel &&
+                         send(holder->id, Command::Cancel, wire::encode(wire::CancelJob{job->id})) == SendResult::Sent;
   ++counters_.flows_cancelled;
   cancelled_this_turn_.push_back(flow_id);
   if (journaling()) journal_->remove(flow_id);  // a restart must not bring it back
@@ -307,6 +287,7 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   Json record = was == kDelayed ? delayed_flow_record(*job, false) : flow_record(QueuedJob::of(*job), was, holder, false);
   record["state"] = "cancelled";
   record["was"] = was;
+  if (holder) record["stop_sent"] = stop_sent;
   log(LogLevel::info, kCancelLogComponent,
       "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request");
   if (transport_.has_subscribers("$mw.flow.cancelled"))

@@ -202,6 +202,15 @@ nlohmann::ordered_json Payload::ordered_json_of(std::string_view msgpack_bytes) 
   return convert<nlohmann::ordered_json>(msgpack_bytes);
 }
 
+void Payload::put_json(nlohmann::ordered_json& record, const std::string& key, std::string_view msgpack_bytes) {
+  try {
+    record[key] = ordered_json_of(msgpack_bytes);
+  } catch (const std::exception& e) {
+    record[key] = nullptr;
+    record[key + "_error"] = std::string("the payload is not representable as JSON: ") + e.what();
+  }
+}
+
 Payload Payload::from_json(const nlohmann::ordered_json& value) { return Payload(msgpack_of(value)); }
 
 std::string Payload::to_json_text() const {

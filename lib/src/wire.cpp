@@ -471,10 +471,10 @@ zmq::message_t encode(const Welcome& m) {
 
 zmq::message_t encode(const Ready& m) {
   Writer w;
-  w.array(5);
+  w.array(6);
   w.array(static_cast<std::uint32_t>(m.types.size()));
   for (auto t : m.types) w.str(t);
-  w.str(m.next).u64(m.credit).str(m.host).u64(m.pid);
+  w.str(m.next).u64(m.credit).str(m.host).u64(m.pid).boolean(m.cancel);
   return w.frame();
 }
 
@@ -532,6 +532,12 @@ zmq::message_t encode(const StatusRequest& m) {
 zmq::message_t encode(const WaitRequest& m) {
   Writer w;
   w.array(2).u64(m.request_id).u64(m.flow_id);
+  return w.frame();
+}
+
+zmq::message_t encode(const CancelJob& m) {
+  Writer w;
+  w.array(1).u64(m.job_id);
   return w.frame();
 }
 
@@ -656,6 +662,7 @@ Ready decode_ready(const zmq::message_t& frame) {
   if (m.credit == 0 || m.credit > kMaxCredit) f.fail("credit", "1..10000");
   m.host = f.str_or_empty(3, "host");
   m.pid = f.u32(4, "pid");
+  m.cancel = f.has(5) && f.boolean(5, "cancel");
   return m;
 }
 
@@ -740,6 +747,11 @@ WaitRequest decode_wait(const zmq::message_t& frame) {
   WaitRequest m{f.u64(0, "request id"), f.u64(1, "flow id")};
   if (m.flow_id == 0) f.fail("flow id", "a flow id (1 or more)");
   return m;
+}
+
+CancelJob decode_cancel(const zmq::message_t& frame) {
+  Fields f(frame, 1, "CANCEL");
+  return {f.u64(0, "job id")};
 }
 
 Call decode_call(const zmq::message_t& frame) {

@@ -49,7 +49,22 @@ struct Completion {
   std::optional<std::string> next;  // from nextWorkerType; "" ends the flow
   std::string error;
   bool retryable = true;
+  bool cancelled = false;  // its flow was cancelled: reported as such, whatever the handler did
 };
+
+// What a worker reports for a job whose flow was cancelled (the broker
+// drops it; it only frees the credit).
+constexpr std::string_view kCancelledError = "cancelled";
+
+Completion cancelled_completion(std::uint64_t job_id) {
+  Completion c;
+  c.job_id = job_id;
+  c.ok = false;
+  c.cancelled = true;
+  c.error = kCancelledError;
+  c.retryable = false;
+  return c;
+}
 
 bool is_msgpack_map(const std::string& bytes) {
   if (bytes.empty()) return false;
@@ -116,6 +131,7 @@ Completion execute(const Handler& handler, const Job& job) {
     c.ok = false;
     c.error = "handler threw a non-standard exception";
   }
+  if (job.cancel.stop_requested()) return cancelled_completion(job.id);
   return c;
 }
 
@@ -179,7 +195,7 @@ class Worker::Impl {
       const std::int64_t until_heartbeat = beat - ms_since(last_sent_heartbeat_);
       const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
       auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, beat);
-      if (!local_.empty()) wait = 0;
+      if (!local_.empty() || !inbox_.empty()) wait = 0;
       peer.flush();  // the DONEs of the last turn, as one BATCH when the broker takes them
       zmq::pollitem_t items[] = {
           {peer.socket().handle(), 0, ZMQ_POLLIN, 0},
@@ -203,6 +219,13 @@ class Worker::Impl {
       }
       send_completions(peer);
 
+      // What the keeper took off the socket while a handler ran comes first.
+      if (!inbox_.empty()) {
+        std::deque<detail::Inbound> taken;
+        taken.swap(inbox_);
+        for (auto& in : taken)
+          if (!handle(peer, in, stopping)) break;  // a new socket: the rest was for the old one
+      }
       while (auto in = peer.try_recv()) {
         last_heard_ = Clock::now();
         if (!handle(peer, *in, stopping)) break;
@@ -231,7 +254,7 @@ class Worker::Impl {
   }
 
   Counters counters() const {
-    return {done_.load(), failed_.load(), registrations_.load()};
+    return {done_.load(), failed_.load(), cancelled_.load(), registrations_.load()};
   }
 
  private:
@@ -268,6 +291,9 @@ class Worker::Impl {
           return true;
         }
         case Command::Heartbeat:
+          return true;
+        case Command::Cancel:
+          cancel_job(peer, wire::decode_cancel(in.header).job_id);
           return true;
         case Command::Disconnect:
           // The broker does not know us (it restarted) or is going away:
@@ -307,6 +333,7 @@ class Worker::Impl {
     const std::string host = host_name();
     ready.host = host;
     ready.pid = static_cast<std::uint32_t>(::getpid());
+    ready.cancel = true;
     zmq::message_t header = wire::encode(ready);
     peer.send(Command::Ready, &header);
     last_heard_ = Clock::now();
@@ -318,6 +345,7 @@ class Worker::Impl {
     {
       // The broker requeues whatever it had given us; do not start those.
       local_.clear();
+      inbox_.clear();
       std::lock_guard lock(mutex_);
       pending_.clear();
     }
@@ -342,6 +370,12 @@ class Worker::Impl {
   }
 
   void report(detail::PeerSocket& peer, Completion& c) {
+    if (c.cancelled) {
+      zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, false});
+      peer.send(Command::Fail, &header);
+      ++cancelled_;
+      return;
+    }
     if (c.ok) {
       zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
                                      : wire::encode(wire::Done{c.job_id, std::nullopt});
@@ -366,6 +400,39 @@ class Worker::Impl {
       peer.send(Command::Fail, &header);
       ++failed_;
     }
+  }
+
+  // CANCEL: the job's flow was cancelled. Not started: it is dropped and
+  // reported at once, so the broker frees its credit. Running: its token is
+  // stopped, and the handler's report says "cancelled" (execute). Not here
+  // (it ended already): nothing to do. Called by whoever holds the socket:
+  // the I/O thread, or the keeper while an inline handler runs (local_ and
+  // the inline_running_ pair are only touched with the socket held).
+  void cancel_job(detail::PeerSocket& peer, std::uint64_t job_id) {
+    auto is_it = [job_id](const Job& job) { return job.id == job_id; };
+    bool dropped = false, stopped = false;
+    if (inline_running_id_ == job_id) {
+      stopped = inline_running_stop_.request_stop();
+    } else if (const auto it = std::find_if(local_.begin(), local_.end(), is_it); it != local_.end()) {
+      local_.erase(it);
+      dropped = true;
+    } else {
+      std::lock_guard lock(mutex_);
+      if (const auto queued = std::find_if(pending_.begin(), pending_.end(), is_it); queued != pending_.end()) {
+        pending_.erase(queued);
+        dropped = true;
+      } else {
+        for (const RunningJob& r : running_jobs_)
+          if (r.job_id == job_id) stopped = r.stop->request_stop();
+      }
+    }
+    if (dropped) {
+      Completion c = cancelled_completion(job_id);
+      report(peer, c);
+    }
+    if (dropped || stopped)
+      log(LogLevel::info, "worker", options_.name + ": job " + std::to_string(job_id) + " cancelled" +
+                                        (dropped ? " before it started" : "; its handler was asked to stop"));
   }
 
   // threads == 1: jobs run here, on the socket's thread, so a job costs no
@@ -397,9 +464,18 @@ class Worker::Impl {
       ++handler_seq_;
       Job job = std::move(local_.front());
       local_.pop_front();
+      // Read by the keeper only while it holds the socket, so only while
+      // this handler runs: no lock of their own.
+      // One source serves job after job until a cancel uses it up: no
+      // allocation per job.
+      inline_running_id_ = job.id;
+      if (!inline_running_stop_.stop_possible() || inline_running_stop_.stop_requested())
+        inline_running_stop_ = std::stop_source();
+      job.cancel = inline_running_stop_.get_token();
       socket_lock.unlock();
       Completion c = execute(handler_, job);
       socket_lock.lock();
+      inline_running_id_ = 0;
       report(peer, c);
     }
   }
@@ -416,6 +492,7 @@ class Worker::Impl {
     keeper_ = std::jthread([this, &peer] {
       std::unique_lock lock(keeper_mutex_);
       std::uint64_t seen_handler = 0;
+      std::uint64_t seen_handler_for_inbox = 0;
       while (!keeper_stopping_) {
         // A quarter interval: a heartbeat is never more than that late.
         const auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
@@ -435,8 +512,38 @@ class Worker::Impl {
           peer.send(Command::Heartbeat);
           last_sent_heartbeat_ = Clock::now();
         }
+        // A handler that was already running a period ago is a long one:
+        // read what came meanwhile, so a CANCEL for it stops it now rather
+        // than when it ends. (Short jobs never get here: the I/O thread
+        // reads its own socket between them.)
+        const std::uint64_t handler = handler_seq_.load();
+        if (handler == seen_handler_for_inbox) take_inbox(peer);
+        seen_handler_for_inbox = handler;
       }
     });
+  }
+
+  // Keeper only, holding the socket while an inline handler runs (the I/O
+  // thread is inside it, so local_ is free to touch): a JOB joins local_ and
+  // a CANCEL is acted on at once (the running handler is stopped, a job not
+  // started dropped). Anything else goes to inbox_, for the I/O thread, which
+  // reads it first when the handler returns.
+  void take_inbox(detail::PeerSocket& peer) {
+    while (auto in = peer.try_recv()) {
+      last_heard_ = Clock::now();
+      switch (in->command) {
+        case Command::Job:
+        case Command::Cancel:
+        case Command::Heartbeat:
+          handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
+          break;
+        default:
+          // A header from a BATCH points into the socket's copy of it, which
+          // the next BATCH replaces: the inbox keeps its own.
+          in->header = zmq::message_t(in->header.data(), in->header.size());
+          inbox_.push_back(std::move(*in));
+      }
+    }
   }
 
   void stop_keeper() {
@@ -464,6 +571,8 @@ class Worker::Impl {
   }
 
   void handler_loop() {
+    // This thread's cancel source, reused until a cancel uses it up.
+    std::stop_source stop;
     for (;;) {
       Job job;
       {
@@ -473,11 +582,18 @@ class Worker::Impl {
         job = std::move(pending_.front());
         pending_.pop_front();
         ++running_;
+        if (stop.stop_requested()) stop = std::stop_source();
+        job.cancel = stop.get_token();
+        running_jobs_.push_back({job.id, &stop});
       }
       Completion c = execute(handler_, job);
       bool wake;
       {
         std::lock_guard lock(mutex_);
+        const auto mine = std::find_if(running_jobs_.begin(), running_jobs_.end(),
+                                       [&](const RunningJob& r) { return r.job_id == job.id; });
+        *mine = running_jobs_.back();
+        running_jobs_.pop_back();
         completed_.push_back(std::move(c));
         --running_;
         // One wake-up per batch: the I/O thread takes every completion it finds.
@@ -500,6 +616,11 @@ class Worker::Impl {
 
   // Inline mode (threads == 1): jobs received and not yet run; I/O thread only.
   std::deque<Job> local_;
+  // Messages the keeper read while a long inline handler ran, and that
+  // handler's job and cancel source: whoever holds socket_mutex_ owns them.
+  std::deque<detail::Inbound> inbox_;
+  std::uint64_t inline_running_id_ = 0;
+  std::stop_source inline_running_stop_{std::nostopstate};
   std::mutex socket_mutex_;
   std::mutex keeper_mutex_;
   std::condition_variable keeper_wake_;
@@ -516,10 +637,17 @@ class Worker::Impl {
   std::deque<Completion> completed_;
   std::deque<Completion> sending_;  // I/O thread only: completions being sent
   std::uint32_t running_ = 0;
+  // Pool mode: the jobs handler threads run, each with its thread's cancel
+  // source (at most `threads` entries: a scan finds one).
+  struct RunningJob {
+    std::uint64_t job_id;
+    std::stop_source* stop;
+  };
+  std::vector<RunningJob> running_jobs_;
   bool shutting_down_ = false;
   std::vector<std::jthread> threads_;
 
-  std::atomic<std::uint64_t> done_{0}, failed_{0}, registrations_{0};
+  std::atomic<std::uint64_t> done_{0}, failed_{0}, cancelled_{0}, registrations_{0};
 };
 
 Worker::Worker(WorkerOptions options, Handler handler)

@@ -19,24 +19,6 @@ bool contains(const std::string& text, std::string_view part) { return text.find
 
 std::size_t lines_in(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }
 
-// The pid a command wrote to `file`, or 0.
-pid_t pid_in(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
-// True when `pid` has ended: no such process, or a zombie nobody reaped yet.
-bool ended(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string line;
-  std::getline(stat, line);
-  const auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-}
-
 }  // namespace
 
 TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and buried") {
@@ -79,9 +61,9 @@ TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and bur
     const auto r = cluster.mw({"submit", "slow", "{}", "--wait", "--timeout", "30", "--max-attempts", "1"});
     CHECK(r.exit_status == 1);
     CHECK(contains(r.err, "ran longer than 1000 ms"));
-    const pid_t sleeper = pid_in(pid_file);
+    const pid_t sleeper = pid_in_file(pid_file);
     REQUIRE(sleeper > 0);
-    CHECK(wait_until([&] { return ended(sleeper); }, 5s));
+    CHECK(wait_until([&] { return process_ended(sleeper); }, 5s));
   }
 
   SUBCASE("a command that leaves a process behind finishes with its job, and that process ends") {
@@ -92,9 +74,9 @@ TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and bur
     const auto r = cluster.mw({"submit", "leaves", "{}", "--wait", "--timeout", "10"});
     CHECK(r.exit_status == 0);
     CHECK(nlohmann::json::parse(r.out) == nlohmann::json{{"ok", 1}});
-    const pid_t straggler = pid_in(pid_file);
+    const pid_t straggler = pid_in_file(pid_file);
     REQUIRE(straggler > 0);
-    CHECK(wait_until([&] { return ended(straggler); }, 5s));
+    CHECK(wait_until([&] { return process_ended(straggler); }, 5s));
   }
 
   SUBCASE("exit 65 (EX_DATAERR): dead after one attempt") {
@@ -246,11 +228,11 @@ TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then en
   Process& exec = cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "echo $$ > '" + pid_file.string() + "'; exec sleep 1000"});
   REQUIRE(cluster.wait_for_workers("stuck", 1));
   REQUIRE(cluster.mw({"submit", "stuck", "{}"}).exit_status == 0);
-  REQUIRE(wait_until([&] { return pid_in(pid_file) > 0; }, 10s));
-  const pid_t sleeper = pid_in(pid_file);
+  REQUIRE(wait_until([&] { return pid_in_file(pid_file) > 0; }, 10s));
+  const pid_t sleeper = pid_in_file(pid_file);
   exec.signal(SIGINT);
   CHECK(exec.wait_exit(25s) == 0);
-  CHECK(ended(sleeper));
+  CHECK(process_ended(sleeper));
   // Its DISCONNECT follows the FAIL on one connection: once it is gone, the FAIL counted.
   REQUIRE(cluster.wait_for_worker_pid(exec.pid(), false));
   const auto s = cluster.status();

@@ -85,6 +85,22 @@ bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds tim
   }
 }
 
+pid_t pid_in_file(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+bool process_ended(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
 void pause_for(std::chrono::milliseconds duration) { std::this_thread::sleep_for(duration); }
 
 void install_child_cleanup() {

@@ -38,6 +38,13 @@ bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds tim
 // long enough to be meaningful, never to wait for something to happen.
 void pause_for(std::chrono::milliseconds duration);
 
+// The pid a command wrote to `file` (echo $! > file), or 0 while it has not.
+pid_t pid_in_file(const std::filesystem::path& file);
+
+// True when `pid` has ended: no such process, or a zombie nobody reaped yet
+// (a grandchild whose parent died is reaped by whoever adopts it, maybe never).
+bool process_ended(pid_t pid);
+
 // Installs handlers that SIGKILL every live child before the test program
 // dies of SIGTERM, SIGINT, SIGHUP, SIGABRT or SIGSEGV. Call once from main.
 void install_child_cleanup();

@@ -177,8 +177,10 @@ class Harness {
     command(peer, Command::Hello, bytes_of(wire::encode(wire::Hello{mw::kRoleClient, "test", version})));
   }
 
-  void ready(const std::string& peer, std::vector<std::string> types, std::string next = "", std::uint32_t credit = 1) {
+  void ready(const std::string& peer, std::vector<std::string> types, std::string next = "", std::uint32_t credit = 1,
+             bool takes_cancel = false) {
     wire::Ready r;
+    r.cancel = takes_cancel;
     for (const auto& t : types) r.types.push_back(t);
     r.next = next;
     r.credit = credit;

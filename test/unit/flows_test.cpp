@@ -214,6 +214,63 @@ TEST_CASE("$flows remove of a flow in flight: the submitter hears at once, the w
   CHECK(h.jobs("w1")[1].flow == second);
 }
 
+TEST_CASE("$flows remove of a flow in flight on a worker that takes CANCEL: the worker is told, and its FAIL frees the credit") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 1, /*takes_cancel=*/true);
+  h.ready("w0", {"z"}, "", 1);  // an older worker, holding nothing of this flow: told nothing
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  const auto second = h.submit("c1", "a", payload_bytes(2), false);
+  const auto job = h.jobs("w1").at(0);
+  REQUIRE(job.flow == flow);
+
+  const std::size_t mark = h.transport.sent.size();
+  const auto r = call_flows(h, "remove", std::to_string(flow));
+  REQUIRE(r.code == 0);
+  CHECK(r.result.at("stop_sent") == true);
+  const auto to_worker = h.to("w1", mark);
+  REQUIRE(to_worker.size() == 1);
+  CHECK(to_worker[0].command == Command::Cancel);
+  CHECK(wire::decode_cancel(frame_of(to_worker[0].header)).job_id == job.id);
+  CHECK(h.to("w0", mark).empty());
+  REQUIRE(h.results("c1").size() == 1);
+  CHECK(h.results("c1")[0].outcome == "cancelled");
+
+  // The worker stops the job and says so: dropped, not retried, not counted
+  // as a failure; its credit goes to the next job.
+  h.command("w1", Command::Fail, bytes_of(wire::encode(wire::Fail{job.id, "cancelled", false})));
+  CHECK(h.core.counters().failed == 0);
+  CHECK(h.core.stats(h.now).delayed == 0);
+  REQUIRE(h.jobs("w1").size() == 2);
+  CHECK(h.jobs("w1")[1].flow == second);
+  CHECK(h.results("c1").size() == 1);
+}
+
+TEST_CASE("$flows remove of a flow in flight on a worker that does not take CANCEL: nothing is sent to it") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 1);
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  const std::size_t mark = h.transport.sent.size();
+  const auto r = call_flows(h, "remove", std::to_string(flow));
+  REQUIRE(r.code == 0);
+  CHECK(r.result.at("stop_sent") == false);
+  CHECK(h.to("w1", mark).empty());
+  // Not in flight: no stop_sent in the record.
+  const auto queued = h.submit("c1", "q", payload_bytes(2), false);
+  CHECK_FALSE(call_flows(h, "remove", std::to_string(queued)).result.contains("stop_sent"));
+}
+
+TEST_CASE("CANCEL is sent by the broker: a peer that sends it gets ERROR 400") {
+  Harness h;
+  const std::size_t mark = h.transport.sent.size();
+  h.command("p1", Command::Cancel, bytes_of(wire::encode(wire::CancelJob{5})));
+  const auto sent = h.to("p1", mark);
+  REQUIRE(sent.size() == 1);
+  REQUIRE(sent[0].command == Command::Error);
+  const auto error = wire::decode_error(frame_of(sent[0].header));
+  CHECK(error.code == ErrorCode::BadRequest);
+  CHECK(error.message == "CANCEL is sent by the broker, not to it");
+}
+
 TEST_CASE("$flows works without an entity store") {
   Harness h;  // no store attached: entity CALLs get 501, $flows does not need one
   const auto flow = h.submit("c1", "a", payload_bytes(1), false);

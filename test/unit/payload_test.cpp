@@ -169,3 +169,13 @@ TEST_CASE("payloads compare by their bytes") {
   CHECK(mw::Payload::parse_json("[1,2]") == mw::Payload::from_json(json({1, 2})));
   CHECK_FALSE(mw::Payload::parse_json("[1,2]") == mw::Payload::parse_json("[2,1]"));
 }
+
+TEST_CASE("put_json writes a payload as JSON, or null and why when it has no JSON form") {
+  nlohmann::ordered_json record;
+  mw::Payload::put_json(record, "payload", mw::Payload::parse_json(R"({"b":1,"a":[true]})").bytes());
+  CHECK(record.dump() == R"({"payload":{"b":1,"a":[true]}})");  // key order kept
+  mw::Payload::put_json(record, "result", std::string_view("\xdd\xff\xff\xff\xff", 5));  // claims 4G elements
+  CHECK(record.at("result").is_null());
+  CHECK(record.at("result_error").get<std::string>().rfind("the payload is not representable as JSON: ", 0) == 0);
+  CHECK(record.at("payload").at("b") == 1);  // the rest of the record stands
+}

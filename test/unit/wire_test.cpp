@@ -14,6 +14,7 @@
 
 #include <msgpack.hpp>
 
+#include "mw/error.hpp"
 #include "mw/protocol.hpp"
 #include "mw/wire.hpp"
 #include "submit_header.hpp"
@@ -80,6 +81,7 @@ std::vector<DecoderCase> all_decoders() {
   add("REPLY(ok)", wire::decode_reply, wire::encode(wire::Reply{8, 0, ""}), 2);
   add("STATUS", wire::decode_status, wire::encode(wire::StatusRequest{12}), 1);
   add("WAIT", wire::decode_wait, wire::encode(wire::WaitRequest{13, 99}), 2);
+  add("CANCEL", wire::decode_cancel, wire::encode(wire::CancelJob{9}), 1);
   add("ERROR", wire::decode_error, wire::encode(wire::ErrorReply{ErrorCode::TooLarge, "big", 3}), 2);
   {
     wire::Stats s;
@@ -189,6 +191,15 @@ TEST_CASE("READY round trip") {
     CHECK(m.credit == mw::kMaxCredit);
     CHECK(m.host == "host-1");
     CHECK(m.pid == 4242);
+    CHECK_FALSE(m.cancel);
+  }
+  SUBCASE("a worker that takes CANCEL says so in field 5; a READY of five fields does not") {
+    wire::Ready r{{"a"}, "", 2, "h", 7};
+    r.cancel = true;
+    CHECK(wire::decode_ready(wire::encode(r)).cancel);
+    CHECK_FALSE(wire::decode_ready(frame_of(first_fields(bytes_of(wire::encode(r)), 5))).cancel);
+    CHECK_FALSE(wire::decode_ready(frame_of(replace_field(bytes_of(wire::encode(r)), 5,
+                                                             [](auto& p) { p.pack_nil(); }))).cancel);
   }
   SUBCASE("no next type, one type of the longest allowed name") {
     const std::string longest(mw::kMaxTypeNameBytes, 't');
@@ -816,7 +827,7 @@ TEST_CASE("check_msgpack rejects deep nesting without crashing") {
 // ---- the tag frame -------------------------------------------------------------
 
 TEST_CASE("encode_tag and decode_tag round trip every command") {
-  for (std::uint8_t b = 0x01; b <= 0x12; ++b) {
+  for (std::uint8_t b = 0x01; b <= 0x13; ++b) {
     const auto command = static_cast<Command>(b);
     const auto tag = wire::encode_tag(command);
     REQUIRE(tag.size() == mw::kTagFrameBytes);
@@ -838,7 +849,7 @@ TEST_CASE("decode_tag rejects malformed tags") {
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(bad)); }) == ErrorCode::BadProtocol);
   }
   SUBCASE("unknown command byte") {
-    for (unsigned b : {0x00u, 0x13u, 0x7fu, 0x80u, 0xffu}) {
+    for (unsigned b : {0x00u, 0x14u, 0x7fu, 0x80u, 0xffu}) {
       CAPTURE(b);
       const std::string tag = std::string("MW1") + static_cast<char>(b);
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(tag)); }) == ErrorCode::UnknownCommand);
@@ -901,6 +912,31 @@ TEST_CASE("WAIT round trips, and refuses flow id 0") {
   CHECK(wire::peek_request_id(frame) == 41);
   CHECK(decode_error_code([] { (void)wire::decode_wait(wire::encode(wire::WaitRequest{41, 0})); }) ==
         ErrorCode::BadRequest);
+}
+
+TEST_CASE("parse_flow_id reads a flow id as mw submit prints it, and names anything else") {
+  CHECK(mw::parse_flow_id("1") == 1);
+  CHECK(mw::parse_flow_id("1839694082699264") == 1839694082699264);
+  CHECK(mw::parse_flow_id("18446744073709551615") == UINT64_MAX);
+  for (std::string_view bad : {"", "0", "-1", "+1", " 1", "1 ", "12x", "0x10", "18446744073709551616"}) {
+    CAPTURE(bad);
+    try {
+      (void)mw::parse_flow_id(bad);
+      FAIL("no error");
+    } catch (const mw::Error& e) {
+      CHECK(e.code() == ErrorCode::BadRequest);
+      CHECK(std::string(e.what()) == "'" + std::string(bad) + "' is not a flow id: a flow id is a positive integer, as mw submit prints it");
+    }
+  }
+}
+
+TEST_CASE("CANCEL round trips and is a known command") {
+  const auto m = wire::decode_cancel(wire::encode(wire::CancelJob{1839694082699265}));
+  CHECK(m.job_id == 1839694082699265);
+  CHECK(wire::frame_count(Command::Cancel) == 2);
+  CHECK(mw::command_name(Command::Cancel) == "CANCEL");
+  CHECK(mw::is_known_command(0x13));
+  CHECK_FALSE(mw::is_known_command(0x14));
 }
 
 TEST_CASE("frame_count of BATCH is 0: its index gives the count") {

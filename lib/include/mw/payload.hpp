@@ -73,6 +73,10 @@ class Payload {
   // As to_ordered_json() for bytes that are not held in a Payload (a frame
   // just received, say), without copying them first.
   static nlohmann::ordered_json ordered_json_of(std::string_view msgpack_bytes);
+  // Sets record[key] to the JSON form of `msgpack_bytes`; when they have
+  // none, record[key] is null and record[key + "_error"] says why. For
+  // records shown to people, which one odd payload must not spoil.
+  static void put_json(nlohmann::ordered_json& record, const std::string& key, std::string_view msgpack_bytes);
   std::string to_json_text() const;
 
   const std::string& bytes() const noexcept { return bytes_; }

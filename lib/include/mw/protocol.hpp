@@ -30,7 +30,7 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 enum class Command : std::uint8_t {
   Hello = 0x01,       // any → broker: [role, name, version]
   Welcome = 0x02,     // broker → any: [pub address, heartbeat ms, broker version, max message bytes]
-  Ready = 0x03,       // worker → broker: [[type…], next type, credit, host, pid]
+  Ready = 0x03,       // worker → broker: [[type…], next type, credit, host, pid, cancel]
   Job = 0x04,         // broker → worker: [job id, type, attempt, flow id, entity] + payload
   Done = 0x05,        // worker → broker: [job id, next type | nil] + result
   Fail = 0x06,        // worker → broker: [job id, error, retryable]
@@ -46,6 +46,7 @@ enum class Command : std::uint8_t {
   Error = 0x10,       // broker → any: [code, message, request id]
   Batch = 0x11,       // both ways, once agreed: [index] + payloads: several messages in one
   Wait = 0x12,        // client → broker: [request id, flow id]: send me that flow's RESULT
+  Cancel = 0x13,      // broker → worker that announced it: [job id]: its flow was cancelled, stop the job
 };
 
 // Returns the command's name as written in docs and logs ("READY"), or
@@ -118,5 +119,10 @@ inline constexpr std::uint32_t kDefaultMaxAttempts = 5;
 inline constexpr std::string_view kDefaultBrokerAddress = "tcp://127.0.0.1:5555";
 inline constexpr std::string_view kDefaultPubAddress = "tcp://127.0.0.1:5556";
 inline constexpr std::string_view kBrokerEnvVar = "MW_BROKER";
+
+// Reads a flow id written as ACCEPTED gives it and mw submit prints it: a
+// positive decimal integer, nothing around it. Throws mw::Error (400)
+// quoting the text otherwise.
+std::uint64_t parse_flow_id(std::string_view text);
 
 }  // namespace mw

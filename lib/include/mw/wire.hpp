@@ -63,6 +63,8 @@ struct Ready {
   std::uint32_t credit = 1;             // jobs the broker may keep in flight here
   std::string_view host;
   std::uint32_t pid = 0;
+  // The worker understands CANCEL (field 5, appended; absent = false).
+  bool cancel = false;
 };
 
 struct JobHeader {
@@ -140,6 +142,12 @@ struct StatusRequest {
 struct WaitRequest {
   std::uint64_t request_id = 0;
   std::uint64_t flow_id = 0;
+};
+
+// Tells a worker that the flow of a job it holds was cancelled: stop it.
+// Sent only to workers whose READY said `cancel`.
+struct CancelJob {
+  std::uint64_t job_id = 0;
 };
 
 struct ErrorReply {
@@ -320,6 +328,7 @@ zmq::message_t encode(const Accepted& m);
 zmq::message_t encode(const Result& m);
 zmq::message_t encode(const StatusRequest& m);
 zmq::message_t encode(const WaitRequest& m);
+zmq::message_t encode(const CancelJob& m);
 zmq::message_t encode(const Call& m);
 zmq::message_t encode(const Reply& m);
 zmq::message_t encode(const ErrorReply& m);
@@ -337,6 +346,7 @@ Accepted decode_accepted(const zmq::message_t& frame);
 Result decode_result(const zmq::message_t& frame);
 StatusRequest decode_status(const zmq::message_t& frame);
 WaitRequest decode_wait(const zmq::message_t& frame);
+CancelJob decode_cancel(const zmq::message_t& frame);
 Call decode_call(const zmq::message_t& frame);
 Reply decode_reply(const zmq::message_t& frame);
 ErrorReply decode_error(const zmq::message_t& frame);

@@ -23,6 +23,13 @@
 // other exception is retryable. The broker retries with backoff up to the
 // job's max attempts.
 //
+// Cancelling: when a flow is cancelled (mw cancel FLOW) while this worker
+// holds its job, the broker says so (CANCEL). A job not started yet is
+// dropped; a running one has its `job.cancel` token stopped. A long handler
+// looks at `job.cancel.stop_requested()` now and then, or registers a
+// std::stop_callback, and returns or throws early: whatever it reports for
+// a cancelled job is dropped, and the worker is free for the next one.
+//
 // Threads: with `threads` = 1 (the default) handlers run on the thread that
 // owns the socket, so a short job costs no hand-off between threads; a
 // keeper thread sends the heartbeats while a long handler runs. With
@@ -38,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +64,11 @@ struct Job {
   std::uint32_t attempt = 1;  // 1 on first delivery
   std::string entity;         // "endpoint/id" or empty
   Payload payload;
+  // Stop requested when the job's flow is cancelled while the handler runs
+  // (see "Cancelling" above). Handlers that ignore it run to their end.
+  // Meaningful during the handler's call only: the worker reuses its source
+  // for later jobs, so do not keep the token past the return.
+  std::stop_token cancel;
 };
 
 // Returns the result; throws to fail the job. Called on the worker's
@@ -89,6 +102,7 @@ class Worker {
   struct Counters {
     std::uint64_t done = 0;
     std::uint64_t failed = 0;
+    std::uint64_t cancelled = 0;      // jobs dropped or stopped because their flow was cancelled
     std::uint64_t registrations = 0;  // 1 + reconnections
   };
   // Thread-safe snapshot.

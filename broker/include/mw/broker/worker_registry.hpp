@@ -28,6 +28,9 @@ struct WorkerEntry {
   std::string host;
   std::uint32_t pid = 0;
   std::uint32_t credit = 1;
+  // Its READY said it understands CANCEL: it is told when a flow it holds
+  // a job of is cancelled, and stops that job.
+  bool takes_cancel = false;
   // The jobs in flight here, in dispatch order, at most `credit`. The worker
   // holds them itself (not a broker-wide map) so a DONE, which usually
   // answers the oldest, finds its job at the front without a hash lookup.
