@@ -5,6 +5,7 @@
 #include <iostream>
 #include <iterator>
 #include <string_view>
+#include <vector>
 
 #include "commands.hpp"
 #include "mw/error.hpp"
@@ -65,11 +66,50 @@ constexpr const char* kUsage =
     "  bench --entities [--jobs N] [--window W]              measure creates/s, gets/s and finds/s of the entity store\n"
     "  bench --backlog [--jobs N] [--payload BYTES]          the broker's memory with N jobs queued, then the drain rate\n"
     "\n"
-    "Every command takes --broker ADDR (default $MW_BROKER, then tcp://127.0.0.1:5555) and --help.\n";
+    "Every command takes --broker ADDR (default $MW_BROKER, then tcp://127.0.0.1:5555), before or after\n"
+    "the command's name, and --help.\n";
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+// `mw --broker ADDR COMMAND …` (or --broker=ADDR) as people type it after
+// other tools (docker -H, kubectl --server): the option moves to just after
+// the command, where every command reads it; a --broker the command is given
+// itself comes later and wins. Returns false (after saying why) for a
+// --broker without its address.
+bool hoist_global_broker(std::vector<char*>& args) {
+  if (args.size() < 2) return true;
+  const std::string_view first = args[1];
+  if (first == "--broker") {
+    if (args.size() < 4) {
+      std::fputs("mw: --broker needs an address and a command after it: mw --broker ADDR COMMAND ...\n", stderr);
+      return false;
+    }
+    char* option = args[1];
+    char* address = args[2];
+    args.erase(args.begin() + 1, args.begin() + 3);
+    args.insert(args.begin() + 2, {option, address});
+  } else if (first.starts_with("--broker=")) {
+    if (args.size() < 3) {
+      std::fputs("mw: --broker needs a command after it: mw --broker ADDR COMMAND ...\n", stderr);
+      return false;
+    }
+    char* option = args[1];
+    args.erase(args.begin() + 1);
+    args.insert(args.begin() + 2, option);
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int raw_argc, char** raw_argv) {
+  std::vector<char*> args(raw_argv, raw_argv + raw_argc);
+  if (!hoist_global_broker(args)) return 2;
+  args.push_back(nullptr);  // argv[argc] is null, as main's own
+  const int argc = raw_argc;
+  char** argv = args.data();
   if (argc < 2 || std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -231,3 +231,27 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   CHECK(row(cluster.mw({"status", "--all"}).out, "nobody", true).size() == 9);
   CHECK(type_json(cluster.status_json(), "later").at("delayed") == 1);
 }
+
+TEST_CASE("mw --broker ADDR COMMAND: the broker may be named before the command, and the command's own wins") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker();
+  const std::string cli = binaries().cli;
+  const auto before = run_to_exit("mw-global", {cli, "--broker", cluster.address(), "status", "--json"}, cluster.dir(), 20s);
+  INFO("stderr: ", before.err);
+  REQUIRE(before.exit_status == 0);
+  CHECK(nlohmann::json::parse(before.out).contains("types"));
+
+  const auto joined = run_to_exit("mw-global", {cli, "--broker=" + cluster.address(), "submit", "later", "{}"}, cluster.dir(), 20s);
+  CHECK(joined.exit_status == 0);
+  CHECK(cluster.status().submitted == 1);
+
+  // Nothing listens on port 1: only the command's own --broker can answer.
+  const auto both = run_to_exit("mw-global", {cli, "--broker", "tcp://127.0.0.1:1", "status", "--broker", cluster.address()},
+                                cluster.dir(), 20s);
+  CHECK(both.exit_status == 0);
+
+  const auto alone = run_to_exit("mw-global", {cli, "--broker", cluster.address()}, cluster.dir(), 20s);
+  CHECK(alone.exit_status == 2);
+  CHECK(alone.err == "mw: --broker needs an address and a command after it: mw --broker ADDR COMMAND ...\n");
+}
