@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
                        "(a --next or nextWorkerType that loops back)",
          cxxopts::value<std::uint32_t>()->default_value("100"))
         ("keep-results", "outcomes of ended flows kept for mw result and for submitters that wait again "
-                         "after a restart (the newest N; 0: none; in memory only)",
+                         "after a restart (the newest N; 0: none; also kept in a durable store, across restarts)",
          cxxopts::value<std::uint64_t>()->default_value("10000"))
         ("keep-results-mb", "MiB of results those kept outcomes may hold",
          cxxopts::value<std::uint64_t>()->default_value("64"))

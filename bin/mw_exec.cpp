@@ -148,6 +148,8 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   for (auto& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
 
+  if (job.cancel.stop_requested())
+    throw mw::JobError("the job's flow was cancelled before '" + options.command[0] + "' started", false);
   pid_t pid = -1;
   const int spawn_error = ::posix_spawnp(&pid, argv[0], &actions, &attributes, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
@@ -239,7 +241,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     if (err.read >= 0) { err_at = n; fds[n++] = {err.read, POLLIN, 0}; }
     if (!stop_at && options.stop_fd >= 0) { stop_at_index = n; fds[n++] = {options.stop_fd, POLLIN, 0}; }
     if (!exited_at && exit_fd >= 0) fds[n++] = {exit_fd, POLLIN, 0};
-    if (!cancelled_at && cancel_fd >= 0) fds[n++] = {cancel_fd, POLLIN, 0};
+    if (!cancelled_at && !exited_at && cancel_fd >= 0) fds[n++] = {cancel_fd, POLLIN, 0};
     if (::poll(fds, static_cast<nfds_t>(n), static_cast<int>(kExitCheckMs)) < 0 && errno != EINTR) break;
     if (stop_at_index >= 0 && fds[stop_at_index].revents) stop_at = Clock::now();
     if (in_at >= 0 && fds[in_at].revents) {

@@ -74,6 +74,21 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
   now_ms_ = now_ms;
   load_schedules();
   if (!journaling()) return 0;
+  // The outcomes kept before the restart, oldest first, as if they had just
+  // ended (so the newest stay when both limits hold fewer).
+  store_->load_outcomes(config_.keep_results, [&](FinishedFlow&& ended) {
+    // Ids go on from the highest this store has seen, even for a flow
+    // whose outcome it keeps (the clock may have gone back).
+    next_id_ = std::max(next_id_, ended.flow_id + 1);
+    if (!finished_.fits(ended.result.size() + ended.error.size())) return;
+    FinishedFlow& kept = finished_.add(ended.flow_id, ended.outcome, ended.error, ended.result);
+    kept.last_type = std::move(ended.last_type);
+    kept.attempts = ended.attempts;
+    kept.submitted_at = ended.submitted_at;
+    kept.finished_at = ended.finished_at;
+    kept.entity = std::move(ended.entity);
+    kept.key = std::move(ended.key);
+  });
   const std::int64_t wall_now = wall_clock_();
   std::size_t recovered = 0;
   std::vector<std::string> types;
@@ -675,6 +690,7 @@ void BrokerCore::send_results(const Job& job, std::string_view outcome, std::str
     kept.finished_at = wall_clock_();
     kept.entity.assign(job.entity);
     kept.key.assign(job.key);
+    if (journaling()) journal_->finished(kept);
   }
   // Submitters of the same key that asked to wait, and WAITs, hear the end too.
   if (!extra_waiters_.empty()) {
@@ -782,6 +798,7 @@ void BrokerCore::cancel_flow(std::uint64_t flow_id) {
   }
   extra_waiters_.erase(flow_id);
   finished_.forget(flow_id);  // it may have ended in this turn: it never was accepted
+  if (journaling()) journal_->forget_outcome(flow_id);
   // Gone already: cancelled on request in this same turn (nothing would
   // ever turn up to erase it from cancelled_flows_).
   if (std::find(cancelled_this_turn_.begin(), cancelled_this_turn_.end(), flow_id) != cancelled_this_turn_.end())
@@ -1121,8 +1138,10 @@ void BrokerCore::end_turn_commit() {
     try {
       store_->begin();
       entities_->trim_events(wall_clock_());
+      // Outcomes the kept ones no longer reach (a --keep-results of 0: all).
+      if (journaling()) store_->trim_outcomes(finished_.enabled() ? config_.keep_results : 0);
     } catch (const std::exception& e) {
-      log(LogLevel::warn, kLogComponent, std::string("cannot trim old events: ") + e.what());
+      log(LogLevel::warn, kLogComponent, std::string("cannot trim old events and kept outcomes: ") + e.what());
     }
   }
   const bool writes = store_->in_transaction() || (journal_ && journal_->pending());

@@ -45,9 +45,18 @@ void JobJournal::remove(std::uint64_t flow_id) {
   it->second.payload.rebuild();
 }
 
+void JobJournal::finished(const FinishedFlow& outcome) {
+  if (enabled_) outcomes_.push_back(outcome);
+}
+
+void JobJournal::forget_outcome(std::uint64_t flow_id) {
+  std::erase_if(outcomes_, [flow_id](const FinishedFlow& f) { return f.flow_id == flow_id; });
+}
+
 void JobJournal::flush() {
-  if (ops_.empty()) return;
+  if (ops_.empty() && outcomes_.empty()) return;
   store_.begin();
+  if (!outcomes_.empty()) store_.put_outcomes(outcomes_);
   for (const auto& [flow_id, op] : ops_) {
     if (op.is_delete) {
       store_.delete_job(flow_id);

@@ -254,7 +254,7 @@ class Worker::Impl {
   }
 
   Counters counters() const {
-    return {done_.load(), failed_.load(), cancelled_.load(), registrations_.load()};
+    return {done_.load(), failed_.load(), registrations_.load(), cancelled_.load()};
   }
 
  private:
@@ -409,30 +409,27 @@ class Worker::Impl {
   // the I/O thread, or the keeper while an inline handler runs (local_ and
   // the inline_running_ pair are only touched with the socket held).
   void cancel_job(detail::PeerSocket& peer, std::uint64_t job_id) {
+    // Every copy: after a lease expired the broker may have sent the same
+    // job here again, and each copy holds a credit until it is answered.
     auto is_it = [job_id](const Job& job) { return job.id == job_id; };
-    bool dropped = false, stopped = false;
-    if (inline_running_id_ == job_id) {
-      stopped = inline_running_stop_.request_stop();
-    } else if (const auto it = std::find_if(local_.begin(), local_.end(), is_it); it != local_.end()) {
-      local_.erase(it);
-      dropped = true;
-    } else {
+    std::size_t dropped = std::erase_if(local_, is_it);
+    bool stopped = false;
+    if (inline_running_id_ == job_id) stopped = inline_running_stop_.request_stop();
+    {
+      // Stopped under the lock: a handler thread takes its entry out (and
+      // may reuse its source for its next job) only under it.
       std::lock_guard lock(mutex_);
-      if (const auto queued = std::find_if(pending_.begin(), pending_.end(), is_it); queued != pending_.end()) {
-        pending_.erase(queued);
-        dropped = true;
-      } else {
-        for (const RunningJob& r : running_jobs_)
-          if (r.job_id == job_id) stopped = r.stop->request_stop();
-      }
+      dropped += std::erase_if(pending_, is_it);
+      for (const RunningJob& r : running_jobs_)
+        if (r.job_id == job_id) stopped |= r.stop->request_stop();
     }
-    if (dropped) {
+    for (std::size_t i = 0; i < dropped; ++i) {
       Completion c = cancelled_completion(job_id);
       report(peer, c);
     }
     if (dropped || stopped)
       log(LogLevel::info, "worker", options_.name + ": job " + std::to_string(job_id) + " cancelled" +
-                                        (dropped ? " before it started" : "; its handler was asked to stop"));
+                                        (stopped ? "; its handler was asked to stop" : " before it started"));
   }
 
   // threads == 1: jobs run here, on the socket's thread, so a job costs no
@@ -450,6 +447,10 @@ class Worker::Impl {
   void run_inline(detail::PeerSocket& peer, std::unique_lock<std::mutex>& socket_lock, const StopSignal& stop) {
     auto last_check = Clock::now();
     for (std::uint32_t n = 0; n < options_.concurrency && !local_.empty(); ++n) {
+      // The keeper parked a message during the last handler (a DISCONNECT,
+      // say, after which the broker has taken these jobs back): the loop
+      // reads it before another job starts.
+      if (!inbox_.empty()) return;
       if (n > 0 && Clock::now() - last_check >= kCheckEvery) {
         if (stop.fired()) return;  // the loop hands the rest back
         last_check = Clock::now();
@@ -531,19 +532,19 @@ class Worker::Impl {
   void take_inbox(detail::PeerSocket& peer) {
     while (auto in = peer.try_recv()) {
       last_heard_ = Clock::now();
-      switch (in->command) {
-        case Command::Job:
-        case Command::Cancel:
-        case Command::Heartbeat:
-          handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
-          break;
-        default:
-          // A header from a BATCH points into the socket's copy of it, which
-          // the next BATCH replaces: the inbox keeps its own.
-          in->header = zmq::message_t(in->header.data(), in->header.size());
-          inbox_.push_back(std::move(*in));
+      const bool in_order = inbox_.empty();  // once one message waits there, the rest queue behind it
+      if (in->command == Command::Cancel ||
+          (in_order && (in->command == Command::Job || in->command == Command::Heartbeat))) {
+        handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
+        continue;
       }
+      // A header from a BATCH points into the socket's copy of it, which the
+      // next BATCH replaces: the inbox keeps its own.
+      in->header = zmq::message_t(in->header.data(), in->header.size());
+      inbox_.push_back(std::move(*in));
     }
+    // A dropped job's FAIL frees its credit at the broker: it goes now.
+    if (peer.has_queued()) peer.flush();
   }
 
   void stop_keeper() {
@@ -590,8 +591,9 @@ class Worker::Impl {
       bool wake;
       {
         std::lock_guard lock(mutex_);
+        // By its source, not its job id: the same id may run twice here.
         const auto mine = std::find_if(running_jobs_.begin(), running_jobs_.end(),
-                                       [&](const RunningJob& r) { return r.job_id == job.id; });
+                                       [&](const RunningJob& r) { return r.stop == &stop; });
         *mine = running_jobs_.back();
         running_jobs_.pop_back();
         completed_.push_back(std::move(c));

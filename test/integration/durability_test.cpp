@@ -354,3 +354,34 @@ TEST_CASE("durability: mw submit to a broker that never acknowledges says the jo
   CHECK(submitting.stderr_text().find("may or may not have been accepted") != std::string::npos);
   CHECK(submitting.stderr_text().find("while waiting for flow") == std::string::npos);
 }
+
+TEST_CASE("durability: mw result answers after a kill -9 and restart for flows that ended before it") {
+  Cluster cluster;
+  INFO(cluster.report());
+  const auto store = (cluster.dir() / "mw.db").string();
+  cluster.start_broker({"--store", store});
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  cluster.start_exec("echo", {}, {"cat"});
+  REQUIRE(cluster.wait_for_workers("echo", 1));
+  std::uint64_t ended = 0;
+  {
+    mw::Client client({address});
+    const auto outcome = client.submit_and_wait("echo", mw::Payload::parse_json(R"({"kept":true})"), 20s);
+    REQUIRE(outcome.has_value());
+    REQUIRE(outcome->done);
+    ended = outcome->flow_id;
+  }
+  const auto submitted = cluster.mw({"submit", "nobody-serves-this", "{}"});
+  REQUIRE(submitted.exit_status == 0);
+  const std::uint64_t unfinished = std::stoull(submitted.out);
+  REQUIRE(cluster.mw({"result", std::to_string(ended)}).exit_status == 0);
+
+  cluster.broker().signal(SIGKILL);
+  REQUIRE(cluster.broker().wait_exit(5s) == 128 + SIGKILL);
+  cluster.start_broker({"--store", store}, address, pub);
+  const auto after = cluster.mw({"result", std::to_string(ended)});
+  INFO("stderr: ", after.err);
+  CHECK(after.exit_status == 0);
+  CHECK(nlohmann::json::parse(after.out) == nlohmann::json{{"kept", true}});
+  CHECK(cluster.mw({"result", std::to_string(unfinished)}).exit_status == 3);  // recovered, not ended
+}

@@ -77,6 +77,11 @@ class FailingStore final : public Store {
   void put_job(const mw::broker::StoredJob& j, std::string_view p) override { inner_->put_job(j, p); }
   void delete_job(std::uint64_t id) override { inner_->delete_job(id); }
   void load_jobs(const std::function<void(mw::broker::StoredJob&&)>& each) override { inner_->load_jobs(each); }
+  void put_outcomes(std::span<const mw::broker::FinishedFlow> f) override { inner_->put_outcomes(f); }
+  void trim_outcomes(std::uint64_t k) override { inner_->trim_outcomes(k); }
+  void load_outcomes(std::uint64_t l, const std::function<void(mw::broker::FinishedFlow&&)>& each) override {
+    inner_->load_outcomes(l, each);
+  }
   std::string description() const override { return inner_->description(); }
 
  private:
@@ -684,7 +689,7 @@ TEST_CASE("a flow cancelled in the turn of its SUBMIT: ACCEPTED still comes befo
   CHECK(after.recovered == 1);  // the first flow only
 }
 
-TEST_CASE("a submitter that re-attaches with WAIT after a restart gets the recovered flow's RESULT") {
+TEST_CASE("after a restart, WAIT gets a recovered flow's RESULT when it ends, and an ended flow's at once") {
   TempDb db;
   std::uint64_t waiting = 0, ended = 0;
   {
@@ -704,19 +709,91 @@ TEST_CASE("a submitter that re-attaches with WAIT after a restart gets the recov
     return after.h.to("c7", mark);
   };
   CHECK(wait(waiting, 1).empty());  // known (recovered): the RESULT comes when it ends
-  // A flow that ended before the restart: its outcome was in memory only.
-  const auto gone = wait(ended, 2);
-  REQUIRE(gone.size() == 1);
-  CHECK(Harness::error_of(gone[0]).code == ErrorCode::NotFound);
-  CHECK(Harness::error_of(gone[0]).request_id == 2);
+  // A flow that ended before the restart: its kept outcome was journaled.
+  const auto kept = wait(ended, 2);
+  REQUIRE(kept.size() == 1);
+  REQUIRE(kept[0].command == Command::Result);
 
   after.h.ready("w2", {"a"}, "", 1);
   after.h.done("w2", after.h.jobs("w2").at(0).id, std::nullopt, payload_bytes(4));
   after.h.core.end_turn();
   const auto results = after.h.results("c7");
-  REQUIRE(results.size() == 1);
-  CHECK(results[0].flow == waiting);
-  CHECK(results[0].payload == payload_bytes(4));
+  REQUIRE(results.size() == 2);
+  CHECK(results[0].flow == ended);
+  CHECK(results[0].outcome == "done");
+  CHECK(results[0].payload == payload_bytes(2));
+  CHECK(results[1].flow == waiting);
+  CHECK(results[1].payload == payload_bytes(4));
+}
+
+TEST_CASE("kept outcomes survive a restart: done with its result, dead with its error, cancelled; ids go on above them") {
+  TempDb db;
+  std::uint64_t done = 0, dead = 0, cancelled = 0;
+  {
+    BrokerConfig config = test_config();
+    config.default_max_attempts = 1;
+    Broker b(db.path(), config);
+    b.h.ready("w1", {"a"}, "", 1);
+    done = b.submit("a", payload_bytes(1));
+    b.h.done("w1", b.h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
+    b.h.core.end_turn();
+    dead = b.submit("a", payload_bytes(3));
+    b.h.command("w1", Command::Fail, bytes_of(wire::encode(wire::Fail{b.h.jobs("w1").at(1).id, "disk on fire", true})));
+    b.h.core.end_turn();
+    cancelled = b.submit("q", payload_bytes(5));  // no worker: it waits
+    const std::string id = std::to_string(cancelled);
+    b.h.command("c9", Command::Call, bytes_of(wire::encode(wire::Call{77, "$flows", "remove", std::string_view(id)})),
+                mw::Payload::from_json(Json::object()).bytes());
+    b.h.core.end_turn();
+  }
+  // Restarted with an earlier clock: its ids must still not meet the old ones.
+  Broker after(db.path(), test_config(), kWallStart - 60'000);
+  std::map<std::uint64_t, ResultMsg> told;
+  for (const auto flow : {done, dead, cancelled}) {
+    after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{flow, flow})));
+    after.h.core.end_turn();
+  }
+  for (const auto& r : after.h.results("c7")) told.emplace(r.flow, r);
+  REQUIRE(told.size() == 3);
+  CHECK(told.at(done).outcome == "done");
+  CHECK(told.at(done).payload == payload_bytes(2));
+  CHECK(told.at(dead).outcome == "dead");
+  CHECK(told.at(dead).error.find("disk on fire") != std::string::npos);
+  CHECK(told.at(dead).payload == payload_bytes(3));
+  CHECK(told.at(cancelled).outcome == "cancelled");
+  const auto next = after.submit("q", payload_bytes(6));
+  CHECK(next > std::max({done, dead, cancelled}));
+}
+
+TEST_CASE("the store keeps only the newest --keep-results outcomes; --keep-results 0 keeps none across a restart") {
+  TempDb db;
+  std::vector<std::uint64_t> flows;
+  std::uint64_t keep = 3;
+  SUBCASE("--keep-results 3") { keep = 3; }
+  SUBCASE("--keep-results 0") { keep = 0; }
+  {
+    BrokerConfig config = test_config();
+    config.keep_results = keep;
+    Broker b(db.path(), config);
+    b.h.ready("w1", {"a"}, "", 1);
+    for (int i = 0; i < 5; ++i) {
+      flows.push_back(b.submit("a", payload_bytes(i)));
+      b.h.done("w1", b.h.jobs("w1").back().id, std::nullopt, payload_bytes(10 + i));
+      b.h.core.end_turn();
+    }
+    b.advance(2000);  // the once-a-second trim is due
+  }
+  BrokerConfig config = test_config();
+  config.keep_results = 100;  // the restarted broker would keep them all: the store's trim decides
+  Broker after(db.path(), config);
+  for (const auto flow : flows) {
+    after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{flow, flow})));
+    after.h.core.end_turn();
+  }
+  std::vector<std::uint64_t> told;
+  for (const auto& r : after.h.results("c7")) told.push_back(r.flow);
+  const std::vector<std::uint64_t> newest(flows.end() - static_cast<std::ptrdiff_t>(keep), flows.end());
+  CHECK(told == newest);
 }
 
 TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even if it ran in that turn") {
@@ -738,6 +815,15 @@ TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even
   const auto sent = b.h.to("c7", mark2);
   REQUIRE(sent.size() == 1);
   CHECK(Harness::error_of(sent[0]).code == ErrorCode::NotFound);
+
+  // Nor is it journaled as ended, though a later turn committed.
+  b.h.core.end_turn();
+  Broker after(db.path());
+  const std::size_t mark3 = after.h.transport.sent.size();
+  after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{4, job.flow})));
+  const auto later = after.h.to("c7", mark3);
+  REQUIRE(later.size() == 1);
+  CHECK(Harness::error_of(later[0]).code == ErrorCode::NotFound);
 }
 
 TEST_CASE("a flow's stage count survives a restart: a loop still ends at its limit") {
@@ -794,4 +880,60 @@ TEST_CASE("a store made before flows counted their stages is read, and gains the
   CHECK(stored[0].flow_id == 7);
   CHECK(stored[0].type == "b");
   CHECK(stored[0].stage == 1);  // the second stage, in the column the old table gained
+}
+
+TEST_CASE("the store's kept outcomes: one row per turn, read back newest within the limit, oldest first") {
+  TempDb db;
+  auto outcome = [](std::uint64_t flow) {
+    mw::broker::FinishedFlow f;
+    f.flow_id = flow;
+    f.outcome = flow % 2 ? mw::kOutcomeDone : mw::kOutcomeDead;
+    f.error = flow % 2 ? "" : "why " + std::to_string(flow);
+    f.last_type = "t";
+    f.attempts = 2;
+    f.submitted_at = 100;
+    f.finished_at = 200 + static_cast<std::int64_t>(flow);
+    f.entity = "users/1";
+    f.key = "k" + std::to_string(flow);
+    f.result = payload_bytes(static_cast<int>(flow));
+    return f;
+  };
+  {
+    auto store = mw::broker::open_sqlite_store(db.path());
+    store->begin();
+    const std::vector<mw::broker::FinishedFlow> turn1{outcome(1), outcome(2), outcome(3)}, turn2{outcome(4), outcome(5)};
+    store->put_outcomes(turn1);
+    store->put_outcomes(turn2);
+    store->commit();
+  }
+  auto store = mw::broker::open_sqlite_store(db.path());
+  auto load = [&](std::uint64_t limit) {
+    std::vector<mw::broker::FinishedFlow> out;
+    store->load_outcomes(limit, [&](mw::broker::FinishedFlow&& f) { out.push_back(std::move(f)); });
+    return out;
+  };
+  const auto four = load(4);  // cuts into the older row
+  REQUIRE(four.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(four[i].flow_id == i + 2);
+  const auto& two = four[0];
+  CHECK(two.outcome == mw::kOutcomeDead);
+  CHECK(two.error == "why 2");
+  CHECK(two.last_type == "t");
+  CHECK(two.attempts == 2);
+  CHECK(two.submitted_at == 100);
+  CHECK(two.finished_at == 202);
+  CHECK(two.entity == "users/1");
+  CHECK(two.key == "k2");
+  CHECK(two.result == payload_bytes(2));
+  CHECK(load(100).size() == 5);
+  CHECK(load(0).empty());
+
+  store->begin();
+  store->trim_outcomes(2);  // the newest row holds 2: the older row goes
+  store->commit();
+  CHECK(load(100).size() == 2);
+  store->begin();
+  store->trim_outcomes(0);
+  store->commit();
+  CHECK(load(100).empty());
 }

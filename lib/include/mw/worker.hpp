@@ -67,7 +67,9 @@ struct Job {
   // Stop requested when the job's flow is cancelled while the handler runs
   // (see "Cancelling" above). Handlers that ignore it run to their end.
   // Meaningful during the handler's call only: the worker reuses its source
-  // for later jobs, so do not keep the token past the return.
+  // for later jobs, so do not keep the token past the return. A
+  // std::stop_callback on it runs on one of the worker's own threads, with
+  // its locks held: keep it short (set a flag, signal a descriptor).
   std::stop_token cancel;
 };
 
@@ -102,8 +104,8 @@ class Worker {
   struct Counters {
     std::uint64_t done = 0;
     std::uint64_t failed = 0;
-    std::uint64_t cancelled = 0;      // jobs dropped or stopped because their flow was cancelled
     std::uint64_t registrations = 0;  // 1 + reconnections
+    std::uint64_t cancelled = 0;      // jobs dropped or stopped because their flow was cancelled
   };
   // Thread-safe snapshot.
   Counters counters() const;

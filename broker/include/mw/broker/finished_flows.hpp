@@ -20,7 +20,9 @@
 // from the newest entry: it serves people and reconnecting clients, not the
 // hot path (10 000 entries take a few µs).
 //
-// Kept in memory only: a restart forgets them, whatever the store.
+// With a durable store the outcomes are also written to it (the JobJournal,
+// in the turn the flow ends) and read back at start, so a restart forgets
+// none of them; on ":memory:" they live here only.
 //
 // Thread safety: none; the broker thread owns it.
 #pragma once

@@ -7,6 +7,10 @@
 // journal back (BrokerCore::recover) and serves every job again, including
 // the ones that were in flight: at-least-once.
 //
+// The outcome of each flow that ends (as FinishedFlows keeps it) is written
+// in the same turn, so an outcome a RESULT told is never lost to a restart,
+// and `mw result` still answers after one.
+//
 // Writes are buffered for the loop turn and handed to the store in flush(),
 // just before the turn's commit: one transaction per turn (group commit),
 // and a job added and finished in the same turn never reaches the store.
@@ -16,9 +20,11 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <vector>
 
 #include <zmq.hpp>
 
+#include "mw/broker/finished_flows.hpp"
 #include "mw/broker/job.hpp"
 #include "mw/broker/store.hpp"
 
@@ -39,14 +45,21 @@ class JobJournal {
   void update(const Job& job, std::int64_t due_at);
   // The flow is over (done, dead or cancelled).
   void remove(std::uint64_t flow_id);
+  // Its outcome, as kept (copied: the kept entry may be reused this turn).
+  void finished(const FinishedFlow& outcome);
+  // A flow whose SUBMIT was undone: its outcome, if it ended this turn, is not written.
+  void forget_outcome(std::uint64_t flow_id);
 
   // Writes what the turn buffered into the store's open transaction. On
   // success call committed(); after a failed commit the buffer is kept and
   // written again next turn (every write is idempotent).
   void flush();
-  void committed() noexcept { ops_.clear(); }
+  void committed() noexcept {
+    ops_.clear();
+    outcomes_.clear();
+  }
 
-  std::size_t pending() const noexcept { return ops_.size(); }
+  std::size_t pending() const noexcept { return ops_.size() + outcomes_.size(); }
 
  private:
   struct Op {
@@ -60,6 +73,7 @@ class JobJournal {
   Store& store_;
   bool enabled_;
   std::unordered_map<std::uint64_t, Op> ops_;  // by flow id
+  std::vector<FinishedFlow> outcomes_;          // in the order the flows ended
 };
 
 }  // namespace mw::broker

@@ -15,10 +15,12 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "mw/broker/finished_flows.hpp"
 #include "mw/broker/query.hpp"
 
 namespace mw::broker {
@@ -115,6 +117,16 @@ class Store {
   virtual void delete_job(std::uint64_t flow_id) = 0;
   // Every stored job, oldest job id first.
   virtual void load_jobs(const std::function<void(StoredJob&&)>& each) = 0;
+
+  // Kept outcomes of ended flows (FinishedFlows), so that WAIT and `mw
+  // result` still answer after a restart; durable stores only, like the
+  // journal. put_outcomes appends the outcomes of one turn, in the order
+  // the flows ended (REQUIRES: begin()); trim_outcomes deletes what is
+  // older than the newest `keep_count` (it may keep up to one turn's worth
+  // more); load_outcomes gives the newest `limit`, oldest first.
+  virtual void put_outcomes(std::span<const FinishedFlow> flows) = 0;
+  virtual void trim_outcomes(std::uint64_t keep_count) = 0;
+  virtual void load_outcomes(std::uint64_t limit, const std::function<void(FinishedFlow&&)>& each) = 0;
 
   // ":memory:" or the file's path, for status and logs.
   virtual std::string description() const = 0;
