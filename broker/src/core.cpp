@@ -299,6 +299,7 @@ void BrokerCore::on_ready(const std::string& peer, const zmq::message_t& header,
   entry.takes_cancel = ready.cancel;
   peers_[peer].said_hello = true;
   const WorkerEntry& stored = workers_.upsert(std::move(entry));
+  served_types_.insert(stored.types.begin(), stored.types.end());
   log(LogLevel::info, kLogComponent,
       "worker " + printable_id(peer) + " ready for " + join(stored.types) +
           (stored.next.empty() ? "" : " -> " + stored.next) + " (host " + stored.host + ", pid " +
@@ -580,6 +581,7 @@ void BrokerCore::route(Job job, std::int64_t now_ms) {
   job.enqueued_ms = now_ms;
   WorkerEntry* worker = workers_.least_loaded(job.type);
   if (!worker) {
+    if (job.stage > 0 && !served_types_.contains(job.type)) warn_unserved_stage(job);
     queue_.push_back(std::move(job));
     return;
   }
@@ -597,6 +599,15 @@ void BrokerCore::route(Job job, std::int64_t now_ms) {
   std::string type = job.type;
   queue_.push_back(std::move(job));
   dispatch(type);
+}
+
+void BrokerCore::warn_unserved_stage(const Job& job) {
+  if (!warned_unserved_types_.insert(job.type).second) return;
+  log(LogLevel::warn, kLogComponent,
+      "flow " + std::to_string(job.flow_id) + " went on to type '" + job.type +
+          "', which no worker has served since the broker started; its jobs wait for one. If that is not "
+          "meant (a typo in a worker's --next or a result's nextWorkerType?), mw flows " + job.type +
+          " lists them and mw cancel ends them");
 }
 
 bool BrokerCore::give(WorkerEntry& worker, Job job) {

@@ -240,3 +240,28 @@ TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then en
   CHECK(s.retried == 1);  // the job goes back: another worker runs it
   CHECK(s.dead == 0);
 }
+
+TEST_CASE("a stage sent to a type no worker serves is named once in the broker's log: a --next typo shows") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker();
+  cluster.start_exec("first", {"--next", "secnod"}, {"/bin/cat"});  // meant: second
+  REQUIRE(cluster.wait_for_workers("first", 1));
+  const auto one = cluster.mw({"submit", "first", "1"});
+  REQUIRE(one.exit_status == 0);
+  const auto warning = cluster.broker().wait_for_stderr_line("went on to type 'secnod'", 10s);
+  REQUIRE(warning.has_value());
+  CHECK(warning->find("flow " + one.out.substr(0, one.out.find('\n'))) != std::string::npos);
+  CHECK(warning->find("mw flows secnod lists them") != std::string::npos);
+  REQUIRE(cluster.mw({"submit", "first", "2"}).exit_status == 0);
+  REQUIRE(wait_until([&] { return type_stats(cluster.status(), "secnod").value_or(mw::wire::TypeStats{}).queued == 2; }, 10s));
+  const std::string log = cluster.broker().stderr_text();
+  std::size_t times = 0;
+  for (auto at = log.find("went on to type 'secnod'"); at != std::string::npos; at = log.find("went on to type 'secnod'", at + 1))
+    ++times;
+  CHECK(times == 1);
+  // A first stage submitted before its workers start is normal: no warning.
+  REQUIRE(cluster.mw({"submit", "later", "3"}).exit_status == 0);
+  pause_for(200ms);
+  CHECK(cluster.broker().stderr_text().find("type 'later'") == std::string::npos);
+}

@@ -24,9 +24,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <queue>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -207,6 +209,9 @@ class BrokerCore {
   // A job that is ready to run: to a free worker of its type at once if
   // none of its type waits, else to the back of its queue.
   void route(Job job, std::int64_t now_ms);
+  // A later stage of a flow went to a type no worker has served since the
+  // broker started: says so, once per type (a --next typo waits forever).
+  void warn_unserved_stage(const Job& job);
   // Sends a job to a worker; on failure puts it back at the front of its
   // queue and pauses (or marks for dropping) the worker. True when sent.
   bool give(WorkerEntry& worker, Job job);
@@ -318,6 +323,9 @@ class BrokerCore {
   // submitters, re-attaching after the restart, need no scan of the queues.
   std::unordered_set<std::uint64_t> recovered_flows_;
   std::vector<std::uint64_t> cancelled_this_turn_;  // by $flows remove, until end_turn()
+  // Types some worker has registered for since the broker started, and the
+  // types warn_unserved_stage has warned of (sets of names, at most a few per worker).
+  std::set<std::string, std::less<>> served_types_, warned_unserved_types_;
 
   struct Deferred {
     std::string peer;
