@@ -107,6 +107,8 @@ void set_env(std::vector<std::string>& env, const std::string& name, const std::
 // Runs the command for one job and returns its result, or throws
 // mw::JobError describing how it failed.
 mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
+  if (job.cancel.stop_requested())
+    throw mw::JobError("the job's flow was cancelled before '" + options.command[0] + "' started", false);
   const std::string input = job.payload.to_json_text() + "\n";
   Pipe in, out, err;
 
@@ -148,8 +150,6 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   for (auto& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  if (job.cancel.stop_requested())
-    throw mw::JobError("the job's flow was cancelled before '" + options.command[0] + "' started", false);
   pid_t pid = -1;
   const int spawn_error = ::posix_spawnp(&pid, argv[0], &actions, &attributes, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);

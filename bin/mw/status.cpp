@@ -26,7 +26,8 @@ nlohmann::json to_json(const wire::Stats& s) {
     j["types"].push_back({{"type", t.type}, {"workers", t.workers}, {"queued", t.queued},
                           {"oldest_queued_ms", t.oldest_queued_ms}, {"in_flight", t.in_flight}, {"done", t.done},
                           {"failed", t.failed}, {"dead", t.dead}, {"done_per_second", t.done_per_second},
-                          {"delayed", t.delayed}, {"rate_max", t.rate_max}, {"rate_period_ms", t.rate_period_ms}});
+                          {"delayed", t.delayed}, {"rate_max", t.rate_max}, {"rate_period_ms", t.rate_period_ms},
+                          {"rate_held", t.rate_held}});
   }
   for (const auto& w : s.workers) {
     j["workers"].push_back({{"id", w.id}, {"types", w.types}, {"next", w.next}, {"host", w.host}, {"pid", w.pid},
@@ -112,7 +113,8 @@ void print_table(const wire::Stats& s, bool all_types) {
   for (const auto& t : s.types)
     if (t.rate_max)
       limits += (limits.empty() ? "" : ", ") + t.type + " " + std::to_string(t.rate_max) + " per " +
-                period_text(t.rate_period_ms);
+                period_text(t.rate_period_ms) +
+                (t.rate_held ? " (" + std::to_string(t.rate_held) + " queued wait for their turn)" : "");
   if (!limits.empty()) std::printf("rate limits (--type-rate): %s\n", limits.c_str());
   std::printf("\n%-12s %-24s %-16s %-20s %8s %11s %10s\n", "WORKER", "TYPES", "NEXT", "HOST", "PID", "IN-FLIGHT",
               "DONE");

@@ -67,7 +67,7 @@ BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transpor
 void BrokerCore::attach_entities(Store& store, EntityService& entities) {
   store_ = &store;
   entities_ = &entities;
-  journal_ = std::make_unique<JobJournal>(store);
+  journal_ = std::make_unique<JobJournal>(store, config_.keep_results, config_.keep_results_bytes);
 }
 
 std::size_t BrokerCore::recover(std::int64_t now_ms) {
@@ -76,7 +76,9 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
   if (!journaling()) return 0;
   // The outcomes kept before the restart, oldest first, as if they had just
   // ended (so the newest stay when both limits hold fewer).
-  store_->load_outcomes(config_.keep_results, [&](FinishedFlow&& ended) {
+  // A damaged table costs the kept outcomes, not the start.
+  try {
+  store_->load_outcomes(config_.keep_results, config_.keep_results_bytes, [&](FinishedFlow&& ended) {
     // Ids go on from the highest this store has seen, even for a flow
     // whose outcome it keeps (the clock may have gone back).
     next_id_ = std::max(next_id_, ended.flow_id + 1);
@@ -89,6 +91,10 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
     kept.entity = std::move(ended.entity);
     kept.key = std::move(ended.key);
   });
+  } catch (const std::exception& e) {
+    log(LogLevel::error, kLogComponent, std::string("cannot read the kept outcomes of ended flows back: ") + e.what() +
+                                            "; mw result knows only flows that end from now on");
+  }
   const std::int64_t wall_now = wall_clock_();
   std::size_t recovered = 0;
   std::vector<std::string> types;
@@ -1150,7 +1156,7 @@ void BrokerCore::end_turn_commit() {
       store_->begin();
       entities_->trim_events(wall_clock_());
       // Outcomes the kept ones no longer reach (a --keep-results of 0: all).
-      if (journaling()) store_->trim_outcomes(finished_.enabled() ? config_.keep_results : 0);
+      if (journaling()) store_->trim_outcomes(config_.keep_results, config_.keep_results_bytes);
     } catch (const std::exception& e) {
       log(LogLevel::warn, kLogComponent, std::string("cannot trim old events and kept outcomes: ") + e.what());
     }
@@ -1318,6 +1324,9 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
     if (const TypeRate* rate = rates_.limit(type)) {
       ts.rate_max = rate->max;
       ts.rate_period_ms = rate->period_ms;
+      // A wake-up is set while the window is full and jobs of the type wait for it.
+      if (const auto wake = rate_wakeups_.find(type); wake != rate_wakeups_.end() && wake->second > now_ms)
+        ts.rate_held = ts.queued;
     }
     if (auto it = type_counters_.find(type); it != type_counters_.end()) {
       ts.done = it->second.done;

@@ -12,8 +12,6 @@ void release_if_oversized(std::string& s) {
   if (s.capacity() > s.size() * 2 + kReuseSlackBytes) std::string().swap(s);
 }
 
-std::uint64_t bytes_of(const FinishedFlow& entry) { return entry.result.size() + entry.error.size(); }
-
 }  // namespace
 
 FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome, std::string_view error,
@@ -37,13 +35,13 @@ FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome
   entry.error.assign(error);
   release_if_oversized(entry.result);
   release_if_oversized(entry.error);
-  bytes_ += bytes_of(entry);
+  bytes_ += entry.bytes();
   return entry;
 }
 
 void FinishedFlows::drop_oldest() {
   FinishedFlow& oldest = ring_[oldest_];
-  bytes_ -= bytes_of(oldest);
+  bytes_ -= oldest.bytes();
   oldest.flow_id = 0;
   oldest.result.clear();
   oldest.error.clear();
@@ -58,7 +56,7 @@ void FinishedFlows::forget(std::uint64_t flow_id) {
     FinishedFlow& entry = ring_[slot(i)];
     if (entry.flow_id != flow_id) continue;
     // The slot stays, empty, until it is the oldest.
-    bytes_ -= bytes_of(entry);
+    bytes_ -= entry.bytes();
     entry.flow_id = 0;
     entry.result.clear();
     entry.error.clear();

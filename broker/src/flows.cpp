@@ -48,8 +48,8 @@ Error not_unfinished(std::uint64_t flow) {
 
 Error not_known(std::uint64_t flow, bool results_kept) {
   return Error("flow " + std::to_string(flow) + " is not known here: it was never submitted to this broker, or " +
-                   (results_kept ? "it ended before this broker started, or longer ago than the outcomes it keeps "
-                                   "reach (mw-broker --keep-results, --keep-results-mb)"
+                   (results_kept ? "it ended longer ago than the outcomes it keeps reach (mw-broker --keep-results, "
+                                   "--keep-results-mb), or before a restart of a broker on :memory:"
                                  : "it ended (this broker keeps no outcomes: --keep-results or --keep-results-mb is 0)"),
                ErrorCode::NotFound);
 }

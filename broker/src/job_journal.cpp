@@ -46,11 +46,22 @@ void JobJournal::remove(std::uint64_t flow_id) {
 }
 
 void JobJournal::finished(const FinishedFlow& outcome) {
-  if (enabled_) outcomes_.push_back(outcome);
+  if (!enabled_) return;
+  outcomes_.push_back(outcome);
+  outcome_bytes_ += outcome.bytes();
+  // Commits failing for long: the oldest go, as they would from the ring.
+  std::size_t drop = 0;
+  while (drop < outcomes_.size() && (outcomes_.size() - drop > max_outcomes_ || outcome_bytes_ > max_outcome_bytes_))
+    outcome_bytes_ -= outcomes_[drop++].bytes();
+  if (drop) outcomes_.erase(outcomes_.begin(), outcomes_.begin() + static_cast<std::ptrdiff_t>(drop));
 }
 
 void JobJournal::forget_outcome(std::uint64_t flow_id) {
-  std::erase_if(outcomes_, [flow_id](const FinishedFlow& f) { return f.flow_id == flow_id; });
+  std::erase_if(outcomes_, [&](const FinishedFlow& f) {
+    if (f.flow_id != flow_id) return false;
+    outcome_bytes_ -= f.bytes();
+    return true;
+  });
 }
 
 void JobJournal::flush() {

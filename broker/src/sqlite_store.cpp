@@ -14,6 +14,7 @@
 #include "mw/broker/store.hpp"
 #include "mw/error.hpp"
 #include "mw/json_objects.hpp"
+#include "mw/log.hpp"
 #include "mw/protocol.hpp"
 #include "store_lock.hpp"
 
@@ -56,9 +57,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS outcomes (
   seq     INTEGER PRIMARY KEY,
   flows   INTEGER NOT NULL,
+  bytes   INTEGER NOT NULL,
   records BLOB NOT NULL
 );
 )sql";
+
+// The largest row of kept outcomes put_outcomes writes (one outcome larger
+// than that gets a row of its own).
+constexpr std::size_t kOutcomeRowBytes = 4 << 20;
 
 // Process-wide SQLite settings, made once before the first connection.
 // Memory statistics take a global mutex on every allocation SQLite makes,
@@ -230,7 +236,9 @@ class SqliteStore final : public Store {
     // msgpack array (an insert per flow would cost durable brokers about a
     // sixth of their throughput). seq orders the rows: a new rowid is one
     // more than the largest, which trimming the oldest never lowers.
-    put_outcomes_ = prepare("INSERT INTO outcomes(flows, records) VALUES (?1, ?2)");
+    put_outcomes_ = prepare("INSERT INTO outcomes(flows, bytes, records) VALUES (?1, ?2, ?3)");
+    outcome_rows_ = prepare("SELECT seq, flows, bytes FROM outcomes ORDER BY seq DESC");
+    trim_outcomes_ = prepare("DELETE FROM outcomes WHERE seq < ?1");
     savepoint_ = prepare("SAVEPOINT unit");
     release_ = prepare("RELEASE unit");
     rollback_to_ = prepare("ROLLBACK TO unit");
@@ -466,58 +474,82 @@ class SqliteStore final : public Store {
 
   void put_outcomes(std::span<const FinishedFlow> flows) override {
     writable();
-    msgpack::sbuffer records;
-    msgpack::packer<msgpack::sbuffer> packer(records);
-    packer.pack_array(static_cast<std::uint32_t>(flows.size()));
-    for (const FinishedFlow& f : flows) {
-      packer.pack_array(10);
-      packer.pack(f.flow_id).pack(f.outcome).pack(f.error).pack(f.last_type).pack(f.attempts);
-      packer.pack(f.submitted_at).pack(f.finished_at).pack(f.entity).pack(f.key);
-      packer.pack_bin(static_cast<std::uint32_t>(f.result.size()));
-      packer.pack_bin_body(f.result.data(), static_cast<std::uint32_t>(f.result.size()));
+    // Rows of a bounded size, however many flows ended in the turn.
+    while (!flows.empty()) {
+      msgpack::sbuffer records;
+      msgpack::packer<msgpack::sbuffer> packer(records);
+      // How many go in this row first: the array's length comes before them.
+      std::size_t count = 0, packed_estimate = 0;
+      std::uint64_t bytes = 0;
+      while (count < flows.size() && (count == 0 || packed_estimate < kOutcomeRowBytes)) {
+        const FinishedFlow& f = flows[count];
+        packed_estimate += f.result.size() + f.error.size() + f.last_type.size() + f.entity.size() + f.key.size() + 64;
+        ++count;
+      }
+      packer.pack_array(static_cast<std::uint32_t>(count));
+      for (const FinishedFlow& f : flows.first(count)) {
+        packer.pack_array(10);
+        packer.pack(f.flow_id).pack(f.outcome).pack(f.error).pack(f.last_type).pack(f.attempts);
+        packer.pack(f.submitted_at).pack(f.finished_at).pack(f.entity).pack(f.key);
+        packer.pack_bin(static_cast<std::uint32_t>(f.result.size()));
+        packer.pack_bin_body(f.result.data(), static_cast<std::uint32_t>(f.result.size()));
+        bytes += f.result.size() + f.error.size();
+      }
+      Statement& s = *put_outcomes_;
+      ResetOnExit r{s};
+      s.bind(1, static_cast<std::int64_t>(count)).bind(2, static_cast<std::int64_t>(bytes));
+      s.bind_blob_uncopied(3, {records.data(), records.size()});
+      s.step();
+      flows = flows.subspan(count);
     }
-    Statement& s = *put_outcomes_;
-    ResetOnExit r{s};
-    s.bind(1, static_cast<std::int64_t>(flows.size())).bind_blob_uncopied(2, {records.data(), records.size()});
-    s.step();
   }
 
-  void trim_outcomes(std::uint64_t keep_count) override {
+  void trim_outcomes(std::uint64_t keep_count, std::uint64_t keep_bytes) override {
     writable();
-    // The newest rows that hold keep_count outcomes between them stay.
-    Statement rows(db_, "SELECT seq, flows FROM outcomes ORDER BY seq DESC");
+    // The newest rows stay while they hold fewer than keep_count outcomes
+    // and keep_bytes between them (the one that reaches a limit too).
     std::int64_t oldest_kept = INT64_MAX;
-    std::uint64_t held = 0;
-    while (held < keep_count && rows.step()) {
-      oldest_kept = rows.integer(0);
-      held += static_cast<std::uint64_t>(std::max<std::int64_t>(rows.integer(1), 0));
+    {
+      Statement& rows = *outcome_rows_;
+      ResetOnExit r{rows};
+      std::uint64_t held = 0, held_bytes = 0;
+      while (held < keep_count && held_bytes < keep_bytes && rows.step()) {
+        oldest_kept = rows.integer(0);
+        held += static_cast<std::uint64_t>(std::clamp<std::int64_t>(rows.integer(1), 0, INT32_MAX));
+        held_bytes += static_cast<std::uint64_t>(std::max<std::int64_t>(rows.integer(2), 0));
+      }
     }
-    Statement trim(db_, "DELETE FROM outcomes WHERE seq < ?1");
-    trim.bind(1, oldest_kept);
-    trim.step();
+    ResetOnExit r{*trim_outcomes_};
+    trim_outcomes_->bind(1, oldest_kept);
+    trim_outcomes_->step();
   }
 
-  void load_outcomes(std::uint64_t limit, const std::function<void(FinishedFlow&&)>& each) override {
-    // Newest rows first until `limit` outcomes are read, then handed out oldest first.
+  void load_outcomes(std::uint64_t limit, std::uint64_t limit_bytes,
+                     const std::function<void(FinishedFlow&&)>& each) override {
+    // Newest rows first until the limits are reached (so memory stays about
+    // limit_bytes), then handed out oldest first.
     std::vector<std::string> blobs;
-    std::uint64_t count = 0;
-    Statement rows(db_, "SELECT flows, records FROM outcomes ORDER BY seq DESC");
-    while (count < limit && rows.step()) {
-      count += static_cast<std::uint64_t>(std::max<std::int64_t>(rows.integer(0), 0));
-      blobs.push_back(rows.blob(1));
+    std::uint64_t count = 0, bytes = 0;
+    Statement rows(db_, "SELECT flows, bytes, records FROM outcomes ORDER BY seq DESC");
+    while (count < limit && bytes < limit_bytes && rows.step()) {
+      count += static_cast<std::uint64_t>(std::clamp<std::int64_t>(rows.integer(0), 0, INT32_MAX));
+      bytes += static_cast<std::uint64_t>(std::max<std::int64_t>(rows.integer(1), 0));
+      blobs.push_back(rows.blob(2));
     }
     std::uint64_t skip = count > limit ? count - limit : 0;  // the oldest row's oldest outcomes
+    std::uint64_t damaged = 0;
     for (auto blob = blobs.rbegin(); blob != blobs.rend(); ++blob) {
+      std::vector<FinishedFlow> row;
       try {
         const auto handle = msgpack::unpack(blob->data(), blob->size());
-        if (handle.get().type != msgpack::type::ARRAY) continue;
+        if (handle.get().type != msgpack::type::ARRAY) throw Error("not an array");
         const auto& list = handle.get().via.array;
         for (std::uint32_t i = 0; i < list.size; ++i) {
           if (skip > 0) {
             --skip;
             continue;
           }
-          if (list.ptr[i].type != msgpack::type::ARRAY || list.ptr[i].via.array.size < 10) continue;
+          if (list.ptr[i].type != msgpack::type::ARRAY || list.ptr[i].via.array.size < 10) throw Error("bad record");
           const auto& r = list.ptr[i].via.array;
           FinishedFlow f;
           f.flow_id = r.ptr[0].as<std::uint64_t>();
@@ -534,14 +566,19 @@ class SqliteStore final : public Store {
           f.finished_at = r.ptr[6].as<std::int64_t>();
           f.entity = r.ptr[7].as<std::string>();
           f.key = r.ptr[8].as<std::string>();
-          if (r.ptr[9].type != msgpack::type::BIN) continue;
+          if (r.ptr[9].type != msgpack::type::BIN) throw Error("bad result");
           f.result.assign(r.ptr[9].via.bin.ptr, r.ptr[9].via.bin.size);
-          each(std::move(f));
+          row.push_back(std::move(f));
         }
       } catch (const std::exception&) {
-        // A damaged row costs its own outcomes, not the broker's start.
+        ++damaged;  // a damaged row costs its own outcomes, not the others
+        continue;
       }
+      for (auto& f : row) each(std::move(f));
     }
+    if (damaged)
+      log(LogLevel::warn, "store", std::to_string(damaged) + " damaged row(s) of kept outcomes skipped; "
+                                   "mw result does not know their flows");
   }
 
   std::string description() const override { return path_; }
@@ -638,7 +675,7 @@ class SqliteStore final : public Store {
   std::uint64_t committed_seq_ = 0;  // … as of the last commit
   std::vector<std::uint64_t> unit_seq_marks_;  // last_seq_ when each open unit began
   std::unique_ptr<Statement> get_, insert_, replace_, remove_, append_, events_after_, save_seq_, first_seq_, put_job_,
-      delete_job_, put_outcomes_, savepoint_, release_, rollback_to_, trim_;
+      delete_job_, put_outcomes_, outcome_rows_, trim_outcomes_, savepoint_, release_, rollback_to_, trim_;
   std::unordered_map<std::string, std::unique_ptr<Statement>> find_cache_;
 };
 

@@ -589,7 +589,7 @@ zmq::message_t encode(const Stats& m) {
   pack_kv(w, "done_per_second", m.done_per_second);
   w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
   for (const auto& t : m.types) {
-    w.pack().pack_map(12);
+    w.pack().pack_map(13);
     pack_kv(w, "type", std::string_view(t.type));
     pack_kv(w, "workers", std::uint64_t{t.workers});
     pack_kv(w, "queued", t.queued);
@@ -602,6 +602,7 @@ zmq::message_t encode(const Stats& m) {
     pack_kv(w, "delayed", t.delayed);
     pack_kv(w, "rate_max", std::uint64_t{t.rate_max});
     pack_kv(w, "rate_period_ms", t.rate_period_ms);
+    pack_kv(w, "rate_held", t.rate_held);
   }
   w.str("workers").array(static_cast<std::uint32_t>(m.workers.size()));
   for (const auto& wi : m.workers) {
@@ -824,7 +825,7 @@ Stats decode_stats(const zmq::message_t& frame) {
                          map_u64(t, "done"), map_u64(t, "failed"), map_u64(t, "dead"),
                          map_f64(t, "done_per_second"), map_u64(t, "delayed"),
                          static_cast<std::uint32_t>(std::min<std::uint64_t>(map_u64(t, "rate_max"), UINT32_MAX)),
-                         map_u64(t, "rate_period_ms")});
+                         map_u64(t, "rate_period_ms"), map_u64(t, "rate_held")});
     }
   }
   if (const auto* workers = find_key(map, "workers"); workers && workers->type == msgpack::type::ARRAY) {

@@ -533,10 +533,11 @@ class Worker::Impl {
     while (auto in = peer.try_recv()) {
       last_heard_ = Clock::now();
       const bool in_order = inbox_.empty();  // once one message waits there, the rest queue behind it
-      if (in->command == Command::Cancel ||
-          (in_order && (in->command == Command::Job || in->command == Command::Heartbeat))) {
+      if (in->command == Command::Cancel || (in_order && (in->command == Command::Job || in->command == Command::Heartbeat))) {
         handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
-        continue;
+        // A CANCEL acts at once on what is here, and again in order, for a
+        // JOB parked before it (cancelling twice does nothing more).
+        if (in_order || in->command != Command::Cancel) continue;
       }
       // A header from a BATCH points into the socket's copy of it, which the
       // next BATCH replaces: the inbox keeps its own.

@@ -189,6 +189,13 @@ TEST_CASE("--type-rate: free workers get a limited type's jobs no faster than it
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
   for (int i = 0; i < 6; ++i) client.submit("slowapi", mw::Payload::of(i));  // within a few ms
+  // While the window is full, status says the queued ones wait for their turn, not for a worker.
+  const auto held = cluster.mw({"status"});
+  const auto held_stats = type_stats(cluster.status(), "slowapi").value();
+  if (held_stats.queued > 0) {  // unless the machine was slow enough for the window to have moved on
+    CHECK(held_stats.rate_held == held_stats.queued);
+    CHECK(held.out.find("queued wait for their turn)") != std::string::npos);
+  }
   REQUIRE(wait_until([&] { return type_stats(cluster.status(), "slowapi").value_or(mw::wire::TypeStats{}).done == 6; },
                      20s));
   std::ifstream in(starts);

@@ -78,9 +78,9 @@ class FailingStore final : public Store {
   void delete_job(std::uint64_t id) override { inner_->delete_job(id); }
   void load_jobs(const std::function<void(mw::broker::StoredJob&&)>& each) override { inner_->load_jobs(each); }
   void put_outcomes(std::span<const mw::broker::FinishedFlow> f) override { inner_->put_outcomes(f); }
-  void trim_outcomes(std::uint64_t k) override { inner_->trim_outcomes(k); }
-  void load_outcomes(std::uint64_t l, const std::function<void(mw::broker::FinishedFlow&&)>& each) override {
-    inner_->load_outcomes(l, each);
+  void trim_outcomes(std::uint64_t k, std::uint64_t b) override { inner_->trim_outcomes(k, b); }
+  void load_outcomes(std::uint64_t l, std::uint64_t b, const std::function<void(mw::broker::FinishedFlow&&)>& each) override {
+    inner_->load_outcomes(l, b, each);
   }
   std::string description() const override { return inner_->description(); }
 
@@ -907,9 +907,9 @@ TEST_CASE("the store's kept outcomes: one row per turn, read back newest within 
     store->commit();
   }
   auto store = mw::broker::open_sqlite_store(db.path());
-  auto load = [&](std::uint64_t limit) {
+  auto load = [&](std::uint64_t limit, std::uint64_t limit_bytes = UINT64_MAX) {
     std::vector<mw::broker::FinishedFlow> out;
-    store->load_outcomes(limit, [&](mw::broker::FinishedFlow&& f) { out.push_back(std::move(f)); });
+    store->load_outcomes(limit, limit_bytes, [&](mw::broker::FinishedFlow&& f) { out.push_back(std::move(f)); });
     return out;
   };
   const auto four = load(4);  // cuts into the older row
@@ -927,13 +927,80 @@ TEST_CASE("the store's kept outcomes: one row per turn, read back newest within 
   CHECK(two.result == payload_bytes(2));
   CHECK(load(100).size() == 5);
   CHECK(load(0).empty());
+  // A byte limit the newest row reaches: only that row is read.
+  CHECK(load(100, 1).size() == 2);
 
   store->begin();
-  store->trim_outcomes(2);  // the newest row holds 2: the older row goes
+  store->trim_outcomes(100, 1);  // the newest row reaches the byte limit: the older row goes
   store->commit();
   CHECK(load(100).size() == 2);
   store->begin();
-  store->trim_outcomes(0);
+  store->trim_outcomes(0, UINT64_MAX);
   store->commit();
   CHECK(load(100).empty());
+}
+
+TEST_CASE("the store splits a turn's outcomes into rows of bounded size, and reads them all back") {
+  TempDb db;
+  std::vector<mw::broker::FinishedFlow> turn;
+  for (std::uint64_t flow = 1; flow <= 5; ++flow) {
+    mw::broker::FinishedFlow f;
+    f.flow_id = flow;
+    f.outcome = mw::kOutcomeDone;
+    f.last_type = "t";
+    f.result = std::string(3 << 20, 'x');  // 3 MiB each: more than one fits no row
+    turn.push_back(std::move(f));
+  }
+  auto store = mw::broker::open_sqlite_store(db.path());
+  store->begin();
+  store->put_outcomes(turn);
+  store->commit();
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(db.path().c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* rows = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw, "SELECT count(*), max(length(records)) FROM outcomes", -1, &rows, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(rows) == SQLITE_ROW);
+  CHECK(sqlite3_column_int64(rows, 0) >= 3);
+  CHECK(sqlite3_column_int64(rows, 1) < (8 << 20));
+  sqlite3_finalize(rows);
+  sqlite3_close(raw);
+  std::vector<std::uint64_t> read;
+  store->load_outcomes(100, UINT64_MAX, [&](mw::broker::FinishedFlow&& f) {
+    CHECK(f.result.size() == (3u << 20));
+    read.push_back(f.flow_id);
+  });
+  CHECK(read == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+}
+
+TEST_CASE("commits that keep failing hold back at most the outcomes the broker keeps, then write them once") {
+  TempDb db;
+  BrokerConfig config = test_config();
+  config.keep_results = 3;
+  Broker b(db.path(), config);
+  std::vector<std::uint64_t> flows;
+  for (int i = 0; i < 5; ++i) flows.push_back(b.submit("a", payload_bytes(i)));  // accepted, committed, waiting
+  b.store->fail_commits = true;
+  b.h.ready("w1", {"a"}, "", 5);
+  for (const auto& job : b.h.jobs("w1")) {
+    b.h.done("w1", job.id, std::nullopt, payload_bytes(100 + static_cast<int>(job.flow - flows[0])));
+    b.h.core.end_turn();  // fails: the outcomes wait for the next commit
+  }
+  b.store->fail_commits = false;
+  b.h.core.end_turn();  // the held-back writes go in now, once
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(db.path().c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* rows = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw, "SELECT coalesce(sum(flows), 0) FROM outcomes", -1, &rows, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(rows) == SQLITE_ROW);
+  CHECK(sqlite3_column_int64(rows, 0) == 3);  // the newest three, each once
+  sqlite3_finalize(rows);
+  sqlite3_close(raw);
+  Broker after(db.path(), config);
+  for (const auto flow : flows) {
+    after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{flow, flow})));
+    after.h.core.end_turn();
+  }
+  std::vector<std::uint64_t> told;
+  for (const auto& r : after.h.results("c7")) told.push_back(r.flow);
+  CHECK(told == std::vector<std::uint64_t>(flows.end() - 3, flows.end()));
 }

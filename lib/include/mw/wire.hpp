@@ -181,6 +181,9 @@ struct TypeStats {
   std::uint64_t delayed = 0;   // jobs waiting for their time (--delay, --at, retry backoff)
   std::uint32_t rate_max = 0;        // --type-rate: at most this many jobs start per period; 0: no limit
   std::uint64_t rate_period_ms = 0;
+  // Queued jobs that wait for room in the type's rate window (it is full
+  // now) rather than only for a worker; 0 when it has room or no limit.
+  std::uint64_t rate_held = 0;
 };
 
 struct WorkerInfo {

@@ -63,7 +63,7 @@ struct BrokerConfig {
   // How many ended flows' outcomes are kept, newest first, for WAIT and
   // $flows get (mw result) to find after the RESULT went out, and how many
   // bytes of results they may hold between them (FinishedFlows). 0 for
-  // either keeps none. In memory only.
+  // either keeps none. A durable store keeps them too, across restarts.
   std::uint64_t keep_results = 10'000;
   std::uint64_t keep_results_bytes = std::uint64_t{64} << 20;
 

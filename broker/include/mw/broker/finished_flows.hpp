@@ -47,6 +47,9 @@ struct FinishedFlow {
   // The RESULT's payload (msgpack): the final result when done, else the
   // input of the last stage.
   std::string result;
+
+  // What counts against FinishedFlows' byte limit: the result and the error.
+  std::uint64_t bytes() const noexcept { return result.size() + error.size(); }
 };
 
 class FinishedFlows {

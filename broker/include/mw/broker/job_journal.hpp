@@ -8,8 +8,9 @@
 // the ones that were in flight: at-least-once.
 //
 // The outcome of each flow that ends (as FinishedFlows keeps it) is written
-// in the same turn, so an outcome a RESULT told is never lost to a restart,
-// and `mw result` still answers after one.
+// with the turn's commit, so `mw result` still answers after a restart.
+// (A RESULT is sent even when that commit fails, PROTOCOL §6.1; the outcome
+// is then written with the next one, unless the broker dies first.)
 //
 // Writes are buffered for the loop turn and handed to the store in flush(),
 // just before the turn's commit: one transaction per turn (group commit),
@@ -34,7 +35,12 @@ class JobJournal {
  public:
   // `store` must outlive the journal. A store that is not durable
   // (":memory:") makes every call here a no-op.
-  explicit JobJournal(Store& store) : store_(store), enabled_(store.durable()) {}
+  // At most `max_outcomes` outcomes holding `max_outcome_bytes` of results
+  // and errors wait for a commit (the newest: what FinishedFlows keeps
+  // too), however long commits fail.
+  explicit JobJournal(Store& store, std::uint64_t max_outcomes = UINT64_MAX,
+                      std::uint64_t max_outcome_bytes = UINT64_MAX)
+      : store_(store), enabled_(store.durable()), max_outcomes_(max_outcomes), max_outcome_bytes_(max_outcome_bytes) {}
 
   bool enabled() const noexcept { return enabled_; }
 
@@ -57,6 +63,7 @@ class JobJournal {
   void committed() noexcept {
     ops_.clear();
     outcomes_.clear();
+    outcome_bytes_ = 0;
   }
 
   std::size_t pending() const noexcept { return ops_.size() + outcomes_.size(); }
@@ -73,7 +80,9 @@ class JobJournal {
   Store& store_;
   bool enabled_;
   std::unordered_map<std::uint64_t, Op> ops_;  // by flow id
-  std::vector<FinishedFlow> outcomes_;          // in the order the flows ended
+  std::uint64_t max_outcomes_, max_outcome_bytes_;
+  std::vector<FinishedFlow> outcomes_;  // in the order the flows ended
+  std::uint64_t outcome_bytes_ = 0;     // their results and errors
 };
 
 }  // namespace mw::broker

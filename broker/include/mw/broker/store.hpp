@@ -120,13 +120,17 @@ class Store {
 
   // Kept outcomes of ended flows (FinishedFlows), so that WAIT and `mw
   // result` still answer after a restart; durable stores only, like the
-  // journal. put_outcomes appends the outcomes of one turn, in the order
-  // the flows ended (REQUIRES: begin()); trim_outcomes deletes what is
-  // older than the newest `keep_count` (it may keep up to one turn's worth
-  // more); load_outcomes gives the newest `limit`, oldest first.
+  // journal. Counts and bytes (results and errors) bound them, as in
+  // FinishedFlows; 0 for either means none. put_outcomes appends the
+  // outcomes of one turn, in the order the flows ended (REQUIRES:
+  // begin()); trim_outcomes deletes what is older than the newest
+  // `keep_count` within `keep_bytes` (it may keep a turn's worth more);
+  // load_outcomes gives the newest `limit` within about `limit_bytes`,
+  // oldest first, and throws mw::Error if the store cannot be read.
   virtual void put_outcomes(std::span<const FinishedFlow> flows) = 0;
-  virtual void trim_outcomes(std::uint64_t keep_count) = 0;
-  virtual void load_outcomes(std::uint64_t limit, const std::function<void(FinishedFlow&&)>& each) = 0;
+  virtual void trim_outcomes(std::uint64_t keep_count, std::uint64_t keep_bytes) = 0;
+  virtual void load_outcomes(std::uint64_t limit, std::uint64_t limit_bytes,
+                             const std::function<void(FinishedFlow&&)>& each) = 0;
 
   // ":memory:" or the file's path, for status and logs.
   virtual std::string description() const = 0;
