@@ -88,6 +88,20 @@ class FailingStore final : public Store {
   std::unique_ptr<Store> inner_;
 };
 
+// The one number `query` gives on the store file at `path`, read with a
+// connection of its own (what a restarted broker would find).
+std::int64_t sql_number(const std::string& path, const char* query) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* statement = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw, query, -1, &statement, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
+  const std::int64_t value = sqlite3_column_int64(statement, 0);
+  sqlite3_finalize(statement);
+  sqlite3_close(raw);
+  return value;
+}
+
 // One broker life on a store file: a core with its own queue, transport and
 // clock, attached to the store; a second Broker on the same file is the
 // broker after a restart.
@@ -131,6 +145,20 @@ struct Broker {
   }
 
   std::optional<Json> record(std::string_view endpoint, std::string_view id) { return store->get(endpoint, id); }
+
+  // Asks with WAIT, from c7, for each flow in turn; returns the flows whose
+  // RESULT came (at once: they had ended), in that order.
+  std::vector<std::uint64_t> flows_told(const std::vector<std::uint64_t>& flows) {
+    const std::size_t before = h.results("c7").size();
+    for (const auto flow : flows) {
+      h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{flow, flow})));
+      h.core.end_turn();
+    }
+    std::vector<std::uint64_t> told;
+    const auto results = h.results("c7");
+    for (std::size_t i = before; i < results.size(); ++i) told.push_back(results[i].flow);
+    return told;
+  }
 
   std::int64_t wall_ms;
   std::unique_ptr<FailingStore> store;
@@ -786,14 +814,8 @@ TEST_CASE("the store keeps only the newest --keep-results outcomes; --keep-resul
   BrokerConfig config = test_config();
   config.keep_results = 100;  // the restarted broker would keep them all: the store's trim decides
   Broker after(db.path(), config);
-  for (const auto flow : flows) {
-    after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{flow, flow})));
-    after.h.core.end_turn();
-  }
-  std::vector<std::uint64_t> told;
-  for (const auto& r : after.h.results("c7")) told.push_back(r.flow);
   const std::vector<std::uint64_t> newest(flows.end() - static_cast<std::ptrdiff_t>(keep), flows.end());
-  CHECK(told == newest);
+  CHECK(after.flows_told(flows) == newest);
 }
 
 TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even if it ran in that turn") {
@@ -955,15 +977,8 @@ TEST_CASE("the store splits a turn's outcomes into rows of bounded size, and rea
   store->begin();
   store->put_outcomes(turn);
   store->commit();
-  sqlite3* raw = nullptr;
-  REQUIRE(sqlite3_open(db.path().c_str(), &raw) == SQLITE_OK);
-  sqlite3_stmt* rows = nullptr;
-  REQUIRE(sqlite3_prepare_v2(raw, "SELECT count(*), max(length(records)) FROM outcomes", -1, &rows, nullptr) == SQLITE_OK);
-  REQUIRE(sqlite3_step(rows) == SQLITE_ROW);
-  CHECK(sqlite3_column_int64(rows, 0) >= 3);
-  CHECK(sqlite3_column_int64(rows, 1) < (8 << 20));
-  sqlite3_finalize(rows);
-  sqlite3_close(raw);
+  CHECK(sql_number(db.path(), "SELECT count(*) FROM outcomes") >= 3);
+  CHECK(sql_number(db.path(), "SELECT max(length(records)) FROM outcomes") < (8 << 20));
   std::vector<std::uint64_t> read;
   store->load_outcomes(100, UINT64_MAX, [&](mw::broker::FinishedFlow&& f) {
     CHECK(f.result.size() == (3u << 20));
@@ -987,20 +1002,7 @@ TEST_CASE("commits that keep failing hold back at most the outcomes the broker k
   }
   b.store->fail_commits = false;
   b.h.core.end_turn();  // the held-back writes go in now, once
-  sqlite3* raw = nullptr;
-  REQUIRE(sqlite3_open(db.path().c_str(), &raw) == SQLITE_OK);
-  sqlite3_stmt* rows = nullptr;
-  REQUIRE(sqlite3_prepare_v2(raw, "SELECT coalesce(sum(flows), 0) FROM outcomes", -1, &rows, nullptr) == SQLITE_OK);
-  REQUIRE(sqlite3_step(rows) == SQLITE_ROW);
-  CHECK(sqlite3_column_int64(rows, 0) == 3);  // the newest three, each once
-  sqlite3_finalize(rows);
-  sqlite3_close(raw);
+  CHECK(sql_number(db.path(), "SELECT coalesce(sum(flows), 0) FROM outcomes") == 3);  // the newest three, each once
   Broker after(db.path(), config);
-  for (const auto flow : flows) {
-    after.h.command("c7", Command::Wait, bytes_of(wire::encode(wire::WaitRequest{flow, flow})));
-    after.h.core.end_turn();
-  }
-  std::vector<std::uint64_t> told;
-  for (const auto& r : after.h.results("c7")) told.push_back(r.flow);
-  CHECK(told == std::vector<std::uint64_t>(flows.end() - 3, flows.end()));
+  CHECK(after.flows_told(flows) == std::vector<std::uint64_t>(flows.end() - 3, flows.end()));
 }
