@@ -226,6 +226,10 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     }
     // The job's flow was cancelled: nobody wants its result.
     if (!cancelled_at && !exited_at && job.cancel.stop_requested()) {
+      mw::log(mw::LogLevel::info, "mw-exec",
+              "job " + std::to_string(job.id) + "'s flow was cancelled: ending '" + options.command[0] + "' (pid " +
+                  std::to_string(pid) + ") with SIGTERM, SIGKILL " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kTermGrace).count()) + " s later");
       ::kill(-pid, SIGTERM);
       cancelled_at = now;
     }

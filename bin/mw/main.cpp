@@ -79,26 +79,38 @@ namespace {
 // itself comes later and wins. Returns false (after saying why) for a
 // --broker without its address.
 bool hoist_global_broker(std::vector<char*>& args) {
-  if (args.size() < 2) return true;
-  const std::string_view first = args[1];
-  if (first == "--broker") {
-    if (args.size() < 4) {
-      std::fputs("mw: --broker needs an address and a command after it: mw --broker ADDR COMMAND ...\n", stderr);
-      return false;
+  // Every leading --broker (given twice, the last wins, as after the command).
+  std::vector<char*> options;
+  std::size_t at = 1;
+  while (at < args.size()) {
+    const std::string_view word = args[at];
+    if (word == "--broker") {
+      if (at + 1 >= args.size()) {
+        std::fputs("mw: --broker needs an address: mw --broker ADDR COMMAND ...\n", stderr);
+        return false;
+      }
+      options.insert(options.end(), {args[at], args[at + 1]});
+      at += 2;
+    } else if (word.starts_with("--broker=")) {
+      if (word == "--broker=") {
+        std::fputs("mw: --broker= needs an address: mw --broker=ADDR COMMAND ...\n", stderr);
+        return false;
+      }
+      options.push_back(args[at]);
+      at += 1;
+    } else {
+      break;
     }
-    char* option = args[1];
-    char* address = args[2];
-    args.erase(args.begin() + 1, args.begin() + 3);
-    args.insert(args.begin() + 2, {option, address});
-  } else if (first.starts_with("--broker=")) {
-    if (args.size() < 3) {
-      std::fputs("mw: --broker needs a command after it: mw --broker ADDR COMMAND ...\n", stderr);
-      return false;
-    }
-    char* option = args[1];
-    args.erase(args.begin() + 1);
-    args.insert(args.begin() + 2, option);
   }
+  if (options.empty()) return true;
+  if (at >= args.size()) {
+    std::fputs("mw: a command must follow --broker ADDR: mw --broker ADDR COMMAND ... (see mw --help)\n", stderr);
+    return false;
+  }
+  std::vector<char*> reordered{args[0], args[at]};
+  reordered.insert(reordered.end(), options.begin(), options.end());
+  reordered.insert(reordered.end(), args.begin() + static_cast<std::ptrdiff_t>(at) + 1, args.end());
+  args = std::move(reordered);
   return true;
 }
 

@@ -20,6 +20,14 @@ namespace mw::cli {
 namespace {
 
 constexpr std::string_view kCommand = "mw result";
+// The broker does not know the flow (never submitted, or its outcome is no
+// longer kept): not the same as a flow that failed (1) or goes on (3).
+constexpr int kExitUnknownFlow = 4;
+
+int unknown_flow(const Error& e) {
+  std::fprintf(stderr, "mw result: %s\n", e.what());
+  return kExitUnknownFlow;
+}
 
 // A $flows record as an Outcome, for a flow that has ended.
 Outcome outcome_of(const nlohmann::ordered_json& record) {
@@ -56,8 +64,9 @@ int exit_code_of(const Outcome& o) { return o.done ? 0 : 1; }
 int result(int argc, char** argv) {
   cxxopts::Options options("mw result",
                            "How flow FLOW ended: prints its result as JSON (exit 0), or says how it died or was "
-                           "cancelled (exit 1), or that it has not ended yet (exit 3). The broker keeps the "
-                           "outcomes of the flows that ended last (mw-broker --keep-results).");
+                           "cancelled (exit 1), or that it has not ended yet (exit 3), or that the broker does not "
+                           "know it (exit 4). The broker keeps the outcomes of the flows that ended last "
+                           "(mw-broker --keep-results).");
   options.positional_help("FLOW");
   add_common_options(options);
   options.add_options()
@@ -92,6 +101,7 @@ int result(int argc, char** argv) {
     } catch (const Interrupted&) {
       throw;  // main says it and exits 130
     } catch (const Error& e) {
+      if (e.code() == ErrorCode::NotFound) return unknown_flow(e);
       // The broker went silent while we waited: no outcome, as on a timeout.
       if (e.code() != ErrorCode::Unavailable) throw;
       std::fprintf(stderr, "mw result: %s\n", e.what());
@@ -107,7 +117,13 @@ int result(int argc, char** argv) {
     return exit_code_of(*outcome);
   }
 
-  const auto record = client.call("$flows", "get", std::to_string(flow));
+  nlohmann::ordered_json record;
+  try {
+    record = client.call("$flows", "get", std::to_string(flow));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::NotFound) return unknown_flow(e);
+    throw;
+  }
   const auto state = record.at("state").get<std::string>();
   const bool ended = state == kOutcomeDone || state == kOutcomeDead || state == kOutcomeCancelled;
   if (json) {

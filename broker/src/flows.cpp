@@ -42,7 +42,8 @@ Json page(Json records, std::size_t limit, bool more) {
 
 Error not_unfinished(std::uint64_t flow) {
   return Error("flow " + std::to_string(flow) +
-                   " is not unfinished here: it is done, dead (see mw dead) or cancelled, or was never submitted",
+                   " is not running, queued or delayed here: it ended (done, dead: see mw dead, or cancelled), "
+                   "or was never submitted",
                ErrorCode::NotFound);
 }
 
@@ -241,6 +242,11 @@ Json BrokerCore::find_flows(const Json& query) const {
 }
 
 Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
+  // Ended, and its outcome kept: say how.
+  if (const FinishedFlow* ended = finished_.find(flow_id))
+    throw Error("flow " + std::to_string(flow_id) + " has ended already (" + std::string(ended->outcome) +
+                    "): there is nothing to cancel (mw result " + std::to_string(flow_id) + " shows how it ended)",
+                ErrorCode::NotFound);
   if (cancelled_flows_.contains(flow_id)) throw not_unfinished(flow_id);  // ended already
   Job* job = nullptr;        // the flow's live job, wherever it is
   std::optional<Job> taken;  // when it was taken out of delayed or a queue

@@ -337,7 +337,8 @@ TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it"
   CHECK(dead.err.find("no such order") != std::string::npos);
 
   const auto unknown = cluster.mw({"result", "12345"});
-  CHECK(unknown.exit_status == 1);
+  CHECK(unknown.exit_status == 4);  // not known: neither failed (1) nor going on (3)
+  CHECK(cluster.mw({"result", "12345", "--wait", "--timeout", "5"}).exit_status == 4);
   CHECK(unknown.err.find("flow 12345 is not known here") != std::string::npos);
   CHECK(cluster.mw({"result", "abc"}).exit_status == 1);
 }

@@ -211,7 +211,7 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   const auto cancelled = cluster.mw({"cancel", waited, "12345"});
   CHECK(cancelled.exit_status == 1);  // one of the two was not there
   CHECK(cancelled.out.find("flow " + waited + " cancelled (was queued, nobody)") != std::string::npos);
-  CHECK(cancelled.err.find("flow 12345 is not unfinished here") != std::string::npos);
+  CHECK(cancelled.err.find("flow 12345 is not running, queued or delayed here") != std::string::npos);
   REQUIRE(waiting.wait_exit(10s) == 1);
   CHECK(waiting.stderr_text().find("flow " + waited + " was cancelled") != std::string::npos);
 
@@ -219,6 +219,10 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   CHECK(s.cancelled == 1);
   CHECK(s.waiting == 2);
   CHECK(cluster.mw({"cancel", "abc"}).err.find("'abc' is not a flow id") != std::string::npos);
+  const auto again = cluster.mw({"cancel", waited});
+  CHECK(again.exit_status == 1);
+  CHECK(again.err.find("flow " + waited + " has ended already (cancelled): there is nothing to cancel") !=
+        std::string::npos);
 
   // With nothing left of it, nobody's row is history: shown with --all (and in --json) only.
   // later's, with a delayed job and no worker, stays.
@@ -251,7 +255,14 @@ TEST_CASE("mw --broker ADDR COMMAND: the broker may be named before the command,
                                 cluster.dir(), 20s);
   CHECK(both.exit_status == 0);
 
+  const auto twice = run_to_exit("mw-global", {cli, "--broker", "tcp://127.0.0.1:1", "--broker=" + cluster.address(), "status"},
+                                 cluster.dir(), 20s);
+  CHECK(twice.exit_status == 0);  // the last one given wins
+
   const auto alone = run_to_exit("mw-global", {cli, "--broker", cluster.address()}, cluster.dir(), 20s);
   CHECK(alone.exit_status == 2);
-  CHECK(alone.err == "mw: --broker needs an address and a command after it: mw --broker ADDR COMMAND ...\n");
+  CHECK(alone.err == "mw: a command must follow --broker ADDR: mw --broker ADDR COMMAND ... (see mw --help)\n");
+  const auto no_address = run_to_exit("mw-global", {cli, "--broker"}, cluster.dir(), 20s);
+  CHECK(no_address.exit_status == 2);
+  CHECK(no_address.err == "mw: --broker needs an address: mw --broker ADDR COMMAND ...\n");
 }
