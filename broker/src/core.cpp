@@ -82,14 +82,7 @@ std::size_t BrokerCore::recover(std::int64_t now_ms) {
     // Ids go on from the highest this store has seen, even for a flow
     // whose outcome it keeps (the clock may have gone back).
     next_id_ = std::max(next_id_, ended.flow_id + 1);
-    if (!finished_.fits(ended.result.size() + ended.error.size())) return;
-    FinishedFlow& kept = finished_.add(ended.flow_id, ended.outcome, ended.error, ended.result);
-    kept.last_type = std::move(ended.last_type);
-    kept.attempts = ended.attempts;
-    kept.submitted_at = ended.submitted_at;
-    kept.finished_at = ended.finished_at;
-    kept.entity = std::move(ended.entity);
-    kept.key = std::move(ended.key);
+    if (finished_.fits(ended.bytes())) finished_.add(std::move(ended));
   });
   } catch (const std::exception& e) {
     log(LogLevel::error, kLogComponent, std::string("cannot read the kept outcomes of ended flows back: ") + e.what() +
@@ -1156,7 +1149,8 @@ void BrokerCore::end_turn_commit() {
       store_->begin();
       entities_->trim_events(wall_clock_());
       // Outcomes the kept ones no longer reach (a --keep-results of 0: all).
-      if (journaling()) store_->trim_outcomes(config_.keep_results, config_.keep_results_bytes);
+      if (journaling() && journal_->take_outcomes_since_trim())
+        store_->trim_outcomes(config_.keep_results, config_.keep_results_bytes);
     } catch (const std::exception& e) {
       log(LogLevel::warn, kLogComponent, std::string("cannot trim old events and kept outcomes: ") + e.what());
     }

@@ -1,5 +1,7 @@
 #include "mw/broker/finished_flows.hpp"
 
+#include <utility>
+
 namespace mw::broker {
 
 namespace {
@@ -14,9 +16,8 @@ void release_if_oversized(std::string& s) {
 
 }  // namespace
 
-FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome, std::string_view error,
-                                 std::string_view result) {
-  while (size_ > 0 && (size_ >= max_count_ || bytes_ + error.size() + result.size() > max_bytes_)) drop_oldest();
+FinishedFlow& FinishedFlows::make_room(std::uint64_t bytes) {
+  while (size_ > 0 && (size_ >= max_count_ || bytes_ + bytes > max_bytes_)) drop_oldest();
   if (size_ == ring_.size()) {
     // Every slot is taken and fewer than max_count_ exist (else the loop
     // made room): add one just after the newest entry.
@@ -29,6 +30,12 @@ FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome
   }
   FinishedFlow& entry = ring_[slot(size_)];
   ++size_;
+  return entry;
+}
+
+FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome, std::string_view error,
+                                 std::string_view result) {
+  FinishedFlow& entry = make_room(error.size() + result.size());
   entry.flow_id = flow_id;
   entry.outcome = outcome;
   entry.result.assign(result);
@@ -37,6 +44,12 @@ FinishedFlow& FinishedFlows::add(std::uint64_t flow_id, std::string_view outcome
   release_if_oversized(entry.error);
   bytes_ += entry.bytes();
   return entry;
+}
+
+void FinishedFlows::add(FinishedFlow&& ended) {
+  FinishedFlow& entry = make_room(ended.bytes());
+  entry = std::move(ended);
+  bytes_ += entry.bytes();
 }
 
 void FinishedFlows::drop_oldest() {

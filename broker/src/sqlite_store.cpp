@@ -493,7 +493,7 @@ class SqliteStore final : public Store {
         packer.pack(f.submitted_at).pack(f.finished_at).pack(f.entity).pack(f.key);
         packer.pack_bin(static_cast<std::uint32_t>(f.result.size()));
         packer.pack_bin_body(f.result.data(), static_cast<std::uint32_t>(f.result.size()));
-        bytes += f.result.size() + f.error.size();
+        bytes += f.bytes();
       }
       Statement& s = *put_outcomes_;
       ResetOnExit r{s};

@@ -34,6 +34,7 @@ class FailingStore final : public Store {
   bool fail_commits = false;
   bool fail_appends = false;  // appending an event fails (disk full mid-call)
   bool fail_releases = false;  // ending a unit (savepoint) fails
+  std::size_t outcome_trims = 0;  // calls of trim_outcomes
 
   void begin() override { inner_->begin(); }
   void commit() override {
@@ -78,7 +79,10 @@ class FailingStore final : public Store {
   void delete_job(std::uint64_t id) override { inner_->delete_job(id); }
   void load_jobs(const std::function<void(mw::broker::StoredJob&&)>& each) override { inner_->load_jobs(each); }
   void put_outcomes(std::span<const mw::broker::FinishedFlow> f) override { inner_->put_outcomes(f); }
-  void trim_outcomes(std::uint64_t k, std::uint64_t b) override { inner_->trim_outcomes(k, b); }
+  void trim_outcomes(std::uint64_t k, std::uint64_t b) override {
+    ++outcome_trims;
+    inner_->trim_outcomes(k, b);
+  }
   void load_outcomes(std::uint64_t l, std::uint64_t b, const std::function<void(mw::broker::FinishedFlow&&)>& each) override {
     inner_->load_outcomes(l, b, each);
   }
@@ -816,6 +820,24 @@ TEST_CASE("the store keeps only the newest --keep-results outcomes; --keep-resul
   Broker after(db.path(), config);
   const std::vector<std::uint64_t> newest(flows.end() - static_cast<std::ptrdiff_t>(keep), flows.end());
   CHECK(after.flows_told(flows) == newest);
+}
+
+TEST_CASE("the kept outcomes are trimmed once after the start, then only after outcomes were written") {
+  TempDb db;
+  Broker b(db.path());
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 1);  // rows an earlier run left beyond today's limits
+  b.advance(2000);
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 1);  // a quiet broker does not scan the table
+  b.h.ready("w1", {"a"}, "", 1);
+  b.submit("a", payload_bytes(1));
+  b.h.done("w1", b.h.jobs("w1").back().id, std::nullopt, payload_bytes(2));
+  b.h.core.end_turn();
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 2);
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 2);
 }
 
 TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even if it ran in that turn") {

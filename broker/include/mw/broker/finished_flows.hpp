@@ -68,6 +68,9 @@ class FinishedFlows {
   // one). REQUIRES: fits(error.size() + result.size()). Flow ids are unique
   // per broker run, so nothing is replaced.
   FinishedFlow& add(std::uint64_t flow_id, std::string_view outcome, std::string_view error, std::string_view result);
+  // Keeps an outcome whole, as read back from the store.
+  // REQUIRES: fits(ended.bytes()).
+  void add(FinishedFlow&& ended);
 
   // Drops the outcome of `flow_id`, if kept (a flow whose SUBMIT was
   // undone by a failed commit).
@@ -82,6 +85,9 @@ class FinishedFlows {
  private:
   std::size_t slot(std::size_t nth_oldest) const noexcept { return (oldest_ + nth_oldest) % ring_.size(); }
   void drop_oldest();
+  // Drops the oldest until an outcome of `bytes` fits both limits, and
+  // returns the slot it goes in (counted as kept; its bytes not yet).
+  FinishedFlow& make_room(std::uint64_t bytes);
 
   std::uint64_t max_count_;
   std::uint64_t max_bytes_;

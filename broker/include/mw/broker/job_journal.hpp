@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <zmq.hpp>
@@ -61,10 +62,16 @@ class JobJournal {
   // written again next turn (every write is idempotent).
   void flush();
   void committed() noexcept {
+    if (!outcomes_.empty()) outcomes_since_trim_ = true;
     ops_.clear();
     outcomes_.clear();
     outcome_bytes_ = 0;
   }
+
+  // Whether outcomes were committed since the last call (true at first, for
+  // rows an earlier run left beyond today's limits): the store's outcomes
+  // need trimming only then, and a quiet broker skips the scan.
+  bool take_outcomes_since_trim() noexcept { return std::exchange(outcomes_since_trim_, false); }
 
   std::size_t pending() const noexcept { return ops_.size() + outcomes_.size(); }
 
@@ -83,6 +90,7 @@ class JobJournal {
   std::uint64_t max_outcomes_, max_outcome_bytes_;
   std::vector<FinishedFlow> outcomes_;  // in the order the flows ended
   std::uint64_t outcome_bytes_ = 0;     // their results and errors
+  bool outcomes_since_trim_ = true;
 };
 
 }  // namespace mw::broker
