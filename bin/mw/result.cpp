@@ -15,6 +15,7 @@
 #include "mw/client.hpp"
 #include "mw/payload.hpp"
 #include "outcome.hpp"
+#include "stalled_flow.hpp"
 
 namespace mw::cli {
 namespace {
@@ -97,7 +98,9 @@ int result(int argc, char** argv) {
     const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
     std::optional<Outcome> outcome;
     try {
-      outcome = client.wait(flow, timeout);
+      const auto first = std::min(timeout, kStalledHintAfter);
+      outcome = client.wait(flow, first);
+      if (!outcome && timeout > first) outcome = wait_on_saying_why(kCommand, client, flow, timeout - first);
     } catch (const Interrupted&) {
       throw;  // main says it and exits 130
     } catch (const Error& e) {

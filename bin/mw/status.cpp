@@ -109,6 +109,12 @@ void print_table(const wire::Stats& s, bool all_types) {
                 static_cast<unsigned long long>(t.failed), static_cast<unsigned long long>(t.dead), t.done_per_second);
   }
   if (hidden) std::printf("(%zu idle type(s) without workers not shown: mw status --all)\n", hidden);
+  // Jobs that cannot move: no worker was started for the type, or a
+  // stage's --next (or nextWorkerType) names a type nobody runs.
+  for (const auto& t : s.types)
+    if (t.workers == 0 && t.queued > 0)
+      std::printf("! %s: %llu job(s) queued and no worker serves it (start one with --type %s)\n", t.type.c_str(),
+                  static_cast<unsigned long long>(t.queued), t.type.c_str());
   std::string limits;
   for (const auto& t : s.types)
     if (t.rate_max)

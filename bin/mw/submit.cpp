@@ -12,6 +12,7 @@
 #include "commands.hpp"
 #include "mw/client.hpp"
 #include "outcome.hpp"
+#include "stalled_flow.hpp"
 #include "time_arg.hpp"
 
 namespace mw::cli {
@@ -128,7 +129,12 @@ int submit(int argc, char** argv) {
       std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000))) + submit_options.delay;
   std::optional<Outcome> outcome;
   try {
-    outcome = client.submit_and_wait(type, payload, timeout, submit_options);
+    // A first part of the wait, then a look at where the flow is, if it
+    // has not ended: a type nobody serves would only show as a timeout.
+    const auto first = std::min(timeout, kStalledHintAfter + submit_options.delay);
+    outcome = client.submit_and_wait(type, payload, first, submit_options);
+    if (!outcome && timeout > first)
+      outcome = wait_on_saying_why("mw submit", client, client.last_flow_id(), timeout - first);
   } catch (const Interrupted&) {
     throw;  // main says it and exits 130
   } catch (const Error& e) {

@@ -9,6 +9,7 @@
 
 #include <doctest/doctest.h>
 
+#include "cli_output.hpp"
 #include "cluster.hpp"
 #include "mw/options.hpp"
 
@@ -64,6 +65,9 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
     CHECK(fields[1] == "0");
     CHECK(fields[2] == "3");
     CHECK(fields[3] != "-");  // an age
+    // Jobs that cannot move are named below the table.
+    CHECK(table.out.find("! nobody: 3 job(s) queued and no worker serves it (start one with --type nobody)") !=
+          std::string::npos);
   }
 
   // A worker holding a job: host, pid, credit and in-flight.
@@ -102,6 +106,7 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
     CHECK(fields[1] == "busy");
     CHECK(fields[3] == mw::host_name());
     CHECK(fields[5] == "1/2");
+    CHECK(table.out.find("! busy") == std::string::npos);  // served: nothing to say
   }
   busy.signal(SIGKILL);  // its job would hold up the end of the test
   REQUIRE(busy.wait_exit(5s).has_value());
@@ -144,6 +149,34 @@ TEST_CASE("status: queues, workers and counters, as a table and as JSON") {
     CHECK(fields[6] == "1");  // failed
     CHECK(fields[7] == "1");  // dead
   }
+}
+
+TEST_CASE("mw submit --wait and mw result --wait say when the flow waits at a type no worker serves, and wait on") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  Process& waiting = cluster.start_mw("waiting", {"submit", "unserved", "{\"n\":1}", "--wait", "--timeout", "60"});
+  REQUIRE(waiting.wait_for_stderr_line("is queued at type 'unserved', which no worker serves", 20s).has_value());
+  CHECK(waiting.running());  // it says so and waits on
+  const auto listed = cluster.mw({"flows", "--json"});
+  REQUIRE(listed.exit_status == 0);
+  const auto id = json_lines(listed.out).at(0).at("id").get<std::uint64_t>();
+  Process& asking = cluster.start_mw("asking", {"result", std::to_string(id), "--wait", "--timeout", "60"});
+  REQUIRE(asking.wait_for_stderr_line("flow " + std::to_string(id) + " is queued at type 'unserved'", 20s).has_value());
+
+  // A worker of that type comes: both get the result.
+  cluster.start_exec("unserved", {}, {"/bin/cat"});
+  REQUIRE(waiting.wait_exit(20s) == 0);
+  CHECK(waiting.stdout_text() == "{\"n\":1}\n");
+  REQUIRE(asking.wait_exit(20s) == 0);
+  CHECK(asking.stdout_text() == "{\"n\":1}\n");
+
+  // A served type's slow flow is not called stalled.
+  cluster.start_exec("slow", {}, {"/bin/sh", "-c", "sleep 5; cat"});
+  REQUIRE(cluster.wait_for_workers("slow", 1));
+  const auto slow = cluster.mw({"submit", "slow", "2", "--wait", "--timeout", "30"});
+  CHECK(slow.exit_status == 0);
+  CHECK(slow.err.find("no worker serves") == std::string::npos);
 }
 
 TEST_CASE("a full broker refuses mw submit with one line and exit 1 until a worker makes room") {
