@@ -41,6 +41,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 #include "mw/error.hpp"
 #include "mw/stop_signal.hpp"
@@ -294,7 +295,7 @@ void report(const BenchOptions& o, RunResult& run) {
                         {"stage_jobs_per_second", round1(per_second * o.stages)},
                         {"latency_us", {{"p50", round1(p50)}, {"p99", round1(p99)}, {"p999", round1(p999)},
                                         {"max", round1(max)}}}};
-    std::cout << j.dump() << std::endl;
+    std::cout << json_text(j) << std::endl;
     return;
   }
   std::printf("mw bench: %u stage(s) x %u worker(s), concurrency %u, window %zu, %llu jobs of %zu payload bytes%s\n",
@@ -422,7 +423,7 @@ void backlog(Client& client, const BenchOptions& o, const std::string& run_id, c
                         {"rss_bytes", full.rss_bytes},
                         {"bytes_per_job", round1(per_job)},
                         {"drain_jobs_per_second", round1(drain_rate)}};
-    std::cout << j.dump() << std::endl;
+    std::cout << json_text(j) << std::endl;
     return;
   }
   std::printf("mw bench --backlog: %llu jobs of %zu payload bytes queued with no worker, then drained by %u worker(s)\n",

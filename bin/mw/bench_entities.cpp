@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 
 namespace mw::cli {
@@ -123,7 +124,7 @@ int bench_entities(int argc, char** argv) {
     Json j = {{"entities", o.count}, {"window", o.window}, {"creates_per_second", std::round(creates)},
               {"gets_per_second", std::round(gets)}, {"finds_per_second", std::round(finds)},
               {"find_latency_us", {{"p50", p50}, {"p99", p99}}}};
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", json_text(j).c_str());
   } else {
     std::printf("mw bench --entities: %llu entities on '%s', window %zu\n", static_cast<unsigned long long>(o.count),
                 o.endpoint.c_str(), o.window);

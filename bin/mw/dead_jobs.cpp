@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 #include "mw/dead_jobs.hpp"
 
@@ -109,7 +110,7 @@ int dead(int argc, char** argv) {
   const auto jobs = find_dead_jobs(client, args["sync-endpoint"].as<std::string>(), type, limit);
   if (args.count("json")) {
     for (const auto& d : jobs)
-      std::cout << to_json(d).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      std::cout << json_text(to_json(d)) << '\n';
     std::cout.flush();
   } else if (jobs.empty()) {
     std::fputs(type.empty() ? "no dead jobs\n" : ("no dead jobs of type '" + type + "'\n").c_str(), stderr);

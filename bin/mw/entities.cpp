@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 #include "mw/json_objects.hpp"
 
@@ -91,7 +92,7 @@ int entity(std::string_view method, int argc, char** argv) {
 
   Client client({args["broker"].as<std::string>()});
   const auto result = client.call(args["endpoint"].as<std::string>(), method, id, data, query);
-  std::cout << result.dump(args.count("pretty") ? 2 : -1, ' ', false, nlohmann::json::error_handler_t::replace)
+  std::cout << json_text(result, args.count("pretty") > 0)
             << std::endl;
   return 0;
 }

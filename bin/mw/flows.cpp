@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 
 namespace mw::cli {
@@ -101,7 +102,7 @@ int flows(int argc, char** argv) {
   const auto page = client.call(kFlowsEndpoint, "find", std::nullopt, nullptr, query);
   const auto& found = page.at("data");
   if (args.count("json")) {
-    for (const auto& f : found) std::cout << f.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    for (const auto& f : found) std::cout << json_text(f) << '\n';
     std::cout.flush();
   } else if (found.empty()) {
     std::fputs("no unfinished flows\n", stderr);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/listener.hpp"
 #include "mw/stop_signal.hpp"
 
@@ -48,7 +49,7 @@ int listen(int argc, char** argv) {
       line["data"] = nullptr;
       line["data_error"] = e.what();
     }
-    std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    std::cout << json_text(line) << std::endl;
     if (limit && ++seen >= limit) break;
   }
   return 0;

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 #include "mw/payload.hpp"
 #include "outcome.hpp"
@@ -76,6 +77,7 @@ int result(int argc, char** argv) {
                   "(exit 3; the flow goes on)",
        cxxopts::value<double>()->default_value("30"))
       ("json", "print the flow's record ($flows get) as JSON instead, whatever its state")
+      ("pretty", "with --json: indent the JSON")
       ("flow", "flow id", cxxopts::value<std::string>());
   options.parse_positional({"flow"});
   cxxopts::ParseResult args;
@@ -88,6 +90,8 @@ int result(int argc, char** argv) {
   if (args["timeout"].count() && !args.count("wait"))
     throw Error("--timeout is how long --wait waits: give --wait too, or leave --timeout out", ErrorCode::BadRequest);
   const bool json = args.count("json") > 0;
+  const bool pretty = args.count("pretty") > 0;
+  if (pretty && !json) throw Error("--pretty indents --json: give --json too", ErrorCode::BadRequest);
 
   const auto stop = StopSignal::on_signals();
   ClientOptions client_options{.broker = args["broker"].as<std::string>()};
@@ -116,7 +120,7 @@ int result(int argc, char** argv) {
       return 3;
     }
     if (!json) return report_outcome(kCommand, *outcome);
-    std::cout << record_of(*outcome).dump(2) << std::endl;
+    std::cout << json_text(record_of(*outcome), pretty) << std::endl;
     return exit_code_of(*outcome);
   }
 
@@ -130,7 +134,7 @@ int result(int argc, char** argv) {
   const auto state = record.at("state").get<std::string>();
   const bool ended = state == kOutcomeDone || state == kOutcomeDead || state == kOutcomeCancelled;
   if (json) {
-    std::cout << record.dump(2) << std::endl;
+    std::cout << json_text(record, pretty) << std::endl;
     return ended ? exit_code_of(outcome_of(record)) : 3;
   }
   if (!ended) {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 #include "schedule_entity.hpp"
 
@@ -120,7 +121,7 @@ int list_schedules(Client& client, const std::string& endpoint, bool as_json) {
   const auto schedules = all_schedules(client, endpoint);
   if (as_json) {
     for (const auto& doc : schedules)
-      std::cout << doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      std::cout << json_text(doc) << '\n';
     std::cout.flush();
   } else if (schedules.empty()) {
     std::fputs("no schedules\n", stderr);

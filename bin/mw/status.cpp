@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "json_text.hpp"
 #include "mw/client.hpp"
 
 namespace mw::cli {
@@ -138,14 +139,17 @@ int status(int argc, char** argv) {
   add_common_options(options);
   options.add_options()
       ("json", "print one JSON object instead of tables (every type)")
+      ("pretty", "with --json: indent the JSON")
       ("all", "also show idle types: no workers, nothing waiting or running");
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
   if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  if (args.count("pretty") && !args.count("json"))
+    throw Error("--pretty indents --json: give --json too", ErrorCode::BadRequest);
   Client client({args["broker"].as<std::string>()});
   const auto stats = client.status();
   if (args.count("json")) {
-    std::cout << to_json(stats).dump() << std::endl;
+    std::cout << json_text(to_json(stats), args.count("pretty") > 0) << std::endl;
   } else {
     print_table(stats, args.count("all") > 0);
   }

@@ -12,6 +12,7 @@
 
 #include <doctest/doctest.h>
 
+#include "cli_output.hpp"
 #include "cluster.hpp"
 #include "mw/client.hpp"
 
@@ -326,6 +327,11 @@ TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it"
   CHECK(record.at("state") == "done");
   CHECK(record.at("type") == "echo");
   CHECK(record.at("result") == nlohmann::json{{"k", "v"}});
+  CHECK(lines_of(json.out).size() == 1);  // one document per line, as every --json prints
+  const auto pretty = cluster.mw({"result", flow, "--json", "--pretty"});
+  REQUIRE(pretty.exit_status == 0);
+  CHECK(lines_of(pretty.out).size() > 1);
+  CHECK(nlohmann::json::parse(pretty.out) == record);
 
   cluster.start_exec("doomed", {}, {"/bin/sh", "-c", "echo 'no such order' >&2; exit 1"});
   const auto died = cluster.mw({"submit", "doomed", "1", "--wait"});
