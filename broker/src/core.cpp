@@ -736,8 +736,12 @@ void BrokerCore::delay(Job job, std::int64_t due_ms) {
   job.due_ms = due_ms;
   timers_.push(Timer{due_ms, id});
   delayed_bytes_ += job.payload.size();
+  ++type_counters(job.type).delayed;
   auto [it, inserted] = delayed_.try_emplace(id);
-  if (!inserted) delayed_bytes_ -= it->second.payload.size();
+  if (!inserted) {
+    delayed_bytes_ -= it->second.payload.size();
+    --type_counters(it->second.type).delayed;
+  }
   it->second = std::move(job);
 }
 
@@ -752,6 +756,7 @@ std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
   auto node = delayed_.extract(id);
   if (node.empty()) return std::nullopt;
   delayed_bytes_ -= node.mapped().payload.size();
+  --type_counters(node.mapped().type).delayed;
   return std::move(node.mapped());
 }
 
@@ -1294,16 +1299,14 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   s.submitted_per_second = submit_rate_.per_second(now_ms);
   s.done_per_second = done_rate_.per_second(now_ms);
 
-  std::unordered_map<std::string_view, std::uint64_t> in_flight_by_type, delayed_by_type;
+  std::unordered_map<std::string_view, std::uint64_t> in_flight_by_type;
   for (const WorkerEntry* w : workers_.all())
     for (const Job& job : w->jobs) ++in_flight_by_type[job.type];
-  for (const auto& [id, job] : delayed_) ++delayed_by_type[job.type];
 
   std::vector<std::string> types = queue_.types();
   for (auto& t : workers_.types()) types.push_back(std::move(t));
   for (const auto& [t, c] : type_counters_) types.push_back(t);
   rates_.for_each([&](const std::string& t, const TypeRate&) { types.push_back(t); });  // limits show before first use
-  for (const auto& [t, n] : delayed_by_type) types.emplace_back(t);
   std::sort(types.begin(), types.end());
   types.erase(std::unique(types.begin(), types.end()), types.end());
 
@@ -1314,7 +1317,6 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
     ts.queued = queue_.depth(type);
     if (auto oldest = queue_.oldest_enqueued_ms(type)) ts.oldest_queued_ms = static_cast<std::uint64_t>(now_ms - *oldest);
     ts.in_flight = in_flight_by_type[type];
-    ts.delayed = delayed_by_type[type];
     if (const TypeRate* rate = rates_.limit(type)) {
       ts.rate_max = rate->max;
       ts.rate_period_ms = rate->period_ms;
@@ -1327,6 +1329,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
       ts.failed = it->second.failed;
       ts.dead = it->second.dead;
       ts.done_per_second = it->second.done_rate.per_second(now_ms);
+      ts.delayed = it->second.delayed;
     }
     s.types.push_back(std::move(ts));
   }

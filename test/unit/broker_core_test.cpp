@@ -1098,6 +1098,33 @@ TEST_CASE("a payload larger than --max-waiting-mb is taken when nothing waits") 
   CHECK(refusal(h, 9001, "a", payload_bytes(10)));  // behind it: over the limit
 }
 
+TEST_CASE("STATUS counts delayed jobs per type: a delayed SUBMIT and a retry's backoff, until they are due") {
+  Harness h;
+  auto delayed_of = [&](std::string_view type) -> std::uint64_t {
+    for (const auto& t : h.core.stats(h.now).types)
+      if (t.type == type) return t.delayed;
+    return 0;
+  };
+  h.ready("w1", {"a"});
+  REQUIRE_FALSE(refusal(h, 900, "later", payload_bytes(10, 1), 5000).has_value());
+  REQUIRE_FALSE(refusal(h, 901, "later", payload_bytes(10, 2), 5000).has_value());
+  h.submit("c1", "a", payload_bytes(10, 3));
+  h.fail("w1", h.jobs("w1").back().id, "flaky");  // waits for its retry
+  CHECK(delayed_of("later") == 2);
+  CHECK(delayed_of("a") == 1);
+  CHECK(h.core.stats(h.now).delayed == 3);
+
+  h.now += 2000;  // the retry is due (1000 ms +-25 %), the delayed SUBMITs are not
+  h.tick();
+  CHECK(delayed_of("a") == 0);
+  CHECK(delayed_of("later") == 2);
+  h.now += 4000;
+  h.tick();
+  CHECK(delayed_of("later") == 0);
+  CHECK(h.queue.depth("later") == 2);  // due, and queued for a worker
+  CHECK(h.core.stats(h.now).delayed == 0);
+}
+
 TEST_CASE("FAIL with retryable=false makes the job dead at once") {
   Harness h;
   h.ready("w1", {"a"});

@@ -155,6 +155,7 @@ class BrokerCore {
   void forget_peer(const std::string& peer);
   struct TypeCounters {
     std::uint64_t done = 0, failed = 0, dead = 0;
+    std::uint64_t delayed = 0;  // jobs in delayed_ now (STATUS must not scan a million of them)
     RateMeter done_rate;
   };
   using KeyMap = std::unordered_map<std::string, std::uint64_t, WorkerRegistry::Hash, std::equal_to<>>;
