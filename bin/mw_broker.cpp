@@ -25,10 +25,10 @@ std::vector<std::pair<std::string, std::string>> type_settings(const std::vector
   for (const auto& item : items) {
     const auto eq = item.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == item.size() || eq > mw::kMaxTypeNameBytes)
-      throw mw::Error(std::string(option) + " takes TYPE=VALUE, got '" + item + "'");
+      throw mw::UsageError(std::string(option) + " takes TYPE=VALUE, got '" + item + "'");
     std::string type = item.substr(0, eq);
     if (std::any_of(out.begin(), out.end(), [&](const auto& seen) { return seen.first == type; }))
-      throw mw::Error(std::string(option) + " gives type '" + type + "' twice: give each type once");
+      throw mw::UsageError(std::string(option) + " gives type '" + type + "' twice: give each type once");
     out.emplace_back(std::move(type), item.substr(eq + 1));
   }
   return out;
@@ -42,7 +42,7 @@ double parse_number(const std::string& text, const char* option) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || !std::isfinite(v)) throw mw::Error(std::string(option) + ": '" + text + "' is not a number");
+  if (used != text.size() || !std::isfinite(v)) throw mw::UsageError(std::string(option) + ": '" + text + "' is not a number");
   return v;
 }
 
@@ -52,16 +52,16 @@ mw::broker::TypeRate type_rate(const std::string& text) {
   const double max = parse_number(text.substr(0, slash), "--type-rate");
   const double seconds = slash == std::string::npos ? 1.0 : parse_number(text.substr(slash + 1), "--type-rate");
   if (!(max >= 1 && max <= mw::broker::TypeRate::kMaxPerPeriod && max == std::floor(max)))
-    throw mw::Error("--type-rate: the number of jobs must be a whole number from 1 to " +
+    throw mw::UsageError("--type-rate: the number of jobs must be a whole number from 1 to " +
                     std::to_string(mw::broker::TypeRate::kMaxPerPeriod) + ", got '" + text + "'");
   if (!(seconds >= 0.001 && seconds <= 86'400))
-    throw mw::Error("--type-rate: the period must be from 0.001 to 86400 seconds, got '" + text + "'");
+    throw mw::UsageError("--type-rate: the period must be from 0.001 to 86400 seconds, got '" + text + "'");
   return {static_cast<std::uint32_t>(max), static_cast<std::uint64_t>(std::llround(seconds * 1000))};
 }
 
 std::uint64_t lease_ms(double seconds, const char* option) {
   if (!(seconds >= 0.01 && seconds <= 315'360'000))
-    throw mw::Error(std::string(option) + " must be between 0.01 and 315360000 seconds");
+    throw mw::UsageError(std::string(option) + " must be between 0.01 and 315360000 seconds");
   return static_cast<std::uint64_t>(seconds * 1000);
 }
 
@@ -141,44 +141,44 @@ int main(int argc, char** argv) {
       std::cout << "mw-broker " << mw::kVersion << std::endl;
       return 0;
     }
-    if (!args.unmatched().empty()) throw mw::Error("unexpected argument '" + args.unmatched().front() + "'");
+    if (!args.unmatched().empty()) throw mw::UsageError("unexpected argument '" + args.unmatched().front() + "'");
 
     mw::set_log_level(mw::parse_log_level(args["log-level"].as<std::string>()));
     server.bind = args["bind"].as<std::string>();
     server.pub = args["pub"].as<std::string>();
     config.store = args["store"].as<std::string>();
-    if (config.store.empty()) throw mw::Error("--store needs a file path or :memory:");
+    if (config.store.empty()) throw mw::UsageError("--store needs a file path or :memory:");
     server.sqlite.synchronous = args["sync"].as<std::string>();
     if (args.count("endpoints")) server.entities.endpoints = args["endpoints"].as<std::vector<std::string>>();
     if (args.count("index")) server.entities.indexes = args["index"].as<std::vector<std::string>>();
     server.entities.page.default_limit = args["page-default"].as<std::size_t>();
     server.entities.page.max_limit = args["page-max"].as<std::size_t>();
-    if (server.entities.page.max_limit == 0) throw mw::Error("--page-max must be at least 1");
+    if (server.entities.page.max_limit == 0) throw mw::UsageError("--page-max must be at least 1");
     server.entities.page.default_limit = std::min(server.entities.page.default_limit, server.entities.page.max_limit);
     server.entities.event_keep_count = args["events-keep"].as<std::uint64_t>();
     const double keep_hours = args["events-keep-hours"].as<double>();
-    if (!(keep_hours > 0)) throw mw::Error("--events-keep-hours must be positive");
+    if (!(keep_hours > 0)) throw mw::UsageError("--events-keep-hours must be positive");
     server.entities.event_keep_ms = static_cast<std::int64_t>(keep_hours * 3600 * 1000);
     config.heartbeat_ms = args["heartbeat-ms"].as<std::uint32_t>();
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)
-      throw mw::Error("--heartbeat-ms must be between 10 and 600000");
+      throw mw::UsageError("--heartbeat-ms must be between 10 and 600000");
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
     if (config.max_message_bytes < mw::kMinMaxMessageBytes || config.max_message_bytes >= (std::size_t{1} << 32))
-      throw mw::Error("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes) +
+      throw mw::UsageError("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes) +
                       " and below 4 GiB (4294967296)");
     config.max_waiting_jobs = args["max-waiting"].as<std::uint64_t>();
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
-    if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::Error("--max-waiting-mb must be at most 2^40 (0: no limit)");
+    if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::UsageError("--max-waiting-mb must be at most 2^40 (0: no limit)");
     config.max_waiting_bytes = waiting_mb << 20;
     config.max_stages = args["max-stages"].as<std::uint32_t>();
     if (config.max_stages == 0 || config.max_stages > mw::broker::BrokerConfig::kMaxStagesLimit)
-      throw mw::Error("--max-stages must be between 1 and " + std::to_string(mw::broker::BrokerConfig::kMaxStagesLimit));
+      throw mw::UsageError("--max-stages must be between 1 and " + std::to_string(mw::broker::BrokerConfig::kMaxStagesLimit));
     config.keep_results = args["keep-results"].as<std::uint64_t>();
     const auto results_mb = args["keep-results-mb"].as<std::uint64_t>();
-    if (results_mb > (std::uint64_t{1} << 40)) throw mw::Error("--keep-results-mb must be at most 2^40");
+    if (results_mb > (std::uint64_t{1} << 40)) throw mw::UsageError("--keep-results-mb must be at most 2^40");
     config.keep_results_bytes = results_mb << 20;
     config.default_max_attempts = args["max-attempts"].as<std::uint32_t>();
-    if (config.default_max_attempts == 0) throw mw::Error("--max-attempts must be at least 1");
+    if (config.default_max_attempts == 0) throw mw::UsageError("--max-attempts must be at least 1");
     config.retry_base_ms = args["retry-base-ms"].as<std::uint32_t>();
     config.lease_ms = lease_ms(args["lease"].as<double>(), "--lease");
     if (args.count("type-rate"))
@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
            type_settings(args["type-max-attempts"].as<std::vector<std::string>>(), "--type-max-attempts")) {
         const double n = parse_number(value, "--type-max-attempts");
         if (n < 1 || n > 1'000'000 || n != static_cast<std::uint32_t>(n))
-          throw mw::Error("--type-max-attempts " + type + "=" + value + ": attempts must be a whole number from 1");
+          throw mw::UsageError("--type-max-attempts " + type + "=" + value + ": attempts must be a whole number from 1");
         config.type_max_attempts[type] = static_cast<std::uint32_t>(n);
       }
     config.sync_endpoint = args["sync-endpoint"].as<std::string>();
@@ -214,8 +214,10 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw-broker: %s (see --help)\n", e.what());
+    return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw-broker: %s\n", e.what());
+    return mw::exit_code_for(e);
   }
   return 1;
 }

@@ -370,9 +370,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!args.unmatched().empty())
-      throw mw::Error("unexpected argument '" + args.unmatched().front() + "' (put the command after --)");
-    if (!args.count("type")) throw mw::Error("--type is required: mw-exec --type T -- COMMAND [ARG ...]");
-    if (split >= argc - 1) throw mw::Error("no command: mw-exec --type T -- COMMAND [ARG ...]");
+      throw mw::UsageError("unexpected argument '" + args.unmatched().front() + "' (put the command after --)");
+    if (!args.count("type")) throw mw::UsageError("--type is required: mw-exec --type T -- COMMAND [ARG ...]");
+    if (split >= argc - 1) throw mw::UsageError("no command: mw-exec --type T -- COMMAND [ARG ...]");
     mw::set_log_level(mw::parse_log_level(args["log-level"].as<std::string>()));
 
     ExecOptions exec;
@@ -380,7 +380,7 @@ int main(int argc, char** argv) {
     check_runnable(exec.command[0]);
     exec.stop_fd = stop.fd();
     const double timeout_s = args["timeout"].as<double>();
-    if (timeout_s < 0) throw mw::Error("--timeout must not be negative");
+    if (timeout_s < 0) throw mw::UsageError("--timeout must not be negative");
     exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
 
     mw::WorkerOptions wo;
@@ -396,8 +396,10 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw-exec: %s (see --help)\n", e.what());
+    return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw-exec: %s\n", e.what());
+    return mw::exit_code_for(e);
   }
   return 1;
 }

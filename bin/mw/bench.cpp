@@ -326,7 +326,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   help = parse_or_help(options, argc, argv, args);
   BenchOptions o;
   if (help) return o;
-  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
   o.broker = args["broker"].as<std::string>();
   o.stages = args["stages"].as<std::uint32_t>();
   o.workers = args["workers"].as<std::uint32_t>();
@@ -338,21 +338,21 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   o.serial = args.count("serial") > 0;
   o.json = args.count("json") > 0;
   o.backlog = args.count("backlog") > 0;
-  if (o.backlog && o.serial) throw Error("--backlog and --serial measure different things: pick one");
+  if (o.backlog && o.serial) throw UsageError("--backlog and --serial measure different things: pick one");
   if (o.backlog) o.stages = 1;
   const double timeout_s = args["timeout"].as<double>();
-  if (o.stages < 1 || o.stages > kMaxStages) throw Error("--stages must be between 1 and " + std::to_string(kMaxStages));
+  if (o.stages < 1 || o.stages > kMaxStages) throw UsageError("--stages must be between 1 and " + std::to_string(kMaxStages));
   if (o.workers < 1 || o.workers > kMaxWorkersPerStage)
-    throw Error("--workers must be between 1 and " + std::to_string(kMaxWorkersPerStage));
+    throw UsageError("--workers must be between 1 and " + std::to_string(kMaxWorkersPerStage));
   if (o.concurrency < 1 || o.concurrency > kMaxCredit)
-    throw Error("--concurrency must be between 1 and " + std::to_string(kMaxCredit));
-  if (o.payload > kMaxPayloadBytes) throw Error("--payload must be at most " + std::to_string(kMaxPayloadBytes));
-  if (!(timeout_s > 0) || timeout_s > 1e6) throw Error("--timeout must be a positive number of seconds");
+    throw UsageError("--concurrency must be between 1 and " + std::to_string(kMaxCredit));
+  if (o.payload > kMaxPayloadBytes) throw UsageError("--payload must be at most " + std::to_string(kMaxPayloadBytes));
+  if (!(timeout_s > 0) || timeout_s > 1e6) throw UsageError("--timeout must be a positive number of seconds");
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
-  if (args["jobs"].count() && o.jobs == 0) throw Error("--jobs must be at least 1 (leave it out for the default)");
+  if (args["jobs"].count() && o.jobs == 0) throw UsageError("--jobs must be at least 1 (leave it out for the default)");
   if (o.jobs == 0) o.jobs = o.serial ? kDefaultSerialJobs : kDefaultJobs;
   if (o.serial) {
-    if (args["window"].count() && o.window != 1) throw Error("--serial means --window 1");
+    if (args["window"].count() && o.window != 1) throw UsageError("--serial means --window 1");
     o.window = 1;
   }
   if (o.window == 0)

@@ -94,7 +94,7 @@ int bench_entities(int argc, char** argv) {
   o.endpoint = args["endpoint"].as<std::string>();
   o.json = args.count("json") > 0;
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(args["timeout"].as<double>() * 1000));
-  if (o.count == 0) throw Error("--jobs must be at least 1");
+  if (o.count == 0) throw UsageError("--jobs must be at least 1");
 
   Client client({o.broker, std::chrono::milliseconds(5000)});
   (void)client.status();  // a clear error now if nobody answers

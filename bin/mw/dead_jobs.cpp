@@ -83,7 +83,7 @@ void print_table(const std::vector<DeadJob>& jobs) {
 std::size_t limit_from(const cxxopts::ParseResult& args, std::size_t if_absent) {
   if (!args.count("limit")) return if_absent;
   const auto limit = args["limit"].as<std::size_t>();
-  if (limit == 0) throw Error("--limit must be at least 1", ErrorCode::BadRequest);
+  if (limit == 0) throw UsageError("--limit must be at least 1");
   return limit;
 }
 
@@ -102,7 +102,7 @@ int dead(int argc, char** argv) {
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
   if (!args.unmatched().empty())
-    throw Error("unexpected argument '" + args.unmatched().front() + "' (usage: mw dead [TYPE] [--limit N] [--json])");
+    throw UsageError("unexpected argument '" + args.unmatched().front() + "' (usage: mw dead [TYPE] [--limit N] [--json])");
   const std::size_t limit = limit_from(args, kDefaultListLimit);
   const std::string type = args.count("type") ? args["type"].as<std::string>() : "";
 
@@ -154,10 +154,10 @@ int retry(int argc, char** argv) {
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
   if (!args.unmatched().empty())
-    throw Error("unexpected argument '" + args.unmatched().front() + "' (usage: mw retry ID | --type TYPE)");
+    throw UsageError("unexpected argument '" + args.unmatched().front() + "' (usage: mw retry ID | --type TYPE)");
   if (args.count("id") == args.count("type"))
-    throw Error("give one dead job ID or --type TYPE (see mw dead)", ErrorCode::BadRequest);
-  if (args.count("limit") && !args.count("type")) throw Error("--limit goes with --type", ErrorCode::BadRequest);
+    throw UsageError("give one dead job ID or --type TYPE (see mw dead)");
+  if (args.count("limit") && !args.count("type")) throw UsageError("--limit goes with --type");
   const std::string endpoint = args["sync-endpoint"].as<std::string>();
 
   Client client({args["broker"].as<std::string>()});

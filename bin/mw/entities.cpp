@@ -21,7 +21,7 @@ nlohmann::ordered_json parse_json_argument(std::string text, const char* what) {
   try {
     return parse_ordered_json(text);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string(what) + " is not valid JSON: " + e.what(), ErrorCode::BadRequest);
+    throw UsageError(std::string(what) + " is not valid JSON: " + e.what());
   }
 }
 
@@ -68,16 +68,16 @@ int entity(std::string_view method, int argc, char** argv) {
 
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
-  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "' (usage: " + name + " " + help + ")");
-  if (!args.count("endpoint")) throw Error("missing ENDPOINT (usage: " + name + " " + help + ")", ErrorCode::BadRequest);
+  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "' (usage: " + name + " " + help + ")");
+  if (!args.count("endpoint")) throw UsageError("missing ENDPOINT (usage: " + name + " " + help + ")");
   std::optional<std::string> id;
   nlohmann::ordered_json data, query;
   if (takes_id && !by_query) {
-    if (!args.count("id")) throw Error("missing ID (usage: " + name + " " + help + ")", ErrorCode::BadRequest);
+    if (!args.count("id")) throw UsageError("missing ID (usage: " + name + " " + help + ")");
     id = args["id"].as<std::string>();
   }
   if (takes_data) {
-    if (!args.count("data")) throw Error("missing JSON data (usage: " + name + " " + help + ")", ErrorCode::BadRequest);
+    if (!args.count("data")) throw UsageError("missing JSON data (usage: " + name + " " + help + ")");
     data = parse_json_argument(args["data"].as<std::string>(), "data");
   }
   if (method == "find" && args.count("query_arg")) query = parse_json_argument(args["query_arg"].as<std::string>(), "query");
@@ -85,10 +85,9 @@ int entity(std::string_view method, int argc, char** argv) {
   // As Feathers refuses a multi remove/patch/update unless asked for, a
   // query that would touch every entity of the endpoint needs --all.
   if (by_query && !args.count("all") && !has_condition(query))
-    throw Error("--query " + query.dump() + " has no condition, so it matches every entity of " +
+    throw UsageError("--query " + query.dump() + " has no condition, so it matches every entity of " +
                     args["endpoint"].as<std::string>() + ": add --all if you mean to " + std::string(method) +
-                    " them all",
-                ErrorCode::BadRequest);
+                    " them all");
 
   Client client({args["broker"].as<std::string>()});
   const auto result = client.call(args["endpoint"].as<std::string>(), method, id, data, query);

@@ -86,7 +86,7 @@ int flows(int argc, char** argv) {
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
   if (!args.unmatched().empty())
-    throw Error("unexpected argument '" + args.unmatched().front() +
+    throw UsageError("unexpected argument '" + args.unmatched().front() +
                 "' (usage: mw flows [TYPE] [--state S] [--limit N] [--json])");
   nlohmann::ordered_json query = nlohmann::ordered_json::object();
   if (args.count("type")) query["type"] = args["type"].as<std::string>();
@@ -94,7 +94,7 @@ int flows(int argc, char** argv) {
   std::size_t limit = kDefaultLimit;
   if (args.count("limit")) {
     limit = args["limit"].as<std::size_t>();
-    if (limit == 0 || limit > 1000) throw Error("--limit must be 1 to 1000", ErrorCode::BadRequest);
+    if (limit == 0 || limit > 1000) throw UsageError("--limit must be 1 to 1000");
   }
   query["$limit"] = limit;
 
@@ -126,8 +126,8 @@ int cancel(int argc, char** argv) {
   options.parse_positional({"flows"});
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
-  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
-  if (!args.count("flows")) throw Error("missing FLOW: mw cancel FLOW [FLOW ...] (see mw flows)", ErrorCode::BadRequest);
+  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
+  if (!args.count("flows")) throw UsageError("missing FLOW: mw cancel FLOW [FLOW ...] (see mw flows)");
 
   Client client({args["broker"].as<std::string>()});
   int status = 0;

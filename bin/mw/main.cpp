@@ -118,13 +118,13 @@ bool hoist_global_broker(std::vector<char*>& args) {
 
 int main(int raw_argc, char** raw_argv) {
   std::vector<char*> args(raw_argv, raw_argv + raw_argc);
-  if (!hoist_global_broker(args)) return 2;
+  if (!hoist_global_broker(args)) return mw::kUsageExitCode;
   args.push_back(nullptr);  // argv[argc] is null, as main's own
   const int argc = raw_argc;
   char** argv = args.data();
   if (argc < 2 || std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+    return argc < 2 ? mw::kUsageExitCode : 0;
   }
   const std::string_view command = argv[1];
   if (command == "--version") {
@@ -149,15 +149,15 @@ int main(int raw_argc, char** raw_argv) {
     for (std::string_view method : {"create", "get", "find", "update", "patch", "remove"})
       if (command == method) return mw::cli::entity(method, argc - 1, argv + 1);
     std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, result, listen, flows, cancel, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
-    return 2;
+    return mw::kUsageExitCode;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);
-    return 2;
+    return mw::kUsageExitCode;
   } catch (const mw::Interrupted& e) {
     std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
     return 130;  // as a shell reports a command ended by SIGINT
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
-    return 1;
+    return mw::exit_code_for(e);  // 2 for a request that cannot run as given
   }
 }

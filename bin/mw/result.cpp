@@ -82,16 +82,16 @@ int result(int argc, char** argv) {
   options.parse_positional({"flow"});
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
-  if (!args.count("flow")) throw Error("missing FLOW: mw result FLOW [--wait]", ErrorCode::BadRequest);
-  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  if (!args.count("flow")) throw UsageError("missing FLOW: mw result FLOW [--wait]");
+  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
   const std::uint64_t flow = parse_flow_id(args["flow"].as<std::string>());
   const double timeout_s = args["timeout"].as<double>();
-  if (!(timeout_s > 0) || timeout_s > 1e7) throw Error("--timeout must be a positive number of seconds");
+  if (!(timeout_s > 0) || timeout_s > 1e7) throw UsageError("--timeout must be a positive number of seconds");
   if (args["timeout"].count() && !args.count("wait"))
-    throw Error("--timeout is how long --wait waits: give --wait too, or leave --timeout out", ErrorCode::BadRequest);
+    throw UsageError("--timeout is how long --wait waits: give --wait too, or leave --timeout out");
   const bool json = args.count("json") > 0;
   const bool pretty = args.count("pretty") > 0;
-  if (pretty && !json) throw Error("--pretty indents --json: give --json too", ErrorCode::BadRequest);
+  if (pretty && !json) throw UsageError("--pretty indents --json: give --json too");
 
   const auto stop = StopSignal::on_signals();
   ClientOptions client_options{.broker = args["broker"].as<std::string>()};

@@ -52,7 +52,7 @@ std::vector<std::string> protect_negative_numbers(int argc, char** argv) {
 }
 
 [[noreturn]] void usage_error(const std::string& what) {
-  throw Error(what + " (see mw schedule --help)", ErrorCode::BadRequest);
+  throw UsageError(what + " (see mw schedule --help)");
 }
 
 // The stored schedule, or null when there is none of that name.

@@ -19,7 +19,7 @@ constexpr std::int64_t kMaxScheduleAttempts = 1'000'000;
 constexpr std::int64_t kLastShownMs = 253'402'300'799'999;
 constexpr std::string_view kBrokerFields[] = {"runs", "skipped", "last_run_at", "last_flow"};
 
-[[noreturn]] void bad(const std::string& message) { throw Error(message, ErrorCode::BadRequest); }
+[[noreturn]] void bad(const std::string& message) { throw UsageError(message); }
 
 bool is_name_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||

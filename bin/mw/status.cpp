@@ -143,9 +143,9 @@ int status(int argc, char** argv) {
       ("all", "also show idle types: no workers, nothing waiting or running");
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
-  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
   if (args.count("pretty") && !args.count("json"))
-    throw Error("--pretty indents --json: give --json too", ErrorCode::BadRequest);
+    throw UsageError("--pretty indents --json: give --json too");
   Client client({args["broker"].as<std::string>()});
   const auto stats = client.status();
   if (args.count("json")) {

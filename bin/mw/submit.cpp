@@ -33,10 +33,10 @@ SubmitOptions submit_options_from(const cxxopts::ParseResult& args) {
   SubmitOptions o;
   o.max_attempts = args["max-attempts"].as<std::uint32_t>();
   if (args["max-attempts"].count() && o.max_attempts == 0)
-    throw Error("--max-attempts must be at least 1 (leave it out for the broker's default)", ErrorCode::BadRequest);
+    throw UsageError("--max-attempts must be at least 1 (leave it out for the broker's default)");
   if (args.count("entity")) o.entity = args["entity"].as<std::string>();
   if (args.count("delay") && args.count("at"))
-    throw Error("--delay and --at both say when to run: give one of them", ErrorCode::BadRequest);
+    throw UsageError("--delay and --at both say when to run: give one of them");
   if (args.count("delay")) o.delay = parse_seconds("--delay", args["delay"].as<std::string>());
   if (args.count("at")) {
     const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
@@ -44,17 +44,16 @@ SubmitOptions submit_options_from(const cxxopts::ParseResult& args) {
   }
   const int priority = args["priority"].as<int>();
   if (priority < -kMaxPriority || priority > kMaxPriority)
-    throw Error("--priority: " + std::to_string(priority) + " is out of range: give -1000 to 1000 (higher runs first)",
-                ErrorCode::BadRequest);
+    throw UsageError("--priority: " + std::to_string(priority) + " is out of range: give -1000 to 1000 (higher runs first)");
   o.priority = priority;
   if (args.count("key")) {
     o.key = args["key"].as<std::string>();
     if (o.key.empty() || o.key.size() > kMaxKeyBytes)
-      throw Error("--key must be 1 to " + std::to_string(kMaxKeyBytes) + " bytes", ErrorCode::BadRequest);
+      throw UsageError("--key must be 1 to " + std::to_string(kMaxKeyBytes) + " bytes");
   }
   if (args.count("lease")) {
     o.lease = parse_seconds("--lease", args["lease"].as<std::string>());
-    if (o.lease.count() == 0) throw Error("--lease must be more than 0 seconds (leave it out for the default)", ErrorCode::BadRequest);
+    if (o.lease.count() == 0) throw UsageError("--lease must be more than 0 seconds (leave it out for the default)");
   }
   return o;
 }
@@ -100,16 +99,16 @@ int submit(int argc, char** argv) {
   for (auto& w : words) word_ptrs.push_back(w.data());
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, word_ptrs.data(), args)) return 0;
-  if (!args.count("type")) throw Error("missing TYPE: mw submit TYPE [JSON | -]", ErrorCode::BadRequest);
-  if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+  if (!args.count("type")) throw UsageError("missing TYPE: mw submit TYPE [JSON | -]");
+  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
 
   std::string text = args.count("payload") ? args["payload"].as<std::string>() : "null";
   if (text == "-") text = read_stdin();
   const Payload payload = Payload::parse_json(text);
   const double timeout_s = args["timeout"].as<double>();
-  if (!(timeout_s > 0) || timeout_s > 1e7) throw Error("--timeout must be a positive number of seconds");
+  if (!(timeout_s > 0) || timeout_s > 1e7) throw UsageError("--timeout must be a positive number of seconds");
   if (args["timeout"].count() && !args.count("wait"))
-    throw Error("--timeout is how long --wait waits: give --wait too, or leave --timeout out", ErrorCode::BadRequest);
+    throw UsageError("--timeout is how long --wait waits: give --wait too, or leave --timeout out");
 
   const SubmitOptions submit_options = submit_options_from(args);
 

@@ -19,7 +19,7 @@ constexpr const char* kTimeForms =
 constexpr double kMaxUnixSeconds = 1e12;
 
 [[noreturn]] void bad_time(std::string_view text, std::string_view why) {
-  throw Error("--at: '" + std::string(text) + "' " + std::string(why) + "; " + kTimeForms, ErrorCode::BadRequest);
+  throw UsageError("--at: '" + std::string(text) + "' " + std::string(why) + "; " + kTimeForms);
 }
 
 // A whole string read as a finite decimal number, or nothing.
@@ -119,13 +119,11 @@ TimePoint parse_iso_time(std::string_view text) {
 milliseconds parse_seconds(std::string_view option, std::string_view text) {
   double seconds = 0;
   if (!parse_decimal(text, seconds))
-    throw Error(std::string(option) + ": '" + std::string(text) + "' is not a number of seconds (write e.g. 30 or 1.5)",
-                ErrorCode::BadRequest);
+    throw UsageError(std::string(option) + ": '" + std::string(text) + "' is not a number of seconds (write e.g. 30 or 1.5)");
   const double max_seconds = static_cast<double>(kMaxSubmitDelayMs) / 1000;
   if (seconds < 0 || seconds > max_seconds)
-    throw Error(std::string(option) + ": " + std::string(text) + " is out of range: give 0 to " +
-                    std::to_string(static_cast<std::uint64_t>(max_seconds)) + " seconds (10 years)",
-                ErrorCode::BadRequest);
+    throw UsageError(std::string(option) + ": " + std::string(text) + " is out of range: give 0 to " +
+                    std::to_string(static_cast<std::uint64_t>(max_seconds)) + " seconds (10 years)");
   return milliseconds{static_cast<std::int64_t>(std::ceil(seconds * 1000))};
 }
 
@@ -143,7 +141,7 @@ milliseconds delay_until(TimePoint at, TimePoint now) {
   if (at <= now) return milliseconds{0};
   const milliseconds delay = at - now;
   if (static_cast<std::uint64_t>(delay.count()) > kMaxSubmitDelayMs)
-    throw Error("--at: the time is more than 10 years away", ErrorCode::BadRequest);
+    throw UsageError("--at: the time is more than 10 years away");
   return delay;
 }
 

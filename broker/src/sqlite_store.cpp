@@ -200,7 +200,7 @@ class SqliteStore final : public Store {
     if (sqlite3_open_v2(path.c_str(), &db_.handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
       const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
-      throw Error("cannot open store '" + path + "': " + why, ErrorCode::BadRequest);
+      throw Error("cannot open store '" + path + "': " + why);
     }
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=" + options.synchronous);

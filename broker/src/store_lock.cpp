@@ -32,8 +32,8 @@ StoreLock::StoreLock(const std::string& store_path) {
   if (why == EACCES || why == EAGAIN)
     throw Error("store '" + store_path + "' is in use by " + holder +
                     ": one broker per store; stop that one or give this one another --store",
-                ErrorCode::BadRequest);
-  throw Error("cannot lock '" + lock_path + "': " + std::strerror(why), ErrorCode::BadRequest);
+                ErrorCode::Conflict);
+  throw Error("cannot lock '" + lock_path + "': " + std::strerror(why));
 }
 
 StoreLock::~StoreLock() {

@@ -145,14 +145,14 @@ class Worker::Impl {
  public:
   Impl(WorkerOptions options, Handler handler)
       : options_(std::move(options)), handler_(std::move(handler)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (options_.types.empty()) throw Error("a worker needs at least one type (--type)", ErrorCode::BadRequest);
+    if (options_.types.empty()) throw UsageError("a worker needs at least one type (--type)");
     for (const auto& t : options_.types)
       if (t.empty() || t.size() > kMaxTypeNameBytes)
-        throw Error("worker type '" + t + "' must be 1..128 bytes", ErrorCode::BadRequest);
+        throw UsageError("worker type '" + t + "' must be 1..128 bytes");
     if (options_.concurrency == 0 || options_.concurrency > kMaxCredit)
-      throw Error("--concurrency must be between 1 and 10000", ErrorCode::BadRequest);
+      throw UsageError("--concurrency must be between 1 and 10000");
     if (options_.threads == 0 || options_.threads > 1024)
-      throw Error("--threads must be between 1 and 1024", ErrorCode::BadRequest);
+      throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
     if (wake_fd_ < 0) throw Error("eventfd failed");
     if (options_.name.empty()) options_.name = options_.types.front() + "@" + host_name();
@@ -683,7 +683,7 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
       std::cout << options.help() << std::endl;
       return 0;
     }
-    if (!args.unmatched().empty()) throw Error("unexpected argument '" + args.unmatched().front() + "'");
+    if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
     set_log_level(parse_log_level(args["log-level"].as<std::string>()));
     WorkerOptions wo;
     wo.broker = args["broker"].as<std::string>();
@@ -699,8 +699,10 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "%s: %s (see --help)\n", program.c_str(), e.what());
+    return kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
+    return exit_code_for(e);
   }
   return 1;
 }

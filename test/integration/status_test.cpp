@@ -299,3 +299,37 @@ TEST_CASE("mw --broker ADDR COMMAND: the broker may be named before the command,
   CHECK(no_address.exit_status == 2);
   CHECK(no_address.err == "mw: --broker needs an address: mw --broker ADDR COMMAND ...\n");
 }
+
+TEST_CASE("a command line that cannot run exits 2 with one line, in every program; failed work exits 1") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker();
+  const auto& bin = binaries();
+  const std::string at = "--broker=" + cluster.address();
+  const std::vector<std::vector<std::string>> usage_errors = {
+      {bin.cli, "submit", at},                                   // no TYPE
+      {bin.cli, "submit", at, "t", "{not json"},                 // a payload that is not JSON
+      {bin.cli, "submit", at, "t", "--max-attempts", "0"},       // a bad value, checked by mw
+      {bin.cli, "submit", at, "t", "--priority", "high"},        // a bad value, checked by the option parser
+      {bin.cli, "status", at, "--bogus"},                        // an option nobody has
+      {bin.cli, "result", at, "abc"},                            // not a flow id
+      {bin.cli, "get", at, "users"},                             // no ID
+      {bin.exec, at, "--type", "t"},                             // no command
+      {bin.broker, "--heartbeat-ms", "1"},                       // out of range
+      {bin.sample_worker, at, "--concurrency", "0"},             // a worker's standard flags
+  };
+  for (const auto& argv : usage_errors) {
+    std::string line;
+    for (const auto& word : argv) line += word + " ";
+    INFO(line);
+    const auto r = run_to_exit("usage", argv, cluster.dir(), 20s);
+    check_cli_error(r, "");
+    CHECK(r.exit_status == 2);
+  }
+  // Nothing of it reached the broker.
+  CHECK(cluster.status().submitted == 0);
+
+  // Work that fails is 1: a flow that died.
+  cluster.start_exec("doomed", {}, {"/bin/sh", "-c", "exit 65"});
+  CHECK(cluster.mw({"submit", "doomed", "1", "--wait", "--timeout", "20"}).exit_status == 1);
+}

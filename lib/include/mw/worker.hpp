@@ -124,8 +124,9 @@ struct WorkerDefaults {
 
 // The standard main of a worker program: parses --broker, --type, --next,
 // --concurrency, --threads, --log-level (and --help), stops on SIGINT or
-// SIGTERM, and runs. Returns the process exit code; errors are one line on
-// stderr.
+// SIGTERM, and runs. Returns the process exit code: 0, 2 for a command
+// line it cannot run (mw::kUsageExitCode), 1 for other failures; errors are
+// one line on stderr.
 int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler);
 
 }  // namespace mw
