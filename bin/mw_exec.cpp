@@ -217,6 +217,12 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     // mw-exec is stopping: the running command gets kStopGrace to finish,
     // then SIGTERM, then (below) SIGKILL; its job fails and is retried.
     if (stop_at && !term_at && now - *stop_at >= kStopGrace) {
+      mw::log(mw::LogLevel::warn, "mw-exec",
+              "job " + std::to_string(job.id) + ": '" + options.command[0] + "' (pid " + std::to_string(pid) +
+                  ") still runs " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopGrace).count()) +
+                  " s after the stop: SIGTERM, SIGKILL " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kTermGrace).count()) +
+                  " s later; the job will run again");
       ::kill(-pid, SIGTERM);
       term_at = now;
     }
@@ -247,7 +253,13 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     if (!exited_at && exit_fd >= 0) fds[n++] = {exit_fd, POLLIN, 0};
     if (!cancelled_at && !exited_at && cancel_fd >= 0) fds[n++] = {cancel_fd, POLLIN, 0};
     if (::poll(fds, static_cast<nfds_t>(n), static_cast<int>(kExitCheckMs)) < 0 && errno != EINTR) break;
-    if (stop_at_index >= 0 && fds[stop_at_index].revents) stop_at = Clock::now();
+    if (stop_at_index >= 0 && fds[stop_at_index].revents) {
+      stop_at = Clock::now();
+      mw::log(mw::LogLevel::info, "mw-exec",
+              "stopping: job " + std::to_string(job.id) + "'s '" + options.command[0] + "' (pid " + std::to_string(pid) +
+                  ") gets " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopGrace).count()) +
+                  " s to finish");
+    }
     if (in_at >= 0 && fds[in_at].revents) {
       const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
       if (w > 0) written += static_cast<std::size_t>(w);
@@ -393,6 +405,10 @@ int main(int argc, char** argv) {
     mw::Worker worker(wo, [&exec](const mw::Job& job) { return run_command(exec, job); });
     mw::log(mw::LogLevel::info, "mw-exec", "serving " + wo.types.front() + " with '" + exec.command[0] + "' from " + wo.broker);
     worker.run(stop);
+    const auto counters = worker.counters();
+    mw::log(mw::LogLevel::info, "mw-exec",
+            "stopped: " + std::to_string(counters.done) + " job(s) done, " + std::to_string(counters.failed) +
+                " failed, " + std::to_string(counters.cancelled) + " cancelled; jobs not started went back to the broker");
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw-exec: %s (see --help)\n", e.what());
