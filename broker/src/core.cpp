@@ -902,14 +902,30 @@ void BrokerCore::write_dead_record(const Job& job, std::string_view error) {
   record["submitted_at"] = job.submitted_at;
   record["died_at"] = now;
   record["retried"] = false;
+  save_dead_record(std::move(record));
+}
+
+void BrokerCore::save_dead_record(Json record) {
+  const std::string id = record["id"].get<std::string>();
   try {
     store_->begin();
-    if (!entities_->create_record(config_.sync_endpoint, std::move(record), now))
-      log(LogLevel::warn, kLogComponent, "dead record for job " + std::to_string(job.id) + " exists already");
+    if (!entities_->create_record(config_.sync_endpoint, record, wall_clock_())) {
+      log(LogLevel::warn, kLogComponent, "dead record " + id + " exists already");
+      return;
+    }
+    dead_records_this_turn_.push_back(std::move(record));
   } catch (const std::exception& e) {
     log(LogLevel::error, kLogComponent,
-        "cannot write the dead record of job " + std::to_string(job.id) + " to " + config_.sync_endpoint + ": " + e.what());
+        "cannot write dead record " + id + " to " + config_.sync_endpoint + " (written again next turn): " + e.what());
+    dead_records_to_rewrite_.push_back(std::move(record));
   }
+}
+
+void BrokerCore::rewrite_dead_records() {
+  if (dead_records_to_rewrite_.empty() || !entities_) return;
+  auto again = std::move(dead_records_to_rewrite_);
+  dead_records_to_rewrite_.clear();
+  for (auto& record : again) save_dead_record(std::move(record));
 }
 
 void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why, std::int64_t now_ms, bool graceful) {
@@ -1160,6 +1176,7 @@ void BrokerCore::end_turn_commit() {
       log(LogLevel::warn, kLogComponent, std::string("cannot trim old events and kept outcomes: ") + e.what());
     }
   }
+  rewrite_dead_records();
   const bool writes = store_->in_transaction() || (journal_ && journal_->pending());
   if (!writes && deferred_.empty()) return;
   bool committed = true;
@@ -1173,6 +1190,21 @@ void BrokerCore::end_turn_commit() {
     store_->rollback();
     log(LogLevel::error, kLogComponent,
         std::string("store commit failed; this turn's submits are refused and its other writes retried: ") + e.what());
+  }
+  if (committed) {
+    dead_records_this_turn_.clear();
+  } else {
+    // Undone with the turn: written again with the next one.
+    for (auto& record : dead_records_this_turn_) dead_records_to_rewrite_.push_back(std::move(record));
+    dead_records_this_turn_.clear();
+    if (dead_records_to_rewrite_.size() > kMaxUnsavedDeadRecords) {
+      const std::size_t dropped = dead_records_to_rewrite_.size() - kMaxUnsavedDeadRecords;
+      log(LogLevel::error, kLogComponent,
+          "the store has refused commits for long: " + std::to_string(dropped) +
+              " dead record(s) dropped (their flows' RESULTs and $mw.job.dead events were sent)");
+      dead_records_to_rewrite_.erase(dead_records_to_rewrite_.begin(),
+                                     dead_records_to_rewrite_.begin() + static_cast<std::ptrdiff_t>(dropped));
+    }
   }
   if (committed) {
     if (journal_) journal_->committed();

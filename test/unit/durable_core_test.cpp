@@ -432,6 +432,36 @@ TEST_CASE("a dead job leaves a record in the sync endpoint") {
   CHECK((*record)["died_at"] == kWallStart);
 }
 
+TEST_CASE("a dead record the store could not keep is written again until a commit keeps it") {
+  TempDb db;
+  BrokerConfig config = test_config();
+  config.sync_endpoint = "deadletters";
+  Broker b(db.path(), config);
+  b.h.ready("w1", {"a"}, "", 1);
+  b.submit(submit_header(1, "a", true, 1, ""), number(7));
+  const auto job = b.h.jobs("w1").at(0);
+  const std::string id = "dead-" + std::to_string(job.id);
+  SUBCASE("the turn's commit fails") { b.store->fail_commits = true; }
+  SUBCASE("the record's own write fails (disk full)") { b.store->fail_appends = true; }
+  b.h.fail("w1", job.id, "API down");
+  b.h.core.end_turn();
+  CHECK_FALSE(b.record("deadletters", id).has_value());
+  b.advance(10);  // still failing: kept, not lost
+  CHECK_FALSE(b.record("deadletters", id).has_value());
+
+  b.store->fail_commits = false;
+  b.store->fail_appends = false;
+  b.advance(10);
+  const auto record = b.record("deadletters", id);
+  REQUIRE(record.has_value());
+  CHECK((*record)["error"] == "API down");
+  CHECK((*record)["payload"] == 7);
+  b.advance(10);  // written once: no "exists already"
+  Broker after(db.path(), config);
+  CHECK(after.record("deadletters", id).has_value());
+  CHECK(after.recovered == 0);  // the job itself is gone from the store
+}
+
 TEST_CASE("a SUBMIT the store cannot commit is refused and never runs") {
   TempDb db;
   Broker b(db.path());

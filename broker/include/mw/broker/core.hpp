@@ -225,6 +225,12 @@ class BrokerCore {
   void retry_or_bury(Job job, std::string_view error, bool retryable, std::int64_t now_ms);
   void bury(Job& job, std::string_view error, std::int64_t now_ms);
   void write_dead_record(const Job& job, std::string_view error);
+  // Writes a dead record into the turn's transaction; one the store could
+  // not take is kept to be written again next turn (save_dead_records).
+  void save_dead_record(Json record);
+  // At the start of a turn's commit: the records a failed write or commit
+  // undid are written again, until a commit keeps them.
+  void rewrite_dead_records();
   // RESULT to the flow's submitter if it waits, and to the others that
   // wait for it (a later SUBMIT of its key, a WAIT); after the commit when
   // one is open. Keeps the outcome in finished_.
@@ -302,6 +308,11 @@ class BrokerCore {
   WorkerRegistry workers_;
   std::unordered_map<std::string, Peer, WorkerRegistry::Hash, std::equal_to<>> peers_;
   std::unordered_map<std::uint64_t, Job> delayed_;
+  // Dead records written in this turn's transaction, and those to write
+  // again (their write or their turn's commit failed): nothing the store
+  // has not kept is forgotten, up to kMaxUnsavedDeadRecords.
+  std::vector<Json> dead_records_this_turn_, dead_records_to_rewrite_;
+  static constexpr std::size_t kMaxUnsavedDeadRecords = 10'000;
   std::uint64_t delayed_bytes_ = 0;  // payload bytes of delayed_
   // Tells this broker's run from others on the same address (listeners
   // see a restart): the first job id, which is unique per start.
