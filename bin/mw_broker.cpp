@@ -53,7 +53,7 @@ mw::broker::TypeRate type_rate(const std::string& text) {
   const double seconds = slash == std::string::npos ? 1.0 : parse_number(text.substr(slash + 1), "--type-rate");
   if (!(max >= 1 && max <= mw::broker::TypeRate::kMaxPerPeriod && max == std::floor(max)))
     throw mw::UsageError("--type-rate: the number of jobs must be a whole number from 1 to " +
-                    std::to_string(mw::broker::TypeRate::kMaxPerPeriod) + ", got '" + text + "'");
+                         std::to_string(mw::broker::TypeRate::kMaxPerPeriod) + ", got '" + text + "'");
   if (!(seconds >= 0.001 && seconds <= 86'400))
     throw mw::UsageError("--type-rate: the period must be from 0.001 to 86400 seconds, got '" + text + "'");
   return {static_cast<std::uint32_t>(max), static_cast<std::uint64_t>(std::llround(seconds * 1000))};
@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
     if (config.max_message_bytes < mw::kMinMaxMessageBytes || config.max_message_bytes >= (std::size_t{1} << 32))
       throw mw::UsageError("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes) +
-                      " and below 4 GiB (4294967296)");
+                           " and below 4 GiB (4294967296)");
     config.max_waiting_jobs = args["max-waiting"].as<std::uint64_t>();
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
     if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::UsageError("--max-waiting-mb must be at most 2^40 (0: no limit)");

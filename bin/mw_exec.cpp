@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mw/log.hpp"
+#include "mw/version.hpp"
 #include "mw/worker.hpp"
 
 extern char** environ;
@@ -337,14 +338,14 @@ void check_runnable(const std::string& program) {
   };
   if (program.find('/') != std::string::npos) {
     if (executable(program)) return;
-    throw mw::Error("cannot run '" + program + "': " +
-                    (::access(program.c_str(), F_OK) == 0 ? "not an executable file" : "no such file"));
+    throw mw::UsageError("cannot run '" + program + "': " +
+                         (::access(program.c_str(), F_OK) == 0 ? "not an executable file" : "no such file"));
   }
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path ? path : "/usr/bin:/bin");
   for (std::string dir; std::getline(dirs, dir, ':');)
     if (executable((dir.empty() ? "." : dir) + "/" + program)) return;
-  throw mw::Error("cannot run '" + program + "': not found on PATH");
+  throw mw::UsageError("cannot run '" + program + "': not found on PATH");
 }
 
 }  // namespace
@@ -364,8 +365,11 @@ int main(int argc, char** argv) {
         break;
       }
     }
-    cxxopts::Options options("mw-exec", "Run any command as an mw worker: payload JSON on stdin, result JSON on stdout.");
-    options.positional_help("-- COMMAND [ARG ...]");
+    cxxopts::Options options("mw-exec",
+                             "Run any command as an mw worker, once per job: the payload as JSON on its stdin, the "
+                             "result as JSON from its stdout. A non-zero exit fails the job with the last lines of "
+                             "stderr, retried up to its max attempts; exit 65 fails it for good.");
+    options.custom_help("--type T [OPTION...] -- COMMAND [ARG ...]");
     options.add_options()
         ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
          cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
@@ -375,10 +379,15 @@ int main(int argc, char** argv) {
         ("timeout", "kill a command running longer than this many seconds and fail the job (0 = never)",
          cxxopts::value<double>()->default_value("0"))
         ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
+        ("version", "print the version")
         ("h,help", "print this help");
     auto args = options.parse(split, argv);
     if (args.count("help")) {
       std::cout << options.help() << std::endl;
+      return 0;
+    }
+    if (args.count("version")) {
+      std::cout << "mw-exec " << mw::kVersion << std::endl;
       return 0;
     }
     if (!args.unmatched().empty())
@@ -402,13 +411,24 @@ int main(int argc, char** argv) {
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
     wo.threads = wo.concurrency;  // one command per held job
     wo.name = wo.types.empty() ? "mw-exec" : wo.types.front() + "@mw-exec";
-    mw::Worker worker(wo, [&exec](const mw::Job& job) { return run_command(exec, job); });
+    mw::Worker worker(wo, [&exec](const mw::Job& job) {
+      try {
+        return run_command(exec, job);
+      } catch (const mw::JobError& e) {
+        // Whoever watches this worker sees why its jobs fail, not only the broker's log.
+        mw::log(mw::LogLevel::warn, "mw-exec",
+                "job " + std::to_string(job.id) + " (flow " + std::to_string(job.flow_id) + ", attempt " +
+                    std::to_string(job.attempt) + ") failed" + (e.retryable() ? "" : " for good") + ": " + e.what());
+        throw;
+      }
+    });
     mw::log(mw::LogLevel::info, "mw-exec", "serving " + wo.types.front() + " with '" + exec.command[0] + "' from " + wo.broker);
     worker.run(stop);
     const auto counters = worker.counters();
     mw::log(mw::LogLevel::info, "mw-exec",
             "stopped: " + std::to_string(counters.done) + " job(s) done, " + std::to_string(counters.failed) +
-                " failed, " + std::to_string(counters.cancelled) + " cancelled; jobs not started went back to the broker");
+                " failed (a command ended by the stop among them: its job runs again), " +
+                std::to_string(counters.cancelled) + " cancelled; jobs not started went back to the broker");
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw-exec: %s (see --help)\n", e.what());

@@ -21,7 +21,7 @@ nlohmann::ordered_json parse_json_argument(std::string text, const char* what) {
   try {
     return parse_ordered_json(text);
   } catch (const nlohmann::json::exception& e) {
-    throw UsageError(std::string(what) + " is not valid JSON: " + e.what());
+    throw UsageError(std::string(what) + " is not valid JSON: " + json_error_text(e));
   }
 }
 
@@ -86,13 +86,12 @@ int entity(std::string_view method, int argc, char** argv) {
   // query that would touch every entity of the endpoint needs --all.
   if (by_query && !args.count("all") && !has_condition(query))
     throw UsageError("--query " + query.dump() + " has no condition, so it matches every entity of " +
-                    args["endpoint"].as<std::string>() + ": add --all if you mean to " + std::string(method) +
-                    " them all");
+                         args["endpoint"].as<std::string>() + ": add --all if you mean to " + std::string(method) +
+                         " them all");
 
   Client client({args["broker"].as<std::string>()});
   const auto result = client.call(args["endpoint"].as<std::string>(), method, id, data, query);
-  std::cout << json_text(result, args.count("pretty") > 0)
-            << std::endl;
+  std::cout << json_text(result, args.count("pretty") > 0) << std::endl;
   return 0;
 }
 

@@ -19,7 +19,6 @@
 namespace mw::cli {
 namespace {
 
-constexpr std::string_view kFlowsEndpoint = "$flows";
 constexpr std::size_t kDefaultLimit = 100;
 
 std::int64_t wall_now_ms() {
@@ -87,7 +86,7 @@ int flows(int argc, char** argv) {
   if (parse_or_help(options, argc, argv, args)) return 0;
   if (!args.unmatched().empty())
     throw UsageError("unexpected argument '" + args.unmatched().front() +
-                "' (usage: mw flows [TYPE] [--state S] [--limit N] [--json])");
+                     "' (usage: mw flows [TYPE] [--state S] [--limit N] [--json])");
   nlohmann::ordered_json query = nlohmann::ordered_json::object();
   if (args.count("type")) query["type"] = args["type"].as<std::string>();
   if (args.count("state")) query["state"] = args["state"].as<std::string>();
@@ -105,7 +104,10 @@ int flows(int argc, char** argv) {
     for (const auto& f : found) std::cout << json_text(f) << '\n';
     std::cout.flush();
   } else if (found.empty()) {
-    std::fputs("no unfinished flows\n", stderr);
+    std::string none = "no unfinished flows";
+    if (args.count("type")) none += " of type " + args["type"].as<std::string>();
+    if (args.count("state")) none += " in state " + args["state"].as<std::string>();
+    std::fprintf(stderr, "%s\n", none.c_str());
   } else {
     print_table(found);
   }
@@ -129,9 +131,11 @@ int cancel(int argc, char** argv) {
   if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
   if (!args.count("flows")) throw UsageError("missing FLOW: mw cancel FLOW [FLOW ...] (see mw flows)");
 
+  const auto flows = args["flows"].as<std::vector<std::string>>();
+  for (const auto& flow : flows) parse_flow_id(flow);  // a word that is no flow id: nothing is cancelled (exit 2)
   Client client({args["broker"].as<std::string>()});
   int status = 0;
-  for (const auto& flow : args["flows"].as<std::vector<std::string>>()) {
+  for (const auto& flow : flows) {
     try {
       const auto record = client.call(kFlowsEndpoint, "remove", flow);
       std::cout << "flow " << flow << " cancelled (was " << record.value("was", std::string("?")) << ", "
@@ -143,7 +147,7 @@ int cancel(int argc, char** argv) {
       std::cout << std::endl;
     } catch (const Error& e) {
       // The others are still worth cancelling; the exit status says one failed.
-      if (e.code() != ErrorCode::NotFound && e.code() != ErrorCode::BadRequest) throw;
+      if (e.code() != ErrorCode::NotFound) throw;
       std::fprintf(stderr, "mw cancel: %s\n", e.what());
       status = 1;
     }

@@ -29,6 +29,15 @@ int listen(int argc, char** argv) {
   ListenerOptions lo;
   lo.broker = args["broker"].as<std::string>();
   if (args.count("topics")) lo.topics = args["topics"].as<std::vector<std::string>>();
+  // The broker's own topics start with "$mw.", which a shell expands inside
+  // double quotes ("$mw.flow.*" becomes ".flow.*"): such a pattern matches
+  // nothing, silently, so say it.
+  for (const auto& topic : lo.topics)
+    if (topic.starts_with('.') || topic.starts_with("mw."))
+      std::fprintf(stderr,
+                   "mw listen: '%s' matches none of the broker's own topics, which start with '$mw.': did you mean "
+                   "'$mw%s' (in single quotes, so that the shell leaves $mw alone)?\n",
+                   topic.c_str(), topic.starts_with('.') ? topic.c_str() : topic.substr(2).c_str());
   if (args.count("since")) lo.since = args["since"].as<std::uint64_t>();
   Listener listener(lo);
   if (listener.missed())

@@ -96,15 +96,14 @@ int result(int argc, char** argv) {
   const auto stop = StopSignal::on_signals();
   ClientOptions client_options{.broker = args["broker"].as<std::string>()};
   client_options.stop = &stop;
+  client_options.on_still_waiting = say_why_stalled(std::string(kCommand), client_options.broker, &stop);
   Client client(client_options);
 
   if (args.count("wait")) {
     const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
     std::optional<Outcome> outcome;
     try {
-      const auto first = std::min(timeout, kStalledHintAfter);
-      outcome = client.wait(flow, first);
-      if (!outcome && timeout > first) outcome = wait_on_saying_why(kCommand, client, flow, timeout - first);
+      outcome = client.wait(flow, timeout);
     } catch (const Interrupted&) {
       throw;  // main says it and exits 130
     } catch (const Error& e) {
@@ -126,7 +125,7 @@ int result(int argc, char** argv) {
 
   nlohmann::ordered_json record;
   try {
-    record = client.call("$flows", "get", std::to_string(flow));
+    record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
   } catch (const Error& e) {
     if (e.code() == ErrorCode::NotFound) return unknown_flow(e);
     throw;

@@ -60,7 +60,7 @@ Schedule check_schedule(const ScheduleArgs& args, TimePoint now) {
   try {
     s.payload = parse_ordered_json(args.payload_json);
   } catch (const nlohmann::json::exception& e) {
-    bad(std::string("JSON payload is not valid JSON: ") + e.what());
+    bad("JSON payload is not valid JSON: " + json_error_text(e));
   }
   if (args.every.empty()) bad("--every SECONDS is required: how often the job runs");
   const std::string every_range = "--every: " + args.every + " is out of range: give 0.1 to " +

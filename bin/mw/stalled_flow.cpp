@@ -1,12 +1,20 @@
 #include "stalled_flow.hpp"
 
+#include <chrono>
 #include <cstdio>
 
 namespace mw::cli {
 
+namespace {
+
+// A hint must not hold up the wait it interrupts for long.
+constexpr std::chrono::milliseconds kHintTimeout{2000};
+
+}  // namespace
+
 std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flow) {
   try {
-    const auto record = client.call("$flows", "get", std::to_string(flow));
+    const auto record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
     if (record.value("state", "") != "queued") return std::nullopt;
     const auto type = record.value("type", "");
     for (const auto& t : client.status().types)
@@ -19,15 +27,23 @@ std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flo
   }
 }
 
-std::optional<Outcome> wait_on_saying_why(std::string_view command, Client& client, std::uint64_t flow,
-                                          std::chrono::milliseconds rest) {
-  if (const auto why = why_flow_is_stalled(client, flow)) {
-    std::fprintf(stderr,
-                 "%.*s: %s; it runs once one connects (a worker or mw-exec started with that --type). "
-                 "Waiting on.\n",
-                 static_cast<int>(command.size()), command.data(), why->c_str());
-  }
-  return client.wait(flow, rest);
+std::function<void(std::uint64_t)> say_why_stalled(std::string command, std::string broker, const StopSignal* stop) {
+  return [command = std::move(command), broker = std::move(broker), stop](std::uint64_t flow) {
+    ClientOptions options{.broker = broker, .timeout = kHintTimeout, .stop = stop};
+    std::optional<std::string> why;
+    try {
+      Client asking(options);
+      why = why_flow_is_stalled(asking, flow);
+    } catch (const Interrupted&) {
+      throw;
+    } catch (const std::exception&) {
+      return;
+    }
+    if (why)
+      std::fprintf(stderr,
+                   "%s: %s; it runs once one connects (a worker or mw-exec started with that --type). Waiting on.\n",
+                   command.c_str(), why->c_str());
+  };
 }
 
 }  // namespace mw::cli

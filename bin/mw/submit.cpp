@@ -116,6 +116,8 @@ int submit(int argc, char** argv) {
   const auto stop = StopSignal::on_signals();
   ClientOptions client_options{.broker = args["broker"].as<std::string>()};
   client_options.stop = &stop;
+  // A type nobody serves would otherwise only show as a timeout.
+  client_options.on_still_waiting = say_why_stalled("mw submit", client_options.broker, &stop);
   Client client(client_options);
   const std::string type = args["type"].as<std::string>();
 
@@ -128,12 +130,7 @@ int submit(int argc, char** argv) {
       std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000))) + submit_options.delay;
   std::optional<Outcome> outcome;
   try {
-    // A first part of the wait, then a look at where the flow is, if it
-    // has not ended: a type nobody serves would only show as a timeout.
-    const auto first = std::min(timeout, kStalledHintAfter + submit_options.delay);
-    outcome = client.submit_and_wait(type, payload, first, submit_options);
-    if (!outcome && timeout > first)
-      outcome = wait_on_saying_why("mw submit", client, client.last_flow_id(), timeout - first);
+    outcome = client.submit_and_wait(type, payload, timeout, submit_options);
   } catch (const Interrupted&) {
     throw;  // main says it and exits 130
   } catch (const Error& e) {

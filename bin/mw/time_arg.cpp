@@ -123,7 +123,7 @@ milliseconds parse_seconds(std::string_view option, std::string_view text) {
   const double max_seconds = static_cast<double>(kMaxSubmitDelayMs) / 1000;
   if (seconds < 0 || seconds > max_seconds)
     throw UsageError(std::string(option) + ": " + std::string(text) + " is out of range: give 0 to " +
-                    std::to_string(static_cast<std::uint64_t>(max_seconds)) + " seconds (10 years)");
+                         std::to_string(static_cast<std::uint64_t>(max_seconds)) + " seconds (10 years)");
   return milliseconds{static_cast<std::int64_t>(std::ceil(seconds * 1000))};
 }
 

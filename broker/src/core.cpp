@@ -756,7 +756,12 @@ std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
   auto node = delayed_.extract(id);
   if (node.empty()) return std::nullopt;
   delayed_bytes_ -= node.mapped().payload.size();
-  --type_counters(node.mapped().type).delayed;
+  const auto counters = type_counters_.find(node.mapped().type);
+  // A type known only for its delayed jobs (cancelled, say) is forgotten
+  // with the last of them, as a queue's type is: names are not kept forever.
+  if (--counters->second.delayed == 0 && counters->second.done == 0 && counters->second.failed == 0 &&
+      counters->second.dead == 0)
+    type_counters_.erase(counters);
   return std::move(node.mapped());
 }
 
@@ -1164,15 +1169,19 @@ void BrokerCore::end_turn() {
 
 void BrokerCore::end_turn_commit() {
   if (!store_) return;
+  bool trimmed_outcomes = false;
   if (wall_clock_() >= next_trim_ms_ && entities_) {
     next_trim_ms_ = wall_clock_() + 1000;
     try {
       store_->begin();
       entities_->trim_events(wall_clock_());
       // Outcomes the kept ones no longer reach (a --keep-results of 0: all).
-      if (journaling() && journal_->take_outcomes_since_trim())
+      if (journaling() && journal_->take_outcomes_since_trim()) {
+        trimmed_outcomes = true;
         store_->trim_outcomes(config_.keep_results, config_.keep_results_bytes);
+      }
     } catch (const std::exception& e) {
+      if (trimmed_outcomes) journal_->trim_again();
       log(LogLevel::warn, kLogComponent, std::string("cannot trim old events and kept outcomes: ") + e.what());
     }
   }
@@ -1194,6 +1203,7 @@ void BrokerCore::end_turn_commit() {
   if (committed) {
     dead_records_this_turn_.clear();
   } else {
+    if (trimmed_outcomes) journal_->trim_again();
     // Undone with the turn: written again with the next one.
     for (auto& record : dead_records_this_turn_) dead_records_to_rewrite_.push_back(std::move(record));
     dead_records_this_turn_.clear();

@@ -194,7 +194,7 @@ class SqliteStore final : public Store {
  public:
   SqliteStore(const std::string& path, const SqliteOptions& options) : path_(path), durable_(path != ":memory:") {
     if (options.synchronous != "normal" && options.synchronous != "full")
-      throw Error("store: synchronous must be 'normal' or 'full', not '" + options.synchronous + "'", ErrorCode::BadRequest);
+      throw Error("--sync must be 'normal' or 'full', not '" + options.synchronous + "'", ErrorCode::BadRequest);
     configure_sqlite_once();
     if (durable_) lock_.emplace(path);  // before SQLite reads anything: the jobs are this broker's alone
     if (sqlite3_open_v2(path.c_str(), &db_.handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

@@ -14,8 +14,8 @@ StoreLock::StoreLock(const std::string& store_path) {
   const std::string lock_path = store_path + ".lock";
   fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0)
-    throw Error("cannot open store '" + store_path + "': cannot create its lock file '" + lock_path + "': " + std::strerror(errno),
-                ErrorCode::BadRequest);
+    throw Error("cannot open store '" + store_path + "': cannot create its lock file '" + lock_path +
+                "': " + std::strerror(errno));
   struct flock whole {};
   whole.l_type = F_WRLCK;
   whole.l_whence = SEEK_SET;  // l_start = l_len = 0: the whole file

@@ -18,8 +18,9 @@ namespace mw::broker {
 
 class StoreLock {
  public:
-  // Locks "<store_path>.lock". Throws mw::Error (BadRequest) naming the
-  // process that holds it, or why the lock file cannot be opened.
+  // Locks "<store_path>.lock". Throws mw::Error: Conflict naming the
+  // process that holds it, or Internal saying why the lock file cannot be
+  // opened.
   explicit StoreLock(const std::string& store_path);
   ~StoreLock();
   StoreLock(const StoreLock&) = delete;

@@ -104,7 +104,7 @@ class Client::Impl {
     say_hello();  // heartbeats tell us if the broker dies while we wait
     const auto request_id = send_submit(type, payload.bytes(), true, options);
     const auto flow_id = await_accepted(request_id);
-    return await_result(flow_id, Clock::now() + timeout, 0);
+    return await_result(flow_id, Clock::now() + timeout, 0, options.delay);
   }
 
   std::optional<Outcome> wait_for(std::uint64_t flow_id, std::chrono::milliseconds timeout) {
@@ -129,14 +129,19 @@ class Client::Impl {
   // the WAIT that asked for it (0 when a SUBMIT with wait did): an ERROR
   // for it, or for the WAIT that re-asks after the broker forgot us, means
   // the broker does not know the flow.
-  std::optional<Outcome> await_result(std::uint64_t flow_id, Clock::time_point deadline, std::uint64_t wait_request) {
+  // `delay`: the flow's first job is not due before then (on_still_waiting
+  // counts from its due time).
+  std::optional<Outcome> await_result(std::uint64_t flow_id, Clock::time_point deadline, std::uint64_t wait_request,
+                                      std::chrono::milliseconds delay = {}) {
     std::optional<Outcome> outcome = take_result_from_backlog(flow_id);
     if (outcome) return outcome;
     awaited_.push_back(flow_id);
+    if (options_.on_still_waiting) still_waiting_at_ = Clock::now() + delay + options_.still_waiting_after;
     struct Unwait {  // however the wait ends
       Impl& self;
       std::uint64_t flow_id;
       ~Unwait() {
+        self.still_waiting_at_.reset();
         self.awaited_.pop_back();
         std::erase_if(self.rewaits_, [&](const auto& entry) { return entry.second == flow_id; });
       }
@@ -411,7 +416,15 @@ class Client::Impl {
       peer_.flush();
       const auto now = Clock::now();
       if (now >= deadline) return;
+      if (still_waiting_at_ && now >= *still_waiting_at_) {
+        still_waiting_at_.reset();
+        options_.on_still_waiting(awaited_.back());
+        continue;  // it took time: look at the socket and the clock again
+      }
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1);
+      if (still_waiting_at_)
+        wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(*still_waiting_at_ - now) +
+                                  std::chrono::milliseconds(1));
       if (said_hello_) {
         const auto beat = std::chrono::milliseconds(heartbeat_ms_);
         if (now - last_heartbeat_ >= beat) {
@@ -491,6 +504,8 @@ class Client::Impl {
   std::vector<std::uint64_t> awaited_;  // flows whose RESULT a call waits for now
   std::unordered_map<std::uint64_t, std::uint64_t> rewaits_;  // WAIT request id → flow, sent after a DISCONNECT
   bool rewait_on_welcome_ = false;  // a DISCONNECT came while awaited_ was not empty
+  // When on_still_waiting is due for the flow awaited now; unset once called.
+  std::optional<Clock::time_point> still_waiting_at_;
   std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
   Clock::time_point last_heard_ = Clock::now();
   Clock::time_point last_heartbeat_ = Clock::now();

@@ -122,4 +122,13 @@ Json parse_ordered_json(std::string_view text) {
   return builder.take();
 }
 
+std::string json_error_text(const nlohmann::json::exception& error) {
+  std::string_view text = error.what();
+  if (text.starts_with("[json.exception.")) {
+    const auto end = text.find("] ");
+    if (end != std::string_view::npos) text.remove_prefix(end + 2);
+  }
+  return std::string(text);
+}
+
 }  // namespace mw

@@ -179,7 +179,7 @@ Payload Payload::parse_json(std::string_view json_text) {
     // ordered: keeps the key order the user wrote (it matters for $sort).
     return from_json(parse_ordered_json(json_text));
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("invalid JSON: ") + e.what(), ErrorCode::BadRequest);
+    throw Error("invalid JSON: " + json_error_text(e), ErrorCode::BadRequest);
   }
 }
 

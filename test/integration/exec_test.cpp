@@ -110,12 +110,12 @@ TEST_CASE("messages over --max-message-bytes: a request fails at once, a result 
   const std::string big = "\"" + std::string(5000, 'x') + "\"";
 
   const auto submit = cluster.mw({"submit", "anything", big}, 10s);
-  CHECK(submit.exit_status == 1);
+  CHECK(submit.exit_status == 2);  // cannot run as given
   CHECK(contains(submit.err, "SUBMIT of 50"));
   CHECK(contains(submit.err, "bytes is larger than the broker takes (4096 bytes, its --max-message-bytes)"));
   CHECK(lines_in(submit.err) == 1);
   const auto create = cluster.mw({"create", "things", "{\"x\":" + big + "}"}, 10s);
-  CHECK(create.exit_status == 1);
+  CHECK(create.exit_status == 2);
   CHECK(contains(create.err, "is larger than the broker takes (4096 bytes"));
   CHECK(cluster.status().submitted == 0);
 
@@ -149,10 +149,10 @@ TEST_CASE("mw-exec refuses at once a command it cannot run") {
   Cluster cluster;
   INFO(cluster.report());
   Process& missing = cluster.start("mw-exec-missing", {binaries().exec, "--type", "t", "--", "no-such-command-here"});
-  CHECK(missing.wait_exit(10s) == 1);
+  CHECK(missing.wait_exit(10s) == 2);  // a command line that cannot run
   CHECK(contains(missing.stderr_text(), "cannot run 'no-such-command-here': not found on PATH"));
   Process& not_executable = cluster.start("mw-exec-file", {binaries().exec, "--type", "t", "--", "/etc/passwd"});
-  CHECK(not_executable.wait_exit(10s) == 1);
+  CHECK(not_executable.wait_exit(10s) == 2);
   CHECK(contains(not_executable.stderr_text(), "not an executable file"));
 }
 

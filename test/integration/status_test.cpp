@@ -313,8 +313,10 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.cli, "submit", at, "t", "--priority", "high"},        // a bad value, checked by the option parser
       {bin.cli, "status", at, "--bogus"},                        // an option nobody has
       {bin.cli, "result", at, "abc"},                            // not a flow id
+      {bin.cli, "cancel", at, "abc"},                            // not a flow id either
       {bin.cli, "get", at, "users"},                             // no ID
       {bin.exec, at, "--type", "t"},                             // no command
+      {bin.exec, at, "--type", "t", "--", "no-such-command"},    // a command that cannot run
       {bin.broker, "--heartbeat-ms", "1"},                       // out of range
       {bin.sample_worker, at, "--concurrency", "0"},             // a worker's standard flags
   };

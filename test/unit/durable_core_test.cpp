@@ -868,6 +868,20 @@ TEST_CASE("the kept outcomes are trimmed once after the start, then only after o
   CHECK(b.store->outcome_trims == 2);
   b.advance(2000);
   CHECK(b.store->outcome_trims == 2);
+
+  // A trim whose commit fails is tried again, though no outcome came since.
+  b.h.ready("w2", {"a"}, "", 1);  // w1 was silent long enough to be dropped
+  b.submit("a", payload_bytes(3));
+  b.h.done("w2", b.h.jobs("w2").back().id, std::nullopt, payload_bytes(4));
+  b.h.core.end_turn();
+  b.store->fail_commits = true;
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 3);
+  b.store->fail_commits = false;
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 4);
+  b.advance(2000);
+  CHECK(b.store->outcome_trims == 4);
 }
 
 TEST_CASE("a flow whose SUBMIT could not be committed is not kept as ended, even if it ran in that turn") {

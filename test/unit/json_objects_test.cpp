@@ -94,3 +94,14 @@ TEST_CASE("an object of 300,000 keys is parsed, decoded and merged in linear tim
   CHECK(merged.size() == static_cast<std::size_t>(kWide));
   CHECK(merged["k0"] == "last");
 }
+
+TEST_CASE("json_error_text says what is wrong without the library's exception id") {
+  try {
+    (void)mw::parse_ordered_json("{bad");
+    FAIL("malformed JSON parsed");
+  } catch (const nlohmann::json::exception& e) {
+    const std::string text = mw::json_error_text(e);
+    CHECK(text.rfind("parse error at line 1, column 2", 0) == 0);
+    CHECK(text.find("[json.exception") == std::string::npos);
+  }
+}

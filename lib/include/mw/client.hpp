@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,16 @@ struct ClientOptions {
   // submit_and_wait of an accepted flow its message names the flow, which
   // goes on. Not owned: it must outlive the client.
   const StopSignal* stop = nullptr;
+  // When set, a wait for a flow's end (submit_and_wait, wait) that has gone
+  // on for `still_waiting_after` (counted from the job's due time when it
+  // was submitted with a delay) calls this once with the flow's id, then
+  // waits on, its deadline and silence limit unchanged. It runs on the
+  // waiting thread and must not use this Client (another one may ask the
+  // broker); mw::Interrupted thrown from it ends the wait as Ctrl-C does.
+  // `mw submit --wait` uses it to say that a flow waits at a type no
+  // worker serves.
+  std::function<void(std::uint64_t flow_id)> on_still_waiting;
+  std::chrono::milliseconds still_waiting_after{3000};
 };
 
 struct SubmitOptions {

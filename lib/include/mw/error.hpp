@@ -24,23 +24,27 @@ class Error : public std::runtime_error {
   ErrorCode code_;
 };
 
-// A request that cannot be run as given: a missing or unexpected argument,
-// a bad option value, or what the broker refused as such (400). Nothing
-// was done, and asking the same again will fail the same way. The mw
-// programs print it as one line and exit kUsageExitCode (2), as for a
-// command line their option parser rejects, so a script can tell it from
-// work that failed (1).
+// A command line that cannot be run as given: a missing or unexpected
+// argument, a bad option value, a command that does not exist. Nothing was
+// done, and asking the same again will fail the same way. (Its code is
+// BadRequest, as for a request the broker refuses as malformed.)
 class UsageError : public Error {
  public:
   explicit UsageError(const std::string& message) : Error(message, ErrorCode::BadRequest) {}
 };
+
+// The exit code of the mw programs for a request that cannot be run as
+// given, as for a command line their option parser rejects: a script can
+// tell it from work that failed (1).
 inline constexpr int kUsageExitCode = 2;
 
-// The exit code of a program that stops on `e`: kUsageExitCode for a bad
-// request (a UsageError or any Error with code BadRequest), 1 otherwise.
+// The exit code of a program that stops on `e`: kUsageExitCode for a
+// request that cannot run as given (an Error with code BadRequest, as every
+// UsageError has, or TooLarge), 1 otherwise.
 inline int exit_code_for(const std::exception& e) noexcept {
   const auto* error = dynamic_cast<const Error*>(&e);
-  return error && error->code() == ErrorCode::BadRequest ? kUsageExitCode : 1;
+  const bool as_given = error && (error->code() == ErrorCode::BadRequest || error->code() == ErrorCode::TooLarge);
+  return as_given ? kUsageExitCode : 1;
 }
 
 // Thrown by a blocking Client call whose ClientOptions::stop fired while it

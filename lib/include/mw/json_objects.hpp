@@ -61,4 +61,9 @@ class ObjectWriter {
 // nlohmann::json::exception (a parse error) on malformed text.
 nlohmann::ordered_json parse_ordered_json(std::string_view text);
 
+// What a JSON exception says for people: its message without the library's
+// "[json.exception.parse_error.101] " prefix ("parse error at line 1,
+// column 5: syntax error while parsing object ...").
+std::string json_error_text(const nlohmann::json::exception& error);
+
 }  // namespace mw

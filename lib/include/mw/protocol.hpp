@@ -82,6 +82,10 @@ inline constexpr std::string_view kOutcomeDone = "done";
 inline constexpr std::string_view kOutcomeDead = "dead";
 inline constexpr std::string_view kOutcomeCancelled = "cancelled";  // remove on $flows
 
+// The reserved endpoint of unfinished and recently ended flows: get and
+// find look at them, remove cancels one (PROTOCOL §11.5).
+inline constexpr std::string_view kFlowsEndpoint = "$flows";
+
 // The seed's field in a worker's result that names the next worker type.
 inline constexpr std::string_view kNextWorkerTypeField = "nextWorkerType";
 

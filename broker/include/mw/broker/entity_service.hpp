@@ -39,9 +39,7 @@ inline constexpr std::string_view kEventsEndpoint = "$events";
 // The reserved endpoint a listener asks to publish a marker on its own topic.
 inline constexpr std::string_view kMarkEndpoint = "$mark";
 inline constexpr std::string_view kMarkTopicPrefix = "$mw.mark.";
-// The reserved endpoint for unfinished flows: get and find look at them,
-// remove cancels one (served by BrokerCore, not by the store).
-inline constexpr std::string_view kFlowsEndpoint = "$flows";
+// kFlowsEndpoint (mw/protocol.hpp) is served by BrokerCore, not by the store.
 
 struct EntityConfig {
   std::vector<std::string> endpoints;  // the only endpoints allowed; empty = any, created on first use

@@ -72,6 +72,8 @@ class JobJournal {
   // rows an earlier run left beyond today's limits): the store's outcomes
   // need trimming only then, and a quiet broker skips the scan.
   bool take_outcomes_since_trim() noexcept { return std::exchange(outcomes_since_trim_, false); }
+  // The trim failed or its commit did: it is tried again with the next.
+  void trim_again() noexcept { outcomes_since_trim_ = true; }
 
   std::size_t pending() const noexcept { return ops_.size() + outcomes_.size(); }
 
