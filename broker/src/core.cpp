@@ -303,7 +303,10 @@ void BrokerCore::on_ready(const std::string& peer, const zmq::message_t& header,
       "worker " + printable_id(peer) + " ready for " + join(stored.types) +
           (stored.next.empty() ? "" : " -> " + stored.next) + " (host " + stored.host + ", pid " +
           std::to_string(stored.pid) + ", credit " + std::to_string(stored.credit) + ")");
-  if (transport_.has_subscribers("$mw.worker.ready")) publish_event("$mw.worker.ready", 0, join(stored.types), "", nullptr);
+  if (transport_.has_subscribers("$mw.worker.ready")) {
+    zmq::message_t data = worker_event_data(stored, 0);
+    publish_event("$mw.worker.ready", 0, join(stored.types), "", &data);
+  }
   dispatch_for_worker(peer, now_ms);
 }
 
@@ -957,7 +960,10 @@ void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why,
   log(LogLevel::info, kLogComponent,
       "worker " + printable_id(worker_id) + " (" + join(worker->types) + ", pid " + std::to_string(worker->pid) +
           ") dropped: " + std::string(why) + "; " + std::to_string(requeued) + " job(s) requeued");
-  if (transport_.has_subscribers("$mw.worker.gone")) publish_event("$mw.worker.gone", 0, join(worker->types), why, nullptr);
+  if (transport_.has_subscribers("$mw.worker.gone")) {
+    zmq::message_t data = worker_event_data(*worker, requeued);
+    publish_event("$mw.worker.gone", 0, join(worker->types), why, &data);
+  }
   for (const auto& type : worker->types) dispatch(type);
 }
 
@@ -1281,6 +1287,13 @@ void BrokerCore::publish_heartbeat() {
   Json::to_msgpack(data, bytes);
   const zmq::message_t frame(bytes.data(), bytes.size());
   publish_event(kHeartbeatTopic, 0, "", "", &frame);
+}
+
+zmq::message_t BrokerCore::worker_event_data(const WorkerEntry& worker, std::size_t requeued) const {
+  Json data = {{"worker", printable_id(worker.id)}, {"types", worker.types}, {"next", worker.next},
+               {"host", worker.host},                {"pid", worker.pid},     {"credit", worker.credit}};
+  if (requeued) data["requeued"] = requeued;
+  return zmq::message_t(Payload::from_json(data).take_bytes());
 }
 
 void BrokerCore::publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type,

@@ -55,6 +55,14 @@ TEST_CASE("READY registers a worker with its types, next type and credit") {
   CHECK(h.transport.published[0].topic == "$mw.worker.ready");
   const auto meta_frame = frame_of(h.transport.published[0].meta);
   CHECK(wire::decode_event_meta(meta_frame).type == "resize,thumb");
+  // Who it is, for a monitor listening to the events.
+  const auto ready_data = mw::Payload::adopt(h.transport.published[0].data).to_json();
+  CHECK(ready_data["types"] == nlohmann::json{"resize", "thumb"});
+  CHECK(ready_data["next"] == "store");
+  CHECK(ready_data["host"] == "testhost");
+  CHECK(ready_data["pid"] == 1234);
+  CHECK(ready_data["credit"] == 3);
+  CHECK(ready_data["worker"].get<std::string>().size() > 0);
 
   SUBCASE("a second READY re-registers, keeping one entry") {
     h.ready("w1", {"store"}, "", 5);
@@ -474,9 +482,11 @@ TEST_CASE("a silent worker is dropped after heartbeat_ms x liveness and its job 
   const auto to_w2 = h.to("w2");
   CHECK(std::count_if(to_w2.begin(), to_w2.end(), [](const Sent& s) { return s.command == Command::Heartbeat; }) >= 3);
 
-  bool gone_event = false;
-  for (const auto& p : h.transport.published) gone_event |= p.topic == "$mw.worker.gone";
-  CHECK(gone_event);
+  const Published* gone = nullptr;
+  for (const auto& p : h.transport.published)
+    if (p.topic == "$mw.worker.gone") gone = &p;
+  REQUIRE(gone != nullptr);
+  CHECK(mw::Payload::adopt(gone->data).to_json()["requeued"] == 1);  // its job went back
 
   // X1 was requeued at the front: it comes before X3, which waited longer in the queue.
   CHECK(h.queue.depth("a") == 2);

@@ -285,6 +285,9 @@ class BrokerCore {
   // $mw.heartbeat: {"broker": instance, "last_seq": newest stored event,
   // "durable": the store keeps events across restarts, "interval_ms": H}.
   void publish_heartbeat();
+  // The data of $mw.worker.ready and $mw.worker.gone: who the worker is,
+  // and for gone how many of its jobs went back to their queues.
+  zmq::message_t worker_event_data(const WorkerEntry& worker, std::size_t requeued) const;
   void publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type, std::string_view error,
                      const zmq::message_t* data);
   void note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
