@@ -11,7 +11,8 @@
 //
 // System topics (prefix "$mw."): $mw.flow.done (data: the flow's result),
 // $mw.job.dead (data: the dead job's payload, meta.error: why),
-// $mw.worker.ready and $mw.worker.gone (meta.type: the worker's types).
+// $mw.worker.ready and $mw.worker.gone (meta.type: the worker's types;
+// data: {worker, types, next, host, pid, credit}, and requeued for gone).
 //
 // Entity events (`<endpoint>.created|updated|patched|removed`) are stored
 // with a sequence number. A listener given `since` first receives every
