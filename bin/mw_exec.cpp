@@ -30,6 +30,7 @@
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
+#include "exec_reaper.hpp"
 #include "mw/log.hpp"
 #include "mw/version.hpp"
 #include "mw/worker.hpp"
@@ -60,6 +61,7 @@ struct ExecOptions {
   std::vector<std::string> command;
   std::chrono::milliseconds timeout{0};  // 0 = none
   int stop_fd = -1;  // readable once mw-exec is asked to stop (StopSignal)
+  std::optional<mw::exec::ExecReaper> reaper;  // told of every command's group
 };
 
 // A pipe whose ends close themselves.
@@ -157,6 +159,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   posix_spawnattr_destroy(&attributes);
   if (spawn_error != 0)
     throw mw::JobError("cannot run '" + options.command[0] + "': " + std::strerror(spawn_error), false);
+  if (options.reaper) options.reaper->started(pid);
   in.close_read();
   out.close_write();
   err.close_write();
@@ -294,6 +297,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
   ::kill(-pid, SIGKILL);  // what the command left running ends with its job
+  if (options.reaper) options.reaper->ended(pid);  // before the reap: until then the pid is not reused
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -403,6 +407,8 @@ int main(int argc, char** argv) {
     const double timeout_s = args["timeout"].as<double>();
     if (timeout_s < 0) throw mw::UsageError("--timeout must not be negative");
     exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
+    // Forked while this is the only thread (the worker starts the others).
+    exec.reaper = mw::exec::ExecReaper::start();
 
     mw::WorkerOptions wo;
     wo.broker = args["broker"].as<std::string>();

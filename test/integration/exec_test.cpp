@@ -248,6 +248,27 @@ TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then en
   CHECK(s.dead == 0);
 }
 
+TEST_CASE("mw-exec killed with SIGKILL: its reaper ends the running command and what it started") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200"});
+  const auto shell_file = cluster.dir() / "shell.pid";
+  const auto child_file = cluster.dir() / "child.pid";
+  // A shell that waits for a child of its own: both must end.
+  Process& exec = cluster.start_exec(
+      "doomed", {},
+      {"/bin/sh", "-c",
+       "echo $$ > '" + shell_file.string() + "'; sleep 1000 & echo $! > '" + child_file.string() + "'; wait"});
+  REQUIRE(cluster.wait_for_workers("doomed", 1));
+  REQUIRE(cluster.mw({"submit", "doomed", "{}"}).exit_status == 0);
+  REQUIRE(wait_until([&] { return pid_in_file(shell_file) > 0 && pid_in_file(child_file) > 0; }, 10s));
+  const pid_t shell = pid_in_file(shell_file), child = pid_in_file(child_file);
+  CHECK_FALSE(process_ended(child));
+  exec.signal(SIGKILL);
+  REQUIRE(exec.wait_exit(10s).has_value());
+  CHECK(wait_until([&] { return process_ended(shell) && process_ended(child); }, 10s));
+}
+
 TEST_CASE("a stage sent to a type no worker serves is named once in the broker's log: a --next typo shows") {
   Cluster cluster;
   INFO(cluster.report());

@@ -1,0 +1,71 @@
+#include "exec_reaper.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+namespace mw::exec {
+
+namespace {
+
+// The reaper's whole life: collect the groups, kill those left at EOF.
+[[noreturn]] void reap_on_eof(int read_fd) {
+  // Ctrl-C at a terminal reaches the whole foreground group, the reaper
+  // too: it must outlive mw-exec's own stop, so it ignores what stops it.
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGTERM, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::prctl(PR_SET_NAME, "mw-exec-reaper", 0, 0, 0);
+  std::vector<pid_t> running;
+  pid_t message[64];
+  for (;;) {
+    const ssize_t n = ::read(read_fd, message, sizeof message);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: mw-exec has exited, however it died
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(pid_t)); ++i) {
+      const pid_t group = message[i];
+      if (group > 0) {
+        running.push_back(group);
+      } else {
+        std::erase(running, -group);
+      }
+    }
+  }
+  for (const pid_t group : running) ::kill(-group, SIGKILL);
+  ::_exit(0);
+}
+
+}  // namespace
+
+ExecReaper ExecReaper::start() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ExecReaper(-1);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return ExecReaper(-1);
+  }
+  if (pid == 0) {
+    ::close(fds[1]);  // else the reaper would hold its own EOF off
+    reap_on_eof(fds[0]);
+  }
+  ::close(fds[0]);
+  return ExecReaper(fds[1]);
+}
+
+void ExecReaper::tell(pid_t signed_group) const noexcept {
+  if (write_fd_ < 0) return;
+  // Whole or not at all (a pipe keeps writes of up to PIPE_BUF whole); a
+  // reaper that died makes this fail with EPIPE (SIGPIPE is ignored).
+  [[maybe_unused]] const ssize_t n = ::write(write_fd_, &signed_group, sizeof signed_group);
+}
+
+}  // namespace mw::exec
