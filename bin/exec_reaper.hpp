@@ -13,8 +13,10 @@
 //   reaper.started(pid);   // after posix_spawn: the command's group is pid
 //   reaper.ended(pid);     // before the command is reaped (its pid cannot be reused yet)
 //
-// Best effort: a command mw-exec dies before announcing (a few µs after
-// its spawn) is not covered, nor are commands that leave their group.
+// The reaper is named mw-reaper and has a process group of its own, so a
+// kill of mw-exec's group does not take it along. Best effort: a command
+// mw-exec dies before announcing (a few µs after its spawn) is not
+// covered, nor are commands that leave their group.
 // Thread safety: started() and ended() may be called from any thread (one
 // write of at most PIPE_BUF bytes each, which the pipe keeps whole).
 #pragma once

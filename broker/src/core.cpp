@@ -304,7 +304,7 @@ void BrokerCore::on_ready(const std::string& peer, const zmq::message_t& header,
           (stored.next.empty() ? "" : " -> " + stored.next) + " (host " + stored.host + ", pid " +
           std::to_string(stored.pid) + ", credit " + std::to_string(stored.credit) + ")");
   if (transport_.has_subscribers("$mw.worker.ready")) {
-    zmq::message_t data = worker_event_data(stored, 0);
+    zmq::message_t data = worker_event_data(stored, std::nullopt);
     publish_event("$mw.worker.ready", 0, join(stored.types), "", &data);
   }
   dispatch_for_worker(peer, now_ms);
@@ -910,6 +910,10 @@ void BrokerCore::write_dead_record(const Job& job, std::string_view error) {
   record["submitted_at"] = job.submitted_at;
   record["died_at"] = now;
   record["retried"] = false;
+  // A FAIL's error text and a payload's strings come off the wire unchecked:
+  // bytes that are not UTF-8 are replaced, or the store could never take
+  // the record (its JSON text would not be written).
+  record = Json::parse(record.dump(-1, ' ', false, Json::error_handler_t::replace));
   save_dead_record(std::move(record));
 }
 
@@ -923,10 +927,26 @@ void BrokerCore::save_dead_record(Json record) {
     }
     dead_records_this_turn_.push_back(std::move(record));
   } catch (const std::exception& e) {
-    log(LogLevel::error, kLogComponent,
-        "cannot write dead record " + id + " to " + config_.sync_endpoint + " (written again next turn): " + e.what());
+    // The store's trouble (disk full, I/O): the record waits for the next
+    // turn, within the same bound as those a failed commit undid.
+    std::uint64_t suppressed = 0;
+    if (dead_log_.allow(wall_clock_(), suppressed))
+      log(LogLevel::error, kLogComponent,
+          "cannot write dead record " + id + " to " + config_.sync_endpoint + " (written again next turn): " +
+              e.what() + (suppressed ? " (" + std::to_string(suppressed) + " similar lines suppressed)" : ""));
     dead_records_to_rewrite_.push_back(std::move(record));
+    bound_unsaved_dead_records();
   }
+}
+
+void BrokerCore::bound_unsaved_dead_records() {
+  if (dead_records_to_rewrite_.size() <= kMaxUnsavedDeadRecords) return;
+  const std::size_t dropped = dead_records_to_rewrite_.size() - kMaxUnsavedDeadRecords;
+  log(LogLevel::error, kLogComponent,
+      "the store has refused writes for long: " + std::to_string(dropped) +
+          " dead record(s) dropped (their flows' RESULTs and $mw.job.dead events were sent)");
+  dead_records_to_rewrite_.erase(dead_records_to_rewrite_.begin(),
+                                 dead_records_to_rewrite_.begin() + static_cast<std::ptrdiff_t>(dropped));
 }
 
 void BrokerCore::rewrite_dead_records() {
@@ -1213,14 +1233,7 @@ void BrokerCore::end_turn_commit() {
     // Undone with the turn: written again with the next one.
     for (auto& record : dead_records_this_turn_) dead_records_to_rewrite_.push_back(std::move(record));
     dead_records_this_turn_.clear();
-    if (dead_records_to_rewrite_.size() > kMaxUnsavedDeadRecords) {
-      const std::size_t dropped = dead_records_to_rewrite_.size() - kMaxUnsavedDeadRecords;
-      log(LogLevel::error, kLogComponent,
-          "the store has refused commits for long: " + std::to_string(dropped) +
-              " dead record(s) dropped (their flows' RESULTs and $mw.job.dead events were sent)");
-      dead_records_to_rewrite_.erase(dead_records_to_rewrite_.begin(),
-                                     dead_records_to_rewrite_.begin() + static_cast<std::ptrdiff_t>(dropped));
-    }
+    bound_unsaved_dead_records();
   }
   if (committed) {
     if (journal_) journal_->committed();
@@ -1289,10 +1302,10 @@ void BrokerCore::publish_heartbeat() {
   publish_event(kHeartbeatTopic, 0, "", "", &frame);
 }
 
-zmq::message_t BrokerCore::worker_event_data(const WorkerEntry& worker, std::size_t requeued) const {
+zmq::message_t BrokerCore::worker_event_data(const WorkerEntry& worker, std::optional<std::size_t> requeued) const {
   Json data = {{"worker", printable_id(worker.id)}, {"types", worker.types}, {"next", worker.next},
                {"host", worker.host},                {"pid", worker.pid},     {"credit", worker.credit}};
-  if (requeued) data["requeued"] = requeued;
+  if (requeued) data["requeued"] = *requeued;
   return zmq::message_t(Payload::from_json(data).take_bytes());
 }
 

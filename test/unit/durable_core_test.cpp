@@ -432,6 +432,21 @@ TEST_CASE("a dead job leaves a record in the sync endpoint") {
   CHECK((*record)["died_at"] == kWallStart);
 }
 
+TEST_CASE("a dead job whose error is not UTF-8 still leaves a record, the bad bytes replaced") {
+  TempDb db;
+  Broker b(db.path());
+  b.h.ready("w1", {"a"}, "", 1);
+  b.submit(submit_header(1, "a", true, 1, ""), number(1));
+  const auto job = b.h.jobs("w1").at(0);
+  b.h.fail("w1", job.id, "caf\xe9 closed");  // Latin-1, as a command's stderr may be
+  b.h.core.end_turn();
+  const auto record = b.record("sync", "dead-" + std::to_string(job.id));
+  REQUIRE(record.has_value());
+  CHECK((*record)["error"] == "caf\xef\xbf\xbd closed");  // U+FFFD
+  b.advance(10);
+  CHECK(b.h.core.counters().dead == 1);
+}
+
 TEST_CASE("a dead record the store could not keep is written again until a commit keeps it") {
   TempDb db;
   BrokerConfig config = test_config();

@@ -47,6 +47,8 @@ struct ClientOptions {
   // waits on, its deadline and silence limit unchanged. It runs on the
   // waiting thread and must not use this Client (another one may ask the
   // broker); mw::Interrupted thrown from it ends the wait as Ctrl-C does.
+  // Keep it short: the wait can end no earlier than it returns, and sends
+  // no heartbeat meanwhile.
   // `mw submit --wait` uses it to say that a flow waits at a type no
   // worker serves.
   std::function<void(std::uint64_t flow_id)> on_still_waiting;

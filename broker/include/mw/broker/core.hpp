@@ -231,6 +231,8 @@ class BrokerCore {
   // At the start of a turn's commit: the records a failed write or commit
   // undid are written again, until a commit keeps them.
   void rewrite_dead_records();
+  // Drops the oldest records waiting to be written again beyond kMaxUnsavedDeadRecords.
+  void bound_unsaved_dead_records();
   // RESULT to the flow's submitter if it waits, and to the others that
   // wait for it (a later SUBMIT of its key, a WAIT); after the commit when
   // one is open. Keeps the outcome in finished_.
@@ -286,8 +288,8 @@ class BrokerCore {
   // "durable": the store keeps events across restarts, "interval_ms": H}.
   void publish_heartbeat();
   // The data of $mw.worker.ready and $mw.worker.gone: who the worker is,
-  // and for gone how many of its jobs went back to their queues.
-  zmq::message_t worker_event_data(const WorkerEntry& worker, std::size_t requeued) const;
+  // and for gone (`requeued` set) how many of its jobs went back to their queues.
+  zmq::message_t worker_event_data(const WorkerEntry& worker, std::optional<std::size_t> requeued) const;
   void publish_event(std::string_view topic, std::uint64_t flow_id, std::string_view type, std::string_view error,
                      const zmq::message_t* data);
   void note_bad_message(const std::string& peer, std::string_view reason, const zmq::message_t* sample,
