@@ -49,7 +49,7 @@ namespace {
 
 ExecReaper ExecReaper::start() {
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return ExecReaper(-1);
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return ExecReaper();
   // Above the standard descriptors, even if mw-exec started with them
   // closed: log lines written to fd 2 must not land in the pipe.
   int fds[2];
@@ -60,7 +60,7 @@ ExecReaper ExecReaper::start() {
   if (fds[0] < 0 || fds[1] < 0) {
     for (const int fd : fds)
       if (fd >= 0) ::close(fd);
-    return ExecReaper(-1);
+    return ExecReaper();
   }
   // A stopped reaper must not block the worker's threads: a record that
   // does not fit is lost (best effort).
@@ -69,7 +69,7 @@ ExecReaper ExecReaper::start() {
   if (pid < 0) {
     ::close(fds[0]);
     ::close(fds[1]);
-    return ExecReaper(-1);
+    return ExecReaper();
   }
   if (pid == 0) {
     ::close(fds[1]);  // else the reaper would hold its own EOF off

@@ -31,6 +31,8 @@ class ExecReaper {
   // runs on after fork() and only one thread survives it. If the fork
   // fails, the reaper is missing and started()/ended() do nothing.
   static ExecReaper start();
+  // No reaper: started() and ended() do nothing.
+  ExecReaper() = default;
 
   void started(pid_t group) const noexcept { tell(group); }
   void ended(pid_t group) const noexcept { tell(-group); }
@@ -38,7 +40,7 @@ class ExecReaper {
  private:
   explicit ExecReaper(int write_fd) : write_fd_(write_fd) {}
   void tell(pid_t signed_group) const noexcept;
-  int write_fd_;  // -1 without a reaper; never closed: its closing at exit is the signal
+  int write_fd_ = -1;  // -1 without a reaper; never closed: its closing at exit is the signal
 };
 
 }  // namespace mw::exec

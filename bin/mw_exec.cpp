@@ -54,6 +54,9 @@ constexpr auto kDrainAfterExit = std::chrono::seconds(1);
 // before SIGKILL.
 constexpr auto kStopGrace = std::chrono::seconds(10);
 constexpr auto kTermGrace = std::chrono::seconds(2);
+// The two graces as log and error texts say them ("10", "2").
+const std::string kStopGraceText = std::to_string(kStopGrace.count());
+const std::string kTermGraceText = std::to_string(kTermGrace.count());
 // How much of a JSON parser's complaint a job's error quotes.
 constexpr std::size_t kMaxQuotedBytes = 200;
 
@@ -61,7 +64,7 @@ struct ExecOptions {
   std::vector<std::string> command;
   std::chrono::milliseconds timeout{0};  // 0 = none
   int stop_fd = -1;  // readable once mw-exec is asked to stop (StopSignal)
-  std::optional<mw::exec::ExecReaper> reaper;  // told of every command's group
+  mw::exec::ExecReaper reaper;  // told of every command's group (none until started)
 };
 
 // A pipe whose ends close themselves.
@@ -159,7 +162,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   posix_spawnattr_destroy(&attributes);
   if (spawn_error != 0)
     throw mw::JobError("cannot run '" + options.command[0] + "': " + std::strerror(spawn_error), false);
-  if (options.reaper) options.reaper->started(pid);
+  options.reaper.started(pid);
   in.close_read();
   out.close_write();
   err.close_write();
@@ -223,9 +226,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     if (stop_at && !term_at && now - *stop_at >= kStopGrace) {
       mw::log(mw::LogLevel::warn, "mw-exec",
               "job " + std::to_string(job.id) + ": '" + options.command[0] + "' (pid " + std::to_string(pid) +
-                  ") still runs " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopGrace).count()) +
-                  " s after the stop: SIGTERM, SIGKILL " +
-                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kTermGrace).count()) +
+                  ") still runs " + kStopGraceText + " s after the stop: SIGTERM, SIGKILL " + kTermGraceText +
                   " s later; the job will run again");
       ::kill(-pid, SIGTERM);
       term_at = now;
@@ -238,8 +239,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     if (!cancelled_at && !exited_at && job.cancel.stop_requested()) {
       mw::log(mw::LogLevel::info, "mw-exec",
               "job " + std::to_string(job.id) + "'s flow was cancelled: ending '" + options.command[0] + "' (pid " +
-                  std::to_string(pid) + ") with SIGTERM, SIGKILL " +
-                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kTermGrace).count()) + " s later");
+                  std::to_string(pid) + ") with SIGTERM, SIGKILL " + kTermGraceText + " s later");
       ::kill(-pid, SIGTERM);
       cancelled_at = now;
     }
@@ -261,8 +261,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       stop_at = Clock::now();
       mw::log(mw::LogLevel::info, "mw-exec",
               "stopping: job " + std::to_string(job.id) + "'s '" + options.command[0] + "' (pid " + std::to_string(pid) +
-                  ") gets " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopGrace).count()) +
-                  " s to finish");
+                  ") gets " + kStopGraceText + " s to finish");
     }
     if (in_at >= 0 && fds[in_at].revents) {
       const ssize_t w = ::write(in.write, input.data() + written, input.size() - written);
@@ -297,7 +296,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
   ::kill(-pid, SIGKILL);  // what the command left running ends with its job
-  if (options.reaper) options.reaper->ended(pid);  // before the reap: until then the pid is not reused
+  options.reaper.ended(pid);  // before the reap: until then the pid is not reused
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -308,8 +307,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
                        " ms and was killed");
   if (too_much_output) throw mw::JobError("'" + options.command[0] + "' wrote more than 16 MiB to stdout", false);
   if (stopped)
-    throw mw::JobError("mw-exec was stopping and '" + options.command[0] + "' ran on for " +
-                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopGrace).count()) +
+    throw mw::JobError("mw-exec was stopping and '" + options.command[0] + "' ran on for " + kStopGraceText +
                        " s more: it was ended, and the job goes back to be run again");
 
   if (WIFSIGNALED(status))

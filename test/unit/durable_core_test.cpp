@@ -140,6 +140,17 @@ struct Broker {
     return submit(submit_header(++request_id, type, wait), payload);
   }
 
+  // A flow of type "a" allowed one attempt, held by worker w1 (registered
+  // here): failing its job makes it dead.
+  struct HeldJob {
+    std::uint64_t flow, job;
+  };
+  HeldJob one_attempt_job(const std::string& payload) {
+    h.ready("w1", {"a"}, "", 1);
+    const auto flow = submit(submit_header(1, "a", true, 1, ""), payload);
+    return {flow, h.jobs("w1").at(0).id};
+  }
+
   // Advances both clocks and runs timers.
   void advance(std::int64_t ms) {
     h.now += ms;
@@ -413,14 +424,12 @@ TEST_CASE("a dead job leaves a record in the sync endpoint") {
   BrokerConfig config = test_config();
   config.sync_endpoint = "deadletters";
   Broker b(db.path(), config);
-  b.h.ready("w1", {"a"}, "", 1);
-  const auto flow = b.submit(submit_header(1, "a", true, 1, ""), number(50.5));
-  const auto job = b.h.jobs("w1").at(0);
-  b.h.fail("w1", job.id, "API down");
+  const auto [flow, job] = b.one_attempt_job(number(50.5));
+  b.h.fail("w1", job, "API down");
   CHECK(b.h.results("c1").empty());  // the RESULT waits for the record's commit
   b.h.core.end_turn();
   REQUIRE(b.h.results("c1").size() == 1);
-  const auto record = b.record("deadletters", "dead-" + std::to_string(job.id));
+  const auto record = b.record("deadletters", "dead-" + std::to_string(job));
   REQUIRE(record.has_value());
   CHECK((*record)["kind"] == "dead");
   CHECK((*record)["type"] == "a");
@@ -435,12 +444,10 @@ TEST_CASE("a dead job leaves a record in the sync endpoint") {
 TEST_CASE("a dead job whose error is not UTF-8 still leaves a record, the bad bytes replaced") {
   TempDb db;
   Broker b(db.path());
-  b.h.ready("w1", {"a"}, "", 1);
-  b.submit(submit_header(1, "a", true, 1, ""), number(1));
-  const auto job = b.h.jobs("w1").at(0);
-  b.h.fail("w1", job.id, "caf\xe9 closed");  // Latin-1, as a command's stderr may be
+  const auto job = b.one_attempt_job(number(1)).job;
+  b.h.fail("w1", job, "caf\xe9 closed");  // Latin-1, as a command's stderr may be
   b.h.core.end_turn();
-  const auto record = b.record("sync", "dead-" + std::to_string(job.id));
+  const auto record = b.record("sync", "dead-" + std::to_string(job));
   REQUIRE(record.has_value());
   CHECK((*record)["error"] == "caf\xef\xbf\xbd closed");  // U+FFFD
   b.advance(10);
@@ -452,13 +459,11 @@ TEST_CASE("a dead record the store could not keep is written again until a commi
   BrokerConfig config = test_config();
   config.sync_endpoint = "deadletters";
   Broker b(db.path(), config);
-  b.h.ready("w1", {"a"}, "", 1);
-  b.submit(submit_header(1, "a", true, 1, ""), number(7));
-  const auto job = b.h.jobs("w1").at(0);
-  const std::string id = "dead-" + std::to_string(job.id);
+  const auto job = b.one_attempt_job(number(7)).job;
+  const std::string id = "dead-" + std::to_string(job);
   SUBCASE("the turn's commit fails") { b.store->fail_commits = true; }
   SUBCASE("the record's own write fails (disk full)") { b.store->fail_appends = true; }
-  b.h.fail("w1", job.id, "API down");
+  b.h.fail("w1", job, "API down");
   b.h.core.end_turn();
   CHECK_FALSE(b.record("deadletters", id).has_value());
   b.advance(10);  // still failing: kept, not lost
