@@ -13,6 +13,7 @@
 #include "mw/broker/server.hpp"
 #include "mw/error.hpp"
 #include "mw/log.hpp"
+#include "mw/options.hpp"
 #include "mw/stop_signal.hpp"
 #include "mw/version.hpp"
 
@@ -213,7 +214,7 @@ int main(int argc, char** argv) {
     broker.run(stop);
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "mw-broker: %s (see --help)\n", e.what());
+    std::fprintf(stderr, "mw-broker: %s (see --help)\n", mw::option_error_text(e.what(), argc, argv).c_str());
     return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw-broker: %s\n", e.what());

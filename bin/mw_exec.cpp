@@ -32,6 +32,7 @@
 
 #include "exec_reaper.hpp"
 #include "mw/log.hpp"
+#include "mw/options.hpp"
 #include "mw/version.hpp"
 #include "mw/worker.hpp"
 
@@ -426,16 +427,17 @@ int main(int argc, char** argv) {
         throw;
       }
     });
-    mw::log(mw::LogLevel::info, "mw-exec", "serving " + wo.types.front() + " with '" + exec.command[0] + "' from " + wo.broker);
+    mw::log(mw::LogLevel::info, "mw-exec", "serving " + wo.types.front() + " with '" + exec.command[0] + "'; connecting to the broker at " + wo.broker);
     worker.run(stop);
     const auto counters = worker.counters();
     mw::log(mw::LogLevel::info, "mw-exec",
             "stopped: " + std::to_string(counters.done) + " job(s) done, " + std::to_string(counters.failed) +
-                " failed (a command ended by the stop among them: its job runs again), " +
+                (counters.failed > 0 ? " failed (a command ended by the stop among them: its job runs again), "
+                                     : " failed, ") +
                 std::to_string(counters.cancelled) + " cancelled; jobs not started went back to the broker");
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "mw-exec: %s (see --help)\n", e.what());
+    std::fprintf(stderr, "mw-exec: %s (see --help)\n", mw::option_error_text(e.what(), argc, argv).c_str());
     return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw-exec: %s\n", e.what());

@@ -151,7 +151,8 @@ int main(int raw_argc, char** raw_argv) {
     std::fprintf(stderr, "mw: unknown command '%s' (try: submit, status, result, listen, flows, cancel, dead, retry, schedule, bench, create, get, find, patch, update, remove; see mw --help)\n", argv[1]);
     return mw::kUsageExitCode;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1], e.what(), argv[1]);
+    std::fprintf(stderr, "mw %s: %s (see mw %s --help)\n", argv[1],
+                 mw::option_error_text(e.what(), argc, argv).c_str(), argv[1]);
     return mw::kUsageExitCode;
   } catch (const mw::Interrupted& e) {
     std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());

@@ -26,7 +26,10 @@ constexpr std::string_view kCommand = "mw result";
 // longer kept): not the same as a flow that failed (1) or goes on (3).
 constexpr int kExitUnknownFlow = 4;
 
-int unknown_flow(const Error& e) {
+// With --json, stdout gets a record too, so that a script reading one
+// document per flow gets one for this flow as well.
+int unknown_flow(const Error& e, std::uint64_t flow, bool json) {
+  if (json) std::cout << nlohmann::ordered_json{{"id", flow}, {"state", "unknown"}}.dump() << std::endl;
   std::fprintf(stderr, "mw result: %s\n", e.what());
   return kExitUnknownFlow;
 }
@@ -76,7 +79,8 @@ int result(int argc, char** argv) {
       ("timeout", "with --wait: give up after this many seconds, or once the broker has been silent for 10 s "
                   "(exit 3; the flow goes on)",
        cxxopts::value<double>()->default_value("30"))
-      ("json", "print the flow's record ($flows get) as JSON instead, whatever its state")
+      ("json", "print the flow's record ($flows get) as JSON instead, whatever its state "
+               "({\"id\": FLOW, \"state\": \"unknown\"} for a flow the broker does not know)")
       ("pretty", "with --json: indent the JSON")
       ("flow", "flow id", cxxopts::value<std::string>());
   options.parse_positional({"flow"});
@@ -107,7 +111,7 @@ int result(int argc, char** argv) {
     } catch (const Interrupted&) {
       throw;  // main says it and exits 130
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::NotFound) return unknown_flow(e);
+      if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json);
       // The broker went silent while we waited: no outcome, as on a timeout.
       if (e.code() != ErrorCode::Unavailable) throw;
       std::fprintf(stderr, "mw result: %s\n", e.what());
@@ -127,7 +131,7 @@ int result(int argc, char** argv) {
   try {
     record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::NotFound) return unknown_flow(e);
+    if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json);
     throw;
   }
   const auto state = record.at("state").get<std::string>();

@@ -351,6 +351,8 @@ class Client::Impl {
 
   // A broker that went silent after a SUBMIT may have committed the job
   // before it died or stalled: the caller must not take it as refused.
+  // Even one that never answered may have it: a broker busy for a while
+  // still takes the SUBMIT into its socket, and commits it later.
   static Error unacknowledged(const Error& e) {
     return Error(std::string(e.what()) +
                      "; the SUBMIT was not acknowledged, so the job may or may not have been accepted "
@@ -386,6 +388,7 @@ class Client::Impl {
     for (;;) {
       while (auto in = peer_.try_recv()) {
         last_heard_ = Clock::now();
+        broker_answered_ = true;
         if (in->command == Command::Welcome) {
           const auto w = wire::decode_welcome(in->header);
           pub_address_ = std::string(w.pub_address);
@@ -433,8 +436,11 @@ class Client::Impl {
         }
         const auto silence_limit = std::max<std::chrono::milliseconds>(beat * kHeartbeatLiveness, min_silence);
         if (fail_on_silence && now - std::max(last_heard_, wait_started) > silence_limit)
-          throw Error("lost the broker at " + options_.broker + ": no heartbeat for " +
-                          std::to_string(silence_limit.count()) + " ms",
+          throw Error(broker_answered_ ? "lost the broker at " + options_.broker + ": no heartbeat for " +
+                                             std::to_string(silence_limit.count()) + " ms"
+                                       : "no answer from a broker at " + options_.broker + " within " +
+                                             std::to_string(silence_limit.count()) +
+                                             " ms: is mw-broker running there? (--broker or $MW_BROKER)",
                       ErrorCode::Unavailable);
         wait = std::min(wait, beat);
       }
@@ -508,6 +514,7 @@ class Client::Impl {
   std::optional<Clock::time_point> still_waiting_at_;
   std::uint32_t heartbeat_ms_ = kDefaultHeartbeatMs;
   Clock::time_point last_heard_ = Clock::now();
+  bool broker_answered_ = false;  // anything at all came from the broker on this socket
   Clock::time_point last_heartbeat_ = Clock::now();
 };
 

@@ -42,4 +42,48 @@ std::string host_name() {
   return buffer;
 }
 
+namespace {
+
+// cxxopts quotes with U+2018/U+2019; a terminal or a log may not show them.
+std::string plain_quotes(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto rest = text.substr(i);
+    if (rest.starts_with("\u2018") || rest.starts_with("\u2019")) {
+      out += '\'';
+      i += 2;  // the quote is three bytes of UTF-8
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+// The flag whose value is `value`: "--name value", "--name=value", "-n value".
+std::string flag_carrying(std::string_view value, int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (!arg.starts_with("-")) continue;
+    const auto eq = arg.find('=');
+    if (eq != std::string_view::npos && arg.substr(eq + 1) == value) return std::string(arg.substr(0, eq));
+    if (eq == std::string_view::npos && i + 1 < argc && argv[i + 1] == value) return std::string(arg);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string option_error_text(std::string_view parser_message, int argc, const char* const* argv) {
+  std::string message = plain_quotes(parser_message);
+  constexpr std::string_view head = "Argument '", tail = "' failed to parse";
+  if (message.starts_with(head) && message.ends_with(tail)) {
+    const std::string value = message.substr(head.size(), message.size() - head.size() - tail.size());
+    const std::string flag = flag_carrying(value, argc, argv);
+    if (!flag.empty()) return flag + " '" + value + "' is not a valid value";
+    return "'" + value + "' is not a valid value";
+  }
+  return message;
+}
+
 }  // namespace mw

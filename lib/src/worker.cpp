@@ -16,6 +16,7 @@
 #include <cxxopts.hpp>
 
 #include "mw/log.hpp"
+#include "mw/options.hpp"
 #include "mw/wire.hpp"
 #include "peer_socket.hpp"
 
@@ -239,8 +240,7 @@ class Worker::Impl {
         last_sent_heartbeat_ = Clock::now();
       }
       if (ms_since(last_heard_) > liveness_ms) {
-        log(LogLevel::warn, "worker", options_.name + ": no word from the broker at " + options_.broker + " for " +
-                                          std::to_string(liveness_ms) + " ms; reconnecting");
+        warn_of_silence(liveness_ms);
         reconnect(peer);
       }
       // Last in the turn: the liveness check above must only ever follow a
@@ -287,6 +287,12 @@ class Worker::Impl {
           const auto welcome = wire::decode_welcome(in.header);
           heartbeat_ms_.store(std::clamp<std::uint32_t>(welcome.heartbeat_ms, 10, 600'000));
           peer.take_welcome(welcome);
+          // Said once per connection: when the worker is first in service,
+          // and again after each time it lost its broker.
+          log(LogLevel::info, "worker",
+              options_.name + (welcomes_++ == 0 ? ": registered with the broker at " : ": registered again with the broker at ") +
+                  options_.broker);
+          silent_attempts_ = 0;
           keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }
@@ -319,6 +325,22 @@ class Worker::Impl {
     } catch (const wire::DecodeError& e) {
       log(LogLevel::warn, "worker", options_.name + ": skipping malformed message from broker: " + e.what());
       return true;
+    }
+  }
+
+  // A broker that went quiet is worth a line each time; one that never
+  // answers (not started yet, a wrong --broker) is said at the 1st, 2nd,
+  // 4th, 8th... silent attempt, so a worker left waiting does not fill its
+  // log with one line per liveness period.
+  void warn_of_silence(std::int64_t liveness_ms) {
+    const auto attempt = ++silent_attempts_;
+    if (attempt == 1 && welcomes_ > 0) {
+      log(LogLevel::warn, "worker", options_.name + ": no word from the broker at " + options_.broker + " for " +
+                                        std::to_string(liveness_ms) + " ms; reconnecting");
+    } else if ((attempt & (attempt - 1)) == 0) {
+      log(LogLevel::warn, "worker", options_.name + ": no answer from a broker at " + options_.broker + " for " +
+                                        std::to_string(liveness_ms * attempt / 1000) +
+                                        " s: is mw-broker running there? (--broker or $MW_BROKER); still trying");
     }
   }
 
@@ -616,6 +638,8 @@ class Worker::Impl {
   std::atomic<std::uint32_t> heartbeat_ms_{kDefaultHeartbeatMs};
   Clock::time_point last_heard_ = Clock::now();
   Clock::time_point last_sent_heartbeat_ = Clock::now();  // under socket_mutex_
+  std::uint64_t welcomes_ = 0;         // WELCOMEs so far: one per connection that registered
+  std::uint64_t silent_attempts_ = 0;  // connections in a row that heard nothing in a liveness period
 
   // Inline mode (threads == 1): jobs received and not yet run; I/O thread only.
   std::deque<Job> local_;
@@ -694,11 +718,11 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     wo.threads = args["threads"].as<std::uint32_t>();
     Worker worker(wo, std::move(handler));
     log(LogLevel::info, "worker", "serving " + wo.types.front() + (wo.next.empty() ? "" : " -> " + wo.next) +
-                                      " from " + wo.broker);
+                                      "; connecting to the broker at " + wo.broker);
     worker.run(stop);
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "%s: %s (see --help)\n", program.c_str(), e.what());
+    std::fprintf(stderr, "%s: %s (see --help)\n", program.c_str(), option_error_text(e.what(), argc, argv).c_str());
     return kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());

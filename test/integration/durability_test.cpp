@@ -153,6 +153,10 @@ TEST_CASE("durability: delayed jobs, retries and keys survive a kill -9") {
   cluster.start_exec("later", {}, logging_echo(log));
   REQUIRE(wait_until([&] { return line_counts(log).count(input_line(1)) == 1; }, 20s, 20ms));
   CHECK(Clock::now() - submitted_at >= 4900ms);  // its time was kept, not restarted or dropped
+  // The flow kept its id across the restart: its outcome is found by it.
+  const auto later_outcome = client.wait(delayed_flow, 10s);
+  REQUIRE(later_outcome.has_value());
+  CHECK(later_outcome->done);
   CHECK(cluster.status().delayed == 0);
 }
 
@@ -346,6 +350,14 @@ TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it"
   CHECK(unknown.exit_status == 4);  // not known: neither failed (1) nor going on (3)
   CHECK(cluster.mw({"result", "12345", "--wait", "--timeout", "5"}).exit_status == 4);
   CHECK(unknown.err.find("flow 12345 is not known here") != std::string::npos);
+  CHECK(unknown.out.empty());
+  // A script that asked for JSON gets a document for the flow all the same.
+  for (const auto& json_args : {std::vector<std::string>{"result", "12345", "--json"},
+                                std::vector<std::string>{"result", "12345", "--json", "--wait", "--timeout", "5"}}) {
+    const auto unknown_json = cluster.mw(json_args);
+    CHECK(unknown_json.exit_status == 4);
+    CHECK(nlohmann::json::parse(unknown_json.out) == nlohmann::json::parse(R"({"id": 12345, "state": "unknown"})"));
+  }
   CHECK(cluster.mw({"result", "abc"}).exit_status == 2);  // not a flow id: the command line is wrong
 }
 

@@ -164,6 +164,33 @@ TEST_CASE("reliability: workers find a restarted broker on the same port by them
   const auto r = cluster.mw({"submit", "sampleworker", "0.75", "--wait", "--timeout", "20"});
   REQUIRE(r.exit_status == 0);
   CHECK(nlohmann::json::parse(r.out).at("value").get<double>() == doctest::Approx(std::sin(0.75)).epsilon(1e-12));
+  CHECK(sample.stderr_text().find("registered with the broker at " + address) != std::string::npos);
+  CHECK(sample.stderr_text().find("registered again with the broker at " + address) != std::string::npos);
+}
+
+TEST_CASE("reliability: a worker started before its broker says so, and registers once the broker comes") {
+  Cluster cluster;
+  INFO(cluster.report());
+  // An address just freed: the broker that had it is gone.
+  cluster.start_broker();
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  cluster.broker().signal(SIGTERM);
+  REQUIRE(cluster.broker().wait_exit(5s) == 0);
+
+  Process& early = cluster.start_exec("early", {}, {"cat"});
+  // Nothing answers for a liveness period (3 heartbeats of 1 s): it says
+  // where it looks, and goes on trying.
+  const auto warning = early.wait_for_stderr_line("is mw-broker running there?", 10s);
+  REQUIRE(warning.has_value());
+  CHECK(warning->find(address) != std::string::npos);
+  CHECK(early.running());
+
+  cluster.start_broker({}, address, pub);
+  REQUIRE(cluster.wait_for_worker_pid(early.pid(), true, 10s));
+  CHECK(early.wait_for_stderr_line("registered with the broker at " + address, 5s).has_value());
+  const auto r = cluster.mw({"submit", "early", R"({"n": 1})", "--wait", "--timeout", "20"});
+  REQUIRE(r.exit_status == 0);
+  CHECK(nlohmann::json::parse(r.out) == nlohmann::json::parse(R"({"n": 1})"));
 }
 
 TEST_CASE("reliability: SIGTERM lets a worker finish its running job, then it leaves cleanly") {

@@ -51,7 +51,7 @@ struct ClientOptions {
   // no heartbeat meanwhile.
   // `mw submit --wait` uses it to say that a flow waits at a type no
   // worker serves.
-  std::function<void(std::uint64_t flow_id)> on_still_waiting;
+  std::function<void(std::uint64_t flow_id)> on_still_waiting{};
   std::chrono::milliseconds still_waiting_after{3000};
 };
 

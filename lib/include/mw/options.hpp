@@ -18,4 +18,11 @@ std::string connectable_address(std::string_view reported, std::string_view brok
 // The host name of this machine, for READY and logs.
 std::string host_name();
 
+// The option parser's complaint (cxxopts' what()), said so that it names
+// the flag at fault. "Argument 'abc' failed to parse" names only the value:
+// this finds the flag that carried it on the command line and says
+// "--timeout 'abc' is not a valid value". Other complaints come back as they
+// are, with the parser's typographic quotes made plain.
+std::string option_error_text(std::string_view parser_message, int argc, const char* const* argv);
+
 }  // namespace mw

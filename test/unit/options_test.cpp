@@ -1,0 +1,51 @@
+// mw/options.hpp: the broker address every program defaults to, addresses a
+// broker reports, and option errors that name the flag at fault.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "mw/options.hpp"
+
+namespace {
+
+std::string error_for(std::string_view parser_message, std::vector<const char*> argv) {
+  return mw::option_error_text(parser_message, static_cast<int>(argv.size()), argv.data());
+}
+
+constexpr std::string_view kFailedToParse = "Argument \u2018abc\u2019 failed to parse";
+
+}  // namespace
+
+TEST_CASE("option_error_text names the flag whose value did not parse") {
+  CHECK(error_for(kFailedToParse, {"submit", "sq", "{}", "--timeout", "abc"}) ==
+        "--timeout 'abc' is not a valid value");
+  CHECK(error_for(kFailedToParse, {"submit", "--timeout=abc", "sq"}) == "--timeout 'abc' is not a valid value");
+  CHECK(error_for(kFailedToParse, {"mw-exec", "-c", "abc"}) == "-c 'abc' is not a valid value");
+  // A positional word equal to the value is no flag's value.
+  CHECK(error_for(kFailedToParse, {"submit", "abc"}) == "'abc' is not a valid value");
+}
+
+TEST_CASE("option_error_text passes other complaints on with plain quotes") {
+  CHECK(error_for("Option \u2018bogus\u2019 does not exist", {"submit", "--bogus"}) == "Option 'bogus' does not exist");
+  CHECK(error_for("plain text", {"x"}) == "plain text");
+}
+
+TEST_CASE("default_broker_address prefers a non-empty $MW_BROKER") {
+  ::unsetenv("MW_BROKER");
+  CHECK(mw::default_broker_address() == "tcp://127.0.0.1:5555");
+  ::setenv("MW_BROKER", "", 1);
+  CHECK(mw::default_broker_address() == "tcp://127.0.0.1:5555");
+  ::setenv("MW_BROKER", "ipc:///tmp/mw.sock", 1);
+  CHECK(mw::default_broker_address() == "ipc:///tmp/mw.sock");
+  ::unsetenv("MW_BROKER");
+}
+
+TEST_CASE("connectable_address reaches a wildcard bind on the broker's host") {
+  CHECK(mw::connectable_address("tcp://0.0.0.0:5556", "tcp://10.1.2.3:5555") == "tcp://10.1.2.3:5556");
+  CHECK(mw::connectable_address("tcp://*:5556", "tcp://broker.example:5555") == "tcp://broker.example:5556");
+  CHECK(mw::connectable_address("tcp://127.0.0.1:5556", "tcp://10.1.2.3:5555") == "tcp://127.0.0.1:5556");
+  CHECK(mw::connectable_address("ipc:///tmp/pub", "tcp://10.1.2.3:5555") == "ipc:///tmp/pub");
+}
