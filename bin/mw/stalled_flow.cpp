@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <vector>
+
+#include "type_hint.hpp"
 
 namespace mw::cli {
 
@@ -19,9 +22,14 @@ std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flo
     const auto record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
     if (record.value("state", "") != "queued") return std::nullopt;
     const auto type = record.value("type", "");
-    for (const auto& t : client.status().types)
-      if (t.type == type && t.workers > 0) return std::nullopt;
-    return "flow " + std::to_string(flow) + " is queued at type '" + type + "', which no worker serves";
+    std::vector<std::string> served;
+    for (const auto& t : client.status().types) {
+      if (t.workers == 0) continue;
+      if (t.type == type) return std::nullopt;
+      served.push_back(t.type);
+    }
+    return "flow " + std::to_string(flow) + " is queued at type '" + type + "', which no worker serves" +
+           served_types_hint(type, served);
   } catch (const Interrupted&) {
     throw;
   } catch (const std::exception&) {

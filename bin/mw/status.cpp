@@ -3,12 +3,15 @@
 #include <iomanip>
 #include <iostream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "json_text.hpp"
 #include "mw/client.hpp"
+#include "type_hint.hpp"
 
 namespace mw::cli {
 namespace {
@@ -112,10 +115,16 @@ void print_table(const wire::Stats& s, bool all_types) {
   if (hidden) std::printf("(%zu idle type(s) without workers not shown: mw status --all)\n", hidden);
   // Jobs that cannot move: no worker was started for the type, or a
   // stage's --next (or nextWorkerType) names a type nobody runs.
+  std::vector<std::string> served;
   for (const auto& t : s.types)
-    if (t.workers == 0 && t.queued > 0)
-      std::printf("! %s: %llu job(s) queued and no worker serves it (start one with --type %s)\n", t.type.c_str(),
-                  static_cast<unsigned long long>(t.queued), t.type.c_str());
+    if (t.workers > 0) served.push_back(t.type);
+  for (const auto& t : s.types)
+    if (t.workers == 0 && t.queued > 0) {
+      const auto nearest = nearest_type(t.type, served);
+      std::printf("! %s: %llu job(s) queued and no worker serves it (start one with --type %s%s)\n", t.type.c_str(),
+                  static_cast<unsigned long long>(t.queued), t.type.c_str(),
+                  nearest ? ("; or did you mean '" + *nearest + "'?").c_str() : "");
+    }
   std::string limits;
   for (const auto& t : s.types)
     if (t.rate_max)

@@ -155,9 +155,17 @@ TEST_CASE("mw submit --wait and mw result --wait say when the flow waits at a ty
   Cluster cluster;
   INFO(cluster.report());
   cluster.start_broker({"--heartbeat-ms", "200"});
+  // A type one edit away is served: the hint guesses it was meant.
+  cluster.start_exec("unserve", {}, {"/bin/cat"});
+  REQUIRE(cluster.wait_for_workers("unserve", 1));
   Process& waiting = cluster.start_mw("waiting", {"submit", "unserved", "{\"n\":1}", "--wait", "--timeout", "60"});
-  REQUIRE(waiting.wait_for_stderr_line("is queued at type 'unserved', which no worker serves", 20s).has_value());
+  const auto hint = waiting.wait_for_stderr_line("is queued at type 'unserved', which no worker serves", 20s);
+  REQUIRE(hint.has_value());
+  CHECK(hint->find("(did you mean 'unserve'? workers serve: unserve)") != std::string::npos);
   CHECK(waiting.running());  // it says so and waits on
+  const auto table = cluster.mw({"status"});
+  CHECK(table.out.find("! unserved: 1 job(s) queued and no worker serves it "
+                       "(start one with --type unserved; or did you mean 'unserve'?)") != std::string::npos);
   const auto listed = cluster.mw({"flows", "--json"});
   REQUIRE(listed.exit_status == 0);
   const auto id = json_lines(listed.out).at(0).at("id").get<std::uint64_t>();

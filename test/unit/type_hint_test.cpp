@@ -1,0 +1,34 @@
+// bin/mw/type_hint.cpp: the served type a mistyped one was meant to be.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "type_hint.hpp"
+
+using mw::cli::nearest_type;
+using mw::cli::served_types_hint;
+
+TEST_CASE("nearest_type finds a typo: a swap, a missing, an extra or a changed character") {
+  const std::vector<std::string> served{"sin", "square", "resize-image", "nextworker"};
+  CHECK(nearest_type("sqaure", served) == "square");
+  CHECK(nearest_type("squre", served) == "square");
+  CHECK(nearest_type("squares", served) == "square");
+  CHECK(nearest_type("resize_image", served) == "resize-image");
+  CHECK(nearest_type("next-workr", served) == "nextworker");
+}
+
+TEST_CASE("nearest_type does not guess at a name far from every served one") {
+  const std::vector<std::string> served{"sin", "square"};
+  CHECK_FALSE(nearest_type("thumbnail", served).has_value());
+  CHECK_FALSE(nearest_type("cos", served).has_value());  // every character differs
+  CHECK_FALSE(nearest_type("sin", served).has_value());  // itself is no typo
+  CHECK_FALSE(nearest_type("x", {}).has_value());
+}
+
+TEST_CASE("served_types_hint names the guess and the types served, at most eight") {
+  CHECK(served_types_hint("sqaure", {"sin", "square"}) == " (did you mean 'square'? workers serve: sin, square)");
+  CHECK(served_types_hint("thumbnail", {"sin", "square"}) == " (workers serve: sin, square)");
+  CHECK(served_types_hint("thumbnail", {}).empty());
+  std::vector<std::string> many;
+  for (int i = 0; i < 10; ++i) many.push_back("type" + std::to_string(i) + "xx");
+  CHECK(served_types_hint("zzz", many).ends_with("type7xx, and 2 more)"));
+}
