@@ -54,8 +54,7 @@ Schedule check_schedule(const ScheduleArgs& args, TimePoint now) {
   Schedule s;
   check_schedule_name(args.name);
   s.name = args.name;
-  if (args.type.empty() || args.type.size() > kMaxTypeNameBytes)
-    bad("TYPE must be 1 to " + std::to_string(kMaxTypeNameBytes) + " bytes");
+  if (auto problem = type_name_problem(args.type); !problem.empty()) bad("TYPE: " + problem);
   s.type = args.type;
   try {
     s.payload = parse_ordered_json(args.payload_json);

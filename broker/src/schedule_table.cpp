@@ -18,9 +18,12 @@ std::optional<Schedule> Schedule::from_document(const Json& doc, std::string& wh
   }
   s.name = doc["id"].get<std::string>();
   const auto type = doc.find("type");
-  if (type == doc.end() || !type->is_string() || type->get<std::string>().empty() ||
-      type->get<std::string>().size() > kMaxTypeNameBytes) {
-    why = "needs a type of 1..128 bytes";
+  if (type == doc.end() || !type->is_string()) {
+    why = "needs a type, a string";
+    return std::nullopt;
+  }
+  if (auto problem = type_name_problem(type->get<std::string>()); !problem.empty()) {
+    why = "has a bad type: " + problem;
     return std::nullopt;
   }
   s.type = type->get<std::string>();

@@ -51,8 +51,7 @@ class Client::Impl {
       : options_(std::move(options)), context_(1), peer_(context_, options_.broker) {}
 
   std::uint64_t send_submit(std::string_view type, std::string_view payload, bool wait, SubmitOptions options) {
-    if (type.empty() || type.size() > kMaxTypeNameBytes)
-      throw Error("job type must be 1..128 bytes", ErrorCode::BadRequest);
+    if (auto problem = type_name_problem(type); !problem.empty()) throw Error(problem, ErrorCode::BadRequest);
     check_submit_options(options);
     const std::uint64_t request_id = ++last_request_id_;
     wire::Submit submit;

@@ -46,4 +46,77 @@ bool is_known_command(std::uint8_t byte) noexcept {
   return byte >= static_cast<std::uint8_t>(Command::Hello) && byte <= static_cast<std::uint8_t>(Command::Cancel);
 }
 
+namespace {
+
+// The length of the UTF-8 sequence at the start of `text`, or 0 when it is
+// not one (a stray continuation byte, an overlong form, a surrogate, past
+// U+10FFFF, or cut short).
+std::size_t utf8_sequence_length(std::string_view text) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  std::size_t length;
+  unsigned char low = 0x80, high = 0xBF;  // the allowed range of the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;   // no overlong forms
+    if (lead == 0xED) high = 0x9F;  // no surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;  // nothing past U+10FFFF
+  } else {
+    return 0;
+  }
+  if (text.size() < length || byte(1) < low || byte(1) > high) return 0;
+  for (std::size_t i = 2; i < length; ++i)
+    if (byte(i) < 0x80 || byte(i) > 0xBF) return 0;
+  return length;
+}
+
+// `type` as a message may quote it: control characters and bytes that are
+// not UTF-8 as \xNN, and at most 60 bytes of it.
+std::string shown_type(std::string_view type) {
+  constexpr std::size_t kShown = 60;
+  std::string out;
+  for (std::size_t i = 0; i < type.size() && i < kShown;) {
+    const unsigned char c = static_cast<unsigned char>(type[i]);
+    const std::size_t length = utf8_sequence_length(type.substr(i));
+    if (length == 0 || c < 0x20 || c == 0x7F) {
+      constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+      ++i;
+    } else {
+      out.append(type.substr(i, length));
+      i += length;
+    }
+  }
+  if (type.size() > kShown) out += "...";
+  return out;
+}
+
+}  // namespace
+
+std::string type_name_problem(std::string_view type) {
+  constexpr std::string_view kRule = ": a type is one word of text, without spaces, commas or control characters";
+  if (type.empty()) return "a type may not be empty";
+  if (type.size() > kMaxTypeNameBytes)
+    return "type '" + shown_type(type) + "' is " + std::to_string(type.size()) + " bytes long: a type is at most " +
+           std::to_string(kMaxTypeNameBytes);
+  for (std::size_t i = 0; i < type.size();) {
+    const std::size_t length = utf8_sequence_length(type.substr(i));
+    if (length == 0) return "type '" + shown_type(type) + "' is not valid UTF-8" + std::string(kRule);
+    const unsigned char c = static_cast<unsigned char>(type[i]);
+    if (c == ' ') return "type '" + shown_type(type) + "' holds a space" + std::string(kRule);
+    if (c == ',') return "type '" + shown_type(type) + "' holds a comma" + std::string(kRule);
+    if (c < 0x20 || c == 0x7F) return "type '" + shown_type(type) + "' holds a control character" + std::string(kRule);
+    i += length;
+  }
+  return {};
+}
+
 }  // namespace mw

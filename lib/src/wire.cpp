@@ -223,11 +223,17 @@ std::uint32_t batch_limit(const Fields& f, std::size_t i) {
   return f.has(i) ? std::min(f.u32(i, "batch"), kMaxBatchEntries) : 0;
 }
 
+// A job type as type_name_problem() allows it; `field` names it in the
+// error ("SUBMIT: type 'a,b' holds a comma: ...").
 std::string_view type_name(std::string_view type, const char* what) {
-  if (type.empty() || type.size() > kMaxTypeNameBytes)
-    throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": type must be 1.." +
-                                                 std::to_string(kMaxTypeNameBytes) + " bytes");
+  if (auto problem = type_name_problem(type); !problem.empty())
+    throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": " + problem);
   return type;
+}
+
+// A next type: empty (the flow ends there) or a type name.
+std::string_view next_type_name(std::string_view next, const char* what) {
+  return next.empty() ? next : type_name(next, what);
 }
 
 // This thread's encode buffer, cleared (capacity kept) for every message.
@@ -657,8 +663,7 @@ Ready decode_ready(const zmq::message_t& frame) {
     if (t.type != msgpack::type::STR) f.fail("types", "an array of strings");
     m.types.push_back(type_name({t.via.str.ptr, t.via.str.size}, "READY"));
   }
-  m.next = f.str_or_empty(1, "next");
-  if (m.next.size() > kMaxTypeNameBytes) f.fail("next", "at most 128 bytes");
+  m.next = next_type_name(f.str_or_empty(1, "next"), "READY next");
   m.credit = f.u32(2, "credit");
   if (m.credit == 0 || m.credit > kMaxCredit) f.fail("credit", "1..10000");
   m.host = f.str_or_empty(3, "host");
@@ -683,8 +688,7 @@ Done decode_done(const zmq::message_t& frame) {
   Done m;
   m.job_id = f.u64(0, "job id");
   if (f.has(1)) {
-    m.next = f.str(1, "next");
-    if (m.next->size() > kMaxTypeNameBytes) f.fail("next", "at most 128 bytes");
+    m.next = next_type_name(f.str(1, "next"), "DONE next");
   }
   return m;
 }

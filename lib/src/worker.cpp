@@ -97,7 +97,8 @@ void extract_next_worker_type(Completion& c) {
   } else {
     throw JobError("nextWorkerType must be a string or null", false);
   }
-  if (c.next->size() > kMaxTypeNameBytes) throw JobError("nextWorkerType is longer than 128 bytes", false);
+  if (!c.next->empty())
+    if (auto problem = type_name_problem(*c.next); !problem.empty()) throw JobError("nextWorkerType: " + problem, false);
   msgpack::sbuffer out;
   msgpack::packer<msgpack::sbuffer> packer(out);
   packer.pack_map(map.via.map.size - 1);
@@ -148,8 +149,9 @@ class Worker::Impl {
       : options_(std::move(options)), handler_(std::move(handler)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (options_.types.empty()) throw UsageError("a worker needs at least one type (--type)");
     for (const auto& t : options_.types)
-      if (t.empty() || t.size() > kMaxTypeNameBytes)
-        throw UsageError("worker type '" + t + "' must be 1..128 bytes");
+      if (auto problem = type_name_problem(t); !problem.empty()) throw UsageError("--type: " + problem);
+    if (!options_.next.empty())
+      if (auto problem = type_name_problem(options_.next); !problem.empty()) throw UsageError("--next: " + problem);
     if (options_.concurrency == 0 || options_.concurrency > kMaxCredit)
       throw UsageError("--concurrency must be between 1 and 10000");
     if (options_.threads == 0 || options_.threads > 1024)

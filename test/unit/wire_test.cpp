@@ -745,6 +745,36 @@ TEST_CASE("type names must be 1..128 bytes") {
   }
 }
 
+TEST_CASE("a type is one word of UTF-8: no spaces, commas or control characters") {
+  for (const std::string& ok : std::vector<std::string>{"sampleworker", "resize-image", "billing.invoice/v2", "\u0440\u0435\u0437\u0430\u0442\u044c",
+                               std::string(mw::kMaxTypeNameBytes, 'x')}) {
+    CAPTURE(ok);
+    CHECK(mw::type_name_problem(ok).empty());
+  }
+  CHECK(mw::type_name_problem("") == "a type may not be empty");
+  CHECK(mw::type_name_problem("a,b").starts_with("type 'a,b' holds a comma"));
+  CHECK(mw::type_name_problem("a b").starts_with("type 'a b' holds a space"));
+  CHECK(mw::type_name_problem("new\nline").starts_with("type 'new\\x0aline' holds a control character"));
+  CHECK(mw::type_name_problem("del\x7f").starts_with("type 'del\\x7f' holds a control character"));
+  for (const std::string& bad_utf8 : std::vector<std::string>{"\xff", "\xc0\xaf", "\xed\xa0\x80", "caf\xc3", "\xf4\x90\x80\x80"}) {
+    CAPTURE(bad_utf8);
+    CHECK(mw::type_name_problem(bad_utf8).find("is not valid UTF-8") != std::string::npos);
+  }
+  CHECK(mw::type_name_problem(std::string(200, 'y')).find("is 200 bytes long") != std::string::npos);
+  CHECK(mw::type_name_problem(std::string(200, 'y')).size() < 160);  // the name is cut short
+
+  // Every decoder of a type says so with 400.
+  CHECK(decode_error_code([] { (void)wire::decode_submit(wire::encode(submit_header(1, "a,b"))); }) ==
+        ErrorCode::BadRequest);
+  CHECK(decode_error_code([] { (void)wire::decode_ready(wire::encode(wire::Ready{{"ok", "a b"}, "", 1, "", 0})); }) ==
+        ErrorCode::BadRequest);
+  CHECK(decode_error_code([] { (void)wire::decode_ready(wire::encode(wire::Ready{{"ok"}, "x\ty", 1, "", 0})); }) ==
+        ErrorCode::BadRequest);
+  CHECK(decode_error_code([] { (void)wire::decode_done(wire::encode(wire::Done{1, std::string_view("\xff")})); }) ==
+        ErrorCode::BadRequest);
+  CHECK_NOTHROW(wire::decode_done(wire::encode(wire::Done{1, std::string_view("")})));  // the flow ends there
+}
+
 TEST_CASE("READY credit must be 1..10000") {
   auto ready_with_credit = [](std::uint64_t credit) {
     const std::string valid = bytes_of(wire::encode(wire::Ready{{"a"}, "", 1, "", 0}));
