@@ -28,6 +28,8 @@ std::vector<std::pair<std::string, std::string>> type_settings(const std::vector
     if (eq == std::string::npos || eq == 0 || eq + 1 == item.size() || eq > mw::kMaxTypeNameBytes)
       throw mw::UsageError(std::string(option) + " takes TYPE=VALUE, got '" + item + "'");
     std::string type = item.substr(0, eq);
+    if (auto problem = mw::type_name_problem(type); !problem.empty())
+      throw mw::UsageError(std::string(option) + ": " + problem);
     if (std::any_of(out.begin(), out.end(), [&](const auto& seen) { return seen.first == type; }))
       throw mw::UsageError(std::string(option) + " gives type '" + type + "' twice: give each type once");
     out.emplace_back(std::move(type), item.substr(eq + 1));
@@ -105,6 +107,12 @@ int main(int argc, char** argv) {
          cxxopts::value<std::uint64_t>()->default_value("10000000"))
         ("max-waiting-mb", "MiB of payload those waiting jobs may hold (0: no limit)",
          cxxopts::value<std::uint64_t>()->default_value("4096"))
+        ("max-waiting-per-type", "jobs of any one type that may wait; a SUBMIT of that type beyond it is refused "
+                                 "(ERROR 507), so one type whose workers fell behind leaves room for the others "
+                                 "(0: no limit)",
+         cxxopts::value<std::uint64_t>()->default_value("0"))
+        ("type-max-waiting", "the same for one job type, as TYPE=N (repeat or comma-separate; 0: no limit)",
+         cxxopts::value<std::vector<std::string>>())
         ("max-stages", "stages one flow may pass through; a flow whose next stage would be beyond it dies "
                        "(a --next or nextWorkerType that loops back)",
          cxxopts::value<std::uint32_t>()->default_value("100"))
@@ -171,6 +179,15 @@ int main(int argc, char** argv) {
     const auto waiting_mb = args["max-waiting-mb"].as<std::uint64_t>();
     if (waiting_mb > (std::uint64_t{1} << 40)) throw mw::UsageError("--max-waiting-mb must be at most 2^40 (0: no limit)");
     config.max_waiting_bytes = waiting_mb << 20;
+    config.max_waiting_per_type = args["max-waiting-per-type"].as<std::uint64_t>();
+    if (args.count("type-max-waiting"))
+      for (const auto& [type, value] :
+           type_settings(args["type-max-waiting"].as<std::vector<std::string>>(), "--type-max-waiting")) {
+        const double n = parse_number(value, "--type-max-waiting");
+        if (n < 0 || n > 1e15 || n != static_cast<std::uint64_t>(n))
+          throw mw::UsageError("--type-max-waiting " + type + "=" + value + ": jobs must be a whole number (0: no limit)");
+        config.type_max_waiting[type] = static_cast<std::uint64_t>(n);
+      }
     config.max_stages = args["max-stages"].as<std::uint32_t>();
     if (config.max_stages == 0 || config.max_stages > mw::broker::BrokerConfig::kMaxStagesLimit)
       throw mw::UsageError("--max-stages must be between 1 and " + std::to_string(mw::broker::BrokerConfig::kMaxStagesLimit));

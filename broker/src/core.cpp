@@ -343,7 +343,7 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
   }
   // A new flow only: what is already in the broker (next stages, retries)
   // is never refused, and a duplicate above adds nothing.
-  if (auto full = too_full_for(payload.size())) {
+  if (auto full = too_full_for(submit.type, payload.size())) {
     ++counters_.refused_full;
     log_full(*full, now_ms);
     reply_error(peer, ErrorCode::Full, *full, submit.request_id);
@@ -415,7 +415,7 @@ void BrokerCore::run_schedules(std::int64_t now_ms) {
     if (keys_.contains(key)) {
       ++counters_.schedule_skipped;
       changes["skipped"] = ++s->skipped;
-    } else if (auto full = too_full_for(s->payload.size())) {
+    } else if (auto full = too_full_for(s->type, s->payload.size())) {
       // Counted as skipped: the next run is on time, not a burst.
       ++counters_.schedule_skipped;
       changes["skipped"] = ++s->skipped;
@@ -768,12 +768,29 @@ std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
   return std::move(node.mapped());
 }
 
-std::optional<std::string> BrokerCore::too_full_for(std::size_t payload_bytes) const {
+std::uint64_t BrokerCore::waiting_of(std::string_view type) const {
+  const auto counters = type_counters_.find(type);
+  return queue_.depth(type) + (counters == type_counters_.end() ? 0 : counters->second.delayed);
+}
+
+std::uint64_t BrokerCore::max_waiting_of(std::string_view type) const {
+  if (!config_.type_max_waiting.empty())
+    if (const auto it = config_.type_max_waiting.find(type); it != config_.type_max_waiting.end()) return it->second;
+  return config_.max_waiting_per_type;
+}
+
+std::optional<std::string> BrokerCore::too_full_for(std::string_view type, std::size_t payload_bytes) const {
   const std::uint64_t jobs = waiting_jobs();
   const std::uint64_t bytes = waiting_bytes();
   if (config_.max_waiting_jobs && jobs >= config_.max_waiting_jobs)
     return "the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
            std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up";
+  if (config_.max_waiting_per_type || !config_.type_max_waiting.empty())
+    if (const std::uint64_t limit = max_waiting_of(type); limit && waiting_of(type) >= limit)
+      return "type " + std::string(type) + " is full: " + std::to_string(waiting_of(type)) +
+             " of its jobs wait for a worker or their time (" +
+             (config_.type_max_waiting.contains(type) ? "--type-max-waiting" : "--max-waiting-per-type") + " " +
+             std::to_string(limit) + "); submit again once its workers have caught up";
   // With nothing waiting, any payload the broker took in is let through: a
   // limit below one message must not refuse it forever.
   if (config_.max_waiting_bytes && bytes > 0 && bytes + payload_bytes > config_.max_waiting_bytes)

@@ -219,6 +219,21 @@ TEST_CASE("a full broker refuses mw submit with one line and exit 1 until a work
   REQUIRE(wait_until([&] { return cluster.status_json().at("done") == 3; }, 10s));
 }
 
+TEST_CASE("a type at its --type-max-waiting is refused while other types are taken") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--max-waiting-per-type", "2", "--type-max-waiting", "bulk=1"});
+  for (const char* type : {"later", "later", "bulk", "other"}) REQUIRE(cluster.mw({"submit", type, "1"}).exit_status == 0);
+  for (const char* type : {"later", "bulk"}) {
+    const auto refused = cluster.mw({"submit", type, "2"});
+    CHECK(refused.exit_status == 1);
+    CHECK(refused.err.find(std::string("type ") + type + " is full") != std::string::npos);
+    CHECK(refused.err.find("(507)") != std::string::npos);
+  }
+  CHECK(cluster.mw({"submit", "other", "2"}).exit_status == 0);
+  CHECK(cluster.status_json().at("refused") == 2);
+}
+
 TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and its waiting submitter says so") {
   Cluster cluster;
   INFO(cluster.report());
@@ -319,6 +334,8 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.cli, "submit", at, "t", "{not json"},                 // a payload that is not JSON
       {bin.cli, "submit", at, "t", "--max-attempts", "0"},       // a bad value, checked by mw
       {bin.cli, "submit", at, "t", "--priority", "high"},        // a bad value, checked by the option parser
+      {bin.cli, "submit", at, "a,b", "{}"},                      // no type name: no --type could serve it
+      {bin.broker, "--type-max-waiting", "a b=3"},               // nor here
       {bin.cli, "status", at, "--bogus"},                        // an option nobody has
       {bin.cli, "result", at, "abc"},                            // not a flow id
       {bin.cli, "cancel", at, "abc"},                            // not a flow id either

@@ -1017,6 +1017,38 @@ std::optional<ErrorMsg> refusal(Harness& h, std::uint64_t request_id, const std:
   return std::nullopt;
 }
 
+TEST_CASE("a type at its own waiting limit is refused with ERROR 507 while other types go on") {
+  BrokerConfig config = test_config();
+  config.max_waiting_per_type = 2;
+  config.type_max_waiting = {{"bulk", 3}, {"free", 0}};
+  Harness h(config);
+  h.submit("c1", "a", payload_bytes(8));
+  h.submit("c1", "a", payload_bytes(8));
+  const auto refused = refusal(h, 7101, "a", payload_bytes(8));
+  REQUIRE(refused);
+  CHECK(refused->code == ErrorCode::Full);
+  CHECK(refused->message.find("type a is full: 2 of its jobs wait") != std::string::npos);
+  CHECK(refused->message.find("--max-waiting-per-type 2") != std::string::npos);
+  CHECK(h.core.counters().refused_full == 1);
+  CHECK_FALSE(refusal(h, 7102, "b", payload_bytes(8)));  // another type has room
+
+  // A delayed job counts for its type, as a queued one does.
+  CHECK_FALSE(refusal(h, 7103, "c", payload_bytes(8), 60'000));
+  CHECK_FALSE(refusal(h, 7104, "c", payload_bytes(8)));
+  CHECK(refusal(h, 7105, "c", payload_bytes(8)));
+
+  // A type named on its own has its own limit, and 0 lifts it.
+  for (int i = 0; i < 3; ++i) CHECK_FALSE(refusal(h, 7110 + i, "bulk", payload_bytes(8)));
+  const auto bulk = refusal(h, 7120, "bulk", payload_bytes(8));
+  REQUIRE(bulk);
+  CHECK(bulk->message.find("--type-max-waiting 3") != std::string::npos);
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(refusal(h, 7130 + i, "free", payload_bytes(8)));
+
+  // Once a worker takes one, the type has room again.
+  h.ready("w1", {"a"});
+  CHECK_FALSE(refusal(h, 7140, "a", payload_bytes(8)));
+}
+
 TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds always moves on") {
   BrokerConfig config = test_config();
   config.max_waiting_jobs = 2;

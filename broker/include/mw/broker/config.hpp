@@ -48,6 +48,12 @@ struct BrokerConfig {
   // bytes take about 3 GB; the bytes cap the case of large payloads.
   std::uint64_t max_waiting_jobs = 10'000'000;
   std::uint64_t max_waiting_bytes = std::uint64_t{4} << 30;
+  // The same per job type: at most this many jobs of one type may wait, so
+  // that a type whose workers fell behind (or were never started) cannot
+  // take the whole of max_waiting_jobs from the others. type_max_waiting
+  // overrides the default for the types it names; 0: no limit.
+  std::uint64_t max_waiting_per_type = 0;
+  std::map<std::string, std::uint64_t, std::less<>> type_max_waiting;
 
   // Per job type: at most `max` jobs given to workers per `period_ms`
   // (TypeRates); the others wait in their queue. Unlisted types: no limit.

@@ -242,7 +242,10 @@ class BrokerCore {
   // What --max-waiting counts: jobs queued or delayed, and their payload bytes.
   std::uint64_t waiting_jobs() const noexcept { return queue_.size() + delayed_.size(); }
   std::uint64_t waiting_bytes() const noexcept { return queue_.payload_bytes() + delayed_bytes_; }
-  std::optional<std::string> too_full_for(std::size_t payload_bytes) const;
+  std::optional<std::string> too_full_for(std::string_view type, std::size_t payload_bytes) const;
+  // The jobs of `type` that wait (queued or delayed), against its limit.
+  std::uint64_t waiting_of(std::string_view type) const;
+  std::uint64_t max_waiting_of(std::string_view type) const;
   void log_full(const std::string& what, std::int64_t now_ms);  // rate-limited
   // Removes a delayed job; nullopt when `id` is not delayed.
   std::optional<Job> take_delayed(std::uint64_t id);
