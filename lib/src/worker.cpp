@@ -198,7 +198,7 @@ class Worker::Impl {
       const std::int64_t until_heartbeat = beat - ms_since(last_sent_heartbeat_);
       const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
       auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, beat);
-      if (!local_.empty() || !inbox_.empty()) wait = 0;
+      if (!local_.empty()) wait = 0;
       peer.flush();  // the DONEs of the last turn, as one BATCH when the broker takes them
       zmq::pollitem_t items[] = {
           {peer.socket().handle(), 0, ZMQ_POLLIN, 0},
@@ -222,13 +222,6 @@ class Worker::Impl {
       }
       send_completions(peer);
 
-      // What the keeper took off the socket while a handler ran comes first.
-      if (!inbox_.empty()) {
-        std::deque<detail::Inbound> taken;
-        taken.swap(inbox_);
-        for (auto& in : taken)
-          if (!handle(peer, in, stopping)) break;  // a new socket: the rest was for the old one
-      }
       while (auto in = peer.try_recv()) {
         last_heard_ = Clock::now();
         if (!handle(peer, *in, stopping)) break;
@@ -369,7 +362,6 @@ class Worker::Impl {
     {
       // The broker requeues whatever it had given us; do not start those.
       local_.clear();
-      inbox_.clear();
       std::lock_guard lock(mutex_);
       pending_.clear();
     }
@@ -471,10 +463,6 @@ class Worker::Impl {
   void run_inline(detail::PeerSocket& peer, std::unique_lock<std::mutex>& socket_lock, const StopSignal& stop) {
     auto last_check = Clock::now();
     for (std::uint32_t n = 0; n < options_.concurrency && !local_.empty(); ++n) {
-      // The keeper parked a message during the last handler (a DISCONNECT,
-      // say, after which the broker has taken these jobs back): the loop
-      // reads it before another job starts.
-      if (!inbox_.empty()) return;
       if (n > 0 && Clock::now() - last_check >= kCheckEvery) {
         if (stop.fired()) return;  // the loop hands the rest back
         last_check = Clock::now();
@@ -517,7 +505,7 @@ class Worker::Impl {
     keeper_ = std::jthread([this, &peer] {
       std::unique_lock lock(keeper_mutex_);
       std::uint64_t seen_handler = 0;
-      std::uint64_t seen_handler_for_inbox = 0;
+      std::uint64_t seen_handler_for_reading = 0;
       while (!keeper_stopping_) {
         // A quarter interval: a heartbeat is never more than that late.
         const auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
@@ -538,35 +526,34 @@ class Worker::Impl {
           last_sent_heartbeat_ = Clock::now();
         }
         // A handler that was already running a period ago is a long one:
-        // read what came meanwhile, so a CANCEL for it stops it now rather
-        // than when it ends. (Short jobs never get here: the I/O thread
-        // reads its own socket between them.)
+        // read what came meanwhile, so a CANCEL for it stops it now, and a
+        // restarted broker has this worker back now, rather than when it
+        // ends. (Short jobs never get here: the I/O thread reads its own
+        // socket between them.)
         const std::uint64_t handler = handler_seq_.load();
-        if (handler == seen_handler_for_inbox) take_inbox(peer);
-        seen_handler_for_inbox = handler;
+        if (handler == seen_handler_for_reading) read_during_handler(peer);
+        seen_handler_for_reading = handler;
       }
     });
   }
 
   // Keeper only, holding the socket while an inline handler runs (the I/O
-  // thread is inside it, so local_ is free to touch): a JOB joins local_ and
-  // a CANCEL is acted on at once (the running handler is stopped, a job not
-  // started dropped). Anything else goes to inbox_, for the I/O thread, which
-  // reads it first when the handler returns.
-  void take_inbox(detail::PeerSocket& peer) {
+  // thread is inside it, so local_ is free to touch): every message is
+  // handled as the I/O thread would, in order. A JOB joins local_; a CANCEL
+  // stops the running handler or drops a job not started; a DISCONNECT (a
+  // restarted broker that does not know us) or a long silence registers
+  // again on a new socket now, so that the new broker has this worker back
+  // while the handler runs. (The handler's DONE then reaches a broker that
+  // did not give it the job: a stale answer, ignored; the job was requeued.)
+  void read_during_handler(detail::PeerSocket& peer) {
     while (auto in = peer.try_recv()) {
       last_heard_ = Clock::now();
-      const bool in_order = inbox_.empty();  // once one message waits there, the rest queue behind it
-      if (in->command == Command::Cancel || (in_order && (in->command == Command::Job || in->command == Command::Heartbeat))) {
-        handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
-        // A CANCEL acts at once on what is here, and again in order, for a
-        // JOB parked before it (cancelling twice does nothing more).
-        if (in_order || in->command != Command::Cancel) continue;
-      }
-      // A header from a BATCH points into the socket's copy of it, which the
-      // next BATCH replaces: the inbox keeps its own.
-      in->header = zmq::message_t(in->header.data(), in->header.size());
-      inbox_.push_back(std::move(*in));
+      handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
+    }
+    const std::int64_t liveness_ms = heartbeat_ms_.load() * std::int64_t{kHeartbeatLiveness};
+    if (ms_since(last_heard_) > liveness_ms) {
+      warn_of_silence(liveness_ms);
+      reconnect(peer);
     }
     // A dropped job's FAIL frees its credit at the broker: it goes now.
     if (peer.has_queued()) peer.flush();
@@ -643,11 +630,11 @@ class Worker::Impl {
   std::uint64_t welcomes_ = 0;         // WELCOMEs so far: one per connection that registered
   std::uint64_t silent_attempts_ = 0;  // connections in a row that heard nothing in a liveness period
 
-  // Inline mode (threads == 1): jobs received and not yet run; I/O thread only.
+  // Inline mode (threads == 1): jobs received and not yet run; the I/O
+  // thread's, or the keeper's while an inline handler runs (socket_mutex_).
   std::deque<Job> local_;
-  // Messages the keeper read while a long inline handler ran, and that
-  // handler's job and cancel source: whoever holds socket_mutex_ owns them.
-  std::deque<detail::Inbound> inbox_;
+  // The running inline handler's job and cancel source: whoever holds
+  // socket_mutex_ owns them.
   std::uint64_t inline_running_id_ = 0;
   std::stop_source inline_running_stop_{std::nostopstate};
   std::mutex socket_mutex_;

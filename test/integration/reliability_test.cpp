@@ -2,14 +2,17 @@
 // none is reported twice.
 #include <signal.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <doctest/doctest.h>
 
 #include "cluster.hpp"
+#include "in_process_worker.hpp"
 #include "mw/client.hpp"
 
 using namespace mwtest;
@@ -166,6 +169,48 @@ TEST_CASE("reliability: workers find a restarted broker on the same port by them
   CHECK(nlohmann::json::parse(r.out).at("value").get<double>() == doctest::Approx(std::sin(0.75)).epsilon(1e-12));
   CHECK(sample.stderr_text().find("registered with the broker at " + address) != std::string::npos);
   CHECK(sample.stderr_text().find("registered again with the broker at " + address) != std::string::npos);
+}
+
+TEST_CASE("reliability: a worker busy with a long job is back at a restarted broker at once, not when the job ends") {
+  Cluster cluster;
+  INFO(cluster.report());
+  const auto store = (cluster.dir() / "mw.db").string();
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "200"});
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  std::atomic<int> started{0};
+  std::atomic<bool> release{false};
+  mw::WorkerOptions options;
+  options.broker = address;
+  options.types = {"long"};  // one handler thread: the job runs on the socket's thread
+  InProcessWorker worker(options, [&](const mw::Job& job) {
+    ++started;
+    const auto give_up = Clock::now() + 30s;
+    while (!release.load() && Clock::now() < give_up) std::this_thread::sleep_for(5ms);
+    return job.payload;
+  });
+  REQUIRE(cluster.wait_for_workers("long", 1));
+  std::uint64_t flow = 0;
+  {
+    mw::Client client({address});
+    flow = client.submit("long", mw::Payload::parse_json(R"({"n": 1})"));
+  }
+  REQUIRE(wait_until([&] { return started.load() == 1; }, 10s));
+
+  cluster.broker().signal(SIGTERM);
+  REQUIRE(cluster.broker().wait_exit(5s) == 0);
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "200"}, address, pub);
+  // Its handler still runs, and the new broker has it already.
+  CHECK(cluster.wait_for_workers("long", 1, 5s));
+  CHECK(worker.counters().registrations == 2);
+  CHECK(started.load() == 1);
+
+  release = true;
+  // The job, recovered from the store, runs again; the flow ends done.
+  mw::Client client({address});
+  const auto outcome = client.wait(flow, 20s);
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->done);
+  CHECK(outcome->result.to_json() == nlohmann::json::parse(R"({"n": 1})"));
 }
 
 TEST_CASE("reliability: a worker started before its broker says so, and registers once the broker comes") {
