@@ -25,7 +25,7 @@ std::vector<std::pair<std::string, std::string>> type_settings(const std::vector
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& item : items) {
     const auto eq = item.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size() || eq > mw::kMaxTypeNameBytes)
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
       throw mw::UsageError(std::string(option) + " takes TYPE=VALUE, got '" + item + "'");
     std::string type = item.substr(0, eq);
     if (auto problem = mw::type_name_problem(type); !problem.empty())
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
         ("events-keep", "stored change events kept for resuming listeners (newest N)",
          cxxopts::value<std::uint64_t>()->default_value("1000000"))
         ("events-keep-hours", "stored change events older than this are dropped",
-         cxxopts::value<double>()->default_value("168"))
+         cxxopts::value<std::string>()->default_value("168"))
         ("heartbeat-ms", "heartbeat interval; a peer silent for 3 intervals is dropped",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultHeartbeatMs)))
         ("max-message-bytes", "largest message accepted",
@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
         ("type-max-attempts", "max attempts for one job type, as TYPE=N (repeat or comma-separate)",
          cxxopts::value<std::vector<std::string>>())
         ("lease", "seconds a worker may hold a job before it is taken back and requeued",
-         cxxopts::value<double>()->default_value("3600"))
+         cxxopts::value<std::string>()->default_value("3600"))
         ("type-lease", "lease for one job type, as TYPE=SECONDS (repeat or comma-separate)",
          cxxopts::value<std::vector<std::string>>())
         ("type-rate", "at most N jobs of a type given to workers in any second, or any SECONDS, as TYPE=N or "
@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
     if (server.entities.page.max_limit == 0) throw mw::UsageError("--page-max must be at least 1");
     server.entities.page.default_limit = std::min(server.entities.page.default_limit, server.entities.page.max_limit);
     server.entities.event_keep_count = args["events-keep"].as<std::uint64_t>();
-    const double keep_hours = args["events-keep-hours"].as<double>();
+    const double keep_hours = mw::parse_decimal(args["events-keep-hours"].as<std::string>(), "--events-keep-hours");
     if (!(keep_hours > 0)) throw mw::UsageError("--events-keep-hours must be positive");
     server.entities.event_keep_ms = static_cast<std::int64_t>(keep_hours * 3600 * 1000);
     config.heartbeat_ms = args["heartbeat-ms"].as<std::uint32_t>();
@@ -185,7 +185,8 @@ int main(int argc, char** argv) {
            type_settings(args["type-max-waiting"].as<std::vector<std::string>>(), "--type-max-waiting")) {
         const double n = parse_number(value, "--type-max-waiting");
         if (n < 0 || n > 1e15 || n != static_cast<std::uint64_t>(n))
-          throw mw::UsageError("--type-max-waiting " + type + "=" + value + ": jobs must be a whole number (0: no limit)");
+          throw mw::UsageError("--type-max-waiting " + type + "=" + value +
+                               ": jobs must be a whole number from 0 (no limit) to 10^15");
         config.type_max_waiting[type] = static_cast<std::uint64_t>(n);
       }
     config.max_stages = args["max-stages"].as<std::uint32_t>();
@@ -198,7 +199,7 @@ int main(int argc, char** argv) {
     config.default_max_attempts = args["max-attempts"].as<std::uint32_t>();
     if (config.default_max_attempts == 0) throw mw::UsageError("--max-attempts must be at least 1");
     config.retry_base_ms = args["retry-base-ms"].as<std::uint32_t>();
-    config.lease_ms = lease_ms(args["lease"].as<double>(), "--lease");
+    config.lease_ms = lease_ms(mw::parse_decimal(args["lease"].as<std::string>(), "--lease"), "--lease");
     if (args.count("type-rate"))
       for (const auto& [type, value] : type_settings(args["type-rate"].as<std::vector<std::string>>(), "--type-rate"))
         config.type_rates[type] = type_rate(value);

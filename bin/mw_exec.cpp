@@ -380,7 +380,7 @@ int main(int argc, char** argv) {
         ("next", "type of the job the result becomes; empty ends the flow", cxxopts::value<std::string>()->default_value(""))
         ("concurrency", "commands run at once", cxxopts::value<std::uint32_t>()->default_value("1"))
         ("timeout", "kill a command running longer than this many seconds and fail the job (0 = never)",
-         cxxopts::value<double>()->default_value("0"))
+         cxxopts::value<std::string>()->default_value("0"))
         ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
         ("version", "print the version")
         ("h,help", "print this help");
@@ -403,7 +403,7 @@ int main(int argc, char** argv) {
     for (int i = split + 1; i < argc; ++i) exec.command.emplace_back(argv[i]);
     check_runnable(exec.command[0]);
     exec.stop_fd = stop.fd();
-    const double timeout_s = args["timeout"].as<double>();
+    const double timeout_s = mw::parse_decimal(args["timeout"].as<std::string>(), "--timeout");
     if (timeout_s < 0) throw mw::UsageError("--timeout must not be negative");
     exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
     // Forked while this is the only thread (the worker starts the others).
@@ -415,7 +415,9 @@ int main(int argc, char** argv) {
     wo.next = args["next"].as<std::string>();
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
     wo.threads = wo.concurrency;  // one command per held job
-    wo.name = wo.types.empty() ? "mw-exec" : wo.types.front() + "@mw-exec";
+    std::string types_text;  // "resize,thumb", as --type took them
+    for (const auto& t : wo.types) types_text += (types_text.empty() ? "" : ",") + t;
+    wo.name = types_text + "@mw-exec";
     mw::Worker worker(wo, [&exec](const mw::Job& job) {
       try {
         return run_command(exec, job);
@@ -427,7 +429,7 @@ int main(int argc, char** argv) {
         throw;
       }
     });
-    mw::log(mw::LogLevel::info, "mw-exec", "serving " + wo.types.front() + " with '" + exec.command[0] + "'; connecting to the broker at " + wo.broker);
+    mw::log(mw::LogLevel::info, "mw-exec", "serving " + types_text + " with '" + exec.command[0] + "'; connecting to the broker at " + wo.broker);
     worker.run(stop);
     const auto counters = worker.counters();
     mw::log(mw::LogLevel::info, "mw-exec",

@@ -321,7 +321,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
       ("serial", "one flow at a time: latency without queueing")
       ("backlog", "queue --jobs jobs with no worker, report the broker's memory, then time the drain")
       ("json", "print one JSON object")
-      ("timeout", "give up (exit 1) after this many seconds in all", cxxopts::value<double>()->default_value("300"));
+      ("timeout", "give up (exit 1) after this many seconds in all", cxxopts::value<std::string>()->default_value("300"));
   cxxopts::ParseResult args;
   help = parse_or_help(options, argc, argv, args);
   BenchOptions o;
@@ -340,7 +340,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   o.backlog = args.count("backlog") > 0;
   if (o.backlog && o.serial) throw UsageError("--backlog and --serial measure different things: pick one");
   if (o.backlog) o.stages = 1;
-  const double timeout_s = args["timeout"].as<double>();
+  const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
   if (o.stages < 1 || o.stages > kMaxStages) throw UsageError("--stages must be between 1 and " + std::to_string(kMaxStages));
   if (o.workers < 1 || o.workers > kMaxWorkersPerStage)
     throw UsageError("--workers must be between 1 and " + std::to_string(kMaxWorkersPerStage));

@@ -83,7 +83,7 @@ int bench_entities(int argc, char** argv) {
       ("window", "calls in flight", cxxopts::value<std::size_t>()->default_value("256"))
       ("endpoint", "endpoint to fill", cxxopts::value<std::string>()->default_value("bench"))
       ("json", "print one JSON object")
-      ("timeout", "give up after this many seconds", cxxopts::value<double>()->default_value("300"));
+      ("timeout", "give up after this many seconds", cxxopts::value<std::string>()->default_value("300"));
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
   Options o;
@@ -93,7 +93,7 @@ int bench_entities(int argc, char** argv) {
   o.window = std::max<std::size_t>(1, args["window"].as<std::size_t>());
   o.endpoint = args["endpoint"].as<std::string>();
   o.json = args.count("json") > 0;
-  o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(args["timeout"].as<double>() * 1000));
+  o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(parse_decimal(args["timeout"].as<std::string>(), "--timeout") * 1000));
   if (o.count == 0) throw UsageError("--jobs must be at least 1");
 
   Client client({o.broker, std::chrono::milliseconds(5000)});

@@ -28,8 +28,8 @@ constexpr int kExitUnknownFlow = 4;
 
 // With --json, stdout gets a record too, so that a script reading one
 // document per flow gets one for this flow as well.
-int unknown_flow(const Error& e, std::uint64_t flow, bool json) {
-  if (json) std::cout << nlohmann::ordered_json{{"id", flow}, {"state", "unknown"}}.dump() << std::endl;
+int unknown_flow(const Error& e, std::uint64_t flow, bool json, bool pretty) {
+  if (json) std::cout << json_text(nlohmann::ordered_json{{"id", flow}, {"state", "unknown"}}, pretty) << std::endl;
   std::fprintf(stderr, "mw result: %s\n", e.what());
   return kExitUnknownFlow;
 }
@@ -78,7 +78,7 @@ int result(int argc, char** argv) {
       ("wait", "wait for an unfinished flow to end")
       ("timeout", "with --wait: give up after this many seconds, or once the broker has been silent for 10 s "
                   "(exit 3; the flow goes on)",
-       cxxopts::value<double>()->default_value("30"))
+       cxxopts::value<std::string>()->default_value("30"))
       ("json", "print the flow's record ($flows get) as JSON instead, whatever its state "
                "({\"id\": FLOW, \"state\": \"unknown\"} for a flow the broker does not know)")
       ("pretty", "with --json: indent the JSON")
@@ -89,7 +89,7 @@ int result(int argc, char** argv) {
   if (!args.count("flow")) throw UsageError("missing FLOW: mw result FLOW [--wait]");
   if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
   const std::uint64_t flow = parse_flow_id(args["flow"].as<std::string>());
-  const double timeout_s = args["timeout"].as<double>();
+  const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
   if (!(timeout_s > 0) || timeout_s > 1e7) throw UsageError("--timeout must be a positive number of seconds");
   if (args["timeout"].count() && !args.count("wait"))
     throw UsageError("--timeout is how long --wait waits: give --wait too, or leave --timeout out");
@@ -111,13 +111,21 @@ int result(int argc, char** argv) {
     } catch (const Interrupted&) {
       throw;  // main says it and exits 130
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json);
+      if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json, pretty);
       // The broker went silent while we waited: no outcome, as on a timeout.
       if (e.code() != ErrorCode::Unavailable) throw;
       std::fprintf(stderr, "mw result: %s\n", e.what());
       return 3;
     }
     if (!outcome) {
+      // With --json, where the flow is now: its record, as without --wait.
+      if (json) {
+        try {
+          std::cout << json_text(client.call(kFlowsEndpoint, "get", std::to_string(flow)), pretty) << std::endl;
+        } catch (const Error&) {
+          // It ended or went meanwhile: the line below is all there is to say.
+        }
+      }
       std::fprintf(stderr, "mw result: flow %llu has not ended within %g s; it goes on (mw flows shows it)\n",
                    static_cast<unsigned long long>(flow), timeout_s);
       return 3;
@@ -131,7 +139,7 @@ int result(int argc, char** argv) {
   try {
     record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json);
+    if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json, pretty);
     throw;
   }
   const auto state = record.at("state").get<std::string>();

@@ -23,13 +23,16 @@ std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flo
     if (record.value("state", "") != "queued") return std::nullopt;
     const auto type = record.value("type", "");
     std::vector<std::string> served;
+    bool ran_before = false;
     for (const auto& t : client.status().types) {
+      if (t.type == type) ran_before = t.done + t.failed + t.dead > 0;
       if (t.workers == 0) continue;
       if (t.type == type) return std::nullopt;
       served.push_back(t.type);
     }
     return "flow " + std::to_string(flow) + " is queued at type '" + type + "', which no worker serves" +
-           served_types_hint(type, served);
+           (ran_before ? " any more" : "") + served_types_hint(type, served, ran_before) +
+           "; it runs once one connects (a worker or mw-exec started with --type " + shell_word(type) + ")";
   } catch (const Interrupted&) {
     throw;
   } catch (const std::exception&) {
@@ -50,9 +53,7 @@ std::function<void(std::uint64_t)> say_why_stalled(std::string command, std::str
       return;
     }
     if (why)
-      std::fprintf(stderr,
-                   "%s: %s; it runs once one connects (a worker or mw-exec started with that --type). Waiting on.\n",
-                   command.c_str(), why->c_str());
+      std::fprintf(stderr, "%s: %s. Waiting on.\n", command.c_str(), why->c_str());
   };
 }
 

@@ -68,7 +68,7 @@ int submit(int argc, char** argv) {
       ("wait", "wait for the flow's end and print its result")
       ("timeout", "with --wait: give up after this many seconds past the job's due time, or once the broker has "
                   "been silent for 10 s (exit 3; the flow goes on)",
-       cxxopts::value<double>()->default_value("30"))
+       cxxopts::value<std::string>()->default_value("30"))
       ("max-attempts", "deliveries per stage before the job is dead (default: the broker's)",
        cxxopts::value<std::uint32_t>()->default_value("0"))
       ("entity", "the entity the job works on: ENDPOINT/ID, or ID / auto to take the endpoint (and id) from the "
@@ -105,7 +105,7 @@ int submit(int argc, char** argv) {
   std::string text = args.count("payload") ? args["payload"].as<std::string>() : "null";
   if (text == "-") text = read_stdin();
   const Payload payload = Payload::parse_json(text);
-  const double timeout_s = args["timeout"].as<double>();
+  const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
   if (!(timeout_s > 0) || timeout_s > 1e7) throw UsageError("--timeout must be a positive number of seconds");
   if (args["timeout"].count() && !args.count("wait"))
     throw UsageError("--timeout is how long --wait waits: give --wait too, or leave --timeout out");

@@ -1,6 +1,7 @@
 #include "type_hint.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstddef>
 
 namespace mw::cli {
@@ -29,8 +30,10 @@ std::size_t typo_distance(std::string_view a, std::string_view b) {
 }  // namespace
 
 std::optional<std::string> nearest_type(std::string_view type, const std::vector<std::string>& served) {
-  // Type names are short (at most 256 bytes): the quadratic table is small.
-  const std::size_t allowed = std::min<std::size_t>(3, std::max<std::size_t>(1, type.size() / 3));
+  // Type names are short (at most 128 bytes): the quadratic table is small.
+  // A name under three bytes is too short to tell a typo from another name.
+  const std::size_t allowed = type.size() < 3 ? 0 : std::min<std::size_t>(3, std::max<std::size_t>(1, type.size() / 3));
+  if (allowed == 0) return std::nullopt;
   std::optional<std::string> nearest;
   std::size_t best = allowed + 1;
   for (const auto& candidate : served) {
@@ -44,14 +47,26 @@ std::optional<std::string> nearest_type(std::string_view type, const std::vector
   return nearest;
 }
 
-std::string served_types_hint(std::string_view type, const std::vector<std::string>& served) {
+std::string served_types_hint(std::string_view type, const std::vector<std::string>& served, bool ran_before) {
   if (served.empty()) return {};
   std::string hint = " (";
-  if (const auto nearest = nearest_type(type, served)) hint += "did you mean '" + *nearest + "'? ";
+  if (const auto nearest = ran_before ? std::nullopt : nearest_type(type, served))
+    hint += "did you mean '" + *nearest + "'? ";
   hint += "workers serve: ";
   for (std::size_t i = 0; i < served.size() && i < kMaxTypesNamed; ++i) hint += (i ? ", " : "") + served[i];
   if (served.size() > kMaxTypesNamed) hint += ", and " + std::to_string(served.size() - kMaxTypesNamed) + " more";
   return hint + ")";
+}
+
+std::string shell_word(std::string_view word) {
+  const auto plain = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || static_cast<unsigned char>(c) >= 0x80 ||
+           std::string_view("_.:/@%+=-").find(c) != std::string_view::npos;
+  };
+  if (!word.empty() && std::all_of(word.begin(), word.end(), plain)) return std::string(word);
+  std::string quoted = "'";
+  for (const char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
 }
 
 }  // namespace mw::cli

@@ -9,15 +9,22 @@
 
 namespace mw::cli {
 
-// The type of `served` nearest to `type` by edits (a character inserted,
+// The type of `served` nearest to `type` by edits (a byte inserted,
 // removed, changed, or two neighbours swapped), when it is near enough to
-// be a typo: at most one edit per three characters, and at most three. The
-// first of equally near ones. nullopt when none is.
+// be a typo: one edit for 3 to 5 bytes, one per three bytes beyond, at most
+// three; none under three bytes. The first of equally near ones. nullopt
+// when none is.
 std::optional<std::string> nearest_type(std::string_view type, const std::vector<std::string>& served);
 
 // " (did you mean 'square'? workers serve: square, sin)", " (workers serve:
 // square, sin)" when none is near, or "" when no type is served. At most
-// eight served types are named.
-std::string served_types_hint(std::string_view type, const std::vector<std::string>& served);
+// eight served types are named. A type that `ran_before` (it has done,
+// failed or dead jobs: its workers are gone) is no typo: no guess then.
+std::string served_types_hint(std::string_view type, const std::vector<std::string>& served, bool ran_before);
+
+// `word` as a shell takes it back: as it is when it holds only letters,
+// digits and _ . : / @ % + = - (or bytes beyond ASCII), else in single quotes.
+// For commands a message suggests ("start one with --type ...").
+std::string shell_word(std::string_view word);
 
 }  // namespace mw::cli

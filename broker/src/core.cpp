@@ -788,9 +788,11 @@ std::optional<std::string> BrokerCore::too_full_for(std::string_view type, std::
   if (config_.max_waiting_per_type || !config_.type_max_waiting.empty())
     if (const std::uint64_t limit = max_waiting_of(type); limit && waiting_of(type) >= limit)
       return "type " + std::string(type) + " is full: " + std::to_string(waiting_of(type)) +
-             " of its jobs wait for a worker or their time (" +
-             (config_.type_max_waiting.contains(type) ? "--type-max-waiting" : "--max-waiting-per-type") + " " +
-             std::to_string(limit) + "); submit again once its workers have caught up";
+             " job(s) of it wait for a worker or their time (" +
+             (config_.type_max_waiting.contains(type) ? "--type-max-waiting " + std::string(type) + "="
+                                                       : std::string("--max-waiting-per-type ")) +
+             std::to_string(limit) + "); submit again once " +
+             (workers_.count(type) ? "its workers have caught up" : "a worker serves it (none does now)");
   // With nothing waiting, any payload the broker took in is let through: a
   // limit below one message must not refuse it forever.
   if (config_.max_waiting_bytes && bytes > 0 && bytes + payload_bytes > config_.max_waiting_bytes)

@@ -2,8 +2,12 @@
 
 #include <unistd.h>
 
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
+#include <system_error>
 
+#include "mw/error.hpp"
 #include "mw/protocol.hpp"
 
 namespace mw {
@@ -73,6 +77,15 @@ std::string flag_carrying(std::string_view value, int argc, const char* const* a
 }
 
 }  // namespace
+
+double parse_decimal(std::string_view text, std::string_view flag) {
+  double value = 0;
+  const char* end = text.data() + text.size();
+  const auto [at, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || at != end || !std::isfinite(value))
+    throw UsageError(std::string(flag) + " '" + std::string(text) + "' is not a number");
+  return value;
+}
 
 std::string option_error_text(std::string_view parser_message, int argc, const char* const* argv) {
   std::string message = plain_quotes(parser_message);

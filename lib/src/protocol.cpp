@@ -76,24 +76,61 @@ std::size_t utf8_sequence_length(std::string_view text) {
   return length;
 }
 
-// `type` as a message may quote it: control characters and bytes that are
-// not UTF-8 as \xNN, and at most 60 bytes of it.
+// The code point of the valid UTF-8 sequence of `length` bytes at the
+// start of `text`.
+char32_t code_point(std::string_view text, std::size_t length) {
+  const auto byte = [&](std::size_t i) { return static_cast<char32_t>(static_cast<unsigned char>(text[i])); };
+  if (length == 1) return byte(0);
+  char32_t cp = byte(0) & (0xFF >> (length + 1));
+  for (std::size_t i = 1; i < length; ++i) cp = (cp << 6) | (byte(i) & 0x3F);
+  return cp;
+}
+
+enum class CharKind { Ordinary, Space, Comma, Control, Invisible };
+
+// What a type name may not hold. Spaces and controls beyond ASCII count
+// too: a no-break space or a NEL looks like (or is) a break in a line, and
+// a bidirectional override or a zero-width character makes two different
+// names look the same.
+CharKind kind_of(char32_t cp) {
+  if (cp == U' ' || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+      cp == 0x202F || cp == 0x205F || cp == 0x3000)
+    return CharKind::Space;
+  if (cp == U',') return CharKind::Comma;
+  if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) return CharKind::Control;
+  if ((cp >= 0x200B && cp <= 0x200F) || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x206F) ||
+      cp == 0xFEFF)
+    return CharKind::Invisible;
+  return CharKind::Ordinary;
+}
+
+// `type` as a message may quote it: bytes that are not UTF-8 and ASCII
+// controls as \xNN, other characters a type may not hold as \u{XXXX}, and
+// at most 60 bytes of it.
 std::string shown_type(std::string_view type) {
   constexpr std::size_t kShown = 60;
+  constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   for (std::size_t i = 0; i < type.size() && i < kShown;) {
     const unsigned char c = static_cast<unsigned char>(type[i]);
     const std::size_t length = utf8_sequence_length(type.substr(i));
     if (length == 0 || c < 0x20 || c == 0x7F) {
-      constexpr char kHex[] = "0123456789abcdef";
       out += "\\x";
       out += kHex[c >> 4];
       out += kHex[c & 0xF];
       ++i;
+      continue;
+    }
+    const char32_t cp = code_point(type.substr(i), length);
+    const CharKind kind = kind_of(cp);
+    if (length > 1 && kind != CharKind::Ordinary) {
+      out += "\\u{";
+      for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 0xF];
+      out += '}';
     } else {
       out.append(type.substr(i, length));
-      i += length;
     }
+    i += length;
   }
   if (type.size() > kShown) out += "...";
   return out;
@@ -110,10 +147,15 @@ std::string type_name_problem(std::string_view type) {
   for (std::size_t i = 0; i < type.size();) {
     const std::size_t length = utf8_sequence_length(type.substr(i));
     if (length == 0) return "type '" + shown_type(type) + "' is not valid UTF-8" + std::string(kRule);
-    const unsigned char c = static_cast<unsigned char>(type[i]);
-    if (c == ' ') return "type '" + shown_type(type) + "' holds a space" + std::string(kRule);
-    if (c == ',') return "type '" + shown_type(type) + "' holds a comma" + std::string(kRule);
-    if (c < 0x20 || c == 0x7F) return "type '" + shown_type(type) + "' holds a control character" + std::string(kRule);
+    const char* fault = nullptr;
+    switch (kind_of(code_point(type.substr(i), length))) {
+      case CharKind::Ordinary: break;
+      case CharKind::Space: fault = "' holds a space"; break;
+      case CharKind::Comma: fault = "' holds a comma"; break;
+      case CharKind::Control: fault = "' holds a control character"; break;
+      case CharKind::Invisible: fault = "' holds an invisible formatting character"; break;
+    }
+    if (fault) return "type '" + shown_type(type) + fault + std::string(kRule);
     i += length;
   }
   return {};

@@ -223,8 +223,8 @@ std::uint32_t batch_limit(const Fields& f, std::size_t i) {
   return f.has(i) ? std::min(f.u32(i, "batch"), kMaxBatchEntries) : 0;
 }
 
-// A job type as type_name_problem() allows it; `field` names it in the
-// error ("SUBMIT: type 'a,b' holds a comma: ...").
+// A job type as type_name_problem() allows it; `what` names the message
+// and field in the error ("SUBMIT: type 'a,b' holds a comma: ...").
 std::string_view type_name(std::string_view type, const char* what) {
   if (auto problem = type_name_problem(type); !problem.empty())
     throw DecodeError(ErrorCode::BadRequest, std::string(what) + ": " + problem);
@@ -665,7 +665,7 @@ Ready decode_ready(const zmq::message_t& frame) {
   }
   m.next = next_type_name(f.str_or_empty(1, "next"), "READY next");
   m.credit = f.u32(2, "credit");
-  if (m.credit == 0 || m.credit > kMaxCredit) f.fail("credit", "1..10000");
+  if (m.credit > kMaxCredit) f.fail("credit", "0..10000");
   m.host = f.str_or_empty(3, "host");
   m.pid = f.u32(4, "pid");
   m.cancel = f.has(5) && f.boolean(5, "cancel");

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <exception>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -51,11 +52,19 @@ struct Completion {
   std::string error;
   bool retryable = true;
   bool cancelled = false;  // its flow was cancelled: reported as such, whatever the handler did
+  std::uint64_t connection = 0;  // the connection (Impl::connection_) its job came on
 };
 
 // What a worker reports for a job whose flow was cancelled (the broker
 // drops it; it only frees the credit).
 constexpr std::string_view kCancelledError = "cancelled";
+
+// "resize,thumb": the types a worker serves, as --type takes them.
+std::string comma_joined(const std::vector<std::string>& types) {
+  std::string out;
+  for (const auto& t : types) out += (out.empty() ? "" : ",") + t;
+  return out;
+}
 
 Completion cancelled_completion(std::uint64_t job_id) {
   Completion c;
@@ -158,12 +167,13 @@ class Worker::Impl {
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
     if (wake_fd_ < 0) throw Error("eventfd failed");
-    if (options_.name.empty()) options_.name = options_.types.front() + "@" + host_name();
+    if (options_.name.empty()) options_.name = comma_joined(options_.types) + "@" + host_name();
     // Legal (a result's nextWorkerType can end the loop) but usually a slip.
     if (std::find(options_.types.begin(), options_.types.end(), options_.next) != options_.types.end())
       log(LogLevel::warn, "worker",
           "--next " + options_.next + " is this worker's own type: every result comes back to it as a new job, "
-          "forever, unless a result's nextWorkerType sends it elsewhere (mw cancel FLOW stops one)");
+          "until a result's nextWorkerType sends it elsewhere or the flow dies at the broker's --max-stages "
+          "(mw cancel FLOW stops one sooner)");
   }
 
   ~Impl() {
@@ -175,7 +185,7 @@ class Worker::Impl {
     zmq::context_t context(1);
     detail::PeerSocket peer(context, options_.broker);
     // This thread owns the socket, except while it runs a handler inline:
-    // then the keeper may take it to send heartbeats.
+    // then the keeper may take it (start_keeper).
     std::unique_lock socket_lock(socket_mutex_);
     struct StopHelpers {
       Impl& self;
@@ -241,6 +251,7 @@ class Worker::Impl {
       // Last in the turn: the liveness check above must only ever follow a
       // drain of the socket, never a long handler.
       if (!stopping) run_inline(peer, socket_lock, stop);
+      if (keeper_failed_.load(std::memory_order_acquire)) std::rethrow_exception(keeper_error_);
     }
     send_completions(peer);
     peer.send(Command::Disconnect);  // after the queued DONEs: send() keeps the order
@@ -343,19 +354,25 @@ class Worker::Impl {
     zmq::message_t hello =
         wire::encode(wire::Hello{kRoleWorker, options_.name, kProtocolVersion, detail::PeerSocket::kBatchAccepted});
     peer.send(Command::Hello, &hello);
+    send_ready(peer);
+    last_heard_ = Clock::now();
+    last_sent_heartbeat_ = Clock::now();
+    ++registrations_;
+  }
+
+  // READY, also to change the credit: --concurrency less the handlers still
+  // busy with jobs of an earlier connection (0 while they fill it).
+  void send_ready(detail::PeerSocket& peer) {
     wire::Ready ready;
     for (const auto& t : options_.types) ready.types.push_back(t);
     ready.next = options_.next;
-    ready.credit = options_.concurrency;
+    ready.credit = options_.concurrency - std::min(carried_over_, options_.concurrency);
     const std::string host = host_name();
     ready.host = host;
     ready.pid = static_cast<std::uint32_t>(::getpid());
     ready.cancel = true;
     zmq::message_t header = wire::encode(ready);
     peer.send(Command::Ready, &header);
-    last_heard_ = Clock::now();
-    last_sent_heartbeat_ = Clock::now();
-    ++registrations_;
   }
 
   void reconnect(detail::PeerSocket& peer) {
@@ -364,6 +381,13 @@ class Worker::Impl {
       local_.clear();
       std::lock_guard lock(mutex_);
       pending_.clear();
+      ++connection_;
+      // Handlers busy now (or done and not yet answered) hold jobs the new
+      // connection does not know: each keeps its slot of --concurrency
+      // until its answer is sent (report), so the broker does not give
+      // this worker more than it can run.
+      carried_over_ = inline_ ? (inline_running_id_ != 0 ? 1 : 0)
+                              : running_ + static_cast<std::uint32_t>(completed_.size());
     }
     peer.reset();
     register_with(peer);
@@ -385,7 +409,29 @@ class Worker::Impl {
     for (auto& c : batch) report(peer, c);
   }
 
+  // Sends a run's answer. A run carried over from an earlier connection
+  // (its handler was busy when the worker registered again) may find its
+  // job queued here once more: a restarted broker recovered it and gave it
+  // back. That copy gets the same answer instead of running again (each
+  // answer settles one of the broker's records of the job; one too many
+  // is stale, and ignored). Then the run gives its slot back.
   void report(detail::PeerSocket& peer, Completion& c) {
+    send_answer(peer, c);
+    if (c.connection == connection_) return;  // the usual case
+    const auto same_job = [id = c.job_id](const Job& job) { return job.id == id; };
+    std::size_t copies = std::erase_if(local_, same_job);
+    {
+      std::lock_guard lock(mutex_);
+      copies += std::erase_if(pending_, same_job);
+    }
+    for (std::size_t i = 0; i < copies; ++i) send_answer(peer, c);
+    if (carried_over_ > 0) {
+      --carried_over_;
+      send_ready(peer);
+    }
+  }
+
+  void send_answer(detail::PeerSocket& peer, Completion& c) {
     if (c.cancelled) {
       zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, false});
       peer.send(Command::Fail, &header);
@@ -441,7 +487,8 @@ class Worker::Impl {
     }
     for (std::size_t i = 0; i < dropped; ++i) {
       Completion c = cancelled_completion(job_id);
-      report(peer, c);
+      c.connection = connection_;
+      send_answer(peer, c);
     }
     if (dropped || stopped)
       log(LogLevel::info, "worker", options_.name + ": job " + std::to_string(job_id) + " cancelled" +
@@ -485,16 +532,19 @@ class Worker::Impl {
       if (!inline_running_stop_.stop_possible() || inline_running_stop_.stop_requested())
         inline_running_stop_ = std::stop_source();
       job.cancel = inline_running_stop_.get_token();
+      const std::uint64_t started_on = connection_;
       socket_lock.unlock();
       Completion c = execute(handler_, job);
       socket_lock.lock();
       inline_running_id_ = 0;
+      c.connection = started_on;
       report(peer, c);
     }
   }
 
   // The keeper sends HEARTBEATs while an inline handler holds the I/O
-  // thread, and the DONEs that wait behind a slow handler (run_inline). It
+  // thread, the DONEs that wait behind a slow handler (run_inline), and
+  // reads the socket during a long one (read_during_handler). It
   // only ever try-locks the socket: the I/O thread lets go of it only while
   // a handler runs, and heartbeats by itself otherwise.
   void start_keeper(detail::PeerSocket& peer) {
@@ -503,57 +553,67 @@ class Worker::Impl {
       keeper_stopping_ = false;
     }
     keeper_ = std::jthread([this, &peer] {
-      std::unique_lock lock(keeper_mutex_);
-      std::uint64_t seen_handler = 0;
-      std::uint64_t seen_handler_for_reading = 0;
-      while (!keeper_stopping_) {
-        // A quarter interval: a heartbeat is never more than that late.
-        const auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
-                                         : std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1);
-        keeper_wake_.wait_for(lock, period);
-        if (keeper_stopping_) break;
-        std::unique_lock socket(socket_mutex_, std::try_to_lock);
-        if (!socket.owns_lock()) continue;
-        if (watch_flush_) {
-          // The same handler as a period ago: it is a slow one, and the
-          // DONEs before it have waited long enough.
-          const std::uint64_t handler = handler_seq_.load();
-          if (handler == seen_handler) peer.flush();
-          seen_handler = handler;
-        }
-        if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_.load()) {
-          peer.send(Command::Heartbeat);
-          last_sent_heartbeat_ = Clock::now();
-        }
-        // A handler that was already running a period ago is a long one:
-        // read what came meanwhile, so a CANCEL for it stops it now, and a
-        // restarted broker has this worker back now, rather than when it
-        // ends. (Short jobs never get here: the I/O thread reads its own
-        // socket between them.)
-        const std::uint64_t handler = handler_seq_.load();
-        if (handler == seen_handler_for_reading) read_during_handler(peer);
-        seen_handler_for_reading = handler;
+      // What it throws (a new socket that cannot be made, say) is thrown
+      // again on the I/O thread, which ends the worker with the reason.
+      try {
+        keep(peer);
+      } catch (...) {
+        keeper_error_ = std::current_exception();
+        keeper_failed_.store(true, std::memory_order_release);
       }
     });
+  }
+
+  // The keeper's loop (start_keeper).
+  void keep(detail::PeerSocket& peer) {
+    std::unique_lock lock(keeper_mutex_);
+    std::uint64_t seen_handler = 0;
+    std::uint64_t seen_handler_for_reading = 0;
+    while (!keeper_stopping_) {
+      // A quarter interval: a heartbeat is never more than that late.
+      const auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
+                                       : std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1);
+      keeper_wake_.wait_for(lock, period);
+      if (keeper_stopping_) break;
+      std::unique_lock socket(socket_mutex_, std::try_to_lock);
+      if (!socket.owns_lock()) continue;
+      if (watch_flush_) {
+        // The same handler as a period ago: it is a slow one, and the
+        // DONEs before it have waited long enough.
+        const std::uint64_t handler = handler_seq_.load();
+        if (handler == seen_handler) peer.flush();
+        seen_handler = handler;
+      }
+      if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_.load()) {
+        peer.send(Command::Heartbeat);
+        last_sent_heartbeat_ = Clock::now();
+      }
+      // A handler that was already running a period ago is a long one:
+      // read what came meanwhile, so a CANCEL for it stops it now, and a
+      // restarted broker has this worker back now, rather than when it
+      // ends. (Short jobs never get here: the I/O thread reads its own
+      // socket between them.)
+      const std::uint64_t handler = handler_seq_.load();
+      if (handler == seen_handler_for_reading) read_during_handler(peer);
+      seen_handler_for_reading = handler;
+    }
   }
 
   // Keeper only, holding the socket while an inline handler runs (the I/O
   // thread is inside it, so local_ is free to touch): every message is
   // handled as the I/O thread would, in order. A JOB joins local_; a CANCEL
   // stops the running handler or drops a job not started; a DISCONNECT (a
-  // restarted broker that does not know us) or a long silence registers
-  // again on a new socket now, so that the new broker has this worker back
-  // while the handler runs. (The handler's DONE then reaches a broker that
-  // did not give it the job: a stale answer, ignored; the job was requeued.)
+  // restarted broker that does not know us) or ERROR 401 registers again on
+  // a new socket now, so that the new broker has this worker back while the
+  // handler runs: with the handler's slot held back from its credit (see
+  // reconnect and report). A silence is left to the I/O thread, which first
+  // sends the handler's answer: a broker that was only slow still takes it.
   void read_during_handler(detail::PeerSocket& peer) {
     while (auto in = peer.try_recv()) {
       last_heard_ = Clock::now();
-      handle(peer, *in, /*stopping=*/false);  // a stop is only seen by the I/O thread, between handlers
-    }
-    const std::int64_t liveness_ms = heartbeat_ms_.load() * std::int64_t{kHeartbeatLiveness};
-    if (ms_since(last_heard_) > liveness_ms) {
-      warn_of_silence(liveness_ms);
-      reconnect(peer);
+      // A stop is only seen by the I/O thread, between handlers. After a
+      // reconnect, the rest is read from the new socket.
+      handle(peer, *in, /*stopping=*/false);
     }
     // A dropped job's FAIL frees its credit at the broker: it goes now.
     if (peer.has_queued()) peer.flush();
@@ -588,18 +648,21 @@ class Worker::Impl {
     std::stop_source stop;
     for (;;) {
       Job job;
+      std::uint64_t started_on;
       {
         std::unique_lock lock(mutex_);
         work_ready_.wait(lock, [&] { return shutting_down_ || !pending_.empty(); });
         if (pending_.empty()) return;
         job = std::move(pending_.front());
         pending_.pop_front();
+        started_on = connection_;
         ++running_;
         if (stop.stop_requested()) stop = std::stop_source();
         job.cancel = stop.get_token();
         running_jobs_.push_back({job.id, &stop});
       }
       Completion c = execute(handler_, job);
+      c.connection = started_on;
       bool wake;
       {
         std::lock_guard lock(mutex_);
@@ -628,6 +691,11 @@ class Worker::Impl {
   Clock::time_point last_heard_ = Clock::now();
   Clock::time_point last_sent_heartbeat_ = Clock::now();  // under socket_mutex_
   std::uint64_t welcomes_ = 0;         // WELCOMEs so far: one per connection that registered
+  // Counts the connections made (reconnect); written with socket_mutex_
+  // and mutex_ held, so either lets a thread read it.
+  std::uint64_t connection_ = 0;
+  // Handlers busy with jobs of an earlier connection (socket_mutex_).
+  std::uint32_t carried_over_ = 0;
   std::uint64_t silent_attempts_ = 0;  // connections in a row that heard nothing in a liveness period
 
   // Inline mode (threads == 1): jobs received and not yet run; the I/O
@@ -641,6 +709,8 @@ class Worker::Impl {
   std::mutex keeper_mutex_;
   std::condition_variable keeper_wake_;
   bool keeper_stopping_ = false;
+  std::exception_ptr keeper_error_;  // written before keeper_failed_ is set
+  std::atomic<bool> keeper_failed_{false};
   // Set (under keeper_mutex_) when a handler starts while DONEs are queued;
   // cleared when the loop goes idle. handler_seq_ counts handlers started.
   std::atomic<bool> watch_flush_{false};
@@ -706,7 +776,7 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
     wo.threads = args["threads"].as<std::uint32_t>();
     Worker worker(wo, std::move(handler));
-    log(LogLevel::info, "worker", "serving " + wo.types.front() + (wo.next.empty() ? "" : " -> " + wo.next) +
+    log(LogLevel::info, "worker", "serving " + comma_joined(wo.types) + (wo.next.empty() ? "" : " -> " + wo.next) +
                                       "; connecting to the broker at " + wo.broker);
     worker.run(stop);
     return 0;

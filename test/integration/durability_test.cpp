@@ -317,6 +317,10 @@ TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it"
   const auto waiting = cluster.mw({"result", flow});  // no worker yet
   CHECK(waiting.exit_status == 3);
   CHECK(waiting.err.find("has not ended: it is queued at echo") != std::string::npos);
+  // --wait that gives up, with --json: the flow's record as it is now.
+  const auto gave_up = cluster.mw({"result", flow, "--wait", "--timeout", "0.5", "--json"});
+  CHECK(gave_up.exit_status == 3);
+  CHECK(nlohmann::json::parse(gave_up.out).at("state") == "queued");
   Process& waiter = cluster.start_mw("result-wait", {"result", flow, "--wait", "--timeout", "30"});
   cluster.start_exec("echo", {}, {"/bin/cat"});
   REQUIRE(waiter.wait_exit(20s) == 0);
@@ -358,6 +362,7 @@ TEST_CASE("mw result: how a flow ended, or that it has not; --wait waits for it"
     CHECK(unknown_json.exit_status == 4);
     CHECK(nlohmann::json::parse(unknown_json.out) == nlohmann::json::parse(R"({"id": 12345, "state": "unknown"})"));
   }
+  CHECK(lines_of(cluster.mw({"result", "12345", "--json", "--pretty"}).out).size() > 1);
   CHECK(cluster.mw({"result", "abc"}).exit_status == 2);  // not a flow id: the command line is wrong
 }
 

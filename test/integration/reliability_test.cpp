@@ -1,6 +1,7 @@
 // Workers and brokers that die, freeze, restart or stop: no job is lost,
 // none is reported twice.
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
@@ -199,18 +200,30 @@ TEST_CASE("reliability: a worker busy with a long job is back at a restarted bro
   cluster.broker().signal(SIGTERM);
   REQUIRE(cluster.broker().wait_exit(5s) == 0);
   cluster.start_broker({"--store", store, "--heartbeat-ms", "200"}, address, pub);
-  // Its handler still runs, and the new broker has it already.
-  CHECK(cluster.wait_for_workers("long", 1, 5s));
-  CHECK(worker.counters().registrations == 2);
+  // Its handler still runs, and the new broker has it already: with no
+  // room (credit 0) while that handler fills its one slot, so the job the
+  // new broker recovered from the store waits instead of queueing behind it.
+  REQUIRE(cluster.wait_for_workers("long", 1, 5s));
+  CHECK(worker.counters().registrations >= 2);
+  const auto during = cluster.status();
+  const auto busy = worker_stats(during, ::getpid());
+  REQUIRE(busy.has_value());
+  CHECK(busy->credit == 0);
+  CHECK(type_stats(during, "long").value().queued == 1);
   CHECK(started.load() == 1);
 
   release = true;
-  // The job, recovered from the store, runs again; the flow ends done.
+  // Its answer goes to a broker that did not give it the job (stale); its
+  // slot comes back, and the recovered job runs (again). The flow ends done.
   mw::Client client({address});
   const auto outcome = client.wait(flow, 20s);
   REQUIRE(outcome.has_value());
   CHECK(outcome->done);
   CHECK(outcome->result.to_json() == nlohmann::json::parse(R"({"n": 1})"));
+  CHECK(started.load() == 2);
+  const auto after = worker_stats(cluster.status(), ::getpid());
+  REQUIRE(after.has_value());
+  CHECK(after->credit == 1);
 }
 
 TEST_CASE("reliability: a worker started before its broker says so, and registers once the broker comes") {

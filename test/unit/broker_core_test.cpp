@@ -71,6 +71,17 @@ TEST_CASE("READY registers a worker with its types, next type and credit") {
     CHECK(h.core.workers().count("store") == 1);
     CHECK(h.worker("w1")->credit == 5);
   }
+
+  SUBCASE("credit 0: registered, and given nothing until a READY gives it room") {
+    h.submit("c1", "crop", payload_bytes(8));
+    h.ready("w2", {"crop"}, "", 0);
+    REQUIRE(h.worker("w2") != nullptr);
+    CHECK(h.jobs("w2").empty());
+    CHECK(h.queue.depth("crop") == 1);
+    h.ready("w2", {"crop"}, "", 1);
+    CHECK(h.jobs("w2").size() == 1);
+    CHECK(h.queue.depth("crop") == 0);
+  }
 }
 
 TEST_CASE("$mw.heartbeat is published every heartbeat interval while someone subscribes") {
@@ -1027,7 +1038,8 @@ TEST_CASE("a type at its own waiting limit is refused with ERROR 507 while other
   const auto refused = refusal(h, 7101, "a", payload_bytes(8));
   REQUIRE(refused);
   CHECK(refused->code == ErrorCode::Full);
-  CHECK(refused->message.find("type a is full: 2 of its jobs wait") != std::string::npos);
+  CHECK(refused->message.find("type a is full: 2 job(s) of it wait") != std::string::npos);
+  CHECK(refused->message.find("once a worker serves it (none does now)") != std::string::npos);
   CHECK(refused->message.find("--max-waiting-per-type 2") != std::string::npos);
   CHECK(h.core.counters().refused_full == 1);
   CHECK_FALSE(refusal(h, 7102, "b", payload_bytes(8)));  // another type has room
@@ -1041,7 +1053,7 @@ TEST_CASE("a type at its own waiting limit is refused with ERROR 507 while other
   for (int i = 0; i < 3; ++i) CHECK_FALSE(refusal(h, 7110 + i, "bulk", payload_bytes(8)));
   const auto bulk = refusal(h, 7120, "bulk", payload_bytes(8));
   REQUIRE(bulk);
-  CHECK(bulk->message.find("--type-max-waiting 3") != std::string::npos);
+  CHECK(bulk->message.find("--type-max-waiting bulk=3") != std::string::npos);
   for (int i = 0; i < 5; ++i) CHECK_FALSE(refusal(h, 7130 + i, "free", payload_bytes(8)));
 
   // Once a worker takes one, the type has room again.
@@ -1262,7 +1274,8 @@ TEST_CASE("malformed messages get exactly one ERROR and change nothing") {
        ErrorCode::BadRequest},
       {"READY garbage header", {tag_ready, "\xc1\xc1"}, ErrorCode::BadRequest},
       {"READY header not an array", {tag_ready, "\xa5hello"}, ErrorCode::BadRequest},
-      {"READY credit 0", {tag_ready, bytes_of(wire::encode(wire::Ready{{"a"}, "", 0, "", 0}))}, ErrorCode::BadRequest},
+      {"READY credit over 10000", {tag_ready, bytes_of(wire::encode(wire::Ready{{"a"}, "", 10001, "", 0}))},
+       ErrorCode::BadRequest},
       {"READY empty type", {tag_ready, bytes_of(wire::encode(wire::Ready{{""}, "", 1, "", 0}))}, ErrorCode::BadRequest},
       {"READY 4G-element header", {tag_ready, hostile}, ErrorCode::BadRequest},
       {"SUBMIT 4G-element header", {tag_submit, hostile, pl}, ErrorCode::BadRequest},

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mw/error.hpp"
 #include "mw/options.hpp"
 
 namespace {
@@ -31,6 +32,21 @@ TEST_CASE("option_error_text names the flag whose value did not parse") {
 TEST_CASE("option_error_text passes other complaints on with plain quotes") {
   CHECK(error_for("Option \u2018bogus\u2019 does not exist", {"submit", "--bogus"}) == "Option 'bogus' does not exist");
   CHECK(error_for("plain text", {"x"}) == "plain text");
+}
+
+TEST_CASE("parse_decimal takes a whole number, and names the flag otherwise") {
+  CHECK(mw::parse_decimal("30", "--timeout") == 30.0);
+  CHECK(mw::parse_decimal("1.5", "--timeout") == 1.5);
+  CHECK(mw::parse_decimal("1e3", "--timeout") == 1000.0);
+  for (const char* bad : {"5x", "", "0x2", "abc", " 5", "inf", "nan"}) {
+    CAPTURE(bad);
+    try {
+      mw::parse_decimal(bad, "--timeout");
+      FAIL("accepted");
+    } catch (const mw::UsageError& e) {
+      CHECK(std::string(e.what()) == "--timeout '" + std::string(bad) + "' is not a number");
+    }
+  }
 }
 
 TEST_CASE("default_broker_address prefers a non-empty $MW_BROKER") {

@@ -18,6 +18,12 @@ std::string connectable_address(std::string_view reported, std::string_view brok
 // The host name of this machine, for READY and logs.
 std::string host_name();
 
+// A decimal number given to `flag` ("--timeout"): the whole of `text`,
+// finite ("1.5", "30", "1e3"). Throws mw::UsageError naming the flag and
+// the text otherwise. (The option parser's own reading of a double takes
+// "5x" as 5.)
+double parse_decimal(std::string_view text, std::string_view flag);
+
 // The option parser's complaint (cxxopts' what()), said so that it names
 // the flag at fault. "Argument 'abc' failed to parse" names only the value:
 // this finds the flag that carried it on the command line and says

@@ -131,8 +131,9 @@ std::uint64_t parse_flow_id(std::string_view text);
 
 // What is wrong with `type` as a job type, or "" when nothing is. A type is
 // 1 to kMaxTypeNameBytes bytes of UTF-8 without spaces, commas or control
-// characters: it is one word in `mw status`, and a worker's --type takes a
-// comma-separated list. The answer is one line that quotes the type
+// characters (Unicode's too: no-break spaces, line separators, C1
+// controls, bidirectional overrides, zero-width characters): it is one
+// word in `mw status`, and a worker's --type takes a comma-separated list. The answer is one line that quotes the type
 // (escaped where it cannot be shown), e.g. "type 'a,b' holds a comma: a
 // type is one word of text, without spaces, commas or control characters".
 std::string type_name_problem(std::string_view type);
