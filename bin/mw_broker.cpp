@@ -163,6 +163,10 @@ int main(int argc, char** argv) {
     server.entities.page.default_limit = args["page-default"].as<std::size_t>();
     server.entities.page.max_limit = args["page-max"].as<std::size_t>();
     if (server.entities.page.max_limit == 0) throw mw::UsageError("--page-max must be at least 1");
+    if (server.entities.page.default_limit == 0) throw mw::UsageError("--page-default must be at least 1");
+    if (args.count("page-default") && server.entities.page.default_limit > server.entities.page.max_limit)
+      throw mw::UsageError("--page-default (" + std::to_string(server.entities.page.default_limit) +
+                           ") must not exceed --page-max (" + std::to_string(server.entities.page.max_limit) + ")");
     server.entities.page.default_limit = std::min(server.entities.page.default_limit, server.entities.page.max_limit);
     server.entities.event_keep_count = args["events-keep"].as<std::uint64_t>();
     const double keep_hours = mw::parse_decimal(args["events-keep-hours"].as<std::string>(), "--events-keep-hours");

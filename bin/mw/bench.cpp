@@ -44,6 +44,7 @@
 #include "json_text.hpp"
 #include "mw/client.hpp"
 #include "mw/error.hpp"
+#include "mw/log.hpp"
 #include "mw/stop_signal.hpp"
 #include "mw/worker.hpp"
 
@@ -348,6 +349,9 @@ BenchOptions parse(int argc, char** argv, bool& help) {
     throw UsageError("--concurrency must be between 1 and " + std::to_string(kMaxCredit));
   if (o.payload > kMaxPayloadBytes) throw UsageError("--payload must be at most " + std::to_string(kMaxPayloadBytes));
   if (!(timeout_s > 0) || timeout_s > 1e6) throw UsageError("--timeout must be a positive number of seconds");
+  // Its workers' "registered" lines are not what a bench reports; their
+  // warnings (a lost broker) still are.
+  set_log_level(LogLevel::warn);
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
   if (args["jobs"].count() && o.jobs == 0) throw UsageError("--jobs must be at least 1 (leave it out for the default)");
   if (o.jobs == 0) o.jobs = o.serial ? kDefaultSerialJobs : kDefaultJobs;

@@ -199,7 +199,8 @@ int schedule(int argc, char** argv) {
     return change_schedule(client, endpoint, action, args[action].as<std::string>());
   }
 
-  if (!args.count("name") || !args.count("type")) usage_error("missing NAME and TYPE");
+  if (!args.count("name")) usage_error("missing NAME and TYPE");
+  if (!args.count("type")) usage_error("missing TYPE after NAME '" + args["name"].as<std::string>() + "'");
   ScheduleArgs request;
   request.name = args["name"].as<std::string>();
   check_schedule_name(request.name);  // before reading stdin
