@@ -122,6 +122,8 @@ int result(int argc, char** argv) {
       if (json) {
         try {
           std::cout << json_text(client.call(kFlowsEndpoint, "get", std::to_string(flow)), pretty) << std::endl;
+        } catch (const Interrupted&) {
+          throw;
         } catch (const Error&) {
           // It ended or went meanwhile: the line below is all there is to say.
         }

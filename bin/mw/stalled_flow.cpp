@@ -32,7 +32,7 @@ std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flo
     }
     return "flow " + std::to_string(flow) + " is queued at type '" + type + "', which no worker serves" +
            (ran_before ? " any more" : "") + served_types_hint(type, served, ran_before) +
-           "; it runs once one connects (a worker or mw-exec started with --type " + shell_word(type) + ")";
+           "; it runs once one connects (a worker or mw-exec started with " + type_option(type) + ")";
   } catch (const Interrupted&) {
     throw;
   } catch (const std::exception&) {

@@ -123,9 +123,9 @@ void print_table(const wire::Stats& s, bool all_types) {
       // A type that ran jobs before lost its workers: no typo to guess at.
       const bool ran_before = t.done + t.failed + t.dead > 0;
       const auto nearest = ran_before ? std::nullopt : nearest_type(t.type, served);
-      std::printf("! %s: %llu job(s) queued and no worker serves it%s (start one with --type %s%s)\n", t.type.c_str(),
+      std::printf("! %s: %llu job(s) queued and no worker serves it%s (start one with %s%s)\n", t.type.c_str(),
                   static_cast<unsigned long long>(t.queued), ran_before ? " any more" : "",
-                  shell_word(t.type).c_str(), nearest ? ("; or did you mean '" + *nearest + "'?").c_str() : "");
+                  type_option(t.type).c_str(), nearest ? ("; or did you mean '" + *nearest + "'?").c_str() : "");
     }
   std::string limits;
   for (const auto& t : s.types)

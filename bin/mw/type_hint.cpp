@@ -63,10 +63,14 @@ std::string shell_word(std::string_view word) {
     return std::isalnum(static_cast<unsigned char>(c)) || static_cast<unsigned char>(c) >= 0x80 ||
            std::string_view("_.:/@%+=-").find(c) != std::string_view::npos;
   };
-  if (!word.empty() && std::all_of(word.begin(), word.end(), plain)) return std::string(word);
+  if (!word.empty() && word.front() != '=' && std::all_of(word.begin(), word.end(), plain)) return std::string(word);
   std::string quoted = "'";
   for (const char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return quoted + "'";
+}
+
+std::string type_option(std::string_view type) {
+  return (type.starts_with("-") ? "--type=" : "--type ") + shell_word(type);
 }
 
 }  // namespace mw::cli

@@ -23,8 +23,12 @@ std::optional<std::string> nearest_type(std::string_view type, const std::vector
 std::string served_types_hint(std::string_view type, const std::vector<std::string>& served, bool ran_before);
 
 // `word` as a shell takes it back: as it is when it holds only letters,
-// digits and _ . : / @ % + = - (or bytes beyond ASCII), else in single quotes.
-// For commands a message suggests ("start one with --type ...").
+// digits and _ . : / @ % + = - (or bytes beyond ASCII) and does not start
+// with = (zsh expands that), else in single quotes.
 std::string shell_word(std::string_view word);
+
+// "--type WORD" for a command a message suggests, shell-quoted; "--type=WORD"
+// when the type starts with - (the option parser would take it for a flag).
+std::string type_option(std::string_view type);
 
 }  // namespace mw::cli

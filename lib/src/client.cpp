@@ -274,7 +274,7 @@ class Client::Impl {
  private:
   Error no_answer(const char* what) const {
     return Error("no answer to " + std::string(what) + " from the broker at " + options_.broker + " within " +
-                     std::to_string(options_.timeout.count()) + " ms: is mw-broker running there? (--broker or $MW_BROKER)",
+                     std::to_string(options_.timeout.count()) + " ms: " + std::string(kNoBrokerHint),
                  ErrorCode::Unavailable);
   }
 
@@ -439,7 +439,7 @@ class Client::Impl {
                                              std::to_string(silence_limit.count()) + " ms"
                                        : "no answer from a broker at " + options_.broker + " within " +
                                              std::to_string(silence_limit.count()) +
-                                             " ms: is mw-broker running there? (--broker or $MW_BROKER)",
+                                             " ms: " + std::string(kNoBrokerHint),
                       ErrorCode::Unavailable);
         wait = std::min(wait, beat);
       }

@@ -65,24 +65,35 @@ std::string plain_quotes(std::string_view text) {
 }
 
 // The flag whose value is `value`: "--name value", "--name=value", "-n value".
+// Empty when none is, or when several are (naming one could blame the
+// wrong one).
 std::string flag_carrying(std::string_view value, int argc, const char* const* argv) {
+  std::string found;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (!arg.starts_with("-")) continue;
     const auto eq = arg.find('=');
-    if (eq != std::string_view::npos && arg.substr(eq + 1) == value) return std::string(arg.substr(0, eq));
-    if (eq == std::string_view::npos && i + 1 < argc && argv[i + 1] == value) return std::string(arg);
+    std::string flag;
+    if (eq != std::string_view::npos && arg.substr(eq + 1) == value) flag = arg.substr(0, eq);
+    if (eq == std::string_view::npos && i + 1 < argc && argv[i + 1] == value) flag = arg;
+    if (flag.empty()) continue;
+    if (!found.empty()) return {};
+    found = std::move(flag);
   }
-  return {};
+  return found;
 }
 
 }  // namespace
 
 double parse_decimal(std::string_view text, std::string_view flag) {
+  // from_chars takes no sign for a positive number; people write one.
+  const std::string_view digits = text.starts_with("+") ? text.substr(1) : text;
   double value = 0;
-  const char* end = text.data() + text.size();
-  const auto [at, ec] = std::from_chars(text.data(), end, value);
-  if (text.empty() || ec != std::errc() || at != end || !std::isfinite(value))
+  const char* end = digits.data() + digits.size();
+  const auto [at, ec] = std::from_chars(digits.data(), end, value);
+  if (ec == std::errc::result_out_of_range)
+    throw UsageError(std::string(flag) + " '" + std::string(text) + "' is out of range");
+  if (digits.empty() || ec != std::errc() || at != end || !std::isfinite(value) || digits.starts_with("-") != text.starts_with("-"))
     throw UsageError(std::string(flag) + " '" + std::string(text) + "' is not a number");
   return value;
 }

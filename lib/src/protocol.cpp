@@ -99,7 +99,8 @@ CharKind kind_of(char32_t cp) {
   if (cp == U',') return CharKind::Comma;
   if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) return CharKind::Control;
   if ((cp >= 0x200B && cp <= 0x200F) || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x206F) ||
-      cp == 0xFEFF)
+      cp == 0xFEFF || cp == 0x00AD || cp == 0x061C || cp == 0x180E || (cp >= 0xFFF9 && cp <= 0xFFFB) ||
+      cp == 0x115F || cp == 0x1160 || cp == 0x3164 || cp == 0xFFA0 || cp == 0x2800 || (cp >= 0xE0000 && cp <= 0xE007F))
     return CharKind::Invisible;
   return CharKind::Ordinary;
 }
@@ -125,7 +126,7 @@ std::string shown_type(std::string_view type) {
     const CharKind kind = kind_of(cp);
     if (length > 1 && kind != CharKind::Ordinary) {
       out += "\\u{";
-      for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 0xF];
+      for (int shift = cp > 0xFFFF ? 20 : 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 0xF];
       out += '}';
     } else {
       out.append(type.substr(i, length));

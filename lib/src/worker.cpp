@@ -209,6 +209,7 @@ class Worker::Impl {
       const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
       auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, beat);
       if (!local_.empty()) wait = 0;
+      send_ready_if_due(peer, stopping);
       peer.flush();  // the DONEs of the last turn, as one BATCH when the broker takes them
       zmq::pollitem_t items[] = {
           {peer.socket().handle(), 0, ZMQ_POLLIN, 0},
@@ -344,9 +345,10 @@ class Worker::Impl {
       log(LogLevel::warn, "worker", options_.name + ": no word from the broker at " + options_.broker + " for " +
                                         std::to_string(liveness_ms) + " ms; reconnecting");
     } else if ((attempt & (attempt - 1)) == 0) {
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, "%.1f", static_cast<double>(liveness_ms * attempt) / 1000);
       log(LogLevel::warn, "worker", options_.name + ": no answer from a broker at " + options_.broker + " for " +
-                                        std::to_string(liveness_ms * attempt / 1000) +
-                                        " s: is mw-broker running there? (--broker or $MW_BROKER); still trying");
+                                        seconds + " s: " + std::string(kNoBrokerHint) + "; still trying");
     }
   }
 
@@ -388,6 +390,7 @@ class Worker::Impl {
       // this worker more than it can run.
       carried_over_ = inline_ ? (inline_running_id_ != 0 ? 1 : 0)
                               : running_ + static_cast<std::uint32_t>(completed_.size());
+      ready_due_ = false;  // the READY below says the credit as it is now
     }
     peer.reset();
     register_with(peer);
@@ -410,32 +413,45 @@ class Worker::Impl {
   }
 
   // Sends a run's answer. A run carried over from an earlier connection
-  // (its handler was busy when the worker registered again) may find its
-  // job queued here once more: a restarted broker recovered it and gave it
-  // back. That copy gets the same answer instead of running again (each
-  // answer settles one of the broker's records of the job; one too many
-  // is stale, and ignored). Then the run gives its slot back.
+  // (its handler was busy when the worker registered again) answers to a
+  // broker that does not hold its job for this connection: it requeued the
+  // job, or gave it back here. Each copy queued here is one such record,
+  // and gets the run's answer instead of running again. With none, an
+  // answer would only be stale (a copy already running answers for
+  // itself): none is sent. Then the run's slot is given back, with one
+  // READY for all the runs of a turn (send_ready_if_due).
   void report(detail::PeerSocket& peer, Completion& c) {
-    send_answer(peer, c);
-    if (c.connection == connection_) return;  // the usual case
+    if (c.connection == connection_) {  // the usual case
+      send_answer(peer, c);
+      return;
+    }
     const auto same_job = [id = c.job_id](const Job& job) { return job.id == id; };
     std::size_t copies = std::erase_if(local_, same_job);
     {
       std::lock_guard lock(mutex_);
       copies += std::erase_if(pending_, same_job);
     }
-    for (std::size_t i = 0; i < copies; ++i) send_answer(peer, c);
+    count(c);
+    for (std::size_t i = 0; i < copies; ++i) send_answer(peer, c, /*counted=*/true);
     if (carried_over_ > 0) {
       --carried_over_;
-      send_ready(peer);
+      ready_due_ = true;
     }
   }
 
-  void send_answer(detail::PeerSocket& peer, Completion& c) {
+  void send_ready_if_due(detail::PeerSocket& peer, bool stopping) {
+    if (!ready_due_ || stopping) return;
+    ready_due_ = false;
+    send_ready(peer);
+  }
+
+  // Sends the DONE or FAIL of a run, and counts it unless `counted`
+  // already (one run may answer several copies of its job).
+  void send_answer(detail::PeerSocket& peer, Completion& c, bool counted = false) {
     if (c.cancelled) {
       zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, false});
       peer.send(Command::Fail, &header);
-      ++cancelled_;
+      if (!counted) count(c);
       return;
     }
     if (c.ok) {
@@ -445,7 +461,7 @@ class Worker::Impl {
       const std::size_t bytes = detail::PeerSocket::message_bytes(&header, &result);
       if (const auto limit = peer.max_message_bytes(); limit == 0 || bytes <= limit) {
         peer.send(Command::Done, &header, &result);
-        ++done_;
+        if (!counted) count(c);
         return;
       }
       // The broker would drop the connection (and with it this job, to be
@@ -460,6 +476,16 @@ class Worker::Impl {
       shorten_error(c.error, peer.max_message_bytes());
       zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable});
       peer.send(Command::Fail, &header);
+      if (!counted) count(c);
+    }
+  }
+
+  void count(const Completion& c) {
+    if (c.cancelled) {
+      ++cancelled_;
+    } else if (c.ok) {
+      ++done_;
+    } else {
       ++failed_;
     }
   }
@@ -536,6 +562,9 @@ class Worker::Impl {
       socket_lock.unlock();
       Completion c = execute(handler_, job);
       socket_lock.lock();
+      // The keeper failed (in a reconnect, say) while the handler ran: the
+      // socket may be gone, and its reason is the one to report.
+      if (keeper_failed_.load(std::memory_order_acquire)) std::rethrow_exception(keeper_error_);
       inline_running_id_ = 0;
       c.connection = started_on;
       report(peer, c);
@@ -694,8 +723,10 @@ class Worker::Impl {
   // Counts the connections made (reconnect); written with socket_mutex_
   // and mutex_ held, so either lets a thread read it.
   std::uint64_t connection_ = 0;
-  // Handlers busy with jobs of an earlier connection (socket_mutex_).
+  // Handlers busy with jobs of an earlier connection, and whether a READY
+  // is owed for the slots they gave back (socket_mutex_).
   std::uint32_t carried_over_ = 0;
+  bool ready_due_ = false;
   std::uint64_t silent_attempts_ = 0;  // connections in a row that heard nothing in a liveness period
 
   // Inline mode (threads == 1): jobs received and not yet run; the I/O

@@ -25,6 +25,8 @@ TEST_CASE("option_error_text names the flag whose value did not parse") {
         "--timeout 'abc' is not a valid value");
   CHECK(error_for(kFailedToParse, {"submit", "--timeout=abc", "sq"}) == "--timeout 'abc' is not a valid value");
   CHECK(error_for(kFailedToParse, {"mw-exec", "-c", "abc"}) == "-c 'abc' is not a valid value");
+  // Two flags with that value: which one failed is not known, so none is named.
+  CHECK(error_for(kFailedToParse, {"submit", "--key", "abc", "--priority", "abc"}) == "'abc' is not a valid value");
   // A positional word equal to the value is no flag's value.
   CHECK(error_for(kFailedToParse, {"submit", "abc"}) == "'abc' is not a valid value");
 }
@@ -38,7 +40,9 @@ TEST_CASE("parse_decimal takes a whole number, and names the flag otherwise") {
   CHECK(mw::parse_decimal("30", "--timeout") == 30.0);
   CHECK(mw::parse_decimal("1.5", "--timeout") == 1.5);
   CHECK(mw::parse_decimal("1e3", "--timeout") == 1000.0);
-  for (const char* bad : {"5x", "", "0x2", "abc", " 5", "inf", "nan"}) {
+  CHECK(mw::parse_decimal("+5", "--timeout") == 5.0);
+  CHECK(mw::parse_decimal("-2", "--timeout") == -2.0);  // the caller says which range it takes
+  for (const char* bad : {"5x", "", "0x2", "abc", " 5", "inf", "nan", "+-5", "++5"}) {
     CAPTURE(bad);
     try {
       mw::parse_decimal(bad, "--timeout");

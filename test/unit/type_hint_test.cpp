@@ -47,4 +47,7 @@ TEST_CASE("shell_word quotes what a shell would split or expand") {
   CHECK(mw::cli::shell_word("$mw.flow") == "'$mw.flow'");
   CHECK(mw::cli::shell_word("a;b") == "'a;b'");
   CHECK(mw::cli::shell_word("it's") == "'it'\\''s'");
+  CHECK(mw::cli::shell_word("=x") == "'=x'");
+  CHECK(mw::cli::type_option("resize") == "--type resize");
+  CHECK(mw::cli::type_option("-x") == "--type=-x");
 }

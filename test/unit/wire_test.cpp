@@ -762,6 +762,7 @@ TEST_CASE("a type is one word of UTF-8: no spaces, commas or control characters"
   CHECK(mw::type_name_problem("a\u2028b").starts_with("type 'a\\u{2028}b' holds a space"));
   CHECK(mw::type_name_problem("a\u202eb").starts_with("type 'a\\u{202e}b' holds an invisible formatting character"));
   CHECK(mw::type_name_problem("a\u200bb").find("invisible") != std::string::npos);
+  CHECK(mw::type_name_problem("a\U000E0041b").starts_with("type 'a\\u{0e0041}b' holds an invisible"));
   CHECK(mw::type_name_problem("caf\u00e9").empty());  // a letter beyond ASCII is fine
   for (const std::string& bad_utf8 : std::vector<std::string>{"\xff", "\xc0\xaf", "\xed\xa0\x80", "caf\xc3", "\xf4\x90\x80\x80"}) {
     CAPTURE(bad_utf8);

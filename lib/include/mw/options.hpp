@@ -6,6 +6,9 @@
 
 namespace mw {
 
+// What a message adds when no broker answers at an address.
+inline constexpr std::string_view kNoBrokerHint = "is mw-broker running there? (--broker or $MW_BROKER)";
+
 // The broker to use when --broker is not given: $MW_BROKER if set and not
 // empty, else tcp://127.0.0.1:5555.
 std::string default_broker_address();
