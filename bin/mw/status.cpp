@@ -31,7 +31,7 @@ nlohmann::json to_json(const wire::Stats& s) {
                           {"oldest_queued_ms", t.oldest_queued_ms}, {"in_flight", t.in_flight}, {"done", t.done},
                           {"failed", t.failed}, {"dead", t.dead}, {"done_per_second", t.done_per_second},
                           {"delayed", t.delayed}, {"rate_max", t.rate_max}, {"rate_period_ms", t.rate_period_ms},
-                          {"rate_held", t.rate_held}});
+                          {"rate_held", t.rate_held}, {"max_waiting", t.max_waiting}});
   }
   for (const auto& w : s.workers) {
     j["workers"].push_back({{"id", w.id}, {"types", w.types}, {"next", w.next}, {"host", w.host}, {"pid", w.pid},
@@ -134,6 +134,13 @@ void print_table(const wire::Stats& s, bool all_types) {
                 period_text(t.rate_period_ms) +
                 (t.rate_held ? " (" + std::to_string(t.rate_held) + " queued wait for their turn)" : "");
   if (!limits.empty()) std::printf("rate limits (--type-rate): %s\n", limits.c_str());
+  std::string waiting_limits;
+  for (const auto& t : s.types)
+    if (t.max_waiting)
+      waiting_limits += (waiting_limits.empty() ? "" : ", ") + t.type + " " + std::to_string(t.queued + t.delayed) +
+                        " of " + std::to_string(t.max_waiting);
+  if (!waiting_limits.empty())
+    std::printf("waiting per type (--max-waiting-per-type, --type-max-waiting): %s\n", waiting_limits.c_str());
   std::printf("\n%-12s %-24s %-16s %-20s %8s %11s %10s\n", "WORKER", "TYPES", "NEXT", "HOST", "PID", "IN-FLIGHT",
               "DONE");
   for (const auto& w : s.workers) {

@@ -1394,6 +1394,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   for (auto& t : workers_.types()) types.push_back(std::move(t));
   for (const auto& [t, c] : type_counters_) types.push_back(t);
   rates_.for_each([&](const std::string& t, const TypeRate&) { types.push_back(t); });  // limits show before first use
+  for (const auto& [t, limit] : config_.type_max_waiting) types.push_back(t);
   std::sort(types.begin(), types.end());
   types.erase(std::unique(types.begin(), types.end()), types.end());
 
@@ -1404,6 +1405,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
     ts.queued = queue_.depth(type);
     if (auto oldest = queue_.oldest_enqueued_ms(type)) ts.oldest_queued_ms = static_cast<std::uint64_t>(now_ms - *oldest);
     ts.in_flight = in_flight_by_type[type];
+    ts.max_waiting = max_waiting_of(type);
     if (const TypeRate* rate = rates_.limit(type)) {
       ts.rate_max = rate->max;
       ts.rate_period_ms = rate->period_ms;

@@ -231,7 +231,13 @@ TEST_CASE("a type at its --type-max-waiting is refused while other types are tak
     CHECK(refused.err.find("(507)") != std::string::npos);
   }
   CHECK(cluster.mw({"submit", "other", "2"}).exit_status == 0);
-  CHECK(cluster.status_json().at("refused") == 2);
+  const auto status = cluster.status_json();
+  CHECK(status.at("refused") == 2);
+  CHECK(type_json(status, "bulk").at("max_waiting") == 1);
+  CHECK(type_json(status, "later").at("max_waiting") == 2);
+  const auto table = cluster.mw({"status"});
+  CHECK(table.out.find("waiting per type (--max-waiting-per-type, --type-max-waiting): bulk 1 of 1, later 2 of 2, "
+                       "other 2 of 2") != std::string::npos);
 }
 
 TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and its waiting submitter says so") {

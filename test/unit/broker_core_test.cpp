@@ -1056,6 +1056,17 @@ TEST_CASE("a type at its own waiting limit is refused with ERROR 507 while other
   CHECK(bulk->message.find("--type-max-waiting bulk=3") != std::string::npos);
   for (int i = 0; i < 5; ++i) CHECK_FALSE(refusal(h, 7130 + i, "free", payload_bytes(8)));
 
+  // STATUS says each type's limit (a type named on its own even before it has jobs).
+  const auto stats = h.core.stats(h.now);
+  const auto limit_of = [&](std::string_view type) -> std::optional<std::uint64_t> {
+    for (const auto& t : stats.types)
+      if (t.type == type) return t.max_waiting;
+    return std::nullopt;
+  };
+  CHECK(limit_of("a") == 2u);
+  CHECK(limit_of("bulk") == 3u);
+  CHECK(limit_of("free") == 0u);
+
   // Once a worker takes one, the type has room again.
   h.ready("w1", {"a"});
   CHECK_FALSE(refusal(h, 7140, "a", payload_bytes(8)));

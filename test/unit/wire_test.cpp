@@ -448,7 +448,7 @@ TEST_CASE("STATS round trip keeps every field") {
   s.cancelled = 8;
   s.submitted_per_second = 12.5;
   s.done_per_second = 11.25;
-  s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5, 4, 10, 60'000, 7});
+  s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5, 4, 10, 60'000, 7, 5000});
   s.types.push_back({"store", 1, 0, 0, 1, 10, 1, 1, 0.0});
   s.workers.push_back({"00a1b2", {"resize", "thumb"}, "store", "host-a", 4321, 4, 3, 70});
   s.workers.push_back({"00c3d4", {"store"}, "", "host-b", 99, 1, 0, 10});
@@ -487,8 +487,10 @@ TEST_CASE("STATS round trip keeps every field") {
   CHECK(m.types[0].rate_max == 10);
   CHECK(m.types[0].rate_period_ms == 60'000);
   CHECK(m.types[0].rate_held == 7);
+  CHECK(m.types[0].max_waiting == 5000);
   CHECK(m.types[1].rate_max == 0);
   CHECK(m.types[1].rate_held == 0);
+  CHECK(m.types[1].max_waiting == 0);
   CHECK(m.types[1].type == "store");
   CHECK(m.types[1].workers == 1);
   REQUIRE(m.workers.size() == 2);

@@ -184,6 +184,9 @@ struct TypeStats {
   // Queued jobs that wait for room in the type's rate window (it is full
   // now) rather than only for a worker; 0 when it has room or no limit.
   std::uint64_t rate_held = 0;
+  // --max-waiting-per-type or --type-max-waiting: jobs of this type that may
+  // wait (queued + delayed) before its SUBMITs are refused; 0: no limit.
+  std::uint64_t max_waiting = 0;
 };
 
 struct WorkerInfo {
