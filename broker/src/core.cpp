@@ -785,9 +785,9 @@ std::optional<std::string> BrokerCore::too_full_for(std::string_view type, std::
   if (config_.max_waiting_jobs && jobs >= config_.max_waiting_jobs)
     return "the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
            std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up";
-  if (config_.max_waiting_per_type || !config_.type_max_waiting.empty())
-    if (const std::uint64_t limit = max_waiting_of(type); limit && waiting_of(type) >= limit)
-      return "type " + std::string(type) + " is full: " + std::to_string(waiting_of(type)) +
+  if (const std::uint64_t limit = max_waiting_of(type))  // two lookups at most, and only with a limit set
+    if (const std::uint64_t waiting = waiting_of(type); waiting >= limit)
+      return "type " + std::string(type) + " is full: " + std::to_string(waiting) +
              " job(s) of it wait for a worker or their time (" +
              (config_.type_max_waiting.contains(type) ? "--type-max-waiting " + std::string(type) + "="
                                                        : std::string("--max-waiting-per-type ")) +
