@@ -33,6 +33,7 @@
 #include "exec_reaper.hpp"
 #include "mw/log.hpp"
 #include "mw/options.hpp"
+#include "mw/protocol.hpp"
 #include "mw/version.hpp"
 #include "mw/worker.hpp"
 
@@ -376,7 +377,8 @@ int main(int argc, char** argv) {
     options.add_options()
         ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
          cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
-        ("type", "job type(s) to serve, comma-separated", cxxopts::value<std::vector<std::string>>())
+        ("type", "job type(s) to serve, comma-separated (or --type given more than once)",
+         cxxopts::value<std::string>())
         ("next", "type of the job the result becomes; empty ends the flow", cxxopts::value<std::string>()->default_value(""))
         ("concurrency", "commands run at once", cxxopts::value<std::uint32_t>()->default_value("1"))
         ("timeout", "kill a command running longer than this many seconds and fail the job (0 = never)",
@@ -411,13 +413,14 @@ int main(int argc, char** argv) {
 
     mw::WorkerOptions wo;
     wo.broker = args["broker"].as<std::string>();
-    wo.types = args["type"].as<std::vector<std::string>>();
+    std::vector<std::string> type_lists;  // one per --type given
+    for (const auto& given : args.arguments())
+      if (given.key() == "type") type_lists.push_back(given.value());
+    wo.types = mw::split_types(type_lists, "--type");
     wo.next = args["next"].as<std::string>();
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
     wo.threads = wo.concurrency;  // one command per held job
-    std::string types_text;  // "resize,thumb", as --type took them
-    for (const auto& t : wo.types) types_text += (types_text.empty() ? "" : ",") + t;
-    wo.name = types_text + "@mw-exec";
+    wo.name = mw::joined_types(wo.types) + "@mw-exec";
     mw::Worker worker(wo, [&exec](const mw::Job& job) {
       try {
         return run_command(exec, job);
@@ -429,7 +432,7 @@ int main(int argc, char** argv) {
         throw;
       }
     });
-    mw::log(mw::LogLevel::info, "mw-exec", "serving " + types_text + " with '" + exec.command[0] + "'; connecting to the broker at " + wo.broker);
+    mw::log(mw::LogLevel::info, "mw-exec", "serving " + mw::joined_types(wo.types) + " with '" + exec.command[0] + "'; connecting to the broker at " + wo.broker);
     worker.run(stop);
     const auto counters = worker.counters();
     mw::log(mw::LogLevel::info, "mw-exec",

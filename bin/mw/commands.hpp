@@ -12,6 +12,11 @@
 
 namespace mw::cli {
 
+// The exit status of mw result and mw cancel when the broker does not know a
+// flow (never submitted, or its outcome is no longer kept): not the same as
+// a flow that failed or had ended already (1) or goes on (3).
+inline constexpr int kExitUnknownFlow = 4;
+
 int submit(int argc, char** argv);
 int status(int argc, char** argv);
 int listen(int argc, char** argv);

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "columns.hpp"
 #include "commands.hpp"
 #include "json_text.hpp"
 #include "mw/client.hpp"
@@ -66,12 +67,12 @@ void print_table(const std::vector<DeadJob>& jobs) {
   std::size_t id_width = 2, type_width = 4;
   for (const auto& d : jobs) {
     id_width = std::max(id_width, d.id.size());
-    type_width = std::max(type_width, d.type.size());
+    type_width = std::max(type_width, display_width(d.type));
   }
   auto row = [&](const std::string& id, const std::string& type, const std::string& attempts, const std::string& died_at,
                  const std::string& error) {
-    std::cout << std::left << std::setw(static_cast<int>(id_width)) << id << "  " << std::setw(static_cast<int>(type_width))
-              << type << "  " << std::right << std::setw(8) << attempts << "  " << std::left << std::setw(24) << died_at
+    std::cout << std::left << std::setw(static_cast<int>(id_width)) << id << "  " << pad_right(type, type_width)
+              << "  " << std::right << std::setw(8) << attempts << "  " << std::left << std::setw(24) << died_at
               << "  " << error << '\n';
   };
   row("ID", "TYPE", "ATTEMPTS", "DIED AT", "ERROR");

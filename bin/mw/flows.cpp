@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "columns.hpp"
 #include "commands.hpp"
 #include "json_text.hpp"
 #include "mw/client.hpp"
@@ -43,12 +44,12 @@ std::string duration_text(std::int64_t ms) {
 
 void print_table(const nlohmann::ordered_json& flows) {
   std::size_t type_width = 4;
-  for (const auto& f : flows) type_width = std::max(type_width, f.at("type").get<std::string>().size());
+  for (const auto& f : flows) type_width = std::max(type_width, display_width(f.at("type").get<std::string>()));
   auto row = [&](const std::string& flow, const std::string& state, const std::string& type,
                  const std::string& attempts, const std::string& priority, const std::string& age,
                  const std::string& worker) {
     std::cout << std::left << std::setw(20) << flow << "  " << std::setw(9) << state << "  "
-              << std::setw(static_cast<int>(type_width)) << type << "  " << std::right << std::setw(8) << attempts
+              << pad_right(type, type_width) << "  " << std::right << std::setw(8) << attempts
               << "  " << std::setw(8) << priority << "  " << std::setw(8) << age << "  " << std::left << worker
               << '\n';
   };
@@ -120,7 +121,8 @@ int cancel(int argc, char** argv) {
   cxxopts::Options options("mw cancel",
                            "Cancel unfinished flows: a waiting job leaves its queue; a job in flight is stopped by its "
                            "worker (mw workers and mw-exec stop it; a worker that cannot runs it on, and its answer is "
-                           "dropped). A submitter that waits hears 'cancelled'.");
+                           "dropped). A submitter that waits hears 'cancelled'. Exit 0 when every FLOW was "
+                           "cancelled, 1 when one had ended already, 4 when the broker does not know one.");
   options.positional_help("FLOW [FLOW ...]");
   add_common_options(options);
   options.add_options()("flows", "flow ids, as mw submit or mw flows print them",
@@ -146,10 +148,11 @@ int cancel(int argc, char** argv) {
                                                     "answer will be dropped");
       std::cout << std::endl;
     } catch (const Error& e) {
-      // The others are still worth cancelling; the exit status says one failed.
-      if (e.code() != ErrorCode::NotFound) throw;
+      // The others are still worth cancelling; the exit status says one
+      // failed, with mw result's code for a flow the broker does not know.
+      if (e.code() != ErrorCode::NotFound && e.code() != ErrorCode::Conflict) throw;
       std::fprintf(stderr, "mw cancel: %s\n", e.what());
-      status = 1;
+      status = std::max(status, e.code() == ErrorCode::NotFound ? kExitUnknownFlow : 1);
     }
   }
   return status;

@@ -1,4 +1,5 @@
 // mw listen [TOPIC ...]
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -6,16 +7,43 @@
 
 #include "commands.hpp"
 #include "json_text.hpp"
+#include "mw/error.hpp"
 #include "mw/listener.hpp"
+#include "mw/options.hpp"
 #include "mw/stop_signal.hpp"
 
 namespace mw::cli {
+namespace {
+
+// A listener is often started beside its broker (a script, a service
+// manager) and may come first: it waits for the broker as a worker does,
+// saying so at the 1st, 2nd, 4th, 8th... silent attempt. Ctrl-C ends the
+// wait (mw::Interrupted, exit 130).
+Listener subscribe_when_up(const ListenerOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  for (unsigned attempt = 1;; ++attempt) {
+    try {
+      return Listener(options);
+    } catch (const Interrupted&) {
+      throw;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::Unavailable) throw;
+      if ((attempt & (attempt - 1)) != 0) continue;
+      const std::chrono::duration<double> waited = std::chrono::steady_clock::now() - started;
+      std::fprintf(stderr, "mw listen: no answer from a broker at %s for %.0f s: %s; still trying\n",
+                   options.broker.c_str(), waited.count(), std::string(kNoBrokerHint).c_str());
+    }
+  }
+}
+
+}  // namespace
 
 int listen(int argc, char** argv) {
   auto stop = StopSignal::on_signals();
   cxxopts::Options options("mw listen",
                            "Print the broker's events, one JSON line each: {\"topic\", \"seq\", \"data\"}.\n"
-                           "TOPIC patterns match whole topics, * matching anything (\"$mw.flow.*\"); none = all.");
+                           "TOPIC patterns match whole topics, * matching anything (\"$mw.flow.*\"); none = all. A broker that is not "
+                           "up yet is waited for.");
   options.positional_help("[TOPIC ...]");
   add_common_options(options);
   options.add_options()
@@ -39,7 +67,8 @@ int listen(int argc, char** argv) {
                    "'$mw%s' (in single quotes, so that the shell leaves $mw alone)?\n",
                    topic.c_str(), topic.starts_with('.') ? topic.c_str() : topic.substr(2).c_str());
   if (args.count("since")) lo.since = args["since"].as<std::uint64_t>();
-  Listener listener(lo);
+  lo.stop = &stop;
+  Listener listener = subscribe_when_up(lo);
   if (listener.missed())
     std::fprintf(stderr, "mw listen: %llu event(s) after %llu were already dropped by the broker's retention\n",
                  static_cast<unsigned long long>(listener.missed()), static_cast<unsigned long long>(*lo.since));

@@ -1,5 +1,6 @@
 // mw — the command line for people: submit jobs, watch status and events,
 // measure the broker.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -10,6 +11,7 @@
 #include "commands.hpp"
 #include "mw/error.hpp"
 #include "mw/options.hpp"
+#include "mw/stop_signal.hpp"
 #include "mw/version.hpp"
 
 namespace mw::cli {
@@ -156,7 +158,10 @@ int main(int raw_argc, char** raw_argv) {
     return mw::kUsageExitCode;
   } catch (const mw::Interrupted& e) {
     std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
-    return 130;  // as a shell reports a command ended by SIGINT
+    // As a shell reports a command ended by the signal (SIGINT when the
+    // interruption came from elsewhere).
+    const int signal = mw::StopSignal::received_signal();
+    return 128 + (signal ? signal : SIGINT);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mw %s: %s\n", argv[1], e.what());
     return mw::exit_code_for(e);  // 2 for a request that cannot run as given

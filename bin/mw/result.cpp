@@ -22,10 +22,6 @@ namespace mw::cli {
 namespace {
 
 constexpr std::string_view kCommand = "mw result";
-// The broker does not know the flow (never submitted, or its outcome is no
-// longer kept): not the same as a flow that failed (1) or goes on (3).
-constexpr int kExitUnknownFlow = 4;
-
 // With --json, stdout gets a record too, so that a script reading one
 // document per flow gets one for this flow as well.
 int unknown_flow(const Error& e, std::uint64_t flow, bool json, bool pretty) {
@@ -109,7 +105,7 @@ int result(int argc, char** argv) {
     try {
       outcome = client.wait(flow, timeout);
     } catch (const Interrupted&) {
-      throw;  // main says it and exits 130
+      throw;  // main says it and exits 128 + the signal
     } catch (const Error& e) {
       if (e.code() == ErrorCode::NotFound) return unknown_flow(e, flow, json, pretty);
       // The broker went silent while we waited: no outcome, as on a timeout.

@@ -15,10 +15,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "columns.hpp"
 #include "commands.hpp"
 #include "json_text.hpp"
 #include "mw/client.hpp"
 #include "schedule_entity.hpp"
+#include "stalled_flow.hpp"
 
 namespace mw::cli {
 namespace {
@@ -101,13 +103,12 @@ void print_table(const std::vector<Json>& schedules) {
   std::size_t name_width = 4, type_width = 4, every_width = 5;
   for (const auto& doc : schedules) {
     rows.push_back(schedule_row(doc));
-    name_width = std::max(name_width, rows.back().name.size());
-    type_width = std::max(type_width, rows.back().type.size());
+    name_width = std::max(name_width, display_width(rows.back().name));
+    type_width = std::max(type_width, display_width(rows.back().type));
     every_width = std::max(every_width, rows.back().every.size());
   }
   auto print = [&](const ScheduleRow& r) {
-    std::cout << std::left << std::setw(static_cast<int>(name_width)) << r.name << "  "
-              << std::setw(static_cast<int>(type_width)) << r.type << "  " << std::right
+    std::cout << std::left << pad_right(r.name, name_width) << "  " << pad_right(r.type, type_width) << "  " << std::right
               << std::setw(static_cast<int>(every_width)) << r.every << "  " << std::left << std::setw(24) << r.next_run
               << "  " << std::right << std::setw(6) << r.runs << "  " << std::setw(7) << r.skipped << "  " << r.paused
               << '\n';
@@ -219,6 +220,10 @@ int schedule(int argc, char** argv) {
   Client client({args["broker"].as<std::string>()});
   write_schedule(client, endpoint, checked);
   std::cout << schedule_summary(checked) << std::endl;
+  // A schedule is often written before its workers are started; a typo in
+  // TYPE would otherwise show only as runs that never end.
+  if (const auto note = unserved_type_note(client, checked.type))
+    std::fprintf(stderr, "mw schedule: note: %s\n", note->c_str());
   return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "stalled_flow.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -17,21 +18,42 @@ constexpr std::chrono::milliseconds kHintTimeout{1000};
 
 }  // namespace
 
+std::vector<std::string> served_types(const wire::Stats& stats) {
+  std::vector<std::string> served;
+  for (const auto& t : stats.types)
+    if (t.workers > 0) served.push_back(t.type);
+  return served;
+}
+
+bool ran_before(const wire::TypeStats& t) noexcept { return t.done + t.failed + t.dead > 0; }
+
+std::optional<std::string> unserved_type_note(Client& client, const std::string& type) {
+  try {
+    const auto stats = client.status();
+    const auto it = std::find_if(stats.types.begin(), stats.types.end(), [&](const auto& t) { return t.type == type; });
+    if (it != stats.types.end() && it->workers > 0) return std::nullopt;
+    const bool ran = it != stats.types.end() && ran_before(*it);
+    return "no worker serves '" + type + "'" + (ran ? " any more" : " now") +
+           served_types_hint(type, served_types(stats), ran) + "; its jobs wait until one connects (a worker or "
+           "mw-exec started with " + type_option(type) + ")";
+  } catch (const Interrupted&) {
+    throw;
+  } catch (const std::exception&) {
+    return std::nullopt;  // an old broker, a lost one: what was asked for is done
+  }
+}
+
 std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flow) {
   try {
     const auto record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
     if (record.value("state", "") != "queued") return std::nullopt;
     const auto type = record.value("type", "");
-    std::vector<std::string> served;
-    bool ran_before = false;
-    for (const auto& t : client.status().types) {
-      if (t.type == type) ran_before = t.done + t.failed + t.dead > 0;
-      if (t.workers == 0) continue;
-      if (t.type == type) return std::nullopt;
-      served.push_back(t.type);
-    }
+    const auto stats = client.status();
+    const auto it = std::find_if(stats.types.begin(), stats.types.end(), [&](const auto& t) { return t.type == type; });
+    if (it != stats.types.end() && it->workers > 0) return std::nullopt;
+    const bool ran = it != stats.types.end() && ran_before(*it);
     return "flow " + std::to_string(flow) + " is queued at type '" + type + "', which no worker serves" +
-           (ran_before ? " any more" : "") + served_types_hint(type, served, ran_before) +
+           (ran ? " any more" : "") + served_types_hint(type, served_types(stats), ran) +
            "; it runs once one connects (a worker or mw-exec started with " + type_option(type) + ")";
   } catch (const Interrupted&) {
     throw;

@@ -7,10 +7,24 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "mw/client.hpp"
+#include "mw/wire.hpp"
 
 namespace mw::cli {
+
+// The types some worker serves now, in STATUS's order.
+std::vector<std::string> served_types(const wire::Stats& stats);
+
+// True when `t` has done, failed or dead jobs: a type that ran before and
+// has no worker now lost its workers, and is no typo to guess at.
+bool ran_before(const wire::TypeStats& t) noexcept;
+
+// For a person who just gave the broker work of `type` (mw schedule):
+// "no worker serves 'resize' now (did you mean …)…", or nullopt when one
+// does or the broker cannot say (best effort). Throws Interrupted.
+std::optional<std::string> unserved_type_note(Client& client, const std::string& type);
 
 // "flow 7 is queued at type 'resize', which no worker serves", or nullopt
 // when the flow is not queued at such a type, or the broker cannot say

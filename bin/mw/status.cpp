@@ -8,9 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "columns.hpp"
 #include "commands.hpp"
 #include "json_text.hpp"
 #include "mw/client.hpp"
+#include "stalled_flow.hpp"
 #include "type_hint.hpp"
 
 namespace mw::cli {
@@ -31,7 +33,7 @@ nlohmann::json to_json(const wire::Stats& s) {
                           {"oldest_queued_ms", t.oldest_queued_ms}, {"in_flight", t.in_flight}, {"done", t.done},
                           {"failed", t.failed}, {"dead", t.dead}, {"done_per_second", t.done_per_second},
                           {"delayed", t.delayed}, {"rate_max", t.rate_max}, {"rate_period_ms", t.rate_period_ms},
-                          {"rate_held", t.rate_held}, {"max_waiting", t.max_waiting}});
+                          {"rate_held", t.rate_held}, {"max_waiting", t.max_waiting}, {"refused", t.refused}});
   }
   for (const auto& w : s.workers) {
     j["workers"].push_back({{"id", w.id}, {"types", w.types}, {"next", w.next}, {"host", w.host}, {"pid", w.pid},
@@ -69,12 +71,6 @@ std::string limit_text(std::uint64_t limit, double unit) {
   return out.str();
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
-  return out;
-}
-
 // A type nobody serves and nothing of which waits or runs (a finished
 // mw bench's, a retired pipeline's): its counts are history.
 bool idle(const wire::TypeStats& t) {
@@ -107,7 +103,7 @@ void print_table(const wire::Stats& s, bool all_types) {
       ++hidden;
       continue;
     }
-    std::printf("%-24s %7u %8llu %8s %9llu %10llu %8llu %6llu %9.1f\n", t.type.c_str(), t.workers,
+    std::printf("%s %7u %8llu %8s %9llu %10llu %8llu %6llu %9.1f\n", pad_right(t.type, 24).c_str(), t.workers,
                 static_cast<unsigned long long>(t.queued), age(t.oldest_queued_ms).c_str(),
                 static_cast<unsigned long long>(t.in_flight), static_cast<unsigned long long>(t.done),
                 static_cast<unsigned long long>(t.failed), static_cast<unsigned long long>(t.dead), t.done_per_second);
@@ -115,16 +111,13 @@ void print_table(const wire::Stats& s, bool all_types) {
   if (hidden) std::printf("(%zu idle type(s) without workers not shown: mw status --all)\n", hidden);
   // Jobs that cannot move: no worker was started for the type, or a
   // stage's --next (or nextWorkerType) names a type nobody runs.
-  std::vector<std::string> served;
-  for (const auto& t : s.types)
-    if (t.workers > 0) served.push_back(t.type);
+  const auto served = served_types(s);
   for (const auto& t : s.types)
     if (t.workers == 0 && t.queued > 0) {
-      // A type that ran jobs before lost its workers: no typo to guess at.
-      const bool ran_before = t.done + t.failed + t.dead > 0;
-      const auto nearest = ran_before ? std::nullopt : nearest_type(t.type, served);
+      const bool ran = ran_before(t);
+      const auto nearest = ran ? std::nullopt : nearest_type(t.type, served);
       std::printf("! %s: %llu job(s) queued and no worker serves it%s (start one with %s%s)\n", t.type.c_str(),
-                  static_cast<unsigned long long>(t.queued), ran_before ? " any more" : "",
+                  static_cast<unsigned long long>(t.queued), ran ? " any more" : "",
                   type_option(t.type).c_str(), nearest ? ("; or did you mean '" + *nearest + "'?").c_str() : "");
     }
   std::string limits;
@@ -138,14 +131,15 @@ void print_table(const wire::Stats& s, bool all_types) {
   for (const auto& t : s.types)
     if (t.max_waiting)
       waiting_limits += (waiting_limits.empty() ? "" : ", ") + t.type + " " + std::to_string(t.queued + t.delayed) +
-                        " of " + std::to_string(t.max_waiting);
+                        " of " + std::to_string(t.max_waiting) +
+                        (t.refused ? " (" + std::to_string(t.refused) + " submits refused)" : "");
   if (!waiting_limits.empty())
     std::printf("waiting per type (--max-waiting-per-type, --type-max-waiting): %s\n", waiting_limits.c_str());
   std::printf("\n%-12s %-24s %-16s %-20s %8s %11s %10s\n", "WORKER", "TYPES", "NEXT", "HOST", "PID", "IN-FLIGHT",
               "DONE");
   for (const auto& w : s.workers) {
-    std::printf("%-12s %-24s %-16s %-20s %8u %5u/%-5u %10llu\n", w.id.c_str(), join(w.types).c_str(),
-                w.next.empty() ? "-" : w.next.c_str(), w.host.c_str(), w.pid, w.in_flight, w.credit,
+    std::printf("%-12s %s %s %s %8u %5u/%-5u %10llu\n", w.id.c_str(), pad_right(joined_types(w.types), 24).c_str(),
+                pad_right(w.next.empty() ? "-" : w.next, 16).c_str(), pad_right(w.host, 20).c_str(), w.pid, w.in_flight, w.credit,
                 static_cast<unsigned long long>(w.done));
   }
 }

@@ -132,7 +132,7 @@ int submit(int argc, char** argv) {
   try {
     outcome = client.submit_and_wait(type, payload, timeout, submit_options);
   } catch (const Interrupted&) {
-    throw;  // main says it and exits 130
+    throw;  // main says it and exits 128 + the signal
   } catch (const Error& e) {
     // Accepted, then the broker went silent: no outcome, as on a timeout;
     // the flow goes on if the broker comes back.

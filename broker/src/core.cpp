@@ -29,15 +29,6 @@ std::string printable_id(std::string_view id) {
   return out;
 }
 
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) {
-    if (!out.empty()) out += ",";
-    out += s;
-  }
-  return out;
-}
-
 // Resident set size from /proc (Linux); 0 where unavailable.
 std::uint64_t resident_bytes() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");
@@ -300,12 +291,12 @@ void BrokerCore::on_ready(const std::string& peer, const zmq::message_t& header,
   const WorkerEntry& stored = workers_.upsert(std::move(entry));
   served_types_.insert(stored.types.begin(), stored.types.end());
   log(LogLevel::info, kLogComponent,
-      "worker " + printable_id(peer) + " ready for " + join(stored.types) +
+      "worker " + printable_id(peer) + " ready for " + joined_types(stored.types) +
           (stored.next.empty() ? "" : " -> " + stored.next) + " (host " + stored.host + ", pid " +
           std::to_string(stored.pid) + ", credit " + std::to_string(stored.credit) + ")");
   if (transport_.has_subscribers("$mw.worker.ready")) {
     zmq::message_t data = worker_event_data(stored, std::nullopt);
-    publish_event("$mw.worker.ready", 0, join(stored.types), "", &data);
+    publish_event("$mw.worker.ready", 0, joined_types(stored.types), "", &data);
   }
   dispatch_for_worker(peer, now_ms);
 }
@@ -345,8 +336,11 @@ void BrokerCore::on_submit(const std::string& peer, const zmq::message_t& header
   // is never refused, and a duplicate above adds nothing.
   if (auto full = too_full_for(submit.type, payload.size())) {
     ++counters_.refused_full;
-    log_full(*full, now_ms);
-    reply_error(peer, ErrorCode::Full, *full, submit.request_id);
+    // A type at its own limit has jobs waiting: a flood of refused SUBMITs
+    // of made-up types adds no counters.
+    if (full->by_type_limit) ++type_counters(submit.type).refused;
+    log_full(full->why, now_ms);
+    reply_error(peer, ErrorCode::Full, full->why, submit.request_id);
     return;
   }
   Job job = new_flow(submit.type, std::move(payload), submit.max_attempts, submit.priority, submit.lease_ms, submit.key,
@@ -419,7 +413,7 @@ void BrokerCore::run_schedules(std::int64_t now_ms) {
       // Counted as skipped: the next run is on time, not a burst.
       ++counters_.schedule_skipped;
       changes["skipped"] = ++s->skipped;
-      log_full("schedule " + s->name + ": run skipped: " + *full, now_ms);
+      log_full("schedule " + s->name + ": run skipped: " + full->why, now_ms);
     } else {
       zmq::message_t payload(s->payload.data(), s->payload.size());
       job = new_flow(s->type, std::move(payload), s->max_attempts, s->priority, 0, key, "", now_ms);
@@ -779,25 +773,27 @@ std::uint64_t BrokerCore::max_waiting_of(std::string_view type) const {
   return config_.max_waiting_per_type;
 }
 
-std::optional<std::string> BrokerCore::too_full_for(std::string_view type, std::size_t payload_bytes) const {
+std::optional<BrokerCore::Refusal> BrokerCore::too_full_for(std::string_view type, std::size_t payload_bytes) const {
   const std::uint64_t jobs = waiting_jobs();
   const std::uint64_t bytes = waiting_bytes();
   if (config_.max_waiting_jobs && jobs >= config_.max_waiting_jobs)
-    return "the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
-           std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up";
+    return Refusal{"the broker is full: " + std::to_string(jobs) + " job(s) wait for a worker or their time (--max-waiting " +
+                   std::to_string(config_.max_waiting_jobs) + "); submit again once workers have caught up"};
   if (const std::uint64_t limit = max_waiting_of(type))  // two lookups at most, and only with a limit set
     if (const std::uint64_t waiting = waiting_of(type); waiting >= limit)
-      return "type " + std::string(type) + " is full: " + std::to_string(waiting) +
-             " job(s) of it wait for a worker or their time (" +
-             (config_.type_max_waiting.contains(type) ? "--type-max-waiting " + std::string(type) + "="
-                                                       : std::string("--max-waiting-per-type ")) +
-             std::to_string(limit) + "); submit again once " +
-             (workers_.count(type) ? "its workers have caught up" : "a worker serves it (none does now)");
+      return Refusal{"type " + std::string(type) + " is full: " + std::to_string(waiting) +
+                         " job(s) of it wait for a worker or their time (" +
+                         (config_.type_max_waiting.contains(type) ? "--type-max-waiting " + std::string(type) + "="
+                                                                   : std::string("--max-waiting-per-type ")) +
+                         std::to_string(limit) + "); submit again once " +
+                         (workers_.count(type) ? "its workers have caught up" : "a worker serves it (none does now)"),
+                     true};
   // With nothing waiting, any payload the broker took in is let through: a
   // limit below one message must not refuse it forever.
   if (config_.max_waiting_bytes && bytes > 0 && bytes + payload_bytes > config_.max_waiting_bytes)
-    return "the broker is full: the jobs waiting hold " + std::to_string(bytes >> 20) + " MiB of payload (--max-waiting-mb " +
-           std::to_string(config_.max_waiting_bytes >> 20) + "); submit again once workers have caught up";
+    return Refusal{"the broker is full: the jobs waiting hold " + std::to_string(bytes >> 20) +
+                   " MiB of payload (--max-waiting-mb " + std::to_string(config_.max_waiting_bytes >> 20) +
+                   "); submit again once workers have caught up"};
   return std::nullopt;
 }
 
@@ -997,11 +993,11 @@ void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why,
     queue_.push_front(std::move(job));
   }
   log(LogLevel::info, kLogComponent,
-      "worker " + printable_id(worker_id) + " (" + join(worker->types) + ", pid " + std::to_string(worker->pid) +
+      "worker " + printable_id(worker_id) + " (" + joined_types(worker->types) + ", pid " + std::to_string(worker->pid) +
           ") dropped: " + std::string(why) + "; " + std::to_string(requeued) + " job(s) requeued");
   if (transport_.has_subscribers("$mw.worker.gone")) {
     zmq::message_t data = worker_event_data(*worker, requeued);
-    publish_event("$mw.worker.gone", 0, join(worker->types), why, &data);
+    publish_event("$mw.worker.gone", 0, joined_types(worker->types), why, &data);
   }
   for (const auto& type : worker->types) dispatch(type);
 }
@@ -1417,6 +1413,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
       ts.done = it->second.done;
       ts.failed = it->second.failed;
       ts.dead = it->second.dead;
+      ts.refused = it->second.refused;
       ts.done_per_second = it->second.done_rate.per_second(now_ms);
       ts.delayed = it->second.delayed;
     }

@@ -40,13 +40,6 @@ Json page(Json records, std::size_t limit, bool more) {
   return p;
 }
 
-Error not_unfinished(std::uint64_t flow) {
-  return Error("flow " + std::to_string(flow) +
-                   " is not running, queued or delayed here: it ended (done, dead: see mw dead, or cancelled), "
-                   "or was never submitted",
-               ErrorCode::NotFound);
-}
-
 Error not_known(std::uint64_t flow, bool results_kept) {
   return Error("flow " + std::to_string(flow) + " is not known here: it was never submitted to this broker, or " +
                    (results_kept ? "it ended longer ago than the outcomes it keeps reach (mw-broker --keep-results, "
@@ -246,8 +239,9 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   if (const FinishedFlow* ended = finished_.find(flow_id))
     throw Error("flow " + std::to_string(flow_id) + " has ended already (" + std::string(ended->outcome) +
                     "): there is nothing to cancel (mw result " + std::to_string(flow_id) + " shows how it ended)",
-                ErrorCode::NotFound);
-  if (cancelled_flows_.contains(flow_id)) throw not_unfinished(flow_id);  // ended already
+                ErrorCode::Conflict);
+  if (cancelled_flows_.contains(flow_id))
+    throw Error("flow " + std::to_string(flow_id) + " was cancelled already", ErrorCode::Conflict);
   Job* job = nullptr;        // the flow's live job, wherever it is
   std::optional<Job> taken;  // when it was taken out of delayed or a queue
   std::string_view was;
@@ -278,7 +272,7 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
       taken = queue_.take_flow(flow_id);
       was = kQueued;
     }
-    if (!taken) throw not_unfinished(flow_id);
+    if (!taken) throw not_known(flow_id, finished_.enabled());
     job = &*taken;
   }
 

@@ -43,7 +43,7 @@ class Listener::Impl {
       : options_(std::move(options)), context_(1), sub_(context_, zmq::socket_type::sub) {
     std::optional<Client> client;
     if (options_.pub_address.empty() || options_.since) {
-      client.emplace(ClientOptions{options_.broker, options_.timeout});
+      client.emplace(ClientOptions{options_.broker, options_.timeout, options_.stop});
       if (options_.pub_address.empty()) options_.pub_address = client->pub_address();
     }
     sub_.set(zmq::sockopt::linger, 0);

@@ -1,5 +1,6 @@
 #include "mw/protocol.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <string>
 
@@ -137,6 +138,28 @@ std::string shown_type(std::string_view type) {
   return out;
 }
 
+// Adds the types of one comma-separated list to `types`.
+void split_into(std::vector<std::string>& types, std::string_view list, std::string_view flag) {
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = std::min(list.find(',', start), list.size());
+    const std::string_view type = list.substr(start, comma - start);
+    if (type.empty()) {
+      const char* where = list.empty()            ? "no type given"
+                          : comma == list.size()  ? "an empty type at the end"
+                          : start == 0            ? "an empty type at the start"
+                                                  : "an empty type between two commas";
+      throw UsageError(std::string(flag) + " '" + std::string(list) + "': " + where +
+                       " (give types separated by single commas: resize,thumb)");
+    }
+    if (auto problem = type_name_problem(type); !problem.empty()) throw UsageError(std::string(flag) + ": " + problem);
+    if (std::find(types.begin(), types.end(), type) != types.end())
+      throw UsageError(std::string(flag) + ": type '" + std::string(type) + "' is given twice");
+    types.emplace_back(type);
+    if (comma == list.size()) return;
+    start = comma + 1;
+  }
+}
+
 }  // namespace
 
 std::string type_name_problem(std::string_view type) {
@@ -160,6 +183,22 @@ std::string type_name_problem(std::string_view type) {
     i += length;
   }
   return {};
+}
+
+std::vector<std::string> split_types(const std::vector<std::string>& lists, std::string_view flag) {
+  std::vector<std::string> types;
+  if (lists.empty()) throw UsageError(std::string(flag) + ": no type given");
+  for (const std::string_view list : lists) split_into(types, list, flag);
+  return types;
+}
+
+std::string joined_types(const std::vector<std::string>& types) {
+  std::string out;
+  for (const auto& type : types) {
+    if (!out.empty()) out += ',';
+    out += type;
+  }
+  return out;
 }
 
 }  // namespace mw

@@ -59,4 +59,12 @@ bool StopSignal::fired() const noexcept {
   return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
 }
 
+int StopSignal::received_signal() noexcept {
+  sigset_t pending;
+  if (sigpending(&pending) != 0) return 0;
+  if (sigismember(&pending, SIGTERM) == 1) return SIGTERM;
+  if (sigismember(&pending, SIGINT) == 1) return SIGINT;
+  return 0;
+}
+
 }  // namespace mw

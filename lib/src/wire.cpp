@@ -595,7 +595,7 @@ zmq::message_t encode(const Stats& m) {
   pack_kv(w, "done_per_second", m.done_per_second);
   w.str("types").array(static_cast<std::uint32_t>(m.types.size()));
   for (const auto& t : m.types) {
-    w.pack().pack_map(14);
+    w.pack().pack_map(15);
     pack_kv(w, "type", std::string_view(t.type));
     pack_kv(w, "workers", std::uint64_t{t.workers});
     pack_kv(w, "queued", t.queued);
@@ -610,6 +610,7 @@ zmq::message_t encode(const Stats& m) {
     pack_kv(w, "rate_period_ms", t.rate_period_ms);
     pack_kv(w, "rate_held", t.rate_held);
     pack_kv(w, "max_waiting", t.max_waiting);
+    pack_kv(w, "refused", t.refused);
   }
   w.str("workers").array(static_cast<std::uint32_t>(m.workers.size()));
   for (const auto& wi : m.workers) {
@@ -830,7 +831,8 @@ Stats decode_stats(const zmq::message_t& frame) {
                          map_u64(t, "done"), map_u64(t, "failed"), map_u64(t, "dead"),
                          map_f64(t, "done_per_second"), map_u64(t, "delayed"),
                          static_cast<std::uint32_t>(std::min<std::uint64_t>(map_u64(t, "rate_max"), UINT32_MAX)),
-                         map_u64(t, "rate_period_ms"), map_u64(t, "rate_held"), map_u64(t, "max_waiting")});
+                         map_u64(t, "rate_period_ms"), map_u64(t, "rate_held"), map_u64(t, "max_waiting"),
+                         map_u64(t, "refused")});
     }
   }
   if (const auto* workers = find_key(map, "workers"); workers && workers->type == msgpack::type::ARRAY) {

@@ -59,13 +59,6 @@ struct Completion {
 // drops it; it only frees the credit).
 constexpr std::string_view kCancelledError = "cancelled";
 
-// "resize,thumb": the types a worker serves, as --type takes them.
-std::string comma_joined(const std::vector<std::string>& types) {
-  std::string out;
-  for (const auto& t : types) out += (out.empty() ? "" : ",") + t;
-  return out;
-}
-
 Completion cancelled_completion(std::uint64_t job_id) {
   Completion c;
   c.job_id = job_id;
@@ -167,7 +160,7 @@ class Worker::Impl {
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
     if (wake_fd_ < 0) throw Error("eventfd failed");
-    if (options_.name.empty()) options_.name = comma_joined(options_.types) + "@" + host_name();
+    if (options_.name.empty()) options_.name = joined_types(options_.types) + "@" + host_name();
     // Legal (a result's nextWorkerType can end the loop) but usually a slip.
     if (std::find(options_.types.begin(), options_.types.end(), options_.next) != options_.types.end())
       log(LogLevel::warn, "worker",
@@ -783,8 +776,8 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     options.add_options()
         ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
          cxxopts::value<std::string>()->default_value(default_broker_address()))
-        ("type", "job type(s) to serve, comma-separated",
-         cxxopts::value<std::vector<std::string>>()->default_value(std::string(defaults.type)))
+        ("type", "job type(s) to serve, comma-separated (or --type given more than once)",
+         cxxopts::value<std::string>()->default_value(std::string(defaults.type)))
         ("next", "type of the job the result becomes; empty ends the flow",
          cxxopts::value<std::string>()->default_value(std::string(defaults.next)))
         ("concurrency", "jobs held at once (the broker's credit for this worker)",
@@ -801,13 +794,17 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     set_log_level(parse_log_level(args["log-level"].as<std::string>()));
     WorkerOptions wo;
     wo.broker = args["broker"].as<std::string>();
-    for (const auto& t : args["type"].as<std::vector<std::string>>())
-      if (!t.empty()) wo.types.push_back(t);
+    // Each --type given (the default when none was) is a list of its own.
+    std::vector<std::string> type_lists;
+    for (const auto& given : args.arguments())
+      if (given.key() == "type") type_lists.push_back(given.value());
+    if (type_lists.empty() && !defaults.type.empty()) type_lists.emplace_back(defaults.type);
+    if (!type_lists.empty()) wo.types = split_types(type_lists, "--type");
     wo.next = args["next"].as<std::string>();
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
     wo.threads = args["threads"].as<std::uint32_t>();
     Worker worker(wo, std::move(handler));
-    log(LogLevel::info, "worker", "serving " + comma_joined(wo.types) + (wo.next.empty() ? "" : " -> " + wo.next) +
+    log(LogLevel::info, "worker", "serving " + joined_types(wo.types) + (wo.next.empty() ? "" : " -> " + wo.next) +
                                       "; connecting to the broker at " + wo.broker);
     worker.run(stop);
     return 0;

@@ -431,6 +431,38 @@ TEST_CASE("mw listen goes on across a broker restart: told of the silence, nothi
   for (const auto& e : events) CHECK(e["topic"] != "$mw.heartbeat");  // '$mw.*' does not mean heartbeats
 }
 
+TEST_CASE("mw listen started before its broker says so, waits, and prints once the broker comes") {
+  Env env;
+  // An address just freed: the broker that had it is gone.
+  env.start_broker(":memory:");
+  INFO(env.report());
+  const std::string address = env.address(), pub = env.pub();
+  env.broker().signal(SIGTERM);
+  REQUIRE(env.broker().wait_exit(5s) == 0);
+
+  Process& listener = env.start_mw("listen", {"listen", "users.*", "--count", "1"});
+  const auto warning = listener.wait_for_stderr_line("is mw-broker running there?", 10s);
+  REQUIRE(warning.has_value());
+  CHECK(warning->find(address) != std::string::npos);
+  CHECK(warning->find("still trying") != std::string::npos);
+  CHECK(listener.running());
+
+  env.start_broker(":memory:", {}, address, pub);
+  // Created until one is seen: the listener subscribes a moment after the
+  // broker is up, and an event published before that is not for it.
+  int created = 0;
+  REQUIRE(wait_until(
+      [&] {
+        env.mw_json({"create", "users", json{{"id", "u" + std::to_string(++created)}}.dump()});
+        return !listener.running();
+      },
+      15s, 300ms));
+  REQUIRE(listener.wait_exit(5s) == 0);
+  const auto events = json_lines(listener.stdout_text());
+  REQUIRE(events.size() == 1);
+  CHECK(events[0]["topic"] == "users.created");
+}
+
 TEST_CASE("mw listen across a kill -9 of a broker on a file store: what it published meanwhile comes once") {
   Env env;
   const std::string store = (env.dir() / "events.db").string();

@@ -194,7 +194,14 @@ TEST_CASE("the broker runs a schedule: its jobs reach a worker and runs counts t
   InProcessWorker worker(options, received.handler());
   REQUIRE(cluster.wait_for_workers("ticker", 1));
 
-  mw_ok(cluster, {"schedule", "tick", "ticker", R"({"n":1})", "--every", "0.3"});
+  const auto scheduled = cluster.mw({"schedule", "tick", "ticker", R"({"n":1})", "--every", "0.3"});
+  REQUIRE(scheduled.exit_status == 0);
+  CHECK(scheduled.err.empty());  // its type is served: nothing to say
+  // One of a type nobody serves is written, and said, with the served type
+  // it was probably meant to be.
+  const auto typo = cluster.mw({"schedule", "typo", "tickr", "--every", "60", "--paused"});
+  CHECK(typo.exit_status == 0);
+  CHECK(typo.err.find("mw schedule: note: no worker serves 'tickr' now (did you mean 'ticker'?") != std::string::npos);
   auto runs = [&] {
     const auto all = listed(cluster);
     const auto it = all.find("tick");

@@ -235,9 +235,11 @@ TEST_CASE("a type at its --type-max-waiting is refused while other types are tak
   CHECK(status.at("refused") == 2);
   CHECK(type_json(status, "bulk").at("max_waiting") == 1);
   CHECK(type_json(status, "later").at("max_waiting") == 2);
+  CHECK(type_json(status, "later").at("refused") == 1);
+  CHECK(type_json(status, "other").at("refused") == 0);
   const auto table = cluster.mw({"status"});
-  CHECK(table.out.find("waiting per type (--max-waiting-per-type, --type-max-waiting): bulk 1 of 1, later 2 of 2, "
-                       "other 2 of 2") != std::string::npos);
+  CHECK(table.out.find("waiting per type (--max-waiting-per-type, --type-max-waiting): bulk 1 of 1 (1 submits "
+                       "refused), later 2 of 2 (1 submits refused), other 2 of 2\n") != std::string::npos);
 }
 
 TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and its waiting submitter says so") {
@@ -271,9 +273,9 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   const std::string waited = std::to_string(records[1].at("id").get<std::uint64_t>());
 
   const auto cancelled = cluster.mw({"cancel", waited, "12345"});
-  CHECK(cancelled.exit_status == 1);  // one of the two was not there
+  CHECK(cancelled.exit_status == 4);  // one of the two is not known, as for mw result
   CHECK(cancelled.out.find("flow " + waited + " cancelled (was queued, nobody)") != std::string::npos);
-  CHECK(cancelled.err.find("flow 12345 is not running, queued or delayed here") != std::string::npos);
+  CHECK(cancelled.err.find("flow 12345 is not known here") != std::string::npos);
   REQUIRE(waiting.wait_exit(10s) == 1);
   CHECK(waiting.stderr_text().find("flow " + waited + " was cancelled") != std::string::npos);
 
@@ -282,7 +284,7 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   CHECK(s.waiting == 2);
   CHECK(cluster.mw({"cancel", "abc"}).err.find("'abc' is not a flow id") != std::string::npos);
   const auto again = cluster.mw({"cancel", waited});
-  CHECK(again.exit_status == 1);
+  CHECK(again.exit_status == 1);  // known, and ended: not the same as unknown
   CHECK(again.err.find("flow " + waited + " has ended already (cancelled): there is nothing to cancel") !=
         std::string::npos);
 
@@ -347,6 +349,8 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.cli, "cancel", at, "abc"},                            // not a flow id either
       {bin.cli, "get", at, "users"},                             // no ID
       {bin.exec, at, "--type", "t"},                             // no command
+      {bin.exec, at, "--type", "q,", "--", "cat"},               // an empty type in the list
+      {bin.sample_worker, at, "--type", "a,,b"},                 // there too
       {bin.exec, at, "--type", "t", "--", "no-such-command"},    // a command that cannot run
       {bin.broker, "--heartbeat-ms", "1"},                       // out of range
       {bin.sample_worker, at, "--concurrency", "0"},             // a worker's standard flags

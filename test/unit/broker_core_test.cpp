@@ -1058,14 +1058,21 @@ TEST_CASE("a type at its own waiting limit is refused with ERROR 507 while other
 
   // STATUS says each type's limit (a type named on its own even before it has jobs).
   const auto stats = h.core.stats(h.now);
-  const auto limit_of = [&](std::string_view type) -> std::optional<std::uint64_t> {
+  const auto of = [&](std::string_view type) -> wire::TypeStats {
     for (const auto& t : stats.types)
-      if (t.type == type) return t.max_waiting;
-    return std::nullopt;
+      if (t.type == type) return t;
+    FAIL("no STATUS entry for type ", type);
+    return {};
   };
-  CHECK(limit_of("a") == 2u);
-  CHECK(limit_of("bulk") == 3u);
-  CHECK(limit_of("free") == 0u);
+  CHECK(of("a").max_waiting == 2u);
+  CHECK(of("bulk").max_waiting == 3u);
+  CHECK(of("free").max_waiting == 0u);
+  // And how many SUBMITs each type's own limit refused.
+  CHECK(of("a").refused == 1u);
+  CHECK(of("c").refused == 1u);
+  CHECK(of("bulk").refused == 1u);
+  CHECK(of("free").refused == 0u);
+  CHECK(stats.refused == 3);
 
   // Once a worker takes one, the type has room again.
   h.ready("w1", {"a"});
@@ -1092,6 +1099,7 @@ TEST_CASE("a full broker refuses new flows with ERROR 507; what it already holds
   CHECK(stats.waiting == 2);
   CHECK(stats.max_waiting == 2);
   CHECK(stats.refused == 1);
+  for (const auto& t : stats.types) CHECK(t.refused == 0);  // the broker's limit, not the type's
 
   SUBCASE("a delayed SUBMIT waits too, and counts") {
     h.ready("w1", {"a"});  // takes one: one waits

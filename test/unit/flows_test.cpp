@@ -153,7 +153,8 @@ TEST_CASE("$flows remove cancels a queued flow: it leaves its queue and its wait
   const auto jobs = h.jobs("w1");
   REQUIRE(jobs.size() == 1);
   CHECK(jobs[0].flow == keep);
-  CHECK(call_flows(h, "remove", std::to_string(gone)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+  CHECK(call_flows(h, "remove", std::to_string(gone)).code == static_cast<std::uint16_t>(ErrorCode::Conflict));
+  CHECK(call_flows(h, "remove", "123456789").code == static_cast<std::uint16_t>(ErrorCode::NotFound));
   keyed.request_id = 901;
   CHECK(submit_with(h, keyed, payload_bytes(3), "c2") != gone);
 }
@@ -195,7 +196,7 @@ TEST_CASE("$flows remove of a flow in flight: the submitter hears at once, the w
     CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{second});
     CHECK(h.core.stats(h.now).waiting == 1);  // not held in the queue, nor counted against --max-waiting
     CHECK(h.core.counters().requeued == 0);
-    CHECK(call_flows(h, "remove", std::to_string(flow)).code == static_cast<std::uint16_t>(ErrorCode::NotFound));
+    CHECK(call_flows(h, "remove", std::to_string(flow)).code == static_cast<std::uint16_t>(ErrorCode::Conflict));
     h.ready("w2", {"a"}, "", 5);
     const auto jobs = h.jobs("w2");
     REQUIRE(jobs.size() == 1);

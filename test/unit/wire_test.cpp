@@ -448,7 +448,7 @@ TEST_CASE("STATS round trip keeps every field") {
   s.cancelled = 8;
   s.submitted_per_second = 12.5;
   s.done_per_second = 11.25;
-  s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5, 4, 10, 60'000, 7, 5000});
+  s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5, 4, 10, 60'000, 7, 5000, 12});
   s.types.push_back({"store", 1, 0, 0, 1, 10, 1, 1, 0.0});
   s.workers.push_back({"00a1b2", {"resize", "thumb"}, "store", "host-a", 4321, 4, 3, 70});
   s.workers.push_back({"00c3d4", {"store"}, "", "host-b", 99, 1, 0, 10});
@@ -488,7 +488,9 @@ TEST_CASE("STATS round trip keeps every field") {
   CHECK(m.types[0].rate_period_ms == 60'000);
   CHECK(m.types[0].rate_held == 7);
   CHECK(m.types[0].max_waiting == 5000);
+  CHECK(m.types[0].refused == 12);
   CHECK(m.types[1].rate_max == 0);
+  CHECK(m.types[1].refused == 0);
   CHECK(m.types[1].rate_held == 0);
   CHECK(m.types[1].max_waiting == 0);
   CHECK(m.types[1].type == "store");
@@ -783,6 +785,29 @@ TEST_CASE("a type is one word of UTF-8: no spaces, commas or control characters"
   CHECK(decode_error_code([] { (void)wire::decode_done(wire::encode(wire::Done{1, std::string_view("\xff")})); }) ==
         ErrorCode::BadRequest);
   CHECK_NOTHROW(wire::decode_done(wire::encode(wire::Done{1, std::string_view("")})));  // the flow ends there
+}
+
+TEST_CASE("a worker's --type lists: comma-separated, every item a type, none empty or twice") {
+  using Types = std::vector<std::string>;
+  CHECK(mw::split_types({"resize"}, "--type") == Types{"resize"});
+  CHECK(mw::split_types({"resize,thumb", "crop"}, "--type") == Types{"resize", "thumb", "crop"});
+  auto refusal = [](const Types& lists) {
+    try {
+      (void)mw::split_types(lists, "--type");
+    } catch (const mw::UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(refusal({"q,"}) == "--type 'q,': an empty type at the end (give types separated by single commas: resize,thumb)");
+  CHECK(refusal({",q"}).starts_with("--type ',q': an empty type at the start"));
+  CHECK(refusal({"a,,b"}).starts_with("--type 'a,,b': an empty type between two commas"));
+  CHECK(refusal({""}).starts_with("--type '': no type given"));
+  CHECK(refusal({}) == "--type: no type given");
+  CHECK(refusal({"a", "b,a"}) == "--type: type 'a' is given twice");
+  CHECK(refusal({"ok,a b"}).starts_with("--type: type 'a b' holds a space"));
+  CHECK(mw::joined_types({"resize", "thumb"}) == "resize,thumb");
+  CHECK(mw::joined_types({}).empty());
 }
 
 TEST_CASE("READY credit must be 0..10000") {

@@ -70,6 +70,10 @@ struct ListenerOptions {
   // Replay stored events with a greater sequence first (0 = every stored
   // event); nullopt = live events only.
   std::optional<std::uint64_t> since;
+  // When set, asking the broker stops the moment this fires, and the
+  // constructor throws mw::Interrupted. Not owned: it must outlive the
+  // constructor call.
+  const StopSignal* stop = nullptr;
 };
 
 struct Event {
@@ -90,7 +94,8 @@ class Listener {
   using Callback = std::function<void(const Event&)>;
 
   // Subscribes at once (and with `since`, replays). Throws mw::Error when
-  // the broker does not answer in time.
+  // the broker does not answer in time (code Unavailable: it may not be up
+  // yet, and constructing again waits once more; `mw listen` does so).
   explicit Listener(ListenerOptions options);
   virtual ~Listener();
   Listener(Listener&&) noexcept;

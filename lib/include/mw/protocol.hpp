@@ -18,7 +18,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace mw {
 
@@ -137,5 +139,15 @@ std::uint64_t parse_flow_id(std::string_view text);
 // (escaped where it cannot be shown), e.g. "type 'a,b' holds a comma: a
 // type is one word of text, without spaces, commas or control characters".
 std::string type_name_problem(std::string_view type);
+
+// The types of comma-separated lists, as a worker's --type takes them
+// (one list per time the flag was given): {"resize,thumb", "crop"} gives
+// {"resize", "thumb", "crop"}. Throws mw::UsageError naming `flag` when no
+// list is given, a list or an item is empty ("", "a,,b", "q,"), an item is
+// no type (type_name_problem), or a type comes twice.
+std::vector<std::string> split_types(const std::vector<std::string>& lists, std::string_view flag);
+
+// The other way: {"resize", "thumb"} gives "resize,thumb".
+std::string joined_types(const std::vector<std::string>& types);
 
 }  // namespace mw

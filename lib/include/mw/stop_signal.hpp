@@ -38,6 +38,12 @@ class StopSignal {
   // this descriptor sees it.
   [[nodiscard]] bool fired() const noexcept;
 
+  // The stop signal (SIGTERM or SIGINT) this process received and nothing
+  // has read yet, SIGTERM when both; 0 when none. A signal-based stop never
+  // reads them, so after one fired this says which: a program that ends
+  // because of it should exit with 128 + it, as a shell expects.
+  [[nodiscard]] static int received_signal() noexcept;
+
   // The descriptor to poll for readability.
   int fd() const noexcept { return fd_; }
 

@@ -187,6 +187,10 @@ struct TypeStats {
   // --max-waiting-per-type or --type-max-waiting: jobs of this type that may
   // wait (queued + delayed) before its SUBMITs are refused; 0: no limit.
   std::uint64_t max_waiting = 0;
+  // SUBMITs of this type refused because the type was at its own limit
+  // (max_waiting); refusals by the broker's global limits count only in
+  // Stats::refused.
+  std::uint64_t refused = 0;
 };
 
 struct WorkerInfo {

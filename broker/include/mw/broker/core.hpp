@@ -155,6 +155,7 @@ class BrokerCore {
   void forget_peer(const std::string& peer);
   struct TypeCounters {
     std::uint64_t done = 0, failed = 0, dead = 0;
+    std::uint64_t refused = 0;  // SUBMITs refused by the type's own waiting limit
     std::uint64_t delayed = 0;  // jobs in delayed_ now (STATUS must not scan a million of them)
     RateMeter done_rate;
   };
@@ -242,7 +243,11 @@ class BrokerCore {
   // What --max-waiting counts: jobs queued or delayed, and their payload bytes.
   std::uint64_t waiting_jobs() const noexcept { return queue_.size() + delayed_.size(); }
   std::uint64_t waiting_bytes() const noexcept { return queue_.payload_bytes() + delayed_bytes_; }
-  std::optional<std::string> too_full_for(std::string_view type, std::size_t payload_bytes) const;
+  struct Refusal {
+    std::string why;             // the ERROR 507 text
+    bool by_type_limit = false;  // the type's own limit, not the broker's
+  };
+  std::optional<Refusal> too_full_for(std::string_view type, std::size_t payload_bytes) const;
   // The jobs of `type` that wait (queued or delayed), against its limit.
   std::uint64_t waiting_of(std::string_view type) const;
   std::uint64_t max_waiting_of(std::string_view type) const;
