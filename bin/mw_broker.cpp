@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
     server.entities.page.default_limit = std::min(server.entities.page.default_limit, server.entities.page.max_limit);
     server.entities.event_keep_count = args["events-keep"].as<std::uint64_t>();
     const double keep_hours = mw::parse_decimal(args["events-keep-hours"].as<std::string>(), "--events-keep-hours");
-    if (!(keep_hours > 0)) throw mw::UsageError("--events-keep-hours must be positive");
+    if (!(keep_hours > 0) || keep_hours > 87'600) throw mw::UsageError("--events-keep-hours must be between 0 and 87600 (ten years)");
     server.entities.event_keep_ms = static_cast<std::int64_t>(keep_hours * 3600 * 1000);
     config.heartbeat_ms = args["heartbeat-ms"].as<std::uint32_t>();
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)

@@ -30,6 +30,7 @@
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
+#include "exec_progress.hpp"
 #include "exec_reaper.hpp"
 #include "mw/log.hpp"
 #include "mw/options.hpp"
@@ -118,13 +119,14 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   if (job.cancel.stop_requested())
     throw mw::JobError("the job's flow was cancelled before '" + options.command[0] + "' started", false);
   const std::string input = job.payload.to_json_text() + "\n";
-  Pipe in, out, err;
+  Pipe in, out, err, progress;
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, in.read, STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out.write, STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err.write, STDERR_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, progress.write, mw::exec::kProgressFd);  // last: it may be one of the above
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   // mw-exec blocks SIGINT/SIGTERM to receive them on a signalfd; the child
@@ -150,6 +152,7 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   set_env(env, "MW_JOB_TYPE", job.type);
   set_env(env, "MW_ATTEMPT", std::to_string(job.attempt));
   set_env(env, "MW_ENTITY", job.entity);
+  set_env(env, "MW_PROGRESS_FD", std::to_string(mw::exec::kProgressFd));
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -168,7 +171,9 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
   in.close_read();
   out.close_write();
   err.close_write();
+  progress.close_write();
   ::fcntl(in.write, F_SETFL, O_NONBLOCK);
+  mw::exec::ProgressLines progress_lines(job, options.command[0]);
 
   // Feed stdin and drain stdout/stderr together, so a child that writes a
   // lot before reading everything cannot deadlock with us.
@@ -249,12 +254,13 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
       cancelled = true;
       break;
     }
-    pollfd fds[6];
+    pollfd fds[7];
     int n = 0;
-    int in_at = -1, out_at = -1, err_at = -1, stop_at_index = -1;
+    int in_at = -1, out_at = -1, err_at = -1, progress_at = -1, stop_at_index = -1;
     if (in.write >= 0) { in_at = n; fds[n++] = {in.write, POLLOUT, 0}; }
     if (out.read >= 0) { out_at = n; fds[n++] = {out.read, POLLIN, 0}; }
     if (err.read >= 0) { err_at = n; fds[n++] = {err.read, POLLIN, 0}; }
+    if (progress.read >= 0) { progress_at = n; fds[n++] = {progress.read, POLLIN, 0}; }
     if (!stop_at && options.stop_fd >= 0) { stop_at_index = n; fds[n++] = {options.stop_fd, POLLIN, 0}; }
     if (!exited_at && exit_fd >= 0) fds[n++] = {exit_fd, POLLIN, 0};
     if (!cancelled_at && !exited_at && cancel_fd >= 0) fds[n++] = {cancel_fd, POLLIN, 0};
@@ -283,6 +289,14 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
         }
       }
     }
+    if (progress_at >= 0 && fds[progress_at].revents) {
+      const ssize_t r = ::read(progress.read, buffer, sizeof buffer);
+      if (r <= 0) {
+        progress.close_read();
+      } else {
+        progress_lines.take(std::string_view(buffer, static_cast<std::size_t>(r)));
+      }
+    }
     if (err_at >= 0 && fds[err_at].revents) {
       const ssize_t r = ::read(err.read, buffer, sizeof buffer);
       if (r <= 0) {
@@ -308,9 +322,12 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     throw mw::JobError("'" + options.command[0] + "' ran longer than " + std::to_string(options.timeout.count()) +
                        " ms and was killed");
   if (too_much_output) throw mw::JobError("'" + options.command[0] + "' wrote more than 16 MiB to stdout", false);
-  if (stopped)
-    throw mw::JobError("mw-exec was stopping and '" + options.command[0] + "' ran on for " + kStopGraceText +
-                       " s more: it was ended, and the job goes back to be run again");
+  // Ended because mw-exec is stopping (SIGKILLed, or gone at the SIGTERM
+  // without finishing): the job was not done here, and goes back without
+  // using up an attempt.
+  if (stopped || (term_at && (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)))
+    throw mw::JobHandedBack("mw-exec was stopping and '" + options.command[0] + "' ran on for " + kStopGraceText +
+                            " s more: it was ended");
 
   if (WIFSIGNALED(status))
     throw mw::JobError("'" + options.command[0] + "' was killed by signal " + std::to_string(WTERMSIG(status)) +
@@ -406,7 +423,9 @@ int main(int argc, char** argv) {
     check_runnable(exec.command[0]);
     exec.stop_fd = stop.fd();
     const double timeout_s = mw::parse_decimal(args["timeout"].as<std::string>(), "--timeout");
-    if (timeout_s < 0) throw mw::UsageError("--timeout must not be negative");
+    // Ten years at most: the milliseconds must fit, and no job runs longer.
+    if (timeout_s < 0 || timeout_s > 315'360'000)
+      throw mw::UsageError("--timeout must be between 0 (never) and 315360000 seconds");
     exec.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
     // Forked while this is the only thread (the worker starts the others).
     exec.reaper = mw::exec::ExecReaper::start();
@@ -437,9 +456,10 @@ int main(int argc, char** argv) {
     const auto counters = worker.counters();
     mw::log(mw::LogLevel::info, "mw-exec",
             "stopped: " + std::to_string(counters.done) + " job(s) done, " + std::to_string(counters.failed) +
-                (counters.failed > 0 ? " failed (a command ended by the stop among them: its job runs again), "
-                                     : " failed, ") +
-                std::to_string(counters.cancelled) + " cancelled; jobs not started went back to the broker");
+                " failed, " + std::to_string(counters.cancelled) + " cancelled, " +
+                std::to_string(counters.handed_back) +
+                " handed back unfinished (their commands were ended by the stop; they run again, the attempt not "
+                "counted); jobs not started went back to the broker");
     return 0;
   } catch (const cxxopts::exceptions::exception& e) {
     std::fprintf(stderr, "mw-exec: %s (see --help)\n", mw::option_error_text(e.what(), argc, argv).c_str());

@@ -93,7 +93,9 @@ int bench_entities(int argc, char** argv) {
   o.window = std::max<std::size_t>(1, args["window"].as<std::size_t>());
   o.endpoint = args["endpoint"].as<std::string>();
   o.json = args.count("json") > 0;
-  o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(parse_decimal(args["timeout"].as<std::string>(), "--timeout") * 1000));
+  const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
+  if (!(timeout_s > 0) || timeout_s > 1e6) throw UsageError("--timeout must be a positive number of seconds");
+  o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
   if (o.count == 0) throw UsageError("--jobs must be at least 1");
 
   Client client({o.broker, std::chrono::milliseconds(5000)});

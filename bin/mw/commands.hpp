@@ -31,6 +31,10 @@ int result(int argc, char** argv);    // mw result: how a flow ended
 // create, get, find, update, patch, remove
 int entity(std::string_view method, int argc, char** argv);
 
+// The option group of words given by place (ENDPOINT, ID …): parse_or_help
+// leaves it out of --help, whose usage line names them.
+inline constexpr const char* kPositionalGroup = "positional";
+
 // Adds --broker (default $MW_BROKER, then tcp://127.0.0.1:5555) and -h/--help.
 void add_common_options(cxxopts::Options& options);
 

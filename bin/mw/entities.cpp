@@ -49,12 +49,7 @@ int entity(std::string_view method, int argc, char** argv) {
   if (method == "find") help += " [QUERY_JSON]", positional.push_back("query_arg");
   options.positional_help(help);
   add_common_options(options);
-  options.add_options()
-      ("endpoint", "endpoint", cxxopts::value<std::string>())
-      ("id", "entity id", cxxopts::value<std::string>())
-      ("data", "JSON data, or - for stdin", cxxopts::value<std::string>())
-      ("query_arg", "query", cxxopts::value<std::string>())
-      ("pretty", "indent the JSON output");
+  options.add_options()("pretty", "indent the JSON output");
   if (takes_query && method != "find")
     options.add_options()
         ("query", "act on every entity matching this query instead of one id", cxxopts::value<std::string>())
@@ -62,8 +57,16 @@ int entity(std::string_view method, int argc, char** argv) {
 
   // With --query there is no ID: the data follows the endpoint directly.
   bool by_query = false;
-  for (int i = 1; i < argc; ++i) by_query = by_query || std::string_view(argv[i]).rfind("--query", 0) == 0;
+  if (takes_query && method != "find")
+    for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i) {
+      const std::string_view arg = argv[i];
+      by_query = by_query || arg == "--query" || arg.starts_with("--query=");
+    }
   if (by_query) positional.erase(std::remove(positional.begin(), positional.end(), "id"), positional.end());
+  // The words of this method only, so that a flag of another one (--id on
+  // create, --data on get) is refused rather than ignored; not in --help,
+  // whose usage line names them.
+  for (const auto& word : positional) options.add_options(kPositionalGroup)(word, word, cxxopts::value<std::string>());
   options.parse_positional(positional);
 
   cxxopts::ParseResult args;

@@ -16,11 +16,13 @@
 #include "commands.hpp"
 #include "json_text.hpp"
 #include "mw/client.hpp"
+#include "mw/log.hpp"
 
 namespace mw::cli {
 namespace {
 
 constexpr std::size_t kDefaultLimit = 100;
+constexpr std::size_t kProgressColumn = 48;
 
 std::int64_t wall_now_ms() {
   using namespace std::chrono;
@@ -42,28 +44,43 @@ std::string duration_text(std::int64_t ms) {
   return text;
 }
 
+// Where a flow is: its worker ("host:pid"), when it is due, or "-".
+std::string where_text(const nlohmann::ordered_json& f) {
+  if (f.contains("worker"))
+    return f["worker"].at("host").get<std::string>() + ":" + std::to_string(f["worker"].at("pid").get<long long>());
+  if (f.contains("due_at")) return "due in " + duration_text(f["due_at"].get<std::int64_t>() - wall_now_ms());
+  return "-";
+}
+
 void print_table(const nlohmann::ordered_json& flows) {
-  std::size_t type_width = 4;
-  for (const auto& f : flows) type_width = std::max(type_width, display_width(f.at("type").get<std::string>()));
+  std::size_t type_width = 4, where_width = 12;
+  bool any_progress = false;
+  for (const auto& f : flows) {
+    type_width = std::max(type_width, display_width(f.at("type").get<std::string>()));
+    where_width = std::max(where_width, display_width(where_text(f)));
+    any_progress |= f.contains("progress");
+  }
   auto row = [&](const std::string& flow, const std::string& state, const std::string& type,
                  const std::string& attempts, const std::string& priority, const std::string& age,
-                 const std::string& worker) {
+                 const std::string& where, const std::string& progress) {
     std::cout << std::left << std::setw(20) << flow << "  " << std::setw(9) << state << "  "
               << pad_right(type, type_width) << "  " << std::right << std::setw(8) << attempts
-              << "  " << std::setw(8) << priority << "  " << std::setw(8) << age << "  " << std::left << worker
-              << '\n';
+              << "  " << std::setw(8) << priority << "  " << std::setw(8) << age << "  " << std::left;
+    // The progress column only when some flow reported one.
+    if (any_progress) {
+      std::cout << pad_right(where, where_width) << "  " << progress << '\n';
+    } else {
+      std::cout << where << '\n';
+    }
   };
-  row("FLOW", "STATE", "TYPE", "ATTEMPTS", "PRIORITY", "AGE", "WORKER / DUE");
+  row("FLOW", "STATE", "TYPE", "ATTEMPTS", "PRIORITY", "AGE", "WORKER / DUE", "PROGRESS");
   for (const auto& f : flows) {
-    std::string where = "-";
-    if (f.contains("worker"))
-      where = f["worker"].at("host").get<std::string>() + ":" + std::to_string(f["worker"].at("pid").get<long long>());
-    else if (f.contains("due_at"))
-      where = "due in " + duration_text(f["due_at"].get<std::int64_t>() - wall_now_ms());
+    // One line of at most kProgressColumn bytes: a progress is a short value.
+    const std::string progress = f.contains("progress") ? shortened(json_text(f["progress"]), kProgressColumn) : "-";
     row(std::to_string(f.at("id").get<std::uint64_t>()), f.at("state").get<std::string>(),
         f.at("type").get<std::string>(), std::to_string(f.at("attempts").get<long long>()),
         std::to_string(f.at("priority").get<long long>()),
-        duration_text(wall_now_ms() - f.at("submitted_at").get<std::int64_t>()), where);
+        duration_text(wall_now_ms() - f.at("submitted_at").get<std::int64_t>()), where_text(f), progress);
   }
   std::cout.flush();
 }

@@ -77,12 +77,12 @@ int listen(int argc, char** argv) {
   while (!stop.fired()) {
     auto event = listener.next(std::chrono::milliseconds(200));
     if (!event) continue;
-    nlohmann::json line = {{"topic", event->topic}, {"seq", event->seq}};
+    nlohmann::ordered_json line = {{"topic", event->topic}, {"seq", event->seq}};
     if (event->flow_id) line["flow"] = event->flow_id;
     if (!event->type.empty()) line["type"] = event->type;
     if (!event->error.empty()) line["error"] = event->error;
     try {
-      line["data"] = event->data.to_json();
+      line["data"] = event->data.to_ordered_json();
     } catch (const std::exception& e) {
       line["data"] = nullptr;
       line["data_error"] = e.what();

@@ -26,7 +26,10 @@ void add_common_options(cxxopts::Options& options) {
 bool parse_or_help(cxxopts::Options& options, int argc, char** argv, cxxopts::ParseResult& out) {
   out = options.parse(argc, argv);
   if (out.count("help")) {
-    std::cout << options.help() << std::endl;
+    std::vector<std::string> shown;
+    for (const auto& group : options.groups())
+      if (group != kPositionalGroup) shown.push_back(group);
+    std::cout << options.help(shown) << std::endl;
     return true;
   }
   return false;

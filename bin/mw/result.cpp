@@ -147,9 +147,10 @@ int result(int argc, char** argv) {
     return ended ? exit_code_of(outcome_of(record)) : 3;
   }
   if (!ended) {
-    std::fprintf(stderr, "mw result: flow %llu has not ended: it is %s at %s (mw result %llu --wait waits for it)\n",
+    const std::string progress = record.contains("progress") ? ", progress " + json_text(record["progress"]) : "";
+    std::fprintf(stderr, "mw result: flow %llu has not ended: it is %s at %s%s (mw result %llu --wait waits for it)\n",
                  static_cast<unsigned long long>(flow), state.c_str(), record.at("type").get<std::string>().c_str(),
-                 static_cast<unsigned long long>(flow));
+                 progress.c_str(), static_cast<unsigned long long>(flow));
     return 3;
   }
   return report_outcome(kCommand, outcome_of(record));

@@ -166,6 +166,7 @@ void BrokerCore::handle(std::span<zmq::message_t> frames, std::int64_t now_ms) {
       case Command::Disconnect: on_disconnect(peer, now_ms); break;
       case Command::Call: on_call(peer, frames[2], frames[3]); break;
       case Command::Wait: on_wait(peer, frames[2]); break;
+      case Command::Progress: on_progress(peer, frames[2], frames[3]); break;
       case Command::Welcome:
       case Command::Job:
       case Command::Accepted:
@@ -535,7 +536,29 @@ void BrokerCore::on_disconnect(const std::string& peer, std::int64_t now_ms) {
 
 // ---- jobs -----------------------------------------------------------------
 
+void BrokerCore::on_progress(const std::string& peer, const zmq::message_t& header, const zmq::message_t& value) {
+  const auto progress = wire::decode_progress(header);
+  if (value.size() > kMaxProgressBytes)
+    throw wire::DecodeError(ErrorCode::TooLarge, "PROGRESS: the value is " + std::to_string(value.size()) +
+                                                     " bytes; at most " + std::to_string(kMaxProgressBytes));
+  // Only for a job this worker holds: a late one (the job ended, or was
+  // taken back) says nothing about the job's current run.
+  WorkerEntry* worker = workers_.find(peer);
+  if (!worker) return;
+  const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
+                                [&](const Job& held) { return held.id == progress.job_id; });
+  if (job == worker->jobs.end()) return;
+  // An empty frame is not msgpack: it says nil, as a DONE's would.
+  const std::string_view bytes = value.size() ? std::string_view(value.data<char>(), value.size()) : "\xc0";
+  worker->progress[job->id].assign(bytes);
+  if (transport_.has_subscribers("$mw.flow.progress")) {
+    const zmq::message_t data(bytes.data(), bytes.size());
+    publish_event("$mw.flow.progress", job->flow_id, job->type, "", &data);
+  }
+}
+
 std::optional<Job> BrokerCore::take_held(WorkerEntry& worker, std::uint64_t job_id) {
+  if (!worker.progress.empty()) worker.progress.erase(job_id);  // this run is over
   auto& held = worker.jobs;
   // Jobs mostly finish in the order they were given: look from the front.
   // erase, not swap-with-back: drop_worker() relies on dispatch order.
@@ -862,6 +885,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
     std::vector<Job> expired;
     for (auto it = worker->jobs.begin(); it != worker->jobs.end();) {
       if (now_ms - it->dispatched_ms >= static_cast<std::int64_t>(lease_for(*it))) {
+        if (!worker->progress.empty()) worker->progress.erase(it->id);
         expired.push_back(std::move(*it));
         it = worker->jobs.erase(it);
         ++worker->expired;

@@ -232,6 +232,8 @@ bool EntityService::needs_unit(const HookContext& c) const {
 
 Json EntityService::run_method(HookContext& c) {
   const bool by_id = c.id.has_value();
+  // An id no document can have is a bad request, as it is on create.
+  if (by_id && (c.id->empty() || c.id->size() > kMaxIdBytes)) fail(ErrorCode::BadRequest, "id must be 1..256 bytes");
   const auto need_id = [&] {
     if (!by_id) fail(ErrorCode::BadRequest, std::string(method_name(c.method)) + " needs an id");
   };

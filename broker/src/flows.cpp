@@ -140,7 +140,11 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   r["submitter_waits"] = job.submitter_waits || extra_waiters_.contains(job.flow_id);
   if (!job.entity.empty()) r["entity"] = job.entity;
   if (!job.key.empty()) r["key"] = job.key;
-  if (worker) r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
+  if (worker) {
+    r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
+    if (const auto progress = worker->progress.find(job.id); progress != worker->progress.end())
+      Payload::put_json(r, "progress", progress->second);
+  }
   if (with_payload) Payload::put_json(r, "payload", job.payload);
   return r;
 }

@@ -9,6 +9,7 @@ WorkerEntry& WorkerRegistry::upsert(WorkerEntry entry) {
   if (it != by_id_.end()) {
     unindex(*it->second);
     entry.jobs = std::move(it->second->jobs);
+    entry.progress = std::move(it->second->progress);
     entry.done = it->second->done;
     entry.expired = it->second->expired;
     *it->second = std::move(entry);

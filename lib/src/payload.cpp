@@ -214,7 +214,8 @@ void Payload::put_json(nlohmann::ordered_json& record, const std::string& key, s
 Payload Payload::from_json(const nlohmann::ordered_json& value) { return Payload(msgpack_of(value)); }
 
 std::string Payload::to_json_text() const {
-  return to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // Map keys in the order they were written, as a document's fields are.
+  return to_ordered_json().dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace mw

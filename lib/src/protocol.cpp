@@ -29,6 +29,7 @@ std::string_view command_name(Command command) noexcept {
     case Command::Batch: return "BATCH";
     case Command::Wait: return "WAIT";
     case Command::Cancel: return "CANCEL";
+    case Command::Progress: return "PROGRESS";
   }
   return "UNKNOWN";
 }
@@ -44,7 +45,7 @@ std::uint64_t parse_flow_id(std::string_view text) {
 }
 
 bool is_known_command(std::uint8_t byte) noexcept {
-  return byte >= static_cast<std::uint8_t>(Command::Hello) && byte <= static_cast<std::uint8_t>(Command::Cancel);
+  return byte >= static_cast<std::uint8_t>(Command::Hello) && byte <= static_cast<std::uint8_t>(Command::Progress);
 }
 
 namespace {

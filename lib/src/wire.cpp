@@ -351,6 +351,7 @@ std::size_t frame_count(Command command) noexcept {
     case Command::Result:
     case Command::Call:
     case Command::Reply:
+    case Command::Progress:
       return 3;
     default:
       return 2;
@@ -542,6 +543,12 @@ zmq::message_t encode(const WaitRequest& m) {
 }
 
 zmq::message_t encode(const CancelJob& m) {
+  Writer w;
+  w.array(1).u64(m.job_id);
+  return w.frame();
+}
+
+zmq::message_t encode(const JobProgress& m) {
   Writer w;
   w.array(1).u64(m.job_id);
   return w.frame();
@@ -758,6 +765,11 @@ WaitRequest decode_wait(const zmq::message_t& frame) {
 
 CancelJob decode_cancel(const zmq::message_t& frame) {
   Fields f(frame, 1, "CANCEL");
+  return {f.u64(0, "job id")};
+}
+
+JobProgress decode_progress(const zmq::message_t& frame) {
+  Fields f(frame, 1, "PROGRESS");
   return {f.u64(0, "job id")};
 }
 

@@ -13,6 +13,9 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <cxxopts.hpp>
 
@@ -29,6 +32,9 @@ using Clock = std::chrono::steady_clock;
 // How long a handler runs before the keeper sends the DONEs queued before
 // it, and how often a turn of inline jobs looks for a stop.
 constexpr auto kCheckEvery = std::chrono::milliseconds(1);
+// A job's PROGRESS values leave at most this often; newer ones replace the
+// one that waits.
+constexpr auto kProgressEvery = std::chrono::milliseconds(100);
 
 // The longest error text a FAIL carries (half the broker's message limit
 // when that is less); longer ones are cut at a UTF-8 character boundary
@@ -52,6 +58,7 @@ struct Completion {
   std::string error;
   bool retryable = true;
   bool cancelled = false;  // its flow was cancelled: reported as such, whatever the handler did
+  bool handed_back = false;  // JobHandedBack: no answer while stopping (error says why)
   std::uint64_t connection = 0;  // the connection (Impl::connection_) its job came on
 };
 
@@ -123,6 +130,10 @@ Completion execute(const Handler& handler, const Job& job) {
     c.ok = false;
     c.error = e.what();
     c.retryable = e.retryable();
+  } catch (const JobHandedBack& e) {
+    c.ok = false;
+    c.handed_back = true;
+    c.error = e.what();
   } catch (const Error& e) {
     // Payload conversion errors: the input will not convert next time either.
     c.ok = false;
@@ -145,7 +156,15 @@ std::int64_t ms_since(Clock::time_point t) {
 
 }  // namespace
 
-class Worker::Impl {
+void Job::report_progress(const Payload& value) const {
+  if (value.size() > kMaxProgressBytes)
+    throw Error("a job's progress is at most " + std::to_string(kMaxProgressBytes) + " bytes of msgpack; this one is " +
+                    std::to_string(value.size()),
+                ErrorCode::TooLarge);
+  if (progress_sink) progress_sink->progress(id, value.bytes());
+}
+
+class Worker::Impl final : public detail::ProgressSink {
  public:
   Impl(WorkerOptions options, Handler handler)
       : options_(std::move(options)), handler_(std::move(handler)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
@@ -175,6 +194,8 @@ class Worker::Impl {
   }
 
   void run(const StopSignal& stop) {
+    stop_ = &stop;
+    stopping_ = false;
     zmq::context_t context(1);
     detail::PeerSocket peer(context, options_.broker);
     // This thread owns the socket, except while it runs a handler inline:
@@ -202,6 +223,7 @@ class Worker::Impl {
       const std::int64_t until_dead = liveness_ms - ms_since(last_heard_);
       auto wait = std::clamp<std::int64_t>(std::min(until_heartbeat, until_dead), 0, beat);
       if (!local_.empty()) wait = 0;
+      if (auto progress_due = send_progress(peer)) wait = std::min<std::int64_t>(wait, progress_due->count());
       send_ready_if_due(peer, stopping);
       peer.flush();  // the DONEs of the last turn, as one BATCH when the broker takes them
       zmq::pollitem_t items[] = {
@@ -214,7 +236,7 @@ class Worker::Impl {
       if (zmq::poll(items, stopping ? 2 : 3, std::chrono::milliseconds(wait)) == 0 && wait > 0) watch_flush_ = false;
 
       if (!stopping && (items[2].revents & ZMQ_POLLIN)) {
-        stopping = true;
+        stopping = stopping_ = true;
         // Jobs not started go back to the broker (with DISCONNECT below).
         local_.clear();
         std::lock_guard lock(mutex_);
@@ -254,7 +276,7 @@ class Worker::Impl {
   }
 
   Counters counters() const {
-    return {done_.load(), failed_.load(), registrations_.load(), cancelled_.load()};
+    return {done_.load(), failed_.load(), registrations_.load(), cancelled_.load(), handed_back_.load()};
   }
 
  private:
@@ -272,6 +294,7 @@ class Worker::Impl {
           job.attempt = header.attempt;
           job.entity = header.entity;
           job.payload = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
+          job.progress_sink = this;
           if (inline_) {
             local_.push_back(std::move(job));
             return true;
@@ -357,6 +380,72 @@ class Worker::Impl {
 
   // READY, also to change the credit: --concurrency less the handlers still
   // busy with jobs of an earlier connection (0 while they fill it).
+  // A handler's Job::report_progress: kept as the job's newest value, sent
+  // by whoever holds the socket (send_progress). Any thread.
+  void progress(std::uint64_t job_id, std::string msgpack_bytes) override {
+    bool newly_pending;
+    {
+      std::lock_guard lock(mutex_);
+      // Only while the job's handler runs: after, the answer has gone.
+      const bool running = inline_ ? inline_running_job_.load(std::memory_order_relaxed) == job_id
+                                   : std::any_of(running_jobs_.begin(), running_jobs_.end(),
+                                                 [&](const RunningJob& r) { return r.job_id == job_id; });
+      if (!running) return;
+      auto& state = progress_[job_id];
+      state.value = std::move(msgpack_bytes);
+      newly_pending = !state.pending;
+      state.pending = true;
+      progress_used_.store(true, std::memory_order_relaxed);
+      progress_pending_.store(true, std::memory_order_release);
+    }
+    if (!newly_pending) return;  // its wake-up is on its way
+    if (inline_) {
+      keeper_wake_.notify_one();  // the I/O thread is in this handler
+    } else {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+    }
+  }
+
+  // Sends the PROGRESS values that are due (kProgressEvery after the job's
+  // last one). Returns how long until the next held-back one is due, or
+  // nullopt when none waits. Socket held.
+  std::optional<std::chrono::milliseconds> send_progress(detail::PeerSocket& peer) {
+    if (!progress_pending_.load(std::memory_order_acquire)) return std::nullopt;
+    const auto now = Clock::now();
+    std::vector<std::pair<std::uint64_t, std::string>> due;
+    std::optional<std::chrono::milliseconds> next;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [job_id, state] : progress_) {
+        if (!state.pending) continue;
+        const auto since = now - state.sent_at;
+        if (since >= kProgressEvery) {
+          due.emplace_back(job_id, std::move(state.value));
+          state.pending = false;
+          state.sent_at = now;
+        } else {
+          const auto left = std::chrono::ceil<std::chrono::milliseconds>(kProgressEvery - since);
+          next = next ? std::min(*next, left) : left;
+        }
+      }
+      progress_pending_.store(next.has_value(), std::memory_order_release);
+    }
+    for (auto& [job_id, bytes] : due) {
+      zmq::message_t header = wire::encode(wire::JobProgress{job_id});
+      zmq::message_t value(bytes.data(), bytes.size());
+      peer.send(Command::Progress, &header, &value);
+    }
+    return next;
+  }
+
+  // The run of `job_id` has ended: a value of it still waiting is dropped.
+  void forget_progress(std::uint64_t job_id) {
+    if (!progress_used_.load(std::memory_order_relaxed)) return;  // a worker that never reports pays nothing
+    std::lock_guard lock(mutex_);
+    progress_.erase(job_id);
+  }
+
   void send_ready(detail::PeerSocket& peer) {
     wire::Ready ready;
     for (const auto& t : options_.types) ready.types.push_back(t);
@@ -414,6 +503,7 @@ class Worker::Impl {
   // itself): none is sent. Then the run's slot is given back, with one
   // READY for all the runs of a turn (send_ready_if_due).
   void report(detail::PeerSocket& peer, Completion& c) {
+    forget_progress(c.job_id);
     if (c.connection == connection_) {  // the usual case
       send_answer(peer, c);
       return;
@@ -441,6 +531,14 @@ class Worker::Impl {
   // Sends the DONE or FAIL of a run, and counts it unless `counted`
   // already (one run may answer several copies of its job).
   void send_answer(detail::PeerSocket& peer, Completion& c, bool counted = false) {
+    // An inline handler returns before the I/O thread has seen the stop.
+    if (c.handed_back && (stopping_ || (stop_ && stop_->fired()))) {
+      // No answer: the DISCONNECT that ends this stop gives it back.
+      log(LogLevel::info, "worker", options_.name + ": job " + std::to_string(c.job_id) +
+                                        " handed back unfinished (" + c.error + "); another worker runs it");
+      if (!counted) ++handed_back_;
+      return;
+    }
     if (c.cancelled) {
       zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, false});
       peer.send(Command::Fail, &header);
@@ -548,6 +646,7 @@ class Worker::Impl {
       // One source serves job after job until a cancel uses it up: no
       // allocation per job.
       inline_running_id_ = job.id;
+      inline_running_job_.store(job.id, std::memory_order_relaxed);
       if (!inline_running_stop_.stop_possible() || inline_running_stop_.stop_requested())
         inline_running_stop_ = std::stop_source();
       job.cancel = inline_running_stop_.get_token();
@@ -559,7 +658,12 @@ class Worker::Impl {
       // socket may be gone, and its reason is the one to report.
       if (keeper_failed_.load(std::memory_order_acquire)) std::rethrow_exception(keeper_error_);
       inline_running_id_ = 0;
+      {
+        std::lock_guard lock(mutex_);  // progress() reads it under the lock: none is taken after this
+        inline_running_job_.store(0, std::memory_order_relaxed);
+      }
       c.connection = started_on;
+      (void)send_progress(peer);  // what is due goes before the answer
       report(peer, c);
     }
   }
@@ -593,8 +697,9 @@ class Worker::Impl {
     std::uint64_t seen_handler_for_reading = 0;
     while (!keeper_stopping_) {
       // A quarter interval: a heartbeat is never more than that late.
-      const auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
-                                       : std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1);
+      auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
+                                 : std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1);
+      if (progress_pending_.load(std::memory_order_acquire)) period = std::min(period, keeper_progress_wait_);
       keeper_wake_.wait_for(lock, period);
       if (keeper_stopping_) break;
       std::unique_lock socket(socket_mutex_, std::try_to_lock);
@@ -609,6 +714,12 @@ class Worker::Impl {
       if (ms_since(last_sent_heartbeat_) >= heartbeat_ms_.load()) {
         peer.send(Command::Heartbeat);
         last_sent_heartbeat_ = Clock::now();
+      }
+      // A long handler's progress goes out as it comes (the I/O thread is
+      // inside the handler).
+      if (progress_pending_.load(std::memory_order_acquire)) {
+        keeper_progress_wait_ = send_progress(peer).value_or(std::chrono::milliseconds(kProgressEvery));
+        peer.flush();
       }
       // A handler that was already running a period ago is a long one:
       // read what came meanwhile, so a CANCEL for it stops it now, and a
@@ -755,9 +866,28 @@ class Worker::Impl {
   };
   std::vector<RunningJob> running_jobs_;
   bool shutting_down_ = false;
+  bool stopping_ = false;  // I/O thread: the stop has fired (JobHandedBack sends no answer then)
+  const StopSignal* stop_ = nullptr;  // run()'s, while it runs
+
+  // Progress (Job::report_progress): each running job's newest value, under
+  // mutex_; whether one waits to be sent (so the loops ask without the
+  // lock), and whether any was ever reported (so a worker that never does
+  // takes no lock per answer to forget one).
+  struct ProgressState {
+    std::string value;  // msgpack
+    bool pending = false;
+    Clock::time_point sent_at{};
+  };
+  std::unordered_map<std::uint64_t, ProgressState> progress_;
+  std::atomic<bool> progress_pending_{false};
+  std::atomic<bool> progress_used_{false};
+  // The inline handler's job, for progress() on any thread (0: none runs).
+  std::atomic<std::uint64_t> inline_running_job_{0};
+  // The keeper's: how soon the value it held back is due.
+  std::chrono::milliseconds keeper_progress_wait_ = std::chrono::duration_cast<std::chrono::milliseconds>(kProgressEvery);
   std::vector<std::jthread> threads_;
 
-  std::atomic<std::uint64_t> done_{0}, failed_{0}, cancelled_{0}, registrations_{0};
+  std::atomic<std::uint64_t> done_{0}, failed_{0}, cancelled_{0}, registrations_{0}, handed_back_{0};
 };
 
 Worker::Worker(WorkerOptions options, Handler handler)

@@ -227,25 +227,32 @@ TEST_CASE("a loop of stages ends by itself at --max-stages: the flow dies and sa
   CHECK(type_stats(s, "again").value().done == 5);
 }
 
-TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then ends it; its job is retried") {
+TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then ends it; its job goes back, its attempt not used up") {
   Cluster cluster;
   INFO(cluster.report());
   cluster.start_broker({"--heartbeat-ms", "200", "--retry-base-ms", "20"});
   const auto pid_file = cluster.dir() / "sleeper.pid";
   Process& exec = cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "echo $$ > '" + pid_file.string() + "'; exec sleep 1000"});
   REQUIRE(cluster.wait_for_workers("stuck", 1));
-  REQUIRE(cluster.mw({"submit", "stuck", "{}"}).exit_status == 0);
+  // One attempt only: a stop of the worker must not use it up.
+  REQUIRE(cluster.mw({"submit", "stuck", R"({"n": 1})", "--max-attempts", "1"}).exit_status == 0);
   REQUIRE(wait_until([&] { return pid_in_file(pid_file) > 0; }, 10s));
   const pid_t sleeper = pid_in_file(pid_file);
   exec.signal(SIGINT);
   CHECK(exec.wait_exit(25s) == 0);
   CHECK(process_ended(sleeper));
-  // Its DISCONNECT follows the FAIL on one connection: once it is gone, the FAIL counted.
+  CHECK(exec.stderr_text().find("handed back unfinished") != std::string::npos);
   REQUIRE(cluster.wait_for_worker_pid(exec.pid(), false));
   const auto s = cluster.status();
-  CHECK(s.failed == 1);
-  CHECK(s.retried == 1);  // the job goes back: another worker runs it
+  CHECK(s.failed == 0);  // not a failure: the job was given back with the DISCONNECT
+  CHECK(s.retried == 0);
   CHECK(s.dead == 0);
+  const auto waiting = nlohmann::json::parse(cluster.mw({"flows", "--json"}).out);
+  CHECK(waiting.at("state") == "queued");
+  CHECK(waiting.at("attempts") == 0);
+  // Its one attempt is still there for the next worker.
+  cluster.start_exec("stuck", {}, {"cat"});
+  REQUIRE(wait_until([&] { return cluster.status().done == 1; }, 15s));
 }
 
 TEST_CASE("mw-exec killed with SIGKILL: its reaper ends the running command and what it started") {

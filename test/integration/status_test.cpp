@@ -350,6 +350,8 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.cli, "get", at, "users"},                             // no ID
       {bin.exec, at, "--type", "t"},                             // no command
       {bin.exec, at, "--type", "q,", "--", "cat"},               // an empty type in the list
+      {bin.exec, at, "--type", "t", "--timeout", "1e300", "--", "cat"},  // no time fits that
+      {bin.cli, "create", at, "users", "{}", "--id", "x"},       // a word of another method: refused, not ignored
       {bin.sample_worker, at, "--type", "a,,b"},                 // there too
       {bin.exec, at, "--type", "t", "--", "no-such-command"},    // a command that cannot run
       {bin.broker, "--heartbeat-ms", "1"},                       // out of range

@@ -528,6 +528,11 @@ TEST_CASE("get, update, patch and remove by id") {
   e.create("users", Json::parse(R"({"id": "u1", "name": "ann", "age": 30, "role": "admin"})"), 1000);
   CHECK_ERROR_CODE(e.get("users", "nobody"), NotFound);
   CHECK_ERROR_CODE(e.call(Method::Get, "users"), BadRequest);  // no id
+  // An id no document can have (as create refuses it) is a bad request, not "not found".
+  for (const Method m : {Method::Get, Method::Update, Method::Patch, Method::Remove}) {
+    CHECK_ERROR_CODE(e.call(m, "users", std::string(257, 'x'), Json::object()), BadRequest);
+    CHECK_ERROR_CODE(e.call(m, "users", std::string(), Json::object()), BadRequest);
+  }
 
   SUBCASE("update replaces the document, keeping id and created_at") {
     auto doc = e.call(Method::Update, "users", "u1",

@@ -563,3 +563,64 @@ TEST_CASE("a client that asked with WAIT and went away is not waited for") {
   h.done("w1", h.jobs("w1").at(0).id, std::nullopt, payload_bytes(2));
   CHECK(h.results("c3").empty());
 }
+
+TEST_CASE("PROGRESS: the holding worker's newest value shows in $flows and is published; it goes with the run") {
+  Harness h;
+  h.transport.subscribers = true;
+  h.ready("w1", {"a"}, "b", 2);
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  const auto job = h.jobs("w1").at(0);
+  auto progress = [&](const std::string& peer, std::uint64_t job_id, const json& value) {
+    h.command(peer, Command::Progress, bytes_of(wire::encode(wire::JobProgress{job_id})),
+              mw::Payload::from_json(value).bytes());
+  };
+
+  progress("w1", job.id, 0.25);
+  progress("w1", job.id, json{{"done", 3}, {"of", 10}});  // the newest counts
+  const auto record = call_flows(h, "get", std::to_string(flow)).result;
+  CHECK(record.at("progress") == json{{"done", 3}, {"of", 10}});
+  CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{flow});
+  CHECK(call_flows(h, "find").result.at("data").at(0).at("progress") == json{{"done", 3}, {"of", 10}});
+  // Each one is published, with the flow and its type.
+  std::vector<json> events;
+  for (const auto& p : h.transport.published) {
+    if (p.topic != "$mw.flow.progress") continue;
+    const auto meta_frame = frame_of(p.meta);
+    const auto meta = wire::decode_event_meta(meta_frame);
+    CHECK(meta.flow_id == flow);
+    CHECK(meta.type == "a");
+    events.push_back(mw::Payload::adopt(p.data).to_json());
+  }
+  CHECK(events == std::vector<json>{0.25, json{{"done", 3}, {"of", 10}}});
+
+  SUBCASE("only from the worker that holds the job, and only while it does") {
+    h.ready("w2", {"a"}, "", 1);
+    progress("w2", job.id, 0.9);   // not its job
+    progress("w1", 424242, 0.9);   // no such job
+    progress("nobody", job.id, 0.9);  // not a worker
+    CHECK(call_flows(h, "get", std::to_string(flow)).result.at("progress") == json{{"done", 3}, {"of", 10}});
+    h.done("w1", job.id, std::nullopt, payload_bytes(2));
+    const auto next = call_flows(h, "get", std::to_string(flow)).result;
+    CHECK(next.at("type") == "b");
+    CHECK_FALSE(next.contains("progress"));  // the next stage starts with none
+    progress("w1", job.id, 1.0);  // late: the job is done
+    CHECK(h.core.stats(h.now).stale == 0);
+    CHECK_FALSE(call_flows(h, "get", std::to_string(flow)).result.contains("progress"));
+  }
+  SUBCASE("a job taken back from a lost worker starts over without it") {
+    h.now += 10'000;  // w1 misses its heartbeats
+    h.tick();
+    const auto back = call_flows(h, "get", std::to_string(flow)).result;
+    CHECK(back.at("state") == "queued");
+    CHECK_FALSE(back.contains("progress"));
+  }
+  SUBCASE("a value over kMaxProgressBytes is refused with ERROR 413 and changes nothing") {
+    const std::size_t mark = h.transport.sent.size();
+    h.command("w1", Command::Progress, bytes_of(wire::encode(wire::JobProgress{job.id})),
+              mw::Payload::from_json(json(std::string(mw::kMaxProgressBytes, 'x'))).bytes());
+    const auto sent = h.to("w1", mark);
+    REQUIRE(sent.size() == 1);
+    CHECK(Harness::error_of(sent[0]).code == ErrorCode::TooLarge);
+    CHECK(call_flows(h, "get", std::to_string(flow)).result.at("progress") == json{{"done", 3}, {"of", 10}});
+  }
+}

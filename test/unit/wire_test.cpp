@@ -916,7 +916,7 @@ TEST_CASE("decode_tag rejects malformed tags") {
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(bad)); }) == ErrorCode::BadProtocol);
   }
   SUBCASE("unknown command byte") {
-    for (unsigned b : {0x00u, 0x14u, 0x7fu, 0x80u, 0xffu}) {
+    for (unsigned b : {0x00u, 0x15u, 0x7fu, 0x80u, 0xffu}) {
       CAPTURE(b);
       const std::string tag = std::string("MW1") + static_cast<char>(b);
       CHECK(decode_error_code([&] { (void)wire::decode_tag(frame_of(tag)); }) == ErrorCode::UnknownCommand);
@@ -1003,7 +1003,33 @@ TEST_CASE("CANCEL round trips and is a known command") {
   CHECK(wire::frame_count(Command::Cancel) == 2);
   CHECK(mw::command_name(Command::Cancel) == "CANCEL");
   CHECK(mw::is_known_command(0x13));
-  CHECK_FALSE(mw::is_known_command(0x14));
+}
+
+TEST_CASE("PROGRESS round trips, carries its value as a payload, and may be batched") {
+  const auto m = wire::decode_progress(wire::encode(wire::JobProgress{1839694082699265}));
+  CHECK(m.job_id == 1839694082699265);
+  CHECK(wire::frame_count(Command::Progress) == 3);
+  CHECK(mw::command_name(Command::Progress) == "PROGRESS");
+  CHECK(mw::is_known_command(0x14));
+  CHECK_FALSE(mw::is_known_command(0x15));
+  CHECK(decode_error_code([] { (void)wire::decode_progress(frame_of("\x90")); }) == ErrorCode::BadRequest);
+  CHECK(decode_error_code([] { (void)wire::decode_progress(frame_of("\x91\xa1x")); }) == ErrorCode::BadRequest);
+
+  wire::Batch batch;
+  zmq::message_t header = wire::encode(wire::JobProgress{7});
+  zmq::message_t value = frame_of(std::string_view("\xcb\x3f\xe0\x00\x00\x00\x00\x00\x00", 9));  // 0.5
+  batch.add(Command::Progress, header, &value);
+  zmq::message_t done_header = wire::encode(wire::Done{7, std::nullopt});
+  zmq::message_t result = frame_of("\xc0");
+  batch.add(Command::Done, done_header, &result);
+  const auto frames = drained(batch);
+  REQUIRE(frames.size() == 4);  // tag, index, two payloads
+  std::vector<wire::BatchItem> items;
+  const zmq::message_t index = frame_of(frames[1].first);
+  wire::decode_batch(index, 2, items);
+  REQUIRE(items.size() == 2);
+  CHECK(items[0].command == Command::Progress);
+  CHECK(items[1].command == Command::Done);
 }
 
 TEST_CASE("frame_count of BATCH is 0: its index gives the count") {

@@ -66,4 +66,14 @@ class JobError : public std::runtime_error {
   bool retryable_;
 };
 
+// Thrown from a job handler that gives its job back unfinished because the
+// worker is stopping (mw-exec does, for a command it had to end): no answer
+// is sent for it, and the worker's DISCONNECT returns it to the front of
+// its queue without counting the attempt, as a job never started. Thrown
+// while the worker is not stopping, it fails the job (retryable) instead.
+class JobHandedBack : public std::runtime_error {
+ public:
+  explicit JobHandedBack(const std::string& why) : std::runtime_error(why) {}
+};
+
 }  // namespace mw

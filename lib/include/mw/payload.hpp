@@ -77,6 +77,7 @@ class Payload {
   // none, record[key] is null and record[key + "_error"] says why. For
   // records shown to people, which one odd payload must not spoil.
   static void put_json(nlohmann::ordered_json& record, const std::string& key, std::string_view msgpack_bytes);
+  // One line of JSON text, map keys in the order of the bytes (as written).
   std::string to_json_text() const;
 
   const std::string& bytes() const noexcept { return bytes_; }

@@ -49,6 +49,7 @@ enum class Command : std::uint8_t {
   Batch = 0x11,       // both ways, once agreed: [index] + payloads: several messages in one
   Wait = 0x12,        // client → broker: [request id, flow id]: send me that flow's RESULT
   Cancel = 0x13,      // broker → worker that announced it: [job id]: its flow was cancelled, stop the job
+  Progress = 0x14,    // worker → broker: [job id] + progress: how far a job it holds has come
 };
 
 // Returns the command's name as written in docs and logs ("READY"), or
@@ -117,6 +118,8 @@ inline constexpr std::uint32_t kDefaultBatchEntries = 64;
 inline constexpr std::uint64_t kMaxSubmitDelayMs = 315'360'000'000ULL;
 inline constexpr std::int64_t kMaxPriority = 1000;
 inline constexpr std::size_t kMaxKeyBytes = 256;
+// A PROGRESS value (§5.18): a few numbers or words, kept while the job runs.
+inline constexpr std::size_t kMaxProgressBytes = 4096;
 
 // Defaults shared by the broker and its peers.
 inline constexpr std::uint32_t kDefaultHeartbeatMs = 1000;

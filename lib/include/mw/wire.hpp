@@ -150,6 +150,12 @@ struct CancelJob {
   std::uint64_t job_id = 0;
 };
 
+// A worker says how far a job it holds has come; the progress value (any
+// msgpack, at most kMaxProgressBytes) is the payload frame.
+struct JobProgress {
+  std::uint64_t job_id = 0;
+};
+
 struct ErrorReply {
   ErrorCode code = ErrorCode::BadRequest;
   std::string_view message;
@@ -339,6 +345,7 @@ zmq::message_t encode(const Result& m);
 zmq::message_t encode(const StatusRequest& m);
 zmq::message_t encode(const WaitRequest& m);
 zmq::message_t encode(const CancelJob& m);
+zmq::message_t encode(const JobProgress& m);
 zmq::message_t encode(const Call& m);
 zmq::message_t encode(const Reply& m);
 zmq::message_t encode(const ErrorReply& m);
@@ -357,6 +364,7 @@ Result decode_result(const zmq::message_t& frame);
 StatusRequest decode_status(const zmq::message_t& frame);
 WaitRequest decode_wait(const zmq::message_t& frame);
 CancelJob decode_cancel(const zmq::message_t& frame);
+JobProgress decode_progress(const zmq::message_t& frame);
 Call decode_call(const zmq::message_t& frame);
 Reply decode_reply(const zmq::message_t& frame);
 ErrorReply decode_error(const zmq::message_t& frame);

@@ -30,6 +30,11 @@
 // std::stop_callback, and returns or throws early: whatever it reports for
 // a cancelled job is dropped, and the worker is free for the next one.
 //
+// Progress: a long handler may say how far it has come, with any value
+// (job.report_progress(mw::Payload::of(0.4)), or a map such as {"done": 3,
+// "of": 10}). `mw flows` and `$flows get` show the latest while the job
+// runs, and the broker publishes each on $mw.flow.progress.
+//
 // Threads: with `threads` = 1 (the default) handlers run on the thread that
 // owns the socket, so a short job costs no hand-off between threads; a
 // keeper thread sends the heartbeats while a long handler runs. With
@@ -56,6 +61,17 @@
 
 namespace mw {
 
+namespace detail {
+// Where a Job's progress goes: the worker that runs it.
+class ProgressSink {
+ public:
+  virtual void progress(std::uint64_t job_id, std::string msgpack_bytes) = 0;
+
+ protected:
+  ~ProgressSink() = default;
+};
+}  // namespace detail
+
 // One job as a handler sees it.
 struct Job {
   std::uint64_t id = 0;       // this stage's id
@@ -71,6 +87,17 @@ struct Job {
   // std::stop_callback on it runs on one of the worker's own threads, with
   // its locks held: keep it short (set a flag, signal a descriptor).
   std::stop_token cancel;
+
+  // Says how far the handler has come: any value, at most kMaxProgressBytes
+  // (4 KiB) of msgpack. Only the newest is kept, and a job's values leave
+  // at most every 100 ms (the last one always), so calling it often is
+  // cheap. Thread-safe; never blocks on the network. Throws mw::Error (413)
+  // for a value over the limit; does nothing for a Job no worker handed
+  // out. A value reported after the handler returned is not sent.
+  void report_progress(const Payload& value) const;
+
+  // Set by the worker that hands the job to a handler.
+  detail::ProgressSink* progress_sink = nullptr;
 };
 
 // Returns the result; throws to fail the job. Called on the worker's
@@ -106,6 +133,7 @@ class Worker {
     std::uint64_t failed = 0;
     std::uint64_t registrations = 0;  // 1 + reconnections
     std::uint64_t cancelled = 0;      // jobs dropped or stopped because their flow was cancelled
+    std::uint64_t handed_back = 0;    // jobs given back unfinished while stopping (JobHandedBack)
   };
   // Thread-safe snapshot.
   Counters counters() const;

@@ -177,6 +177,7 @@ class BrokerCore {
   // WAIT (flows.cpp): the flow's RESULT now if it ended and is kept, else
   // when it ends if it is unfinished here, else ERROR 404.
   void on_wait(const std::string& peer, const zmq::message_t& header);
+  void on_progress(const std::string& peer, const zmq::message_t& header, const zmq::message_t& value);
   // `peer` hears flow `flow_id`'s RESULT when it ends (once, however often asked).
   void add_waiter(std::uint64_t flow_id, const std::string& peer);
   // An entity call through EntityService::call (hooks and all); nullopt

@@ -43,6 +43,9 @@ struct WorkerEntry {
   // still busy with them, so each keeps a credit slot until it answers
   // for one (a stale DONE/FAIL) or reconnects.
   std::uint32_t expired = 0;
+  // The latest PROGRESS (msgpack) of each held job that sent one: shown by
+  // $flows while the job is here, gone with it.
+  std::unordered_map<std::uint64_t, std::string> progress;
 
   std::size_t load() const noexcept { return jobs.size() + expired; }
   bool has_free_credit() const noexcept { return !paused && load() < credit; }
