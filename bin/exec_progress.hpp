@@ -3,7 +3,7 @@
 // mw-exec opens a pipe on the command's file descriptor 3 and says so in
 // $MW_PROGRESS_FD. Each line the command writes there is one JSON value,
 // the job's progress (Job::report_progress): shown by `mw flows`, and
-// published on $mw.flow.progress.
+// published on $mw.progress.
 //
 //   echo '{"done": 3, "of": 10}' >&"$MW_PROGRESS_FD"
 //

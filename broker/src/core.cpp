@@ -275,6 +275,7 @@ void BrokerCore::on_hello(const std::string& peer, const zmq::message_t& header)
   welcome.heartbeat_ms = config_.heartbeat_ms;
   welcome.broker_version = kVersion;
   welcome.max_message_bytes = config_.max_message_bytes;
+  welcome.progress = true;
   send(peer, Command::Welcome, wire::encode(welcome));
 }
 
@@ -551,9 +552,9 @@ void BrokerCore::on_progress(const std::string& peer, const zmq::message_t& head
   // An empty frame is not msgpack: it says nil, as a DONE's would.
   const std::string_view bytes = value.size() ? std::string_view(value.data<char>(), value.size()) : "\xc0";
   worker->progress[job->id].assign(bytes);
-  if (transport_.has_subscribers("$mw.flow.progress")) {
+  if (transport_.has_subscribers("$mw.progress")) {
     const zmq::message_t data(bytes.data(), bytes.size());
-    publish_event("$mw.flow.progress", job->flow_id, job->type, "", &data);
+    publish_event("$mw.progress", job->flow_id, job->type, "", &data);
   }
 }
 

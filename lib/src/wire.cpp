@@ -471,8 +471,9 @@ zmq::message_t encode(const Hello& m) {
 
 zmq::message_t encode(const Welcome& m) {
   Writer w;
-  w.array(5).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
+  w.array(6).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
   if (m.batch) w.u64(m.batch); else w.nil();
+  w.boolean(m.progress);
   return w.frame();
 }
 
@@ -656,7 +657,7 @@ Hello decode_hello(const zmq::message_t& frame) {
 Welcome decode_welcome(const zmq::message_t& frame) {
   Fields f(frame, 4, "WELCOME");
   return {f.str(0, "pub address"), f.u32(1, "heartbeat ms"), f.str(2, "broker version"),
-          f.u64(3, "max message bytes"), batch_limit(f, 4)};
+          f.u64(3, "max message bytes"), batch_limit(f, 4), f.has(5) && f.boolean(5, "progress")};
 }
 
 Ready decode_ready(const zmq::message_t& frame) {

@@ -178,6 +178,7 @@ class Worker::Impl final : public detail::ProgressSink {
     if (options_.threads == 0 || options_.threads > 1024)
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
+    running_slots_ = std::make_unique<std::atomic<std::uint64_t>[]>(options_.threads);
     if (wake_fd_ < 0) throw Error("eventfd failed");
     if (options_.name.empty()) options_.name = joined_types(options_.types) + "@" + host_name();
     // Legal (a result's nextWorkerType can end the loop) but usually a slip.
@@ -316,6 +317,7 @@ class Worker::Impl final : public detail::ProgressSink {
               options_.name + (welcomes_++ == 0 ? ": registered with the broker at " : ": registered again with the broker at ") +
                   options_.broker);
           silent_attempts_ = 0;
+          broker_takes_progress_ = welcome.progress ? Support::Yes : Support::No;
           keeper_wake_.notify_all();  // it may be sleeping on the default interval
           return true;
         }
@@ -381,16 +383,17 @@ class Worker::Impl final : public detail::ProgressSink {
   // READY, also to change the credit: --concurrency less the handlers still
   // busy with jobs of an earlier connection (0 while they fill it).
   // A handler's Job::report_progress: kept as the job's newest value, sent
-  // by whoever holds the socket (send_progress). Any thread.
+  // by whoever holds the socket (send_progress). Any thread, also a
+  // std::stop_callback run with mutex_ held (a cancel): so it takes only
+  // progress_mutex_, which is never held around user code or another lock.
   void progress(std::uint64_t job_id, std::string msgpack_bytes) override {
     bool newly_pending;
     {
-      std::lock_guard lock(mutex_);
-      // Only while the job's handler runs: after, the answer has gone.
-      const bool running = inline_ ? inline_running_job_.load(std::memory_order_relaxed) == job_id
-                                   : std::any_of(running_jobs_.begin(), running_jobs_.end(),
-                                                 [&](const RunningJob& r) { return r.job_id == job_id; });
-      if (!running) return;
+      std::lock_guard lock(progress_mutex_);
+      // Only while the job's handler runs. Its slot is cleared before its
+      // answer is queued, and the answer takes the job's entry out under
+      // this lock (finish_progress): no value outlives the run.
+      if (!runs_now(job_id)) return;
       auto& state = progress_[job_id];
       state.value = std::move(msgpack_bytes);
       newly_pending = !state.pending;
@@ -400,11 +403,17 @@ class Worker::Impl final : public detail::ProgressSink {
     }
     if (!newly_pending) return;  // its wake-up is on its way
     if (inline_) {
-      keeper_wake_.notify_one();  // the I/O thread is in this handler
+      keeper_wake_.notify_one();  // the I/O thread is in this handler (the keeper also looks every kProgressEvery)
     } else {
       const std::uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
     }
+  }
+
+  bool runs_now(std::uint64_t job_id) const noexcept {
+    for (std::uint32_t i = 0; i < options_.threads; ++i)
+      if (running_slots_[i].load(std::memory_order_acquire) == job_id) return true;
+    return false;
   }
 
   // Sends the PROGRESS values that are due (kProgressEvery after the job's
@@ -412,11 +421,14 @@ class Worker::Impl final : public detail::ProgressSink {
   // nullopt when none waits. Socket held.
   std::optional<std::chrono::milliseconds> send_progress(detail::PeerSocket& peer) {
     if (!progress_pending_.load(std::memory_order_acquire)) return std::nullopt;
+    // Until this connection's WELCOME says whether the broker takes them,
+    // they wait.
+    if (broker_takes_progress_ == Support::Unknown) return std::chrono::duration_cast<std::chrono::milliseconds>(kProgressEvery);
     const auto now = Clock::now();
     std::vector<std::pair<std::uint64_t, std::string>> due;
     std::optional<std::chrono::milliseconds> next;
     {
-      std::lock_guard lock(mutex_);
+      std::lock_guard lock(progress_mutex_);
       for (auto& [job_id, state] : progress_) {
         if (!state.pending) continue;
         const auto since = now - state.sent_at;
@@ -431,19 +443,46 @@ class Worker::Impl final : public detail::ProgressSink {
       }
       progress_pending_.store(next.has_value(), std::memory_order_release);
     }
-    for (auto& [job_id, bytes] : due) {
-      zmq::message_t header = wire::encode(wire::JobProgress{job_id});
-      zmq::message_t value(bytes.data(), bytes.size());
-      peer.send(Command::Progress, &header, &value);
-    }
+    for (auto& [job_id, bytes] : due) send_one_progress(peer, job_id, bytes);
     return next;
   }
 
-  // The run of `job_id` has ended: a value of it still waiting is dropped.
-  void forget_progress(std::uint64_t job_id) {
+  // The run of `job_id` has ended and its answer goes next: a value of it
+  // that still waits goes first, so the last one a handler reported is
+  // always seen (when the answer is for this connection's broker).
+  void finish_progress(detail::PeerSocket& peer, std::uint64_t job_id, bool send_waiting) {
     if (!progress_used_.load(std::memory_order_relaxed)) return;  // a worker that never reports pays nothing
-    std::lock_guard lock(mutex_);
-    progress_.erase(job_id);
+    std::string waiting;
+    {
+      std::lock_guard lock(progress_mutex_);
+      const auto it = progress_.find(job_id);
+      if (it == progress_.end()) return;
+      if (it->second.pending) waiting = std::move(it->second.value);
+      progress_.erase(it);
+    }
+    if (send_waiting && !waiting.empty() && broker_takes_progress_ == Support::Yes)
+      send_one_progress(peer, job_id, waiting);
+  }
+
+  void send_one_progress(detail::PeerSocket& peer, std::uint64_t job_id, const std::string& bytes) {
+    if (broker_takes_progress_ != Support::Yes) {
+      if (!std::exchange(said_progress_unsupported_, true))
+        log(LogLevel::warn, "worker", options_.name + ": the broker at " + options_.broker +
+                                          " takes no PROGRESS (an older mw-broker): jobs' progress is not sent");
+      return;
+    }
+    zmq::message_t header = wire::encode(wire::JobProgress{job_id});
+    zmq::message_t value(bytes.data(), bytes.size());
+    // A message over the broker's limit would make ZeroMQ drop the connection.
+    if (const auto limit = peer.max_message_bytes();
+        limit != 0 && detail::PeerSocket::message_bytes(&header, &value) > limit) {
+      if (!std::exchange(said_progress_too_large_, true))
+        log(LogLevel::warn, "worker", options_.name + ": a progress of " + std::to_string(bytes.size()) +
+                                          " bytes is over the broker's --max-message-bytes (" +
+                                          std::to_string(limit) + "): such values are not sent");
+      return;
+    }
+    peer.send(Command::Progress, &header, &value);
   }
 
   void send_ready(detail::PeerSocket& peer) {
@@ -466,6 +505,7 @@ class Worker::Impl final : public detail::ProgressSink {
       std::lock_guard lock(mutex_);
       pending_.clear();
       ++connection_;
+      broker_takes_progress_ = Support::Unknown;  // until the new WELCOME
       // Handlers busy now (or done and not yet answered) hold jobs the new
       // connection does not know: each keeps its slot of --concurrency
       // until its answer is sent (report), so the broker does not give
@@ -503,7 +543,7 @@ class Worker::Impl final : public detail::ProgressSink {
   // itself): none is sent. Then the run's slot is given back, with one
   // READY for all the runs of a turn (send_ready_if_due).
   void report(detail::PeerSocket& peer, Completion& c) {
-    forget_progress(c.job_id);
+    finish_progress(peer, c.job_id, /*send_waiting=*/c.connection == connection_);
     if (c.connection == connection_) {  // the usual case
       send_answer(peer, c);
       return;
@@ -531,12 +571,11 @@ class Worker::Impl final : public detail::ProgressSink {
   // Sends the DONE or FAIL of a run, and counts it unless `counted`
   // already (one run may answer several copies of its job).
   void send_answer(detail::PeerSocket& peer, Completion& c, bool counted = false) {
-    // An inline handler returns before the I/O thread has seen the stop.
-    if (c.handed_back && (stopping_ || (stop_ && stop_->fired()))) {
+    if (hands_back(c)) {
       // No answer: the DISCONNECT that ends this stop gives it back.
       log(LogLevel::info, "worker", options_.name + ": job " + std::to_string(c.job_id) +
                                         " handed back unfinished (" + c.error + "); another worker runs it");
-      if (!counted) ++handed_back_;
+      if (!counted) count(c);
       return;
     }
     if (c.cancelled) {
@@ -571,8 +610,16 @@ class Worker::Impl final : public detail::ProgressSink {
     }
   }
 
+  // A JobHandedBack while stopping: answered by no DONE or FAIL. (An
+  // inline handler returns before the I/O thread has seen the stop.)
+  bool hands_back(const Completion& c) const noexcept {
+    return c.handed_back && (stopping_ || (stop_ && stop_->fired()));
+  }
+
   void count(const Completion& c) {
-    if (c.cancelled) {
+    if (hands_back(c)) {
+      ++handed_back_;
+    } else if (c.cancelled) {
       ++cancelled_;
     } else if (c.ok) {
       ++done_;
@@ -646,7 +693,7 @@ class Worker::Impl final : public detail::ProgressSink {
       // One source serves job after job until a cancel uses it up: no
       // allocation per job.
       inline_running_id_ = job.id;
-      inline_running_job_.store(job.id, std::memory_order_relaxed);
+      running_slots_[0].store(job.id, std::memory_order_release);
       if (!inline_running_stop_.stop_possible() || inline_running_stop_.stop_requested())
         inline_running_stop_ = std::stop_source();
       job.cancel = inline_running_stop_.get_token();
@@ -658,13 +705,9 @@ class Worker::Impl final : public detail::ProgressSink {
       // socket may be gone, and its reason is the one to report.
       if (keeper_failed_.load(std::memory_order_acquire)) std::rethrow_exception(keeper_error_);
       inline_running_id_ = 0;
-      {
-        std::lock_guard lock(mutex_);  // progress() reads it under the lock: none is taken after this
-        inline_running_job_.store(0, std::memory_order_relaxed);
-      }
+      running_slots_[0].store(0, std::memory_order_release);
       c.connection = started_on;
-      (void)send_progress(peer);  // what is due goes before the answer
-      report(peer, c);
+      report(peer, c);  // the job's waiting progress first
     }
   }
 
@@ -699,7 +742,10 @@ class Worker::Impl final : public detail::ProgressSink {
       // A quarter interval: a heartbeat is never more than that late.
       auto period = watch_flush_ ? std::chrono::duration_cast<std::chrono::milliseconds>(kCheckEvery)
                                  : std::chrono::milliseconds(heartbeat_ms_.load() / 4 + 1);
-      if (progress_pending_.load(std::memory_order_acquire)) period = std::min(period, keeper_progress_wait_);
+      // Reporting jobs: a value never waits longer than it must, even when
+      // its wake-up came just before this wait began.
+      if (progress_used_.load(std::memory_order_relaxed))
+        period = std::min(period, std::chrono::duration_cast<std::chrono::milliseconds>(kProgressEvery));
       keeper_wake_.wait_for(lock, period);
       if (keeper_stopping_) break;
       std::unique_lock socket(socket_mutex_, std::try_to_lock);
@@ -718,7 +764,7 @@ class Worker::Impl final : public detail::ProgressSink {
       // A long handler's progress goes out as it comes (the I/O thread is
       // inside the handler).
       if (progress_pending_.load(std::memory_order_acquire)) {
-        keeper_progress_wait_ = send_progress(peer).value_or(std::chrono::milliseconds(kProgressEvery));
+        (void)send_progress(peer);
         peer.flush();
       }
       // A handler that was already running a period ago is a long one:
@@ -763,7 +809,7 @@ class Worker::Impl final : public detail::ProgressSink {
 
   void start_threads() {
     shutting_down_ = false;
-    for (std::uint32_t i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { handler_loop(); });
+    for (std::uint32_t i = 0; i < options_.threads; ++i) threads_.emplace_back([this, i] { handler_loop(i); });
   }
 
   void stop_threads() {
@@ -776,7 +822,7 @@ class Worker::Impl final : public detail::ProgressSink {
     threads_.clear();  // joins
   }
 
-  void handler_loop() {
+  void handler_loop(std::uint32_t slot) {
     // This thread's cancel source, reused until a cancel uses it up.
     std::stop_source stop;
     for (;;) {
@@ -793,8 +839,10 @@ class Worker::Impl final : public detail::ProgressSink {
         if (stop.stop_requested()) stop = std::stop_source();
         job.cancel = stop.get_token();
         running_jobs_.push_back({job.id, &stop});
+        running_slots_[slot].store(job.id, std::memory_order_release);
       }
       Completion c = execute(handler_, job);
+      running_slots_[slot].store(0, std::memory_order_release);  // no progress of it from now on
       c.connection = started_on;
       bool wake;
       {
@@ -870,21 +918,28 @@ class Worker::Impl final : public detail::ProgressSink {
   const StopSignal* stop_ = nullptr;  // run()'s, while it runs
 
   // Progress (Job::report_progress): each running job's newest value, under
-  // mutex_; whether one waits to be sent (so the loops ask without the
-  // lock), and whether any was ever reported (so a worker that never does
-  // takes no lock per answer to forget one).
+  // progress_mutex_; whether one waits to be sent (so the loops ask without
+  // the lock), and whether any was ever reported (so a worker that never
+  // does takes no lock per answer).
   struct ProgressState {
     std::string value;  // msgpack
     bool pending = false;
     Clock::time_point sent_at{};
   };
+  std::mutex progress_mutex_;
   std::unordered_map<std::uint64_t, ProgressState> progress_;
   std::atomic<bool> progress_pending_{false};
   std::atomic<bool> progress_used_{false};
-  // The inline handler's job, for progress() on any thread (0: none runs).
-  std::atomic<std::uint64_t> inline_running_job_{0};
-  // The keeper's: how soon the value it held back is due.
-  std::chrono::milliseconds keeper_progress_wait_ = std::chrono::duration_cast<std::chrono::milliseconds>(kProgressEvery);
+  // The job each handler thread runs now (0: none); slot 0 is the inline
+  // handler's. Set before the handler starts, cleared before its answer is
+  // queued: progress() takes values only for these.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> running_slots_;  // `threads` of them
+  // Whether this connection's broker takes PROGRESS (its WELCOME says);
+  // socket held.
+  enum class Support { Unknown, Yes, No };
+  Support broker_takes_progress_ = Support::Unknown;
+  bool said_progress_unsupported_ = false;
+  bool said_progress_too_large_ = false;
   std::vector<std::jthread> threads_;
 
   std::atomic<std::uint64_t> done_{0}, failed_{0}, cancelled_{0}, registrations_{0}, handed_back_{0};

@@ -1,6 +1,6 @@
 // A job's progress (Job::report_progress, mw-exec's $MW_PROGRESS_FD): the
 // broker shows the newest in $flows, mw flows and mw result while the job
-// runs, publishes each on $mw.flow.progress, and forgets it with the run.
+// runs, publishes each on $mw.progress, and forgets it with the run.
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +19,15 @@ using namespace mwtest;
 using nlohmann::json;
 
 namespace {
+
+// Waits until `listener`'s subscriptions are live: a broker heartbeat (it
+// must subscribe to "$mw.heartbeat") has come through.
+bool await_live(mw::Listener& listener) {
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < give_up)
+    if (auto event = listener.next(500ms); event && event->topic == mw::kHeartbeatTopic) return true;
+  return false;
+}
 
 // The progress $flows shows for `flow`, or null when it shows none.
 json progress_of(mw::Client& client, std::uint64_t flow) {
@@ -54,7 +63,8 @@ TEST_CASE("progress: a handler's values show while it runs, are published, and a
   });
   REQUIRE(cluster.wait_for_workers("long", 1));
 
-  mw::Listener listener({.broker = cluster.address(), .topics = {"$mw.flow.progress"}});
+  mw::Listener listener({.broker = cluster.address(), .topics = {"$mw.progress", "$mw.heartbeat"}});
+  REQUIRE(await_live(listener));
   mw::Client client({cluster.address()});
   const auto flow = submit_waiting(client, "long", json{{"n", 1}});
   REQUIRE(wait_until([&] { return progress_of(client, flow) == json{{"step", "download"}, {"done", 0}}; }, 10s));
@@ -69,10 +79,14 @@ TEST_CASE("progress: a handler's values show while it runs, are published, and a
   // The last of the burst always arrives, though it came within 100 ms of the one before.
   REQUIRE(wait_until([&] { return progress_of(client, flow) == 1000; }, 10s));
   std::vector<json> published;
-  while (auto event = listener.next(500ms)) {
+  // Everything published so far: until 500 ms pass without a progress (heartbeats come between).
+  for (auto quiet_until = std::chrono::steady_clock::now() + 500ms; std::chrono::steady_clock::now() < quiet_until;) {
+    auto event = listener.next(100ms);
+    if (!event || event->topic == mw::kHeartbeatTopic) continue;
     CHECK(event->flow_id == flow);
     CHECK(event->type == "long");
     published.push_back(event->data.to_json());
+    quiet_until = std::chrono::steady_clock::now() + 500ms;
   }
   INFO("published: ", json(published).dump());
   REQUIRE(published.size() >= 2);
@@ -84,6 +98,70 @@ TEST_CASE("progress: a handler's values show while it runs, are published, and a
   const auto outcome = client.wait(flow, 10s);
   REQUIRE(outcome.has_value());
   CHECK(outcome->done);
+}
+
+TEST_CASE("progress: the last value goes before the answer; a cancel callback may report one") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "300"});
+  std::uint32_t threads = 1;
+  SUBCASE("one handler thread") { threads = 1; }
+  SUBCASE("a pool of two handler threads") { threads = 2; }
+  mw::WorkerOptions options;
+  options.broker = cluster.address();
+  options.types = {"steps"};
+  options.threads = threads;
+  std::atomic<bool> cancel_seen{false};
+  InProcessWorker worker(options, [&](const mw::Job& job) {
+    if (job.payload.to_json() == "quick") {
+      job.report_progress(mw::Payload::of(std::string("first")));
+      job.report_progress(mw::Payload::of(std::string("last")));  // within 100 ms of the first
+      return mw::Payload::of(std::string("done"));
+    }
+    // The callback runs on the worker's thread that reads the CANCEL, with
+    // its locks held: reporting from it must not stop the worker.
+    std::stop_callback on_cancel(job.cancel, [&] {
+      job.report_progress(mw::Payload::of(std::string("cancelling")));
+      cancel_seen = true;
+    });
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    while (!job.cancel.stop_requested() && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(5ms);
+    return mw::Payload::of(std::string("stopped"));
+  });
+  REQUIRE(cluster.wait_for_workers("steps", 1));
+  mw::Listener listener({.broker = cluster.address(), .topics = {"$mw.progress", "$mw.flow.done", "$mw.heartbeat"}});
+  REQUIRE(await_live(listener));
+  mw::Client client({cluster.address()});
+
+  const auto quick = submit_waiting(client, "steps", "quick");
+  const auto outcome = client.wait(quick, 10s);
+  REQUIRE(outcome.has_value());
+  // Only the newest value waits to be sent, so "first" may have been
+  // replaced; "last" is always seen, and before the flow's end.
+  std::vector<std::string> seen;  // "topic data", until the flow's end
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < give_up && (seen.empty() || !seen.back().starts_with("$mw.flow.done"))) {
+    auto event = listener.next(100ms);
+    if (event && event->flow_id == quick && event->topic != mw::kHeartbeatTopic)
+      seen.push_back(event->topic + " " + event->data.to_json_text());
+  }
+  INFO("seen: ", json(seen).dump());
+  REQUIRE(seen.size() >= 2);
+  CHECK(seen[seen.size() - 2] == "$mw.progress \"last\"");
+  CHECK(seen.back() == "$mw.flow.done \"done\"");
+  CHECK(seen.size() <= 3);
+
+  const auto held = submit_waiting(client, "steps", "hold");
+  REQUIRE(wait_until([&] { return type_stats(cluster.status(), "steps").value().in_flight == 1; }, 10s));
+  client.call("$flows", "remove", std::to_string(held));
+  REQUIRE(wait_until([&] { return worker.counters().cancelled == 1; }, 10s));
+  CHECK(cancel_seen.load());
+  // The worker goes on: it serves the next job.
+  const auto after = submit_waiting(client, "steps", "quick");
+  const auto next_outcome = client.wait(after, 10s);
+  REQUIRE(next_outcome.has_value());
+  CHECK(next_outcome->done);
 }
 
 TEST_CASE("progress: mw-exec reports each JSON line its command writes to $MW_PROGRESS_FD") {

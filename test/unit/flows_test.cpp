@@ -584,7 +584,7 @@ TEST_CASE("PROGRESS: the holding worker's newest value shows in $flows and is pu
   // Each one is published, with the flow and its type.
   std::vector<json> events;
   for (const auto& p : h.transport.published) {
-    if (p.topic != "$mw.flow.progress") continue;
+    if (p.topic != "$mw.progress") continue;
     const auto meta_frame = frame_of(p.meta);
     const auto meta = wire::decode_event_meta(meta_frame);
     CHECK(meta.flow_id == flow);

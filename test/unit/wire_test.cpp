@@ -177,6 +177,13 @@ TEST_CASE("WELCOME round trip") {
   CHECK(m.heartbeat_ms == 250);
   CHECK(m.broker_version == "9.8.7");
   CHECK(m.max_message_bytes == 123456789012ULL);
+  CHECK_FALSE(m.progress);
+  CHECK(wire::decode_welcome(wire::encode(wire::Welcome{"tcp://x:1", 1000, "1", 1 << 20, 0, true})).progress);
+  // An older broker's five-field WELCOME: it takes no PROGRESS.
+  msgpack::sbuffer old;
+  msgpack::packer<msgpack::sbuffer>(old).pack(
+      std::make_tuple(std::string("tcp://x:1"), 1000, std::string("0.1.0"), 1 << 20, 1024));
+  CHECK_FALSE(wire::decode_welcome(zmq::message_t(old.data(), old.size())).progress);
 }
 
 TEST_CASE("READY round trip") {

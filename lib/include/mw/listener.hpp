@@ -10,7 +10,7 @@
 //     std::cout << event->topic << " " << event->data.to_json_text() << "\n";
 //
 // System topics (prefix "$mw."): $mw.flow.done (data: the flow's result),
-// $mw.flow.progress (data: a running job's progress, Job::report_progress),
+// $mw.progress (data: a running job's progress, Job::report_progress),
 // $mw.job.dead (data: the dead job's payload, meta.error: why),
 // $mw.worker.ready and $mw.worker.gone (meta.type: the worker's types;
 // data: {worker, types, next, host, pid, credit}, and requeued for gone).

@@ -55,6 +55,8 @@ struct Welcome {
   std::uint64_t max_message_bytes = kDefaultMaxMessageBytes;
   // Messages per BATCH the broker takes from this peer; 0: send it no BATCH.
   std::uint32_t batch = 0;
+  // The broker takes PROGRESS (0x14); false (an older broker): send it none.
+  bool progress = false;
 };
 
 struct Ready {

@@ -33,7 +33,7 @@
 // Progress: a long handler may say how far it has come, with any value
 // (job.report_progress(mw::Payload::of(0.4)), or a map such as {"done": 3,
 // "of": 10}). `mw flows` and `$flows get` show the latest while the job
-// runs, and the broker publishes each on $mw.flow.progress.
+// runs, and the broker publishes each on $mw.progress.
 //
 // Threads: with `threads` = 1 (the default) handlers run on the thread that
 // owns the socket, so a short job costs no hand-off between threads; a
@@ -90,13 +90,17 @@ struct Job {
 
   // Says how far the handler has come: any value, at most kMaxProgressBytes
   // (4 KiB) of msgpack. Only the newest is kept, and a job's values leave
-  // at most every 100 ms (the last one always), so calling it often is
-  // cheap. Thread-safe; never blocks on the network. Throws mw::Error (413)
-  // for a value over the limit; does nothing for a Job no worker handed
-  // out. A value reported after the handler returned is not sent.
+  // at most every 100 ms; the last one reported goes out before the job's
+  // answer, so it is always seen. Calling it often is cheap. Thread-safe
+  // (also from a std::stop_callback on `cancel`); never blocks on the
+  // network. Throws mw::Error (413) for a value over the limit; does
+  // nothing for a Job no worker handed out, nor once the handler returned.
+  // A broker whose WELCOME does not say it takes PROGRESS (an older
+  // mw-broker) is sent none, and the worker logs that once.
   void report_progress(const Payload& value) const;
 
-  // Set by the worker that hands the job to a handler.
+  // Set by the worker that hands the job to a handler; valid while that
+  // Worker exists (do not report on a copy of the Job after it is gone).
   detail::ProgressSink* progress_sink = nullptr;
 };
 
