@@ -29,6 +29,15 @@ bool await_live(mw::Listener& listener) {
   return false;
 }
 
+// A worker of `type` at the cluster's broker with `threads` handler threads.
+mw::WorkerOptions worker_options(const Cluster& cluster, std::string type, std::uint32_t threads) {
+  mw::WorkerOptions options;
+  options.broker = cluster.address();
+  options.types = {std::move(type)};
+  options.threads = threads;
+  return options;
+}
+
 // The progress $flows shows for `flow`, or null when it shows none.
 json progress_of(mw::Client& client, std::uint64_t flow) {
   const auto record = client.call("$flows", "get", std::to_string(flow));
@@ -45,10 +54,7 @@ TEST_CASE("progress: a handler's values show while it runs, are published, and a
   SUBCASE("one handler thread: the keeper sends its progress") { threads = 1; }
   SUBCASE("a pool of two handler threads: the socket's thread sends it") { threads = 2; }
   std::atomic<int> stage{0};  // the test moves the handler on
-  mw::WorkerOptions options;
-  options.broker = cluster.address();
-  options.types = {"long"};
-  options.threads = threads;
+  const auto options = worker_options(cluster, "long", threads);
   InProcessWorker worker(options, [&](const mw::Job& job) {
     auto wait_for_stage = [&](int wanted) {
       const auto give_up = std::chrono::steady_clock::now() + 20s;
@@ -107,10 +113,7 @@ TEST_CASE("progress: the last value goes before the answer; a cancel callback ma
   std::uint32_t threads = 1;
   SUBCASE("one handler thread") { threads = 1; }
   SUBCASE("a pool of two handler threads") { threads = 2; }
-  mw::WorkerOptions options;
-  options.broker = cluster.address();
-  options.types = {"steps"};
-  options.threads = threads;
+  const auto options = worker_options(cluster, "steps", threads);
   std::atomic<bool> cancel_seen{false};
   InProcessWorker worker(options, [&](const mw::Job& job) {
     if (job.payload.to_json() == "quick") {
