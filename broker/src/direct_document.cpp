@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mw/wire.hpp"
+
 namespace mw::broker {
 namespace {
 
@@ -142,7 +144,10 @@ bool write_value(const msgpack::object& o, std::string& json, Packer& packed) {
     case msgpack::type::FLOAT32:
     case msgpack::type::FLOAT64:
       write_double(o.via.f64, json);
-      packed.pack_double(o.via.f64);
+      {
+        const auto bytes = wire::float64_bytes(o.via.f64);  // not pack_double: 1.0 stays a float
+        packed.pack_bin_body(bytes.data(), bytes.size());
+      }
       return true;
     case msgpack::type::STR:
       if (!write_string(text_of(o), json)) return false;

@@ -99,7 +99,8 @@ struct StringSink {
 // JSON to msgpack through msgpack-c's packer: nlohmann's own to_msgpack
 // allocates for every value it writes, which showed in every entity call.
 // Floats stay float64 (nlohmann writes float32 where that is exact; both
-// decode to the same double).
+// decode to the same double), whole ones too (wire::float64_bytes): 1.0
+// must come back as JSON 1.0, not 1.
 template <typename J>
 void pack_json(msgpack::packer<StringSink>& packer, const J& value) {
   using Type = typename J::value_t;
@@ -112,7 +113,11 @@ void pack_json(msgpack::packer<StringSink>& packer, const J& value) {
       return;
     case Type::number_integer: packer.pack_int64(value.template get<std::int64_t>()); return;
     case Type::number_unsigned: packer.pack_uint64(value.template get<std::uint64_t>()); return;
-    case Type::number_float: packer.pack_double(value.template get<double>()); return;
+    case Type::number_float: {
+      const auto bytes = wire::float64_bytes(value.template get<double>());
+      packer.pack_bin_body(bytes.data(), bytes.size());  // raw bytes, no header of its own
+      return;
+    }
     case Type::string: {
       const auto& text = value.template get_ref<const std::string&>();
       packer.pack_str(static_cast<std::uint32_t>(text.size()));

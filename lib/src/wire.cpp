@@ -253,11 +253,8 @@ class Writer {
   // Always float 64 (0xcb): msgpack-c's pack_double writes a whole number
   // as an integer, and PROTOCOL.md promises readers a float64 here.
   Writer& f64(double d) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &d, sizeof bits);
-    char bytes[9] = {static_cast<char>(0xcb)};
-    for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
-    buffer_.write(bytes, sizeof bytes);
+    const auto bytes = float64_bytes(d);
+    buffer_.write(bytes.data(), bytes.size());
     return *this;
   }
   zmq::message_t frame() { return zmq::message_t(buffer_.data(), buffer_.size()); }
@@ -336,6 +333,14 @@ Command decode_tag(const zmq::message_t& frame) {
       return std::string{hex[byte >> 4], hex[byte & 15]};
     }());
   return static_cast<Command>(byte);
+}
+
+std::array<char, 9> float64_bytes(double d) noexcept {
+  std::uint64_t bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  std::array<char, 9> bytes{static_cast<char>(0xcb)};
+  for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
+  return bytes;
 }
 
 std::size_t frame_count(Command command) noexcept {

@@ -87,6 +87,8 @@ TEST_CASE("a default Payload is msgpack nil") {
   CHECK(p.bytes() == std::string("\xc0", 1));
   CHECK(p.to_json().is_null());
   CHECK(p.to_json_text() == "null");
+  // A whole float stays a float (msgpack-c would pack 1.0 as the integer 1).
+  CHECK(mw::Payload::parse_json(R"([1.0, -0.0, 2.5, 3])").to_json_text() == "[1.0,-0.0,2.5,3]");
   // Map keys keep the order they were written in, as parse_json keeps them.
   CHECK(mw::Payload::parse_json(R"({"z": 1, "a": {"y": 2, "b": 3}})").to_json_text() == R"({"z":1,"a":{"y":2,"b":3}})");
 }

@@ -14,6 +14,7 @@
 // Thread safety: all functions are safe to call from any thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -332,6 +333,11 @@ void Batch::drain(SendFrame&& send) {
   send(idx, !payloads_.empty());
   for (std::size_t i = 0; i < payloads_.size(); ++i) send(payloads_[i], i + 1 < payloads_.size());
 }
+
+// The 9 bytes of `d` as a msgpack float64 (0xcb, then its bits big-endian).
+// What to write instead of msgpack-c's pack_double, which writes a whole
+// number as an integer (1.0 as 1, -0.0 as 0): a float must come back a float.
+std::array<char, 9> float64_bytes(double d) noexcept;
 
 // ---- headers --------------------------------------------------------------
 
