@@ -27,15 +27,31 @@ std::vector<std::string> served_types(const wire::Stats& stats) {
 
 bool ran_before(const wire::TypeStats& t) noexcept { return t.done + t.failed + t.dead > 0; }
 
+namespace {
+
+// What STATUS says of a type for a hint: nullopt when a worker serves it;
+// else whether it ran before (its workers are gone) and the served types,
+// with the one it was probably meant to be (served_types_hint).
+struct Unserved {
+  bool ran = false;
+  std::string hint;
+};
+
+std::optional<Unserved> unserved_in(const wire::Stats& stats, const std::string& type) {
+  const auto it = std::find_if(stats.types.begin(), stats.types.end(), [&](const auto& t) { return t.type == type; });
+  if (it != stats.types.end() && it->workers > 0) return std::nullopt;
+  const bool ran = it != stats.types.end() && ran_before(*it);
+  return Unserved{ran, served_types_hint(type, served_types(stats), ran)};
+}
+
+}  // namespace
+
 std::optional<std::string> unserved_type_note(Client& client, const std::string& type) {
   try {
-    const auto stats = client.status();
-    const auto it = std::find_if(stats.types.begin(), stats.types.end(), [&](const auto& t) { return t.type == type; });
-    if (it != stats.types.end() && it->workers > 0) return std::nullopt;
-    const bool ran = it != stats.types.end() && ran_before(*it);
-    return "no worker serves '" + type + "'" + (ran ? " any more" : " now") +
-           served_types_hint(type, served_types(stats), ran) + "; its jobs wait until one connects (a worker or "
-           "mw-exec started with " + type_option(type) + ")";
+    const auto unserved = unserved_in(client.status(), type);
+    if (!unserved) return std::nullopt;
+    return "no worker serves '" + type + "'" + (unserved->ran ? " any more" : " now") + unserved->hint +
+           "; its jobs wait until one connects (a worker or mw-exec started with " + type_option(type) + ")";
   } catch (const Interrupted&) {
     throw;
   } catch (const std::exception&) {
@@ -48,12 +64,10 @@ std::optional<std::string> why_flow_is_stalled(Client& client, std::uint64_t flo
     const auto record = client.call(kFlowsEndpoint, "get", std::to_string(flow));
     if (record.value("state", "") != "queued") return std::nullopt;
     const auto type = record.value("type", "");
-    const auto stats = client.status();
-    const auto it = std::find_if(stats.types.begin(), stats.types.end(), [&](const auto& t) { return t.type == type; });
-    if (it != stats.types.end() && it->workers > 0) return std::nullopt;
-    const bool ran = it != stats.types.end() && ran_before(*it);
+    const auto unserved = unserved_in(client.status(), type);
+    if (!unserved) return std::nullopt;
     return "flow " + std::to_string(flow) + " is queued at type '" + type + "', which no worker serves" +
-           (ran ? " any more" : "") + served_types_hint(type, served_types(stats), ran) +
+           (unserved->ran ? " any more" : "") + unserved->hint +
            "; it runs once one connects (a worker or mw-exec started with " + type_option(type) + ")";
   } catch (const Interrupted&) {
     throw;
