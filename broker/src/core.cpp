@@ -782,7 +782,10 @@ std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
   // with the last of them, as a queue's type is: names are not kept forever.
   if (--counters->second.delayed == 0 && counters->second.done == 0 && counters->second.failed == 0 &&
       counters->second.dead == 0)
+  {
+    recent_counters_ = nullptr;
     type_counters_.erase(counters);
+  }
   return std::move(node.mapped());
 }
 
@@ -1375,8 +1378,10 @@ void BrokerCore::note_bad_message(const std::string& peer, std::string_view reas
 }
 
 BrokerCore::TypeCounters& BrokerCore::type_counters(std::string_view type) {
+  if (recent_counters_ && recent_counters_->first == type) return recent_counters_->second;
   auto it = type_counters_.find(type);
   if (it == type_counters_.end()) it = type_counters_.emplace(std::string(type), TypeCounters{}).first;
+  recent_counters_ = &*it;
   return it->second;
 }
 

@@ -12,9 +12,15 @@ std::deque<MemoryJobQueue::Packed>& MemoryJobQueue::TypeQueue::lane(std::int32_t
   return priority == 0 ? normal : ranked[priority];
 }
 
+std::pair<const std::string, MemoryJobQueue::TypeQueue>* MemoryJobQueue::find_queue(std::string_view type) const {
+  if (recent_ && recent_->first == type) return recent_;
+  const auto it = queues_.find(type);
+  return it == queues_.end() ? nullptr : (recent_ = &*it);
+}
+
 MemoryJobQueue::TypeQueue& MemoryJobQueue::queue_for(const std::string& type) {
-  if (auto it = queues_.find(type); it != queues_.end()) return it->second;
-  return queues_.emplace(type, TypeQueue{}).first->second;
+  if (auto* found = find_queue(type)) return found->second;
+  return (recent_ = &*queues_.emplace(type, TypeQueue{}).first)->second;
 }
 
 MemoryJobQueue::Packed::Packed(Packed&& o) noexcept
@@ -120,8 +126,8 @@ void MemoryJobQueue::push_front(Job job) {
 }
 
 std::optional<Job> MemoryJobQueue::pop(std::string_view type) {
-  auto it = queues_.find(type);
-  if (it == queues_.end() || it->second.size == 0) return std::nullopt;
+  auto* it = find_queue(type);
+  if (!it || it->second.size == 0) return std::nullopt;
   TypeQueue& q = it->second;
   // Empty ranked lanes are erased as they drain, so begin() is a real lane.
   const bool normal_empty = q.hot.empty() && q.normal.empty();
@@ -146,8 +152,8 @@ std::optional<Job> MemoryJobQueue::pop(std::string_view type) {
 }
 
 std::size_t MemoryJobQueue::depth(std::string_view type) const {
-  auto it = queues_.find(type);
-  return it == queues_.end() ? 0 : it->second.size;
+  const auto* it = find_queue(type);
+  return it ? it->second.size : 0;
 }
 
 std::optional<std::int64_t> MemoryJobQueue::oldest_enqueued_ms(std::string_view type) const {

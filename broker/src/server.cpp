@@ -92,9 +92,16 @@ class BrokerServer::Impl final : public Transport {
   const std::string& pub_bound() const noexcept { return pub_bound_; }
 
   void run(const StopSignal& stop) {
+    // The event socket is watched by its descriptor, not as a ZeroMQ
+    // socket: zmq_poll asks every socket item for its state before and after
+    // it blocks (two system calls each time), and the event socket only ever
+    // brings a subscription now and then. Its descriptor says "look at me"
+    // (edge-triggered): drain_subscriptions() reads until nothing is left,
+    // and runs after every turn that published too, since a send may have
+    // taken in the signal of a subscription that then waits unseen.
     std::array<zmq::pollitem_t, 3> items{{
         {router_.handle(), 0, ZMQ_POLLIN, 0},
-        {pub_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, pub_.get(zmq::sockopt::fd), ZMQ_POLLIN, 0},
         {nullptr, stop.fd(), ZMQ_POLLIN, 0},
     }};
     std::vector<zmq::message_t> frames(kMaxFrames);
@@ -112,6 +119,7 @@ class BrokerServer::Impl final : public Transport {
       flush_batches();
       core_->end_turn();
       flush_batches();  // the replies that waited for the commit
+      if (std::exchange(published_, false)) drain_subscriptions();
     }
     log(LogLevel::info, "broker", "stopping: telling peers goodbye");
     core_->say_goodbye();
@@ -128,12 +136,9 @@ class BrokerServer::Impl final : public Transport {
   SendResult send_lazy(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload,
                        std::uint32_t hold_ms) override {
     const std::size_t frames = wire::frame_count(command);
-    if (!outboxes_.empty()) {
-      if (auto it = outboxes_.find(peer); it != outboxes_.end()) {
-        Outbox& box = it->second;
-        if (frames >= 2) return queue(box, command, header, payload, hold_ms);
-        flush(box);  // what was queued goes first
-      }
+    if (Outbox* box = outbox_of(peer)) {
+      if (frames >= 2) return queue(*box, command, header, payload, hold_ms);
+      flush(*box);  // what was queued goes first
     }
     return send_now(peer, command, header, payload);
   }
@@ -194,6 +199,7 @@ class BrokerServer::Impl final : public Transport {
   void forget(std::string_view peer) override {
     const auto it = outboxes_.find(peer);
     if (it == outboxes_.end()) return;
+    recent_outbox_ = nullptr;
     // What was queued before the core forgot the peer was meant for it, as
     // a direct send would have been. (flush() never calls into the core.)
     flush(it->second);
@@ -213,6 +219,7 @@ class BrokerServer::Impl final : public Transport {
     pub_.send(topic_frame, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     pub_.send(meta, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     pub_.send(data, zmq::send_flags::dontwait);
+    published_ = true;
   }
 
  private:
@@ -226,6 +233,15 @@ class BrokerServer::Impl final : public Transport {
     bool lazy = true;
     std::int64_t release_ms = 0;
   };
+
+  // The peer's outbox (it takes BATCH), or nullptr.
+  Outbox* outbox_of(std::string_view peer) {
+    if (recent_outbox_ && recent_outbox_->id == peer) return recent_outbox_;
+    if (outboxes_.empty()) return nullptr;
+    const auto it = outboxes_.find(peer);
+    if (it == outboxes_.end()) return nullptr;
+    return recent_outbox_ = &it->second;
+  }
   // A batch the ROUTER refused; reported to the core once the flushing is over.
   struct Undelivered {
     std::string peer;
@@ -369,7 +385,11 @@ class BrokerServer::Impl final : public Transport {
   std::string pub_bound_;
   std::size_t max_message_bytes_ = kDefaultMaxMessageBytes;
   std::set<std::string> subscriptions_;
+  bool published_ = false;  // since the last drain_subscriptions()
   std::unordered_map<std::string, Outbox, WorkerRegistry::Hash, std::equal_to<>> outboxes_;
+  // The last outbox looked up: the JOBs of a turn mostly go to one or two
+  // workers, one after the other (a pointer into a node, which does not move).
+  Outbox* recent_outbox_ = nullptr;
   std::vector<Outbox*> dirty_;  // outboxes with something queued (pointers into the map: nodes do not move)
   std::vector<Outbox*> held_;   // scratch for flush_batches
   std::int64_t next_release_ms_ = std::numeric_limits<std::int64_t>::max();  // of the earliest lazy outbox

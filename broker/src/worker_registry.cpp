@@ -5,6 +5,7 @@
 namespace mw::broker {
 
 WorkerEntry& WorkerRegistry::upsert(WorkerEntry entry) {
+  forget_recent();
   auto it = by_id_.find(entry.id);
   if (it != by_id_.end()) {
     unindex(*it->second);
@@ -37,6 +38,7 @@ void WorkerRegistry::unindex(WorkerEntry& entry) {
 }
 
 std::optional<WorkerEntry> WorkerRegistry::remove(std::string_view id) {
+  forget_recent();
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return std::nullopt;
   unindex(*it->second);
@@ -46,14 +48,19 @@ std::optional<WorkerEntry> WorkerRegistry::remove(std::string_view id) {
 }
 
 WorkerEntry* WorkerRegistry::find(std::string_view id) noexcept {
+  if (recent_worker_ && recent_worker_->id == id) return recent_worker_;
   auto it = by_id_.find(id);
-  return it == by_id_.end() ? nullptr : it->second.get();
+  if (it == by_id_.end()) return nullptr;
+  return recent_worker_ = it->second.get();
 }
 
 WorkerEntry* WorkerRegistry::least_loaded(std::string_view type) noexcept {
-  auto t = by_type_.find(type);
-  if (t == by_type_.end()) return nullptr;
-  auto& index = t->second;
+  if (!recent_type_ || recent_type_->first != type) {
+    auto t = by_type_.find(type);
+    if (t == by_type_.end()) return nullptr;
+    recent_type_ = &*t;
+  }
+  auto& index = recent_type_->second;
   const std::size_t n = index.workers.size();
   WorkerEntry* best = nullptr;
   std::size_t best_at = 0;

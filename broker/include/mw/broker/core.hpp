@@ -333,6 +333,9 @@ class BrokerCore {
   std::uint64_t instance_ = 0;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::unordered_map<std::string, TypeCounters, WorkerRegistry::Hash, std::equal_to<>> type_counters_;
+  // The last entry type_counters() found (every DONE asks for its type's):
+  // a node pointer, forgotten when an entry is erased.
+  std::pair<const std::string, TypeCounters>* recent_counters_ = nullptr;
 
   Counters counters_;
   RateMeter submit_rate_;

@@ -160,7 +160,13 @@ class MemoryJobQueue final : public JobQueue {
     std::deque<Packed>& lane(std::int32_t priority);
   };
   TypeQueue& queue_for(const std::string& type);
-  std::unordered_map<std::string, TypeQueue, Hash, std::equal_to<>> queues_;
+  // The type's queue, or nullptr. Remembers the last one found: a turn asks
+  // for one type job after job, and comparing it is cheaper than hashing.
+  std::pair<const std::string, TypeQueue>* find_queue(std::string_view type) const;
+  // Queues are never erased (a type that had jobs keeps its empty queue),
+  // so nodes, and the pointer to the last one found, stay valid.
+  mutable std::unordered_map<std::string, TypeQueue, Hash, std::equal_to<>> queues_;
+  mutable std::pair<const std::string, TypeQueue>* recent_ = nullptr;
   std::size_t hot_jobs_ = 0;  // in every TypeQueue::hot
   std::size_t size_ = 0;       // in every TypeQueue
   std::uint64_t payload_bytes_ = 0;

@@ -85,9 +85,16 @@ class WorkerRegistry {
     std::size_t cursor = 0;  // round-robin start among equally loaded workers
   };
   void unindex(WorkerEntry& entry);
+  void forget_recent() noexcept { recent_worker_ = nullptr, recent_type_ = nullptr; }
 
   std::unordered_map<std::string, std::unique_ptr<WorkerEntry>, Hash, std::equal_to<>> by_id_;
   std::unordered_map<std::string, TypeIndex, Hash, std::equal_to<>> by_type_;
+  // The last worker and type looked up. A BATCH of DONEs asks for the same
+  // worker and type once per DONE, dispatch again per job; comparing a few
+  // bytes is cheaper than hashing them each time. Both point into nodes of
+  // the maps above (which do not move) and are forgotten when one goes.
+  WorkerEntry* recent_worker_ = nullptr;
+  std::pair<const std::string, TypeIndex>* recent_type_ = nullptr;
 };
 
 }  // namespace mw::broker
