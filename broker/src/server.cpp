@@ -380,6 +380,8 @@ class BrokerServer::Impl final : public Transport {
 
   zmq::context_t context_{1};
   zmq::socket_t router_;
+  // Only publish() and drain_subscriptions() touch it: the loop relies on
+  // that to see every subscription (see run()).
   zmq::socket_t pub_;
   std::string bound_;
   std::string pub_bound_;

@@ -98,6 +98,11 @@ class MemoryJobQueue final : public JobQueue {
  public:
   static constexpr std::size_t kMaxHotJobs = 1024;
 
+  MemoryJobQueue() = default;
+  // Not copied or moved: it remembers a pointer into its own map.
+  MemoryJobQueue(const MemoryJobQueue&) = delete;
+  MemoryJobQueue& operator=(const MemoryJobQueue&) = delete;
+
   void push_back(Job job) override;
   void push_front(Job job) override;
   [[nodiscard]] std::optional<Job> pop(std::string_view type) override;
@@ -162,6 +167,8 @@ class MemoryJobQueue final : public JobQueue {
   TypeQueue& queue_for(const std::string& type);
   // The type's queue, or nullptr. Remembers the last one found: a turn asks
   // for one type job after job, and comparing it is cheaper than hashing.
+  // So const members write to the object: fine for the one broker thread
+  // that owns it (the queue is not thread-safe in any case).
   std::pair<const std::string, TypeQueue>* find_queue(std::string_view type) const;
   // Queues are never erased (a type that had jobs keeps its empty queue),
   // so nodes, and the pointer to the last one found, stay valid.

@@ -58,6 +58,11 @@ class WorkerRegistry {
     std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
 
+  WorkerRegistry() = default;
+  // Not copied or moved: it remembers pointers into its own maps.
+  WorkerRegistry(const WorkerRegistry&) = delete;
+  WorkerRegistry& operator=(const WorkerRegistry&) = delete;
+
   // Registers or re-registers `entry.id`. A re-registration keeps the jobs
   // already in flight. Returns the stored entry.
   WorkerEntry& upsert(WorkerEntry entry);
