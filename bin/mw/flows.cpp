@@ -55,9 +55,13 @@ std::string where_text(const nlohmann::ordered_json& f) {
 void print_table(const nlohmann::ordered_json& flows) {
   std::size_t type_width = 4, where_width = 12;
   bool any_progress = false;
+  // Each row's WORKER / DUE once: a "due in" read twice could differ by a
+  // second between the width and the row.
+  std::vector<std::string> wheres;
+  wheres.reserve(flows.size());
   for (const auto& f : flows) {
     type_width = std::max(type_width, display_width(f.at("type").get<std::string>()));
-    where_width = std::max(where_width, display_width(where_text(f)));
+    where_width = std::max(where_width, display_width(wheres.emplace_back(where_text(f))));
     any_progress |= f.contains("progress");
   }
   auto row = [&](const std::string& flow, const std::string& state, const std::string& type,
@@ -74,13 +78,14 @@ void print_table(const nlohmann::ordered_json& flows) {
     }
   };
   row("FLOW", "STATE", "TYPE", "ATTEMPTS", "PRIORITY", "AGE", "WORKER / DUE", "PROGRESS");
-  for (const auto& f : flows) {
+  for (std::size_t i = 0; i < flows.size(); ++i) {
+    const auto& f = flows[i];
     // One line of at most kProgressColumn bytes: a progress is a short value.
     const std::string progress = f.contains("progress") ? shortened(json_text(f["progress"]), kProgressColumn) : "-";
     row(std::to_string(f.at("id").get<std::uint64_t>()), f.at("state").get<std::string>(),
         f.at("type").get<std::string>(), std::to_string(f.at("attempts").get<long long>()),
         std::to_string(f.at("priority").get<long long>()),
-        duration_text(wall_now_ms() - f.at("submitted_at").get<std::int64_t>()), where_text(f), progress);
+        duration_text(wall_now_ms() - f.at("submitted_at").get<std::int64_t>()), wheres[i], progress);
   }
   std::cout.flush();
 }

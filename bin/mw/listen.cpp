@@ -17,8 +17,8 @@ namespace {
 
 // A listener is often started beside its broker (a script, a service
 // manager) and may come first: it waits for the broker as a worker does,
-// saying so at the 1st, 2nd, 4th, 8th... silent attempt. Ctrl-C ends the
-// wait (mw::Interrupted, exit 130).
+// saying so at the 1st, 2nd, 4th, 8th... silent attempt. Ctrl-C or SIGTERM
+// ends the wait (mw::Interrupted: exit 130, or 143 for SIGTERM).
 Listener subscribe_when_up(const ListenerOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   for (unsigned attempt = 1;; ++attempt) {
