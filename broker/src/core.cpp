@@ -551,20 +551,57 @@ void BrokerCore::on_progress(const std::string& peer, const zmq::message_t& head
   if (job == worker->jobs.end()) return;
   // An empty frame is not msgpack: it says nil, as a DONE's would.
   const std::string_view bytes = value.size() ? std::string_view(value.data<char>(), value.size()) : "\xc0";
-  worker->progress[job->id].assign(bytes);
-  if (transport_.has_subscribers("$mw.progress")) {
-    const zmq::message_t data(bytes.data(), bytes.size());
-    publish_event("$mw.progress", job->flow_id, job->type, "", &data);
+  WorkerEntry::Progress& held = worker->progress[job->id];
+  held.value.assign(bytes);
+  if (!transport_.has_subscribers("$mw.progress")) {
+    held.unpublished = false;  // nobody to tell, now or later
+    return;
+  }
+  // A worker may send many a second (a foreign one: the mw library sends
+  // at most every 100 ms): listeners get the newest at most that often.
+  if (now_ms_ - held.published_ms >= kProgressPublishEveryMs) {
+    publish_progress(*job, held);
+  } else if (!std::exchange(held.unpublished, true)) {
+    progress_due_.push(ProgressDue{held.published_ms + kProgressPublishEveryMs, peer, job->id});
   }
 }
 
+void BrokerCore::publish_progress(const Job& job, WorkerEntry::Progress& progress) {
+  const zmq::message_t data(progress.value.data(), progress.value.size());
+  publish_event("$mw.progress", job.flow_id, job.type, "", &data);
+  progress.published_ms = now_ms_;
+  progress.unpublished = false;
+}
+
+void BrokerCore::publish_due_progress(std::int64_t now_ms) {
+  while (!progress_due_.empty() && progress_due_.top().due_ms <= now_ms) {
+    const ProgressDue due = progress_due_.top();
+    progress_due_.pop();
+    // Gone with its run, or published since (at the run's end): nothing to do.
+    WorkerEntry* worker = workers_.find(due.worker);
+    if (!worker) continue;
+    const auto held = worker->progress.find(due.job_id);
+    if (held == worker->progress.end() || !held->second.unpublished) continue;
+    const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
+                                  [&](const Job& j) { return j.id == due.job_id; });
+    if (job != worker->jobs.end()) publish_progress(*job, held->second);
+  }
+}
+
+void BrokerCore::end_progress(WorkerEntry& worker, const Job& job) {
+  const auto held = worker.progress.find(job.id);
+  if (held == worker.progress.end()) return;
+  if (held->second.unpublished) publish_progress(job, held->second);
+  worker.progress.erase(held);
+}
+
 std::optional<Job> BrokerCore::take_held(WorkerEntry& worker, std::uint64_t job_id) {
-  if (!worker.progress.empty()) worker.progress.erase(job_id);  // this run is over
   auto& held = worker.jobs;
   // Jobs mostly finish in the order they were given: look from the front.
   // erase, not swap-with-back: drop_worker() relies on dispatch order.
   for (auto it = held.begin(); it != held.end(); ++it) {
     if (it->id != job_id) continue;
+    if (!worker.progress.empty()) end_progress(worker, *it);  // this run is over
     Job job = std::move(*it);
     held.erase(it);
     return job;
@@ -889,7 +926,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
     std::vector<Job> expired;
     for (auto it = worker->jobs.begin(); it != worker->jobs.end();) {
       if (now_ms - it->dispatched_ms >= static_cast<std::int64_t>(lease_for(*it))) {
-        if (!worker->progress.empty()) worker->progress.erase(it->id);
+        if (!worker->progress.empty()) end_progress(*worker, *it);
         expired.push_back(std::move(*it));
         it = worker->jobs.erase(it);
         ++worker->expired;
@@ -1080,6 +1117,7 @@ void BrokerCore::tick(std::int64_t now_ms) {
     for (const auto& type : due) dispatch(type);
   }
   expire_leases(now_ms);
+  if (!progress_due_.empty()) publish_due_progress(now_ms);
   run_schedules(now_ms);
   if (now_ms >= next_heartbeat_ms_) {
     send_heartbeats_and_expire(now_ms);
@@ -1092,6 +1130,7 @@ std::int64_t BrokerCore::next_deadline_ms() const noexcept {
   std::int64_t next = std::min(next_heartbeat_ms_, next_lease_scan_ms_);
   if (schedules_.size() || schedules_dirty_) next = std::min(next, next_schedule_ms_);
   if (!timers_.empty()) next = std::min(next, timers_.top().due_ms);
+  if (!progress_due_.empty()) next = std::min(next, progress_due_.top().due_ms);
   for (const auto& [type, due] : rate_wakeups_) next = std::min(next, due);
   return next;
 }

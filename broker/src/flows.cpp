@@ -143,7 +143,7 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   if (worker) {
     r["worker"] = Json{{"host", worker->host}, {"pid", worker->pid}};
     if (const auto progress = worker->progress.find(job.id); progress != worker->progress.end())
-      Payload::put_json(r, "progress", progress->second);
+      Payload::put_json(r, "progress", progress->second.value);
   }
   if (with_payload) Payload::put_json(r, "payload", job.payload);
   return r;

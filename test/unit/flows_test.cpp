@@ -564,6 +564,20 @@ TEST_CASE("a client that asked with WAIT and went away is not waited for") {
   CHECK(h.results("c3").empty());
 }
 
+// The values published on $mw.progress so far, checking each names `flow` and `type`.
+std::vector<json> published_progress(const Harness& h, std::uint64_t flow, std::string_view type) {
+  std::vector<json> events;
+  for (const auto& p : h.transport.published) {
+    if (p.topic != "$mw.progress") continue;
+    const auto meta_frame = frame_of(p.meta);
+    const auto meta = wire::decode_event_meta(meta_frame);
+    CHECK(meta.flow_id == flow);
+    CHECK(meta.type == type);
+    events.push_back(mw::Payload::adopt(p.data).to_json());
+  }
+  return events;
+}
+
 TEST_CASE("PROGRESS: the holding worker's newest value shows in $flows and is published; it goes with the run") {
   Harness h;
   h.transport.subscribers = true;
@@ -581,17 +595,16 @@ TEST_CASE("PROGRESS: the holding worker's newest value shows in $flows and is pu
   CHECK(record.at("progress") == json{{"done", 3}, {"of", 10}});
   CHECK(ids_of(call_flows(h, "find").result) == std::vector<std::uint64_t>{flow});
   CHECK(call_flows(h, "find").result.at("data").at(0).at("progress") == json{{"done", 3}, {"of", 10}});
-  // Each one is published, with the flow and its type.
-  std::vector<json> events;
-  for (const auto& p : h.transport.published) {
-    if (p.topic != "$mw.progress") continue;
-    const auto meta_frame = frame_of(p.meta);
-    const auto meta = wire::decode_event_meta(meta_frame);
-    CHECK(meta.flow_id == flow);
-    CHECK(meta.type == "a");
-    events.push_back(mw::Payload::adopt(p.data).to_json());
-  }
-  CHECK(events == std::vector<json>{0.25, json{{"done", 3}, {"of", 10}}});
+  // Published with the flow and its type: the first at once, the second
+  // (within 100 ms of it) once those are over.
+  CHECK(published_progress(h, flow, "a") == std::vector<json>{0.25});
+  h.now += BrokerCore::kProgressPublishEveryMs - 1;
+  h.tick();
+  CHECK(published_progress(h, flow, "a") == std::vector<json>{0.25});
+  h.now += 1;
+  CHECK(h.core.next_deadline_ms() <= h.now);
+  h.tick();
+  CHECK(published_progress(h, flow, "a") == std::vector<json>{0.25, json{{"done", 3}, {"of", 10}}});
 
   SUBCASE("only from the worker that holds the job, and only while it does") {
     h.ready("w2", {"a"}, "", 1);
@@ -613,6 +626,27 @@ TEST_CASE("PROGRESS: the holding worker's newest value shows in $flows and is pu
     const auto back = call_flows(h, "get", std::to_string(flow)).result;
     CHECK(back.at("state") == "queued");
     CHECK_FALSE(back.contains("progress"));
+  }
+  SUBCASE("a worker sending a flood is published at most every 100 ms, the newest, and its last before the answer") {
+    h.now += 1000;
+    for (int i = 1; i <= 1000; ++i) {
+      progress("w1", job.id, i);
+      if (i % 100 == 0) {
+        h.now += 10;  // 1000 values in 100 ms
+        h.tick();
+      }
+    }
+    const auto events = published_progress(h, flow, "a");
+    REQUIRE(events.size() == 4);  // the two above, the flood's first, and its newest at the 100 ms mark
+    CHECK(events[2] == 1);
+    CHECK(events[3] == 1000);
+    progress("w1", job.id, "last");  // within 100 ms: held back…
+    CHECK(published_progress(h, flow, "a").size() == 4);
+    h.done("w1", job.id, std::nullopt, payload_bytes(2));  // …and published as the run ends
+    CHECK(published_progress(h, flow, "a").back() == "last");
+    h.now += 1000;
+    h.tick();
+    CHECK(published_progress(h, flow, "a").size() == 5);  // the held entry is not published twice
   }
   SUBCASE("a value over kMaxProgressBytes is refused with ERROR 413 and changes nothing") {
     const std::size_t mark = h.transport.sent.size();

@@ -64,6 +64,9 @@ class BrokerCore {
   // How long an ACCEPTED to a waiting submitter may wait to travel with
   // its flow's RESULT (docs/PROTOCOL.md §6.1).
   static constexpr std::uint32_t kAcceptedHoldMs = 2;
+  // A job's values go out on $mw.progress at most this often, the newest
+  // one that waited (docs/PROTOCOL.md §5.18), whatever its worker sends.
+  static constexpr std::int64_t kProgressPublishEveryMs = 100;
 
   // `queue` and `transport` must outlive the core. Job ids start at
   // `first_id` and increase by one.
@@ -165,6 +168,13 @@ class BrokerCore {
     std::uint64_t job_id;
     bool operator>(const Timer& o) const noexcept { return due_ms > o.due_ms; }
   };
+  // A held-back PROGRESS value to publish when due (if still held then).
+  struct ProgressDue {
+    std::int64_t due_ms;
+    std::string worker;
+    std::uint64_t job_id;
+    bool operator>(const ProgressDue& o) const noexcept { return due_ms > o.due_ms; }
+  };
 
   // Command handlers; `peer` is the routing id.
   void on_hello(const std::string& peer, const zmq::message_t& header);
@@ -178,6 +188,13 @@ class BrokerCore {
   // when it ends if it is unfinished here, else ERROR 404.
   void on_wait(const std::string& peer, const zmq::message_t& header);
   void on_progress(const std::string& peer, const zmq::message_t& header, const zmq::message_t& value);
+  // $mw.progress for a held job's newest value, now.
+  void publish_progress(const Job& job, WorkerEntry::Progress& progress);
+  // The held-back values now due (from tick()).
+  void publish_due_progress(std::int64_t now_ms);
+  // A run of `job` on `worker` ends: its value goes, published first if it
+  // was held back, so the last value a worker sent is always published.
+  void end_progress(WorkerEntry& worker, const Job& job);
   // `peer` hears flow `flow_id`'s RESULT when it ends (once, however often asked).
   void add_waiter(std::uint64_t flow_id, const std::string& peer);
   // An entity call through EntityService::call (hooks and all); nullopt
@@ -332,6 +349,7 @@ class BrokerCore {
   // see a restart): the first job id, which is unique per start.
   std::uint64_t instance_ = 0;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  std::priority_queue<ProgressDue, std::vector<ProgressDue>, std::greater<>> progress_due_;
   std::unordered_map<std::string, TypeCounters, WorkerRegistry::Hash, std::equal_to<>> type_counters_;
   // The last entry type_counters() found (every DONE asks for its type's):
   // a node pointer, forgotten when an entry is erased.

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,9 +44,17 @@ struct WorkerEntry {
   // still busy with them, so each keeps a credit slot until it answers
   // for one (a stale DONE/FAIL) or reconnects.
   std::uint32_t expired = 0;
-  // The latest PROGRESS (msgpack) of each held job that sent one: shown by
-  // $flows while the job is here, gone with it.
-  std::unordered_map<std::uint64_t, std::string> progress;
+  // The latest PROGRESS of each held job that sent one: shown by $flows
+  // while the job is here, gone with it.
+  struct Progress {
+    std::string value;  // msgpack
+    // When this run's progress was last published on $mw.progress (steady
+    // ms), and whether `value` is newer: the broker publishes a job's at
+    // most every kProgressPublishEveryMs, whatever its worker sends.
+    std::int64_t published_ms = std::numeric_limits<std::int64_t>::min() / 2;
+    bool unpublished = false;
+  };
+  std::unordered_map<std::uint64_t, Progress> progress;
 
   std::size_t load() const noexcept { return jobs.size() + expired; }
   bool has_free_credit() const noexcept { return !paused && load() < credit; }
