@@ -549,6 +549,9 @@ void BrokerCore::on_progress(const std::string& peer, const zmq::message_t& head
   const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
                                 [&](const Job& held) { return held.id == progress.job_id; });
   if (job == worker->jobs.end()) return;
+  // A cancelled flow's job runs on only until its worker answers: its
+  // outcome is told, and nothing is said of it after that.
+  if (!cancelled_flows_.empty() && cancelled_flows_.contains(job->flow_id)) return;
   // An empty frame is not msgpack: it says nil, as a DONE's would.
   const std::string_view bytes = value.size() ? std::string_view(value.data<char>(), value.size()) : "\xc0";
   WorkerEntry::Progress& held = worker->progress[job->id];
@@ -582,6 +585,9 @@ void BrokerCore::publish_due_progress(std::int64_t now_ms) {
     if (!worker) continue;
     const auto held = worker->progress.find(due.job_id);
     if (held == worker->progress.end() || !held->second.unpublished) continue;
+    // Published since this entry was made (a value came just as it fell
+    // due): the entry made after that publish covers the value.
+    if (now_ms - held->second.published_ms < kProgressPublishEveryMs) continue;
     const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
                                   [&](const Job& j) { return j.id == due.job_id; });
     if (job != worker->jobs.end()) publish_progress(*job, held->second);
@@ -1042,6 +1048,7 @@ void BrokerCore::drop_worker(const std::string& worker_id, std::string_view why,
   std::size_t requeued = 0;
   // Put back in reverse so the job dispatched first is first again.
   for (auto it = worker->jobs.rbegin(); it != worker->jobs.rend(); ++it) {
+    if (!worker->progress.empty()) end_progress(*worker, *it);  // its run ends here
     Job job = std::move(*it);
     if (drop_if_cancelled(job)) continue;  // its flow ended while the worker held it
     if (graceful) {

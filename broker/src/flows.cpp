@@ -294,6 +294,9 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   if (holder) record["stop_sent"] = stop_sent;
   log(LogLevel::info, kCancelLogComponent,
       "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request");
+  // A value of the job's held back by the publish throttle goes first:
+  // listeners hear nothing of a flow after its end.
+  if (holder) end_progress(*workers_.find(holder->id), *job);
   if (transport_.has_subscribers("$mw.flow.cancelled"))
     publish_event("$mw.flow.cancelled", flow_id, job->type, kCancelledError, &job->payload);
   zmq::message_t input;  // shares the payload's buffer: a job in flight keeps its own reference

@@ -648,6 +648,48 @@ TEST_CASE("PROGRESS: the holding worker's newest value shows in $flows and is pu
     h.tick();
     CHECK(published_progress(h, flow, "a").size() == 5);  // the held entry is not published twice
   }
+  SUBCASE("a value that comes just as a held one falls due is published once") {
+    h.now += 50;
+    progress("w1", job.id, "held");  // 50 ms after the last publish: held until +100
+    h.now += 50;
+    progress("w1", job.id, "on time");  // due now: published at once…
+    progress("w1", job.id, "newer");     // …and this one held for the next 100 ms
+    h.tick();                            // the first held entry falls due: nothing more to say
+    CHECK(published_progress(h, flow, "a") == std::vector<json>{0.25, json{{"done", 3}, {"of", 10}}, "on time"});
+    h.now += BrokerCore::kProgressPublishEveryMs;
+    h.tick();
+    CHECK(published_progress(h, flow, "a").back() == "newer");
+  }
+  // Where a held value stands among the published events: index of the
+  // last `$mw.progress` and of the first event on `topic`.
+  auto positions = [&](std::string_view topic) {
+    std::ptrdiff_t last_progress = -1, first_other = -1;
+    for (std::size_t i = 0; i < h.transport.published.size(); ++i) {
+      if (h.transport.published[i].topic == "$mw.progress") last_progress = static_cast<std::ptrdiff_t>(i);
+      if (h.transport.published[i].topic == topic && first_other < 0) first_other = static_cast<std::ptrdiff_t>(i);
+    }
+    return std::pair{last_progress, first_other};
+  };
+  SUBCASE("a held value goes out before the flow's cancel, and nothing of the flow after it") {
+    progress("w1", job.id, "before the cancel");
+    call_flows(h, "remove", std::to_string(flow));
+    CHECK(published_progress(h, flow, "a").back() == "before the cancel");
+    const auto [last_progress, cancelled] = positions("$mw.flow.cancelled");
+    REQUIRE(cancelled >= 0);
+    CHECK(last_progress < cancelled);
+    progress("w1", job.id, "after the cancel");  // the handler runs on: not shown, not published
+    h.now += 1000;
+    h.tick();
+    CHECK(published_progress(h, flow, "a").back() == "before the cancel");
+  }
+  SUBCASE("a held value goes out when its worker is lost, before the worker's gone event") {
+    progress("w1", job.id, "last words");
+    h.disconnect("w1");
+    CHECK(published_progress(h, flow, "a").back() == "last words");
+    const auto [last_progress, gone] = positions("$mw.worker.gone");
+    REQUIRE(gone >= 0);
+    CHECK(last_progress < gone);
+  }
   SUBCASE("a value over kMaxProgressBytes is refused with ERROR 413 and changes nothing") {
     const std::size_t mark = h.transport.sent.size();
     h.command("w1", Command::Progress, bytes_of(wire::encode(wire::JobProgress{job.id})),
