@@ -443,7 +443,7 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
                          std::int64_t now_ms) {
   const auto done = wire::decode_done(header);
   WorkerEntry* worker = workers_.find(peer);
-  auto job = take_in_flight(peer, worker, done.job_id);
+  auto job = take_in_flight(peer, worker, done.job_id, done.attempt);
   if (!job) {
     // A stale answer may have freed a slot held since a lease expired.
     if (worker) dispatch_for_worker(peer, now_ms);
@@ -499,7 +499,7 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
 
 void BrokerCore::on_fail(const std::string& peer, const zmq::message_t& header, std::int64_t now_ms) {
   const auto fail = wire::decode_fail(header);
-  auto job = take_in_flight(peer, workers_.find(peer), fail.job_id);
+  auto job = take_in_flight(peer, workers_.find(peer), fail.job_id, fail.attempt);
   if (!job) {
     if (workers_.find(peer)) dispatch_for_worker(peer, now_ms);
     return;
@@ -549,6 +549,7 @@ void BrokerCore::on_progress(const std::string& peer, const zmq::message_t& head
   const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
                                 [&](const Job& held) { return held.id == progress.job_id; });
   if (job == worker->jobs.end()) return;
+  if (progress.attempt != 0 && progress.attempt != job->attempts) return;  // the old run of a job that came back
   // A cancelled flow's job runs on only until its worker answers: its
   // outcome is told, and nothing is said of it after that.
   if (!cancelled_flows_.empty() && cancelled_flows_.contains(job->flow_id)) return;
@@ -615,8 +616,18 @@ std::optional<Job> BrokerCore::take_held(WorkerEntry& worker, std::uint64_t job_
   return std::nullopt;
 }
 
-std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id) {
-  if (worker) {
+std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id,
+                                              std::uint32_t attempt) {
+  // The same job may be here again as a later attempt (its lease expired
+  // and it came back to this worker): an answer that names another attempt
+  // is the old run's, late.
+  const auto other_run = [&] {
+    if (attempt == 0) return false;  // not said: an older peer
+    const auto held = std::find_if(worker->jobs.begin(), worker->jobs.end(),
+                                   [&](const Job& j) { return j.id == job_id; });
+    return held != worker->jobs.end() && held->attempts != attempt;
+  };
+  if (worker && !other_run()) {
     if (auto job = take_held(*worker, job_id)) return job;
   }
   // A late answer for a job that was requeued (its worker was presumed

@@ -500,14 +500,16 @@ zmq::message_t encode(const JobHeader& m) {
 
 zmq::message_t encode(const Done& m) {
   Writer w;
-  w.array(2).u64(m.job_id);
+  w.array(m.attempt ? 3 : 2).u64(m.job_id);
   if (m.next) w.str(*m.next); else w.nil();
+  if (m.attempt) w.u64(m.attempt);
   return w.frame();
 }
 
 zmq::message_t encode(const Fail& m) {
   Writer w;
-  w.array(3).u64(m.job_id).str(m.error).boolean(m.retryable);
+  w.array(m.attempt ? 4 : 3).u64(m.job_id).str(m.error).boolean(m.retryable);
+  if (m.attempt) w.u64(m.attempt);
   return w.frame();
 }
 
@@ -556,7 +558,8 @@ zmq::message_t encode(const CancelJob& m) {
 
 zmq::message_t encode(const JobProgress& m) {
   Writer w;
-  w.array(1).u64(m.job_id);
+  w.array(m.attempt ? 2 : 1).u64(m.job_id);
+  if (m.attempt) w.u64(m.attempt);
   return w.frame();
 }
 
@@ -705,6 +708,7 @@ Done decode_done(const zmq::message_t& frame) {
   if (f.has(1)) {
     m.next = next_type_name(f.str(1, "next"), "DONE next");
   }
+  m.attempt = f.has(2) ? f.u32(2, "attempt") : 0;
   return m;
 }
 
@@ -714,6 +718,7 @@ Fail decode_fail(const zmq::message_t& frame) {
   m.job_id = f.u64(0, "job id");
   m.error = f.str(1, "error");
   m.retryable = f.has(2) ? f.boolean(2, "retryable") : true;
+  m.attempt = f.has(3) ? f.u32(3, "attempt") : 0;
   return m;
 }
 
@@ -776,7 +781,7 @@ CancelJob decode_cancel(const zmq::message_t& frame) {
 
 JobProgress decode_progress(const zmq::message_t& frame) {
   Fields f(frame, 1, "PROGRESS");
-  return {f.u64(0, "job id")};
+  return {f.u64(0, "job id"), f.has(1) ? f.u32(1, "attempt") : 0};
 }
 
 Call decode_call(const zmq::message_t& frame) {

@@ -10,6 +10,7 @@
 #include <deque>
 #include <exception>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -50,8 +51,13 @@ void shorten_error(std::string& error, std::uint64_t max_message_bytes) {
 }
 
 // What a handler thread hands back to the I/O thread.
+// One run of a job: its id and attempt. A job taken back from this worker
+// (an expired lease) may come back to it while the first run goes on.
+using RunKey = std::pair<std::uint64_t, std::uint32_t>;
+
 struct Completion {
   std::uint64_t job_id = 0;
+  std::uint32_t attempt = 0;  // the JOB's, quoted in the answer (0: not said)
   bool ok = true;
   Payload result;
   std::optional<std::string> next;  // from nextWorkerType; "" ends the flow
@@ -123,6 +129,7 @@ void extract_next_worker_type(Completion& c) {
 Completion execute(const Handler& handler, const Job& job) {
   Completion c;
   c.job_id = job.id;
+  c.attempt = job.attempt;
   try {
     c.result = handler(job);
     extract_next_worker_type(c);
@@ -161,7 +168,7 @@ void Job::report_progress(const Payload& value) const {
     throw Error("a job's progress is at most " + std::to_string(kMaxProgressBytes) + " bytes of msgpack; this one is " +
                     std::to_string(value.size()),
                 ErrorCode::TooLarge);
-  if (progress_sink) progress_sink->progress(id, value.bytes());
+  if (progress_sink) progress_sink->progress(id, attempt, value.bytes());
 }
 
 class Worker::Impl final : public detail::ProgressSink {
@@ -386,7 +393,7 @@ class Worker::Impl final : public detail::ProgressSink {
   // by whoever holds the socket (send_progress). Any thread, also a
   // std::stop_callback run with mutex_ held (a cancel): so it takes only
   // progress_mutex_, which is never held around user code or another lock.
-  void progress(std::uint64_t job_id, std::string msgpack_bytes) override {
+  void progress(std::uint64_t job_id, std::uint32_t attempt, std::string msgpack_bytes) override {
     bool newly_pending;
     {
       std::lock_guard lock(progress_mutex_);
@@ -394,7 +401,7 @@ class Worker::Impl final : public detail::ProgressSink {
       // answer is queued, and the answer takes the job's entry out under
       // this lock (finish_progress): no value outlives the run.
       if (!runs_now(job_id)) return;
-      auto& state = progress_[job_id];
+      auto& state = progress_[{job_id, attempt}];
       state.value = std::move(msgpack_bytes);
       newly_pending = !state.pending;
       state.pending = true;
@@ -425,15 +432,15 @@ class Worker::Impl final : public detail::ProgressSink {
     // they wait.
     if (broker_takes_progress_ == Support::Unknown) return std::chrono::duration_cast<std::chrono::milliseconds>(kProgressEvery);
     const auto now = Clock::now();
-    std::vector<std::pair<std::uint64_t, std::string>> due;
+    std::vector<std::pair<RunKey, std::string>> due;
     std::optional<std::chrono::milliseconds> next;
     {
       std::lock_guard lock(progress_mutex_);
-      for (auto& [job_id, state] : progress_) {
+      for (auto& [run, state] : progress_) {
         if (!state.pending) continue;
         const auto since = now - state.sent_at;
         if (since >= kProgressEvery) {
-          due.emplace_back(job_id, std::move(state.value));
+          due.emplace_back(run, std::move(state.value));
           state.pending = false;
           state.sent_at = now;
         } else {
@@ -443,35 +450,35 @@ class Worker::Impl final : public detail::ProgressSink {
       }
       progress_pending_.store(next.has_value(), std::memory_order_release);
     }
-    for (auto& [job_id, bytes] : due) send_one_progress(peer, job_id, bytes);
+    for (auto& [run, bytes] : due) send_one_progress(peer, run, bytes);
     return next;
   }
 
   // The run of `job_id` has ended and its answer goes next: a value of it
   // that still waits goes first, so the last one a handler reported is
   // always seen (when the answer is for this connection's broker).
-  void finish_progress(detail::PeerSocket& peer, std::uint64_t job_id, bool send_waiting) {
+  void finish_progress(detail::PeerSocket& peer, RunKey run, bool send_waiting) {
     if (!progress_used_.load(std::memory_order_relaxed)) return;  // a worker that never reports pays nothing
     std::string waiting;
     {
       std::lock_guard lock(progress_mutex_);
-      const auto it = progress_.find(job_id);
+      const auto it = progress_.find(run);
       if (it == progress_.end()) return;
       if (it->second.pending) waiting = std::move(it->second.value);
       progress_.erase(it);
     }
     if (send_waiting && !waiting.empty() && broker_takes_progress_ == Support::Yes)
-      send_one_progress(peer, job_id, waiting);
+      send_one_progress(peer, run, waiting);
   }
 
-  void send_one_progress(detail::PeerSocket& peer, std::uint64_t job_id, const std::string& bytes) {
+  void send_one_progress(detail::PeerSocket& peer, RunKey run, const std::string& bytes) {
     if (broker_takes_progress_ != Support::Yes) {
       if (!std::exchange(said_progress_unsupported_, true))
         log(LogLevel::warn, "worker", options_.name + ": the broker at " + options_.broker +
                                           " takes no PROGRESS (an older mw-broker): jobs' progress is not sent");
       return;
     }
-    zmq::message_t header = wire::encode(wire::JobProgress{job_id});
+    zmq::message_t header = wire::encode(wire::JobProgress{run.first, run.second});
     zmq::message_t value(bytes.data(), bytes.size());
     // A message over the broker's limit would make ZeroMQ drop the connection.
     if (const auto limit = peer.max_message_bytes();
@@ -543,19 +550,28 @@ class Worker::Impl final : public detail::ProgressSink {
   // itself): none is sent. Then the run's slot is given back, with one
   // READY for all the runs of a turn (send_ready_if_due).
   void report(detail::PeerSocket& peer, Completion& c) {
-    finish_progress(peer, c.job_id, /*send_waiting=*/c.connection == connection_);
+    finish_progress(peer, {c.job_id, c.attempt}, /*send_waiting=*/c.connection == connection_);
     if (c.connection == connection_) {  // the usual case
       send_answer(peer, c);
       return;
     }
-    const auto same_job = [id = c.job_id](const Job& job) { return job.id == id; };
-    std::size_t copies = std::erase_if(local_, same_job);
+    // Each copy is answered as its own delivery: with its own attempt.
+    std::vector<std::uint32_t> copies;
+    const auto same_job = [&copies, id = c.job_id](const Job& job) {
+      if (job.id != id) return false;
+      copies.push_back(job.attempt);
+      return true;
+    };
+    std::erase_if(local_, same_job);
     {
       std::lock_guard lock(mutex_);
-      copies += std::erase_if(pending_, same_job);
+      std::erase_if(pending_, same_job);
     }
     count(c);
-    for (std::size_t i = 0; i < copies; ++i) send_answer(peer, c, /*counted=*/true);
+    for (const std::uint32_t attempt : copies) {
+      c.attempt = attempt;
+      send_answer(peer, c, /*counted=*/true);
+    }
     if (carried_over_ > 0) {
       --carried_over_;
       ready_due_ = true;
@@ -579,14 +595,14 @@ class Worker::Impl final : public detail::ProgressSink {
       return;
     }
     if (c.cancelled) {
-      zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, false});
+      zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, false, c.attempt});
       peer.send(Command::Fail, &header);
       if (!counted) count(c);
       return;
     }
     if (c.ok) {
-      zmq::message_t header = c.next ? wire::encode(wire::Done{c.job_id, std::string_view(*c.next)})
-                                     : wire::encode(wire::Done{c.job_id, std::nullopt});
+      zmq::message_t header = wire::encode(
+          wire::Done{c.job_id, c.next ? std::optional<std::string_view>(*c.next) : std::nullopt, c.attempt});
       zmq::message_t result(c.result.bytes().data(), c.result.size());
       const std::size_t bytes = detail::PeerSocket::message_bytes(&header, &result);
       if (const auto limit = peer.max_message_bytes(); limit == 0 || bytes <= limit) {
@@ -604,7 +620,7 @@ class Worker::Impl final : public detail::ProgressSink {
     {
       // An error text is one line for people, not a payload: it must fit a header.
       shorten_error(c.error, peer.max_message_bytes());
-      zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable});
+      zmq::message_t header = wire::encode(wire::Fail{c.job_id, c.error, c.retryable, c.attempt});
       peer.send(Command::Fail, &header);
       if (!counted) count(c);
     }
@@ -927,7 +943,7 @@ class Worker::Impl final : public detail::ProgressSink {
     Clock::time_point sent_at{};
   };
   std::mutex progress_mutex_;
-  std::unordered_map<std::uint64_t, ProgressState> progress_;
+  std::map<RunKey, ProgressState> progress_;
   std::atomic<bool> progress_pending_{false};
   std::atomic<bool> progress_used_{false};
   // The job each handler thread runs now (0: none); slot 0 is the inline

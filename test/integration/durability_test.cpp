@@ -233,6 +233,31 @@ TEST_CASE("durability: a job held past its lease runs elsewhere; the late answer
   CHECK(s.done == 1);  // the late answer of the first holder did not finish it again
 }
 
+TEST_CASE("durability: a job held past its lease that comes back to the same worker: the first run's late answer is stale") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--type-lease", "stuck=2"});
+  // One worker with room for two runs. The first run takes 3 s, past the
+  // 2 s lease; the job comes back here as attempt 2, which takes 1.5 s:
+  // the first run answers while the second is held, and must not count.
+  cluster.start_exec("stuck", {"--concurrency", "2"},
+                     {"/bin/sh", "-c",
+                      "cat >/dev/null; if [ \"$MW_ATTEMPT\" = 1 ]; then sleep 3; else sleep 1.5; fi; "
+                      "echo \"{\\\"attempt\\\": $MW_ATTEMPT}\""});
+  REQUIRE(cluster.wait_for_workers("stuck", 1));
+
+  mw::Client client({cluster.address()});
+  const auto outcome = client.submit_and_wait("stuck", mw::Payload::parse_json("{}"), 20s);
+  REQUIRE(outcome.has_value());
+  CHECK(outcome->done);
+  CHECK(outcome->result.to_json() == nlohmann::json{{"attempt", 2}});  // not the late first run's
+  CHECK(outcome->attempts == 2);
+  const auto s = cluster.status();
+  CHECK(s.lease_expired == 1);
+  CHECK(s.stale == 1);
+  CHECK(s.done == 1);
+}
+
 TEST_CASE("durability: mw submit --wait that loses its broker names the accepted flow, which a restart runs") {
   Cluster cluster;
   INFO(cluster.report());

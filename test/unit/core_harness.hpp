@@ -209,14 +209,17 @@ class Harness {
     return 0;
   }
 
-  void done(const std::string& peer, std::uint64_t job_id, std::optional<std::string> next, const std::string& result) {
-    wire::Done d{job_id, std::nullopt};
+  // `attempt`: the JOB's attempt the answer quotes (0: none, as an older peer).
+  void done(const std::string& peer, std::uint64_t job_id, std::optional<std::string> next, const std::string& result,
+            std::uint32_t attempt = 0) {
+    wire::Done d{job_id, std::nullopt, attempt};
     if (next) d.next = std::string_view(*next);
     command(peer, Command::Done, bytes_of(wire::encode(d)), result);
   }
 
-  void fail(const std::string& peer, std::uint64_t job_id, const std::string& error, bool retryable = true) {
-    command(peer, Command::Fail, bytes_of(wire::encode(wire::Fail{job_id, error, retryable})));
+  void fail(const std::string& peer, std::uint64_t job_id, const std::string& error, bool retryable = true,
+            std::uint32_t attempt = 0) {
+    command(peer, Command::Fail, bytes_of(wire::encode(wire::Fail{job_id, error, retryable, attempt})));
   }
 
   // Sends `batch` as one message from `peer`, as a PeerSocket would.

@@ -405,6 +405,64 @@ TEST_CASE("a job held past its lease is taken back; the late DONE is ignored") {
   }
 }
 
+TEST_CASE("a job whose lease expired and that came back to the same worker: the old run's late answer is stale") {
+  BrokerConfig config = test_config();
+  config.type_lease_ms["slow"] = 5'000;
+  Harness h(config);
+  h.transport.subscribers = true;
+  h.ready("w1", {"slow"}, "", 2);  // room for the old run (its slot stays taken) and the new one
+  const auto flow = h.submit("c1", "slow", payload_bytes(1));
+  const auto first = h.jobs("w1").at(0);
+  for (int i = 0; i < 6; ++i) {
+    h.now += 1000;
+    h.heartbeat("w1");
+    h.tick();
+  }
+  CHECK(h.core.counters().lease_expired == 1);
+  const auto runs = h.jobs("w1");
+  REQUIRE(runs.size() == 2);
+  CHECK(runs[1].id == first.id);  // the same job, again
+  CHECK(runs[1].attempt == 2);
+
+  auto progress_events = [&] {
+    return std::count_if(h.transport.published.begin(), h.transport.published.end(),
+                         [](const auto& p) { return p.topic == "$mw.progress"; });
+  };
+  SUBCASE("answers that quote their attempt are told apart") {
+    // The old run reports and answers late: neither counts for the new run.
+    h.command("w1", Command::Progress, bytes_of(wire::encode(wire::JobProgress{first.id, 1})),
+              mw::Payload::of(0.9).bytes());
+    CHECK(progress_events() == 0);
+    h.done("w1", first.id, std::nullopt, payload_bytes(7), /*attempt=*/1);
+    CHECK(h.core.counters().stale_replies == 1);
+    CHECK(h.results("c1").empty());
+    h.command("w1", Command::Progress, bytes_of(wire::encode(wire::JobProgress{first.id, 2})),
+              mw::Payload::of(0.5).bytes());
+    CHECK(progress_events() == 1);
+    h.done("w1", first.id, std::nullopt, payload_bytes(8), /*attempt=*/2);
+    REQUIRE(h.results("c1").size() == 1);
+    CHECK(h.results("c1")[0].flow == flow);
+    CHECK(h.results("c1")[0].payload == payload_bytes(8));
+    // The old run's slot is free again: two jobs fit.
+    h.submit("c1", "slow", payload_bytes(2));
+    h.submit("c1", "slow", payload_bytes(3));
+    CHECK(h.jobs("w1").size() == 4);
+  }
+  SUBCASE("a FAIL of the old run does not fail the new one") {
+    h.fail("w1", first.id, "timed out", /*retryable=*/false, /*attempt=*/1);
+    CHECK(h.core.counters().stale_replies == 1);
+    CHECK(h.core.counters().dead == 0);
+    h.done("w1", first.id, std::nullopt, payload_bytes(8), /*attempt=*/2);
+    REQUIRE(h.results("c1").size() == 1);
+    CHECK(h.results("c1")[0].payload == payload_bytes(8));
+  }
+  SUBCASE("an answer that quotes no attempt (an older worker) is taken for the job as held") {
+    h.done("w1", first.id, std::nullopt, payload_bytes(7));
+    REQUIRE(h.results("c1").size() == 1);
+    CHECK(h.results("c1")[0].payload == payload_bytes(7));
+  }
+}
+
 TEST_CASE("max attempts per type") {
   BrokerConfig config = test_config();
   config.type_max_attempts["once"] = 1;

@@ -66,9 +66,9 @@ std::vector<DecoderCase> all_decoders() {
       wire::encode(wire::Welcome{"tcp://127.0.0.1:5556", 1000, "0.1.0", 1 << 20, 1024}), 4);
   add("READY", wire::decode_ready, wire::encode(wire::Ready{{"resize", "thumb"}, "store", 4, "host", 77}), 5);
   add("JOB", wire::decode_job, wire::encode(wire::JobHeader{9, "resize", 2, 3, "users/1"}), 4);
-  add("DONE", wire::decode_done, wire::encode(wire::Done{9, std::string_view("next")}), 1);
-  add("DONE(nil next)", wire::decode_done, wire::encode(wire::Done{9, std::nullopt}), 1);
-  add("FAIL", wire::decode_fail, wire::encode(wire::Fail{9, "boom", false}), 2);
+  add("DONE", wire::decode_done, wire::encode(wire::Done{9, std::string_view("next"), 1}), 1);
+  add("DONE(nil next)", wire::decode_done, wire::encode(wire::Done{9, std::nullopt, 1}), 1);
+  add("FAIL", wire::decode_fail, wire::encode(wire::Fail{9, "boom", false, 1}), 2);
   add("SUBMIT", wire::decode_submit,
       wire::encode(submit_header(5, "resize", true, 3, "o/1")), 2);
   cases.back().signed_fields = {6};  // priority
@@ -269,6 +269,27 @@ TEST_CASE("DONE round trip keeps absent, empty and set next apart") {
     REQUIRE(m.next.has_value());
     CHECK(*m.next == "thumbnail");
   }
+}
+
+TEST_CASE("DONE, FAIL and PROGRESS quote the JOB's attempt when they are given one, and read as 0 without") {
+  const auto done = wire::decode_done(wire::encode(wire::Done{19, std::nullopt, 3}));
+  CHECK(done.attempt == 3);
+  CHECK_FALSE(done.next.has_value());  // field 1 written as nil to reach field 2: still "not said"
+  CHECK(wire::decode_done(wire::encode(wire::Done{19, std::string_view("x"), 4})).attempt == 4);
+  CHECK(wire::decode_done(wire::encode(wire::Done{19, std::nullopt})).attempt == 0);
+  const auto fail = wire::decode_fail(wire::encode(wire::Fail{21, "disk full", false, 2}));
+  CHECK(fail.attempt == 2);
+  CHECK_FALSE(fail.retryable);
+  CHECK(wire::decode_fail(wire::encode(wire::Fail{21, "disk full", true})).attempt == 0);
+  CHECK(wire::decode_progress(wire::encode(wire::JobProgress{7, 5})).attempt == 5);
+  CHECK(wire::decode_progress(wire::encode(wire::JobProgress{7})).attempt == 0);
+  // An older peer's answers hold no attempt: they are exactly as before.
+  CHECK(wire::encode(wire::Done{19, std::nullopt}).size() == wire::encode(wire::Done{19, std::nullopt, 0}).size());
+  // Not a number: 400, as any field of the wrong type.
+  msgpack::sbuffer bad;
+  msgpack::packer<msgpack::sbuffer> pk(bad);
+  pk.pack_array(3).pack_uint64(19).pack_nil().pack(std::string("two"));
+  CHECK(decode_error_code([&] { wire::decode_done(zmq::message_t(bad.data(), bad.size())); }) == ErrorCode::BadRequest);
 }
 
 TEST_CASE("FAIL round trip") {

@@ -83,12 +83,18 @@ struct Done {
   // Absent: continue with the worker's static next type (READY). Empty
   // string: the flow ends here. Otherwise: the next job's type.
   std::optional<std::string_view> next;
+  // The JOB's attempt this answers (its field 2); 0: not said. A job taken
+  // back (lease) and given to the same worker again has the same id but a
+  // new attempt: the broker then tells the late answer of the old run from
+  // the new run's.
+  std::uint32_t attempt = 0;
 };
 
 struct Fail {
   std::uint64_t job_id = 0;
   std::string_view error;
   bool retryable = true;
+  std::uint32_t attempt = 0;  // as in Done
 };
 
 struct Submit {
@@ -157,6 +163,7 @@ struct CancelJob {
 // msgpack, at most kMaxProgressBytes) is the payload frame.
 struct JobProgress {
   std::uint64_t job_id = 0;
+  std::uint32_t attempt = 0;  // as in Done
 };
 
 struct ErrorReply {

@@ -65,7 +65,7 @@ namespace detail {
 // Where a Job's progress goes: the worker that runs it.
 class ProgressSink {
  public:
-  virtual void progress(std::uint64_t job_id, std::string msgpack_bytes) = 0;
+  virtual void progress(std::uint64_t job_id, std::uint32_t attempt, std::string msgpack_bytes) = 0;
 
  protected:
   ~ProgressSink() = default;

@@ -223,7 +223,8 @@ class BrokerCore {
 
   // Takes the job a worker reports on, if it really holds it; `worker` is
   // the sender's registry entry (nullptr when it is not a worker).
-  std::optional<Job> take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id);
+  std::optional<Job> take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id,
+                                    std::uint32_t attempt);
 
   void enqueue(Job job, std::int64_t now_ms);
   // A job that is ready to run: to a free worker of its type at once if
