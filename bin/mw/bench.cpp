@@ -315,10 +315,10 @@ BenchOptions parse(int argc, char** argv, bool& help) {
       ("stages", "pipeline stages K", cxxopts::value<std::uint32_t>()->default_value("2"))
       ("workers", "workers per stage W", cxxopts::value<std::uint32_t>()->default_value("1"))
       ("concurrency", "credit of each worker C (jobs in flight on it)", cxxopts::value<std::uint32_t>()->default_value("64"))
-      ("jobs", "flows to time (default 200000; with --serial 20000)", cxxopts::value<std::uint64_t>()->default_value("0"))
+      ("jobs", "flows to time (default 200000; with --serial 20000)", cxxopts::value<std::uint64_t>())
       ("warmup", "flows run first and left out of the figures", cxxopts::value<std::uint64_t>()->default_value("500"))
       ("payload", "payload size: a msgpack string of this many bytes", cxxopts::value<std::size_t>()->default_value("50"))
-      ("window", "flows in flight (default W*C*K*2; --serial: 1)", cxxopts::value<std::size_t>()->default_value("0"))
+      ("window", "flows in flight (default W*C*K*2; --serial: 1)", cxxopts::value<std::size_t>())
       ("serial", "one flow at a time: latency without queueing")
       ("backlog", "queue --jobs jobs with no worker, report the broker's memory, then time the drain")
       ("json", "print one JSON object")
@@ -332,15 +332,22 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   o.stages = args["stages"].as<std::uint32_t>();
   o.workers = args["workers"].as<std::uint32_t>();
   o.concurrency = args["concurrency"].as<std::uint32_t>();
-  o.jobs = args["jobs"].as<std::uint64_t>();
+  o.jobs = args.count("jobs") ? args["jobs"].as<std::uint64_t>() : 0;
   o.warmup = args["warmup"].as<std::uint64_t>();
   o.payload = args["payload"].as<std::size_t>();
-  o.window = args["window"].as<std::size_t>();
+  o.window = args.count("window") ? args["window"].as<std::size_t>() : 0;
   o.serial = args.count("serial") > 0;
   o.json = args.count("json") > 0;
   o.backlog = args.count("backlog") > 0;
   if (o.backlog && o.serial) throw UsageError("--backlog and --serial measure different things: pick one");
-  if (o.backlog) o.stages = 1;
+  if (o.backlog) {
+    // One type is queued and drained: options of the pipeline run are refused, not ignored.
+    for (const char* pipeline_only : {"stages", "warmup"})
+      if (args[pipeline_only].count())
+        throw UsageError(std::string("--") + pipeline_only + " does not apply to --backlog, which queues jobs of one "
+                         "type and times --workers workers draining them");
+    o.stages = 1;
+  }
   const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
   if (o.stages < 1 || o.stages > kMaxStages) throw UsageError("--stages must be between 1 and " + std::to_string(kMaxStages));
   if (o.workers < 1 || o.workers > kMaxWorkersPerStage)
@@ -354,6 +361,8 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   set_log_level(LogLevel::warn);
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(timeout_s * 1000)));
   if (args["jobs"].count() && o.jobs == 0) throw UsageError("--jobs must be at least 1 (leave it out for the default)");
+  if (args["window"].count() && o.window == 0)
+    throw UsageError("--window must be at least 1 (leave it out for the default)");
   if (o.jobs == 0) o.jobs = o.serial ? kDefaultSerialJobs : kDefaultJobs;
   if (o.serial) {
     if (args["window"].count() && o.window != 1) throw UsageError("--serial means --window 1");

@@ -84,13 +84,20 @@ int bench_entities(int argc, char** argv) {
       ("endpoint", "endpoint to fill", cxxopts::value<std::string>()->default_value("bench"))
       ("json", "print one JSON object")
       ("timeout", "give up after this many seconds", cxxopts::value<std::string>()->default_value("300"));
+  // An option of the pipeline bench is named as such, not as unknown.
+  options.allow_unrecognised_options();
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
+  if (!args.unmatched().empty())
+    throw UsageError("'" + args.unmatched().front() +
+                     "' does not apply to mw bench --entities, which takes --jobs, --finds, --window, --endpoint, "
+                     "--json, --timeout and --broker");
   Options o;
   o.broker = args["broker"].as<std::string>();
   o.count = args["jobs"].as<std::uint64_t>();
   o.finds = args["finds"].as<std::uint64_t>();
-  o.window = std::max<std::size_t>(1, args["window"].as<std::size_t>());
+  if (args["window"].as<std::size_t>() == 0) throw UsageError("--window must be at least 1");
+  o.window = args["window"].as<std::size_t>();
   o.endpoint = args["endpoint"].as<std::string>();
   o.json = args.count("json") > 0;
   const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");

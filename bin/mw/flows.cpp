@@ -112,7 +112,12 @@ int flows(int argc, char** argv) {
                      "' (usage: mw flows [TYPE] [--state S] [--limit N] [--json])");
   nlohmann::ordered_json query = nlohmann::ordered_json::object();
   if (args.count("type")) query["type"] = args["type"].as<std::string>();
-  if (args.count("state")) query["state"] = args["state"].as<std::string>();
+  if (args.count("state")) {
+    const std::string state = args["state"].as<std::string>();
+    if (state != "queued" && state != "delayed" && state != "in_flight")
+      throw UsageError("--state must be queued, delayed or in_flight, not '" + state + "'");
+    query["state"] = state;
+  }
   std::size_t limit = kDefaultLimit;
   if (args.count("limit")) {
     limit = args["limit"].as<std::size_t>();

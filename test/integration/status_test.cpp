@@ -262,6 +262,10 @@ TEST_CASE("mw flows lists what waits and runs; mw cancel takes a flow out, and i
   CHECK(first_row[2] == "nobody");
   CHECK(row(table.out, "later", false).at(1) == "delayed");
 
+  const auto bad_state = cluster.mw({"flows", "--state", "bogus"});
+  CHECK(bad_state.exit_status == 2);  // said in the flag's words, not the broker's query's
+  CHECK(bad_state.err == "mw flows: --state must be queued, delayed or in_flight, not 'bogus'\n");
+
   const auto listed = cluster.mw({"flows", "nobody", "--json"});
   REQUIRE(listed.exit_status == 0);
   std::vector<nlohmann::json> records;
@@ -356,6 +360,9 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.exec, at, "--type", "t", "--", "no-such-command"},    // a command that cannot run
       {bin.broker, "--heartbeat-ms", "1"},                       // out of range
       {bin.sample_worker, at, "--concurrency", "0"},             // a worker's standard flags
+      {bin.cli, "bench", at, "--window", "0"},                   // not "the default" in disguise
+      {bin.cli, "bench", at, "--backlog", "--stages", "3"},      // an option of another mode: refused, not ignored
+      {bin.cli, "bench", at, "--entities", "--payload", "5"},    // and named as such, not as unknown
   };
   for (const auto& argv : usage_errors) {
     std::string line;
