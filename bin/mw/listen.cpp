@@ -60,12 +60,25 @@ int listen(int argc, char** argv) {
   // The broker's own topics start with "$mw.", which a shell expands inside
   // double quotes ("$mw.flow.*" becomes ".flow.*"): such a pattern matches
   // nothing, silently, so say it.
-  for (const auto& topic : lo.topics)
+  for (const auto& topic : lo.topics) {
+    // An empty word is most often an unset shell variable ("$TOPIC"): it
+    // would match no topic at all, and wait forever.
+    if (topic.empty())
+      throw UsageError("an empty TOPIC pattern matches no event (an unset shell variable?); leave the patterns out "
+                       "to hear every event, or give '*'");
     if (topic.starts_with('.') || topic.starts_with("mw."))
       std::fprintf(stderr,
                    "mw listen: '%s' matches none of the broker's own topics, which start with '$mw.': did you mean "
                    "'$mw%s' (in single quotes, so that the shell leaves $mw alone)?\n",
                    topic.c_str(), topic.starts_with('.') ? topic.c_str() : topic.substr(2).c_str());
+    else if (topic.size() >= 4 && topic.compare(0, 4, "$mw.") != 0 && (topic[0] == '$') &&
+             (topic[1] | 0x20) == 'm' && (topic[2] | 0x20) == 'w' && topic[3] == '.')
+      std::fprintf(stderr, "mw listen: '%s' matches none of the broker's own topics: topics are case-sensitive, "
+                           "and theirs start with '$mw.' in small letters\n", topic.c_str());
+    else if (topic.find_first_of(" \t\n") != std::string::npos)
+      std::fprintf(stderr, "mw listen: '%s' holds white space, which no topic does: it matches nothing\n",
+                   topic.c_str());
+  }
   if (args.count("since")) lo.since = args["since"].as<std::uint64_t>();
   lo.stop = &stop;
   Listener listener = subscribe_when_up(lo);

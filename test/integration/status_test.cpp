@@ -360,6 +360,7 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.exec, at, "--type", "t", "--", "no-such-command"},    // a command that cannot run
       {bin.broker, "--heartbeat-ms", "1"},                       // out of range
       {bin.sample_worker, at, "--concurrency", "0"},             // a worker's standard flags
+      {bin.cli, "listen", at, ""},                               // an unset "$TOPIC": it would wait forever
       {bin.cli, "bench", at, "--window", "0"},                   // not "the default" in disguise
       {bin.cli, "bench", at, "--backlog", "--stages", "3"},      // an option of another mode: refused, not ignored
       {bin.cli, "bench", at, "--entities", "--payload", "5"},    // and named as such, not as unknown
