@@ -72,9 +72,10 @@ struct Completion {
 // drops it; it only frees the credit).
 constexpr std::string_view kCancelledError = "cancelled";
 
-Completion cancelled_completion(std::uint64_t job_id) {
+Completion cancelled_completion(std::uint64_t job_id, std::uint32_t attempt) {
   Completion c;
   c.job_id = job_id;
+  c.attempt = attempt;
   c.ok = false;
   c.cancelled = true;
   c.error = kCancelledError;
@@ -153,7 +154,7 @@ Completion execute(const Handler& handler, const Job& job) {
     c.ok = false;
     c.error = "handler threw a non-standard exception";
   }
-  if (job.cancel.stop_requested()) return cancelled_completion(job.id);
+  if (job.cancel.stop_requested()) return cancelled_completion(job.id, job.attempt);
   return c;
 }
 
@@ -186,6 +187,7 @@ class Worker::Impl final : public detail::ProgressSink {
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
     running_slots_ = std::make_unique<std::atomic<std::uint64_t>[]>(options_.threads);
+    running_attempts_ = std::make_unique<std::atomic<std::uint32_t>[]>(options_.threads);
     if (wake_fd_ < 0) throw Error("eventfd failed");
     if (options_.name.empty()) options_.name = joined_types(options_.types) + "@" + host_name();
     // Legal (a result's nextWorkerType can end the loop) but usually a slip.
@@ -400,7 +402,7 @@ class Worker::Impl final : public detail::ProgressSink {
       // Only while the job's handler runs. Its slot is cleared before its
       // answer is queued, and the answer takes the job's entry out under
       // this lock (finish_progress): no value outlives the run.
-      if (!runs_now(job_id)) return;
+      if (!runs_now(job_id, attempt)) return;
       auto& state = progress_[{job_id, attempt}];
       state.value = std::move(msgpack_bytes);
       newly_pending = !state.pending;
@@ -417,9 +419,14 @@ class Worker::Impl final : public detail::ProgressSink {
     }
   }
 
-  bool runs_now(std::uint64_t job_id) const noexcept {
+  // Whether this run of the job (a job whose lease expired may run here
+  // twice) is in a handler now. A slot's attempt is stored before its id and
+  // read after it: a slot taken over meanwhile reads as "not this run".
+  bool runs_now(std::uint64_t job_id, std::uint32_t attempt) const noexcept {
     for (std::uint32_t i = 0; i < options_.threads; ++i)
-      if (running_slots_[i].load(std::memory_order_acquire) == job_id) return true;
+      if (running_slots_[i].load(std::memory_order_acquire) == job_id &&
+          running_attempts_[i].load(std::memory_order_acquire) == attempt)
+        return true;
     return false;
   }
 
@@ -653,24 +660,30 @@ class Worker::Impl final : public detail::ProgressSink {
   void cancel_job(detail::PeerSocket& peer, std::uint64_t job_id) {
     // Every copy: after a lease expired the broker may have sent the same
     // job here again, and each copy holds a credit until it is answered.
-    auto is_it = [job_id](const Job& job) { return job.id == job_id; };
-    std::size_t dropped = std::erase_if(local_, is_it);
+    // Each copy is answered as the delivery it is: with its own attempt.
+    std::vector<std::uint32_t> dropped;
+    auto is_it = [&dropped, job_id](const Job& job) {
+      if (job.id != job_id) return false;
+      dropped.push_back(job.attempt);
+      return true;
+    };
+    std::erase_if(local_, is_it);
     bool stopped = false;
     if (inline_running_id_ == job_id) stopped = inline_running_stop_.request_stop();
     {
       // Stopped under the lock: a handler thread takes its entry out (and
       // may reuse its source for its next job) only under it.
       std::lock_guard lock(mutex_);
-      dropped += std::erase_if(pending_, is_it);
+      std::erase_if(pending_, is_it);
       for (const RunningJob& r : running_jobs_)
         if (r.job_id == job_id) stopped |= r.stop->request_stop();
     }
-    for (std::size_t i = 0; i < dropped; ++i) {
-      Completion c = cancelled_completion(job_id);
+    for (const std::uint32_t attempt : dropped) {
+      Completion c = cancelled_completion(job_id, attempt);
       c.connection = connection_;
       send_answer(peer, c);
     }
-    if (dropped || stopped)
+    if (!dropped.empty() || stopped)
       log(LogLevel::info, "worker", options_.name + ": job " + std::to_string(job_id) + " cancelled" +
                                         (stopped ? "; its handler was asked to stop" : " before it started"));
   }
@@ -709,6 +722,7 @@ class Worker::Impl final : public detail::ProgressSink {
       // One source serves job after job until a cancel uses it up: no
       // allocation per job.
       inline_running_id_ = job.id;
+      running_attempts_[0].store(job.attempt, std::memory_order_release);
       running_slots_[0].store(job.id, std::memory_order_release);
       if (!inline_running_stop_.stop_possible() || inline_running_stop_.stop_requested())
         inline_running_stop_ = std::stop_source();
@@ -855,6 +869,7 @@ class Worker::Impl final : public detail::ProgressSink {
         if (stop.stop_requested()) stop = std::stop_source();
         job.cancel = stop.get_token();
         running_jobs_.push_back({job.id, &stop});
+        running_attempts_[slot].store(job.attempt, std::memory_order_release);
         running_slots_[slot].store(job.id, std::memory_order_release);
       }
       Completion c = execute(handler_, job);
@@ -950,6 +965,7 @@ class Worker::Impl final : public detail::ProgressSink {
   // handler's. Set before the handler starts, cleared before its answer is
   // queued: progress() takes values only for these.
   std::unique_ptr<std::atomic<std::uint64_t>[]> running_slots_;  // `threads` of them
+  std::unique_ptr<std::atomic<std::uint32_t>[]> running_attempts_;  // the attempt of each slot's job
   // Whether this connection's broker takes PROGRESS (its WELCOME says);
   // socket held.
   enum class Support { Unknown, Yes, No };

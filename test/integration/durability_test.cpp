@@ -237,21 +237,28 @@ TEST_CASE("durability: a job held past its lease that comes back to the same wor
   Cluster cluster;
   INFO(cluster.report());
   cluster.start_broker({"--type-lease", "stuck=2"});
-  // One worker with room for two runs. The first run takes 3 s, past the
-  // 2 s lease; the job comes back here as attempt 2, which takes 1.5 s:
-  // the first run answers while the second is held, and must not count.
+  // One worker with room for two runs. The first run outlives the 2 s
+  // lease, and the job comes back here as attempt 2. The order of the two
+  // answers is fixed by a file, not by timing: the first run answers (late)
+  // as soon as the second has started and said so in the file; the second
+  // answers a second later, well within its own lease.
+  const std::string started = (cluster.dir() / "second-run-started").string();
   cluster.start_exec("stuck", {"--concurrency", "2"},
                      {"/bin/sh", "-c",
-                      "cat >/dev/null; if [ \"$MW_ATTEMPT\" = 1 ]; then sleep 3; else sleep 1.5; fi; "
-                      "echo \"{\\\"attempt\\\": $MW_ATTEMPT}\""});
+                      "cat >/dev/null; if [ \"$MW_ATTEMPT\" = 1 ]; then "
+                      "  i=0; while [ ! -e \"$0\" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
+                      "else touch \"$0\"; sleep 1; fi; "
+                      "echo \"{\\\"attempt\\\": $MW_ATTEMPT}\"",
+                      started});
   REQUIRE(cluster.wait_for_workers("stuck", 1));
 
   mw::Client client({cluster.address()});
-  const auto outcome = client.submit_and_wait("stuck", mw::Payload::parse_json("{}"), 20s);
+  const auto outcome = client.submit_and_wait("stuck", mw::Payload::parse_json("{}"), 30s);
   REQUIRE(outcome.has_value());
   CHECK(outcome->done);
   CHECK(outcome->result.to_json() == nlohmann::json{{"attempt", 2}});  // not the late first run's
   CHECK(outcome->attempts == 2);
+  REQUIRE(wait_until([&] { return cluster.status().stale >= 1; }, 10s, 20ms));
   const auto s = cluster.status();
   CHECK(s.lease_expired == 1);
   CHECK(s.stale == 1);

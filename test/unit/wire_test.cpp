@@ -69,6 +69,7 @@ std::vector<DecoderCase> all_decoders() {
   add("DONE", wire::decode_done, wire::encode(wire::Done{9, std::string_view("next"), 1}), 1);
   add("DONE(nil next)", wire::decode_done, wire::encode(wire::Done{9, std::nullopt, 1}), 1);
   add("FAIL", wire::decode_fail, wire::encode(wire::Fail{9, "boom", false, 1}), 2);
+  add("PROGRESS", wire::decode_progress, wire::encode(wire::JobProgress{9, 1}), 1);
   add("SUBMIT", wire::decode_submit,
       wire::encode(submit_header(5, "resize", true, 3, "o/1")), 2);
   cases.back().signed_fields = {6};  // priority

@@ -34,8 +34,8 @@ enum class Command : std::uint8_t {
   Welcome = 0x02,     // broker → any: [pub address, heartbeat ms, broker version, max message bytes]
   Ready = 0x03,       // worker → broker: [[type…], next type, credit, host, pid, cancel]
   Job = 0x04,         // broker → worker: [job id, type, attempt, flow id, entity] + payload
-  Done = 0x05,        // worker → broker: [job id, next type | nil] + result
-  Fail = 0x06,        // worker → broker: [job id, error, retryable]
+  Done = 0x05,        // worker → broker: [job id, next type | nil, attempt] + result
+  Fail = 0x06,        // worker → broker: [job id, error, retryable, attempt]
   Submit = 0x07,      // client → broker: [request id, type, wait, max attempts, entity] + payload
   Accepted = 0x08,    // broker → client: [request id, flow id]
   Result = 0x09,      // broker → client: [flow id, outcome, error, last type, attempts] + result
@@ -49,7 +49,7 @@ enum class Command : std::uint8_t {
   Batch = 0x11,       // both ways, once agreed: [index] + payloads: several messages in one
   Wait = 0x12,        // client → broker: [request id, flow id]: send me that flow's RESULT
   Cancel = 0x13,      // broker → worker that announced it: [job id]: its flow was cancelled, stop the job
-  Progress = 0x14,    // worker → broker: [job id] + progress: how far a job it holds has come
+  Progress = 0x14,    // worker → broker: [job id, attempt] + progress: how far a job it holds has come
 };
 
 // Returns the command's name as written in docs and logs ("READY"), or
