@@ -37,7 +37,8 @@ nlohmann::json to_json(const wire::Stats& s) {
   }
   for (const auto& w : s.workers) {
     j["workers"].push_back({{"id", w.id}, {"types", w.types}, {"next", w.next}, {"host", w.host}, {"pid", w.pid},
-                            {"credit", w.credit}, {"in_flight", w.in_flight}, {"done", w.done}});
+                            {"credit", w.credit}, {"in_flight", w.in_flight}, {"done", w.done},
+                            {"expired", w.expired}});
   }
   return j;
 }
@@ -137,11 +138,20 @@ void print_table(const wire::Stats& s, bool all_types) {
     std::printf("waiting per type (--max-waiting-per-type, --type-max-waiting): %s\n", waiting_limits.c_str());
   std::printf("\n%-12s %-24s %-16s %-20s %8s %11s %10s\n", "WORKER", "TYPES", "NEXT", "HOST", "PID", "IN-FLIGHT",
               "DONE");
+  std::uint64_t expired = 0;
   for (const auto& w : s.workers) {
-    std::printf("%-12s %s %s %s %8u %5u/%-5u %10llu\n", w.id.c_str(), pad_right(joined_types(w.types), 24).c_str(),
-                pad_right(w.next.empty() ? "-" : w.next, 16).c_str(), pad_right(w.host, 20).c_str(), w.pid, w.in_flight, w.credit,
-                static_cast<unsigned long long>(w.done));
+    // A slot still taken by a run whose lease expired is shown as such:
+    // "0+2/2" is a worker with no job of the broker's and no room either.
+    const std::string held = w.expired ? std::to_string(w.in_flight) + "+" + std::to_string(w.expired)
+                                       : std::to_string(w.in_flight);
+    std::printf("%-12s %s %s %s %8u %5s/%-5u %10llu\n", w.id.c_str(), pad_right(joined_types(w.types), 24).c_str(),
+                pad_right(w.next.empty() ? "-" : w.next, 16).c_str(), pad_right(w.host, 20).c_str(), w.pid, held.c_str(),
+                w.credit, static_cast<unsigned long long>(w.done));
+    expired += w.expired;
   }
+  if (expired)
+    std::printf("(+N: slots still taken by N run(s) whose lease expired; their jobs went back to the queue, and each "
+                "slot is free again once its run answers)\n");
 }
 
 }  // namespace

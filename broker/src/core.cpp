@@ -1508,7 +1508,7 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   }
   for (const WorkerEntry* w : workers_.all()) {
     s.workers.push_back({printable_id(w->id), w->types, w->next, w->host, w->pid, w->credit,
-                         static_cast<std::uint32_t>(w->jobs.size()), w->done});
+                         static_cast<std::uint32_t>(w->jobs.size()), w->done, w->expired});
   }
   return s;
 }

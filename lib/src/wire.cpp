@@ -630,7 +630,7 @@ zmq::message_t encode(const Stats& m) {
   }
   w.str("workers").array(static_cast<std::uint32_t>(m.workers.size()));
   for (const auto& wi : m.workers) {
-    w.pack().pack_map(8);
+    w.pack().pack_map(9);
     pack_kv(w, "id", std::string_view(wi.id));
     w.str("types").array(static_cast<std::uint32_t>(wi.types.size()));
     for (const auto& t : wi.types) w.str(t);
@@ -640,6 +640,7 @@ zmq::message_t encode(const Stats& m) {
     pack_kv(w, "credit", std::uint64_t{wi.credit});
     pack_kv(w, "in_flight", std::uint64_t{wi.in_flight});
     pack_kv(w, "done", wi.done);
+    pack_kv(w, "expired", std::uint64_t{wi.expired});
   }
   return w.frame();
 }
@@ -864,7 +865,8 @@ Stats decode_stats(const zmq::message_t& frame) {
       s.workers.push_back({map_str(w, "id"), map_strs(w, "types"), map_str(w, "next"), map_str(w, "host"),
                            static_cast<std::uint32_t>(map_u64(w, "pid")),
                            static_cast<std::uint32_t>(map_u64(w, "credit")),
-                           static_cast<std::uint32_t>(map_u64(w, "in_flight")), map_u64(w, "done")});
+                           static_cast<std::uint32_t>(map_u64(w, "in_flight")), map_u64(w, "done"),
+                           static_cast<std::uint32_t>(map_u64(w, "expired"))});
     }
   }
   return s;

@@ -423,6 +423,10 @@ TEST_CASE("a job whose lease expired and that came back to the same worker: the 
   REQUIRE(runs.size() == 2);
   CHECK(runs[1].id == first.id);  // the same job, again
   CHECK(runs[1].attempt == 2);
+  // STATUS shows the slot the old run still takes.
+  REQUIRE(h.core.stats(h.now).workers.size() == 1);
+  CHECK(h.core.stats(h.now).workers[0].in_flight == 1);
+  CHECK(h.core.stats(h.now).workers[0].expired == 1);
 
   auto progress_events = [&] {
     return std::count_if(h.transport.published.begin(), h.transport.published.end(),
@@ -436,6 +440,7 @@ TEST_CASE("a job whose lease expired and that came back to the same worker: the 
     h.done("w1", first.id, std::nullopt, payload_bytes(7), /*attempt=*/1);
     CHECK(h.core.counters().stale_replies == 1);
     CHECK(h.results("c1").empty());
+    CHECK(h.core.stats(h.now).workers[0].expired == 0);  // its slot is free again
     h.command("w1", Command::Progress, bytes_of(wire::encode(wire::JobProgress{first.id, 2})),
               mw::Payload::of(0.5).bytes());
     CHECK(progress_events() == 1);

@@ -479,7 +479,7 @@ TEST_CASE("STATS round trip keeps every field") {
   s.done_per_second = 11.25;
   s.types.push_back({"resize", 2, 10, 1500, 3, 80, 6, 1, 9.5, 4, 10, 60'000, 7, 5000, 12});
   s.types.push_back({"store", 1, 0, 0, 1, 10, 1, 1, 0.0});
-  s.workers.push_back({"00a1b2", {"resize", "thumb"}, "store", "host-a", 4321, 4, 3, 70});
+  s.workers.push_back({"00a1b2", {"resize", "thumb"}, "store", "host-a", 4321, 4, 3, 70, 1});
   s.workers.push_back({"00c3d4", {"store"}, "", "host-b", 99, 1, 0, 10});
 
   const auto frame = wire::encode(s);
@@ -533,7 +533,9 @@ TEST_CASE("STATS round trip keeps every field") {
   CHECK(m.workers[0].credit == 4);
   CHECK(m.workers[0].in_flight == 3);
   CHECK(m.workers[0].done == 70);
+  CHECK(m.workers[0].expired == 1);
   CHECK(m.workers[1].id == "00c3d4");
+  CHECK(m.workers[1].expired == 0);
   CHECK(m.workers[1].next.empty());
 }
 

@@ -218,6 +218,9 @@ struct WorkerInfo {
   std::uint32_t credit = 0;
   std::uint32_t in_flight = 0;
   std::uint64_t done = 0;
+  // Slots still taken by runs whose lease expired (their jobs went back to
+  // the queue): the worker is presumably still busy with them.
+  std::uint32_t expired = 0;
 };
 
 struct Stats {
