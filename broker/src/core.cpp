@@ -835,8 +835,7 @@ std::optional<Job> BrokerCore::take_delayed(std::uint64_t id) {
   // A type known only for its delayed jobs (cancelled, say) is forgotten
   // with the last of them, as a queue's type is: names are not kept forever.
   if (--counters->second.delayed == 0 && counters->second.done == 0 && counters->second.failed == 0 &&
-      counters->second.dead == 0)
-  {
+      counters->second.dead == 0) {
     recent_counters_ = nullptr;
     type_counters_.erase(counters);
   }
