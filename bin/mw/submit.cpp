@@ -52,17 +52,8 @@ SubmitOptions submit_options_from(const cxxopts::ParseResult& args) {
       throw UsageError("--key must be 1 to " + std::to_string(kMaxKeyBytes) + " bytes");
   }
   if (args.count("lease")) {
-    // One range in every message: more than 0, at most 10 years.
-    const std::string lease = args["lease"].as<std::string>();
-    try {
-      o.lease = parse_seconds("--lease", lease);
-    } catch (const UsageError& e) {
-      if (std::string_view(e.what()).find("out of range") == std::string_view::npos) throw;
-      o.lease = std::chrono::milliseconds(0);
-    }
-    if (o.lease.count() == 0)
-      throw UsageError("--lease: " + lease + " is out of range: give more than 0, up to " +
-                       std::to_string(kMaxSubmitDelayMs / 1000) + " seconds (10 years); leave it out for the default");
+    o.lease = parse_seconds("--lease", args["lease"].as<std::string>(),
+                            {std::chrono::milliseconds(1), "more than 0, up", "leave it out for the default"});
   }
   return o;
 }

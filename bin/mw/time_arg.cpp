@@ -116,15 +116,21 @@ TimePoint parse_iso_time(std::string_view text) {
 
 }  // namespace
 
-milliseconds parse_seconds(std::string_view option, std::string_view text) {
+milliseconds parse_seconds(std::string_view option, std::string_view text, SecondsFloor floor) {
   double seconds = 0;
   if (!parse_decimal(text, seconds))
     throw UsageError(std::string(option) + ": '" + std::string(text) + "' is not a number of seconds (write e.g. 30 or 1.5)");
   const double max_seconds = static_cast<double>(kMaxSubmitDelayMs) / 1000;
-  if (seconds < 0 || seconds > max_seconds)
-    throw UsageError(std::string(option) + ": " + std::string(text) + " is out of range: give 0 to " +
-                         std::to_string(static_cast<std::uint64_t>(max_seconds)) + " seconds (10 years)");
-  return milliseconds{static_cast<std::int64_t>(std::ceil(seconds * 1000))};
+  const auto out_of_range = [&] {
+    return UsageError(std::string(option) + ": " + std::string(text) + " is out of range: give " +
+                      std::string(floor.least_text) + " to " +
+                      std::to_string(static_cast<std::uint64_t>(max_seconds)) + " seconds (10 years)" +
+                      (floor.hint.empty() ? "" : "; " + std::string(floor.hint)));
+  };
+  if (seconds < 0 || seconds > max_seconds) throw out_of_range();
+  const milliseconds value{static_cast<std::int64_t>(std::ceil(seconds * 1000))};
+  if (value < floor.least) throw out_of_range();
+  return value;
 }
 
 TimePoint parse_time(std::string_view text) {

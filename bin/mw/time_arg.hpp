@@ -13,10 +13,20 @@ namespace mw::cli {
 
 using TimePoint = std::chrono::sys_time<std::chrono::milliseconds>;
 
+// The smallest value a seconds option takes, and how its range message
+// says it ("0.1" gives "give 0.1 to 315360000 seconds (10 years)"). `hint`
+// ends the message, when there is one.
+struct SecondsFloor {
+  std::chrono::milliseconds least{0};
+  std::string_view least_text = "0";
+  std::string_view hint = {};
+};
+
 // A number of seconds, decimals allowed ("90", "1.5", "0.25"), as whole
 // milliseconds rounded up (a tiny positive delay is never 0). Accepts
-// 0 .. 10 years (the broker's limit). `option` names the flag in messages.
-std::chrono::milliseconds parse_seconds(std::string_view option, std::string_view text);
+// `floor` (0 unless given) .. 10 years (the broker's limit). `option` names
+// the flag in messages.
+std::chrono::milliseconds parse_seconds(std::string_view option, std::string_view text, SecondsFloor floor = {});
 
 // A moment: ISO 8601 with a date, a time and a zone —
 // "2026-12-01T10:00:00Z", "2026-12-01T10:00:00.250Z",
