@@ -15,6 +15,13 @@
 namespace mw::broker {
 namespace {
 
+// The same job may be held again as a later attempt (its lease expired and
+// it came back to the same worker): an answer (DONE, FAIL, PROGRESS) that
+// quotes another attempt is the old run's, late. 0: not said (an older peer).
+bool answers_another_run(const Job& held, std::uint32_t attempt) noexcept {
+  return attempt != 0 && attempt != held.attempts;
+}
+
 constexpr std::string_view kLogComponent = "broker";
 
 // Routing ids are binary; status and logs show them as hex.
@@ -546,10 +553,9 @@ void BrokerCore::on_progress(const std::string& peer, const zmq::message_t& head
   // taken back) says nothing about the job's current run.
   WorkerEntry* worker = workers_.find(peer);
   if (!worker) return;
-  const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
-                                [&](const Job& held) { return held.id == progress.job_id; });
-  if (job == worker->jobs.end()) return;
-  if (progress.attempt != 0 && progress.attempt != job->attempts) return;  // the old run of a job that came back
+  const Job* job = worker->held(progress.job_id);
+  if (!job) return;
+  if (answers_another_run(*job, progress.attempt)) return;
   // A cancelled flow's job runs on only until its worker answers: its
   // outcome is told, and nothing is said of it after that.
   if (!cancelled_flows_.empty() && cancelled_flows_.contains(job->flow_id)) return;
@@ -589,9 +595,7 @@ void BrokerCore::publish_due_progress(std::int64_t now_ms) {
     // Published since this entry was made (a value came just as it fell
     // due): the entry made after that publish covers the value.
     if (now_ms - held->second.published_ms < kProgressPublishEveryMs) continue;
-    const auto job = std::find_if(worker->jobs.begin(), worker->jobs.end(),
-                                  [&](const Job& j) { return j.id == due.job_id; });
-    if (job != worker->jobs.end()) publish_progress(*job, held->second);
+    if (const Job* job = worker->held(due.job_id)) publish_progress(*job, held->second);
   }
 }
 
@@ -618,14 +622,9 @@ std::optional<Job> BrokerCore::take_held(WorkerEntry& worker, std::uint64_t job_
 
 std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEntry* worker, std::uint64_t job_id,
                                               std::uint32_t attempt) {
-  // The same job may be here again as a later attempt (its lease expired
-  // and it came back to this worker): an answer that names another attempt
-  // is the old run's, late.
   const auto other_run = [&] {
-    if (attempt == 0) return false;  // not said: an older peer
-    const auto held = std::find_if(worker->jobs.begin(), worker->jobs.end(),
-                                   [&](const Job& j) { return j.id == job_id; });
-    return held != worker->jobs.end() && held->attempts != attempt;
+    const Job* held = worker->held(job_id);
+    return held && answers_another_run(*held, attempt);
   };
   if (worker && !other_run()) {
     if (auto job = take_held(*worker, job_id)) return job;

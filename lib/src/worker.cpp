@@ -50,11 +50,11 @@ void shorten_error(std::string& error, std::uint64_t max_message_bytes) {
   if (error.size() > most) error = shortened(error, most);
 }
 
-// What a handler thread hands back to the I/O thread.
 // One run of a job: its id and attempt. A job taken back from this worker
 // (an expired lease) may come back to it while the first run goes on.
 using RunKey = std::pair<std::uint64_t, std::uint32_t>;
 
+// What a handler thread hands back to the I/O thread.
 struct Completion {
   std::uint64_t job_id = 0;
   std::uint32_t attempt = 0;  // the JOB's, quoted in the answer (0: not said)
@@ -562,20 +562,8 @@ class Worker::Impl final : public detail::ProgressSink {
       send_answer(peer, c);
       return;
     }
-    // Each copy is answered as its own delivery: with its own attempt.
-    std::vector<std::uint32_t> copies;
-    const auto same_job = [&copies, id = c.job_id](const Job& job) {
-      if (job.id != id) return false;
-      copies.push_back(job.attempt);
-      return true;
-    };
-    std::erase_if(local_, same_job);
-    {
-      std::lock_guard lock(mutex_);
-      std::erase_if(pending_, same_job);
-    }
     count(c);
-    for (const std::uint32_t attempt : copies) {
+    for (const std::uint32_t attempt : take_waiting_copies(c.job_id)) {
       c.attempt = attempt;
       send_answer(peer, c, /*counted=*/true);
     }
@@ -633,6 +621,22 @@ class Worker::Impl final : public detail::ProgressSink {
     }
   }
 
+  // Takes every copy of `job_id` that waits to start, inline (local_) or for
+  // a handler thread (pending_), and returns their attempts: each copy is a
+  // delivery of its own, answered with its own attempt. Socket held.
+  std::vector<std::uint32_t> take_waiting_copies(std::uint64_t job_id) {
+    std::vector<std::uint32_t> attempts;
+    const auto is_copy = [&attempts, job_id](const Job& job) {
+      if (job.id != job_id) return false;
+      attempts.push_back(job.attempt);
+      return true;
+    };
+    std::erase_if(local_, is_copy);
+    std::lock_guard lock(mutex_);
+    std::erase_if(pending_, is_copy);
+    return attempts;
+  }
+
   // A JobHandedBack while stopping: answered by no DONE or FAIL. (An
   // inline handler returns before the I/O thread has seen the stop.)
   bool hands_back(const Completion& c) const noexcept {
@@ -660,21 +664,13 @@ class Worker::Impl final : public detail::ProgressSink {
   void cancel_job(detail::PeerSocket& peer, std::uint64_t job_id) {
     // Every copy: after a lease expired the broker may have sent the same
     // job here again, and each copy holds a credit until it is answered.
-    // Each copy is answered as the delivery it is: with its own attempt.
-    std::vector<std::uint32_t> dropped;
-    auto is_it = [&dropped, job_id](const Job& job) {
-      if (job.id != job_id) return false;
-      dropped.push_back(job.attempt);
-      return true;
-    };
-    std::erase_if(local_, is_it);
+    const std::vector<std::uint32_t> dropped = take_waiting_copies(job_id);
     bool stopped = false;
     if (inline_running_id_ == job_id) stopped = inline_running_stop_.request_stop();
     {
       // Stopped under the lock: a handler thread takes its entry out (and
       // may reuse its source for its next job) only under it.
       std::lock_guard lock(mutex_);
-      std::erase_if(pending_, is_it);
       for (const RunningJob& r : running_jobs_)
         if (r.job_id == job_id) stopped |= r.stop->request_stop();
     }

@@ -8,6 +8,7 @@
 // Thread safety: none; the broker is single-threaded.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -57,6 +58,11 @@ struct WorkerEntry {
   std::unordered_map<std::uint64_t, Progress> progress;
 
   std::size_t load() const noexcept { return jobs.size() + expired; }
+  // The job of that id it holds, or nullptr.
+  Job* held(std::uint64_t job_id) noexcept {
+    const auto it = std::find_if(jobs.begin(), jobs.end(), [&](const Job& j) { return j.id == job_id; });
+    return it == jobs.end() ? nullptr : &*it;
+  }
   bool has_free_credit() const noexcept { return !paused && load() < credit; }
 };
 
