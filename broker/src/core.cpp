@@ -225,7 +225,12 @@ void BrokerCore::on_batch(std::span<zmq::message_t> frames, std::int64_t now_ms)
     message[1] = wire::encode_tag(item.command);
     message[2] = zmq::message_t(const_cast<char*>(item.header.data()), item.header.size(), nullptr);
     const bool has_payload = wire::frame_count(item.command) == 3;
-    if (has_payload) message[3] = std::move(frames[next_payload++]);
+    // An inline payload is copied out: a job keeps its payload after the
+    // index frame is gone.
+    if (item.inline_payload)
+      message[3] = zmq::message_t(item.payload.data(), item.payload.size());
+    else if (has_payload)
+      message[3] = std::move(frames[next_payload++]);
     handle(std::span<zmq::message_t>(message.data(), has_payload ? 4 : 3), now_ms);
   }
   batch_items_.clear();
@@ -275,9 +280,10 @@ void BrokerCore::on_hello(const std::string& peer, const zmq::message_t& header)
     return;
   }
   peers_[peer].said_hello = true;
-  transport_.set_batch_limit(peer, hello.batch);
+  transport_.set_batch_limit(peer, hello.batch, hello.inline_payloads);
   wire::Welcome welcome;
   welcome.batch = kMaxBatchEntries;
+  welcome.inline_payloads = true;
   welcome.pub_address = config_.pub_address;
   welcome.heartbeat_ms = config_.heartbeat_ms;
   welcome.broker_version = kVersion;

@@ -185,7 +185,7 @@ class BrokerServer::Impl final : public Transport {
     throw e;
   }
 
-  void set_batch_limit(std::string_view peer, std::uint32_t entries) override {
+  void set_batch_limit(std::string_view peer, std::uint32_t entries, bool inline_payloads) override {
     const std::uint32_t limit = std::min(entries, kDefaultBatchEntries);
     if (limit < 2) {  // a batch of one is the message itself
       forget(peer);
@@ -194,6 +194,7 @@ class BrokerServer::Impl final : public Transport {
     auto [it, inserted] = outboxes_.try_emplace(std::string(peer));
     it->second.id = std::string(peer);
     it->second.limit = limit;
+    it->second.batch.inline_payloads_up_to(inline_payloads ? kMaxInlinePayloadBytes : 0);
   }
 
   void forget(std::string_view peer) override {

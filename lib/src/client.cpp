@@ -308,7 +308,8 @@ class Client::Impl {
   void say_hello() {
     if (said_hello_) return;
     zmq::message_t hello =
-        wire::encode(wire::Hello{kRoleClient, "mw-client", kProtocolVersion, detail::PeerSocket::kBatchAccepted});
+        wire::encode(wire::Hello{kRoleClient, "mw-client", kProtocolVersion, detail::PeerSocket::kBatchAccepted,
+                                  /*inline_payloads=*/true});
     peer_.send(Command::Hello, &hello);
     said_hello_ = true;
     last_heard_ = Clock::now();

@@ -51,12 +51,14 @@ void PeerSocket::take_welcome(const wire::Welcome& welcome) noexcept {
   if (batch_limit_ < 2) batch_limit_ = 0;  // a BATCH of one is the message itself
   max_message_bytes_ = welcome.max_message_bytes ? welcome.max_message_bytes : kDefaultMaxMessageBytes;
   max_batch_bytes_ = std::min<std::uint64_t>(kMaxBatchBytes, max_message_bytes_ / 2);
+  outbox_.inline_payloads_up_to(welcome.inline_payloads ? kMaxInlinePayloadBytes : 0);
 }
 
 void PeerSocket::forget_welcome() noexcept {
   batch_limit_ = 0;
   max_message_bytes_ = 0;
   max_batch_bytes_ = kMaxBatchBytes;
+  outbox_.inline_payloads_up_to(0);
 }
 
 std::size_t PeerSocket::message_bytes(const zmq::message_t* header, const zmq::message_t* payload) noexcept {
@@ -123,7 +125,10 @@ std::optional<Inbound> PeerSocket::next_from_batch() {
   in.command = item.command;
   // A constant message: points into in_index_, no copy and no allocation.
   in.header = zmq::message_t(const_cast<char*>(item.header.data()), item.header.size(), nullptr);
-  if (wire::frame_count(item.command) == 3) in.payload = std::move(in_payloads_[in_next_payload_++]);
+  if (item.inline_payload)  // likewise
+    in.payload = zmq::message_t(const_cast<char*>(item.payload.data()), item.payload.size(), nullptr);
+  else if (wire::frame_count(item.command) == 3)
+    in.payload = std::move(in_payloads_[in_next_payload_++]);
   return in;
 }
 

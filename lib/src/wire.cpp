@@ -382,10 +382,18 @@ void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out
     const auto head = static_cast<unsigned char>(index.data<char>()[0]);
     bad_batch(head == 0xdc || head == 0xdd ? "truncated index" : "index must be an array of command, header pairs");
   }
-  if (items == 0 || items % 2 != 0 || items / 2 > kMaxBatchEntries)
+  // Two items per entry, three for one with its payload inline.
+  if (items < 2 || items > 3 * std::uint64_t{kMaxBatchEntries})
     bad_batch("index must hold 1.." + std::to_string(kMaxBatchEntries) + " command, header pairs");
-  out.reserve(items / 2);
-  for (std::uint64_t i = 0; i < items / 2; ++i) {
+  out.reserve(std::min<std::uint64_t>(items / 2, kMaxBatchEntries));
+  // A bin's length, after its head byte `b`; false if `b` is not a bin head.
+  const auto bin_length = [&in](unsigned b, std::uint64_t& length) {
+    return b >= 0xc4 && b <= 0xc6 && in.big_endian(1 << (b - 0xc4), length);
+  };
+  std::uint64_t left = items;
+  for (std::size_t i = 0; left > 0; ++i) {
+    if (i == kMaxBatchEntries || left < 2)
+      bad_batch("index must hold 1.." + std::to_string(kMaxBatchEntries) + " command, header pairs");
     unsigned b = 0;
     std::uint64_t byte = 0;
     if (!in.byte(b)) bad_batch("truncated index");
@@ -394,18 +402,30 @@ void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out
     } else if (b != 0xcc || !in.big_endian(1, byte)) {
       bad_batch("entry " + std::to_string(i) + ": command must be a small integer");
     }
+    BatchItem item;
+    item.inline_payload = (byte & kInlinePayloadFlag) != 0;
+    byte &= ~std::uint64_t{kInlinePayloadFlag};
     if (!is_known_command(static_cast<std::uint8_t>(byte)) || frame_count(static_cast<Command>(byte)) < 2)
       bad_batch("entry " + std::to_string(i) + ": command " + std::to_string(byte) +
                 " cannot be batched (a known command with a header, not BATCH)");
+    item.command = static_cast<Command>(byte);
+    if (item.inline_payload && frame_count(item.command) != 3)
+      bad_batch("entry " + std::to_string(i) + ": " + std::string(command_name(item.command)) +
+                " has no payload to carry inline (flag 0x80)");
     std::uint64_t length = 0;
     if (!in.byte(b)) bad_batch("truncated index");
-    if (b < 0xc4 || b > 0xc6 || !in.big_endian(1 << (b - 0xc4), length))
-      bad_batch("entry " + std::to_string(i) + ": header must be a bin");
+    if (!bin_length(b, length)) bad_batch("entry " + std::to_string(i) + ": header must be a bin");
     if (length > kMaxHeaderBytes)
       throw DecodeError(ErrorCode::TooLarge, "BATCH: entry " + std::to_string(i) + ": header too large");
-    BatchItem item;
-    item.command = static_cast<Command>(byte);
     if (!in.run(length, item.header)) bad_batch("truncated index");
+    left -= 2;
+    if (item.inline_payload) {
+      if (left == 0) bad_batch("entry " + std::to_string(i) + ": the inline payload is missing");
+      if (!in.byte(b)) bad_batch("truncated index");
+      if (!bin_length(b, length)) bad_batch("entry " + std::to_string(i) + ": an inline payload must be a bin");
+      if (!in.run(length, item.payload)) bad_batch("truncated index");
+      --left;
+    }
     out.push_back(item);
   }
   if (!in.at_end()) bad_batch("trailing bytes after the index");
@@ -427,7 +447,7 @@ std::size_t batch_size_claimed(const zmq::message_t& index) noexcept {
 
 std::size_t batch_payload_count(const std::vector<BatchItem>& items) noexcept {
   std::size_t n = 0;
-  for (const auto& item : items) n += frame_count(item.command) == 3;
+  for (const auto& item : items) n += frame_count(item.command) == 3 && !item.inline_payload;
   return n;
 }
 
@@ -453,32 +473,94 @@ void Batch::clear() noexcept {
   bytes_ = 0;
 }
 
-zmq::message_t Batch::index() const {
-  msgpack::sbuffer buffer(16 + bytes_ + 8 * commands_.size());
-  msgpack::packer<msgpack::sbuffer> packer(buffer);
-  packer.pack_array(static_cast<std::uint32_t>(2 * commands_.size()));
-  for (std::size_t i = 0; i < commands_.size(); ++i) {
-    packer.pack_uint8(static_cast<std::uint8_t>(commands_[i]));
-    packer.pack_bin(static_cast<std::uint32_t>(headers_[i].size()));
-    packer.pack_bin_body(headers_[i].data<char>(), static_cast<std::uint32_t>(headers_[i].size()));
+namespace {
+
+// msgpack's bin head for `n` bytes, written at `out`; returns its length.
+std::size_t put_bin_head(unsigned char* out, std::size_t n) noexcept {
+  if (n <= 0xff) {
+    out[0] = 0xc4;
+    out[1] = static_cast<unsigned char>(n);
+    return 2;
   }
-  return zmq::message_t(buffer.data(), buffer.size());
+  if (n <= 0xffff) {
+    out[0] = 0xc5;
+    out[1] = static_cast<unsigned char>(n >> 8);
+    out[2] = static_cast<unsigned char>(n);
+    return 3;
+  }
+  out[0] = 0xc6;
+  for (int k = 0; k < 4; ++k) out[1 + k] = static_cast<unsigned char>(n >> (8 * (3 - k)));
+  return 5;
+}
+
+std::size_t bin_head_size(std::size_t n) noexcept { return n <= 0xff ? 2 : n <= 0xffff ? 3 : 5; }
+
+}  // namespace
+
+// Written straight into the frame, whose size is worked out first.
+zmq::message_t Batch::index() const {
+  std::size_t items = 0;
+  std::size_t size = 0;
+  std::size_t p = 0;
+  for (std::size_t i = 0; i < commands_.size(); ++i) {
+    const bool has_payload = frame_count(commands_[i]) == 3;
+    const bool inline_payload = has_payload && goes_inline(payloads_[p]);
+    items += inline_payload ? 3 : 2;
+    size += (inline_payload ? 2 : 1) + bin_head_size(headers_[i].size()) + headers_[i].size();
+    if (inline_payload) size += bin_head_size(payloads_[p].size()) + payloads_[p].size();
+    p += has_payload;
+  }
+  size += items <= 15 ? 1 : items <= 0xffff ? 3 : 5;
+  zmq::message_t frame(size);
+  unsigned char* out = frame.data<unsigned char>();
+  if (items <= 15) {
+    *out++ = static_cast<unsigned char>(0x90 | items);
+  } else if (items <= 0xffff) {
+    *out++ = 0xdc;
+    *out++ = static_cast<unsigned char>(items >> 8);
+    *out++ = static_cast<unsigned char>(items);
+  } else {
+    *out++ = 0xdd;
+    for (int k = 0; k < 4; ++k) *out++ = static_cast<unsigned char>(items >> (8 * (3 - k)));
+  }
+  const auto put_bin = [&out](const zmq::message_t& m) {
+    out += put_bin_head(out, m.size());
+    if (m.size() > 0) std::memcpy(out, m.data(), m.size());
+    out += m.size();
+  };
+  p = 0;
+  for (std::size_t i = 0; i < commands_.size(); ++i) {
+    const bool has_payload = frame_count(commands_[i]) == 3;
+    const bool inline_payload = has_payload && goes_inline(payloads_[p]);
+    // Commands are below 0x80: a positive fixint, or with the flag a uint8.
+    if (inline_payload) {
+      *out++ = 0xcc;
+      *out++ = static_cast<unsigned char>(commands_[i]) | kInlinePayloadFlag;
+    } else {
+      *out++ = static_cast<unsigned char>(commands_[i]);
+    }
+    put_bin(headers_[i]);
+    if (inline_payload) put_bin(payloads_[p]);
+    p += has_payload;
+  }
+  return frame;
 }
 
 // ---- encode ---------------------------------------------------------------
 
 zmq::message_t encode(const Hello& m) {
   Writer w;
-  w.array(4).str(m.role).str(m.name).u64(m.version);
+  w.array(5).str(m.role).str(m.name).u64(m.version);
   if (m.batch) w.u64(m.batch); else w.nil();
+  w.boolean(m.inline_payloads);
   return w.frame();
 }
 
 zmq::message_t encode(const Welcome& m) {
   Writer w;
-  w.array(6).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
+  w.array(7).str(m.pub_address).u64(m.heartbeat_ms).str(m.broker_version).u64(m.max_message_bytes);
   if (m.batch) w.u64(m.batch); else w.nil();
-  w.boolean(m.progress);
+  w.boolean(m.progress).boolean(m.inline_payloads);
   return w.frame();
 }
 
@@ -660,13 +742,15 @@ zmq::message_t encode(const EventMeta& m) {
 
 Hello decode_hello(const zmq::message_t& frame) {
   Fields f(frame, 3, "HELLO");
-  return {f.str(0, "role"), f.str(1, "name"), f.u32(2, "version"), batch_limit(f, 3)};
+  return {f.str(0, "role"), f.str(1, "name"), f.u32(2, "version"), batch_limit(f, 3),
+          f.has(4) && f.boolean(4, "inline payloads")};
 }
 
 Welcome decode_welcome(const zmq::message_t& frame) {
   Fields f(frame, 4, "WELCOME");
   return {f.str(0, "pub address"), f.u32(1, "heartbeat ms"), f.str(2, "broker version"),
-          f.u64(3, "max message bytes"), batch_limit(f, 4), f.has(5) && f.boolean(5, "progress")};
+          f.u64(3, "max message bytes"), batch_limit(f, 4), f.has(5) && f.boolean(5, "progress"),
+          f.has(6) && f.boolean(6, "inline payloads")};
 }
 
 Ready decode_ready(const zmq::message_t& frame) {

@@ -381,7 +381,8 @@ class Worker::Impl final : public detail::ProgressSink {
 
   void register_with(detail::PeerSocket& peer) {
     zmq::message_t hello =
-        wire::encode(wire::Hello{kRoleWorker, options_.name, kProtocolVersion, detail::PeerSocket::kBatchAccepted});
+        wire::encode(wire::Hello{kRoleWorker, options_.name, kProtocolVersion, detail::PeerSocket::kBatchAccepted,
+                                  /*inline_payloads=*/true});
     peer.send(Command::Hello, &hello);
     send_ready(peer);
     last_heard_ = Clock::now();

@@ -686,8 +686,15 @@ TEST_CASE("HELLO tells the transport how many messages per BATCH the peer takes;
   CHECK(h.transport.batch_limits.at("c1") == 64);
   const auto welcome_frame = frame_of(h.to("c1").at(0).header);
   CHECK(wire::decode_welcome(welcome_frame).batch == mw::kMaxBatchEntries);
+  CHECK_FALSE(h.transport.inline_payloads_to.at("c1"));
+  CHECK(wire::decode_welcome(welcome_frame).inline_payloads);  // the broker takes them
+  wire::Hello inlining{mw::kRoleWorker, "w", 1, 64};
+  inlining.inline_payloads = true;
+  h.command("c3", Command::Hello, bytes_of(wire::encode(inlining)));
+  CHECK(h.transport.inline_payloads_to.at("c3"));
   h.hello("c2");  // an older peer: no batch field
   CHECK(h.transport.batch_limits.at("c2") == 0);
+  CHECK_FALSE(h.transport.inline_payloads_to.at("c2"));
   // Forgotten with the peer, so a later peer with its id starts unbatched.
   h.disconnect("c1");
   CHECK(h.transport.forgotten == std::vector<std::string>{"c1"});
@@ -740,6 +747,34 @@ TEST_CASE("a BATCH is handled as its messages, one after another") {
     CHECK(next[i].payload == jobs[i].payload);
   }
   CHECK(h.worker("w1")->jobs.empty());
+}
+
+TEST_CASE("payloads inline in a BATCH index are the broker's own copies: a queued job keeps its bytes") {
+  Harness h;
+  h.ready("w1", {"a"}, "", 1);  // room for one: the other two wait in the queue
+  wire::Batch submits;
+  submits.inline_payloads_up_to(mw::kMaxInlinePayloadBytes);
+  for (std::uint64_t r = 1; r <= 3; ++r) {
+    auto header = wire::encode(submit_header(r, "a", false, 0));
+    zmq::message_t payload = frame_of(payload_bytes(40, static_cast<unsigned char>(r)));
+    submits.add(Command::Submit, header, &payload);
+  }
+  h.send_batch("c1", submits);  // its frames are gone once it is handled
+  CHECK(h.to("c1").size() == 3);
+  for (unsigned char r = 1; r <= 3; ++r) {
+    const auto jobs = h.jobs("w1");
+    REQUIRE(jobs.size() == r);
+    CHECK(jobs.back().payload == payload_bytes(40, r));
+    wire::Batch done;
+    done.inline_payloads_up_to(mw::kMaxInlinePayloadBytes);
+    auto header = wire::encode(wire::Done{jobs.back().id, std::nullopt});
+    zmq::message_t result = frame_of("\xc3");
+    done.add(Command::Done, header, &result);
+    auto status = wire::encode(wire::StatusRequest{100u + r});  // a second entry: a BATCH, not one message
+    done.add(Command::Status, status, nullptr);
+    h.send_batch("w1", done);
+  }
+  CHECK(h.type_stats("a").done == 3);
 }
 
 TEST_CASE("a bad message inside a BATCH gets its own ERROR; the others are handled") {

@@ -95,8 +95,9 @@ class RecordingTransport final : public Transport {
     return sent.back().result;
   }
 
-  void set_batch_limit(std::string_view peer, std::uint32_t entries) override {
+  void set_batch_limit(std::string_view peer, std::uint32_t entries, bool inline_payloads) override {
     batch_limits[std::string(peer)] = entries;
+    inline_payloads_to[std::string(peer)] = inline_payloads;
   }
   void forget(std::string_view peer) override { forgotten.push_back(std::string(peer)); }
 
@@ -110,6 +111,7 @@ class RecordingTransport final : public Transport {
   std::vector<Published> published;
   std::map<std::string, SendResult> fail_for;
   std::map<std::string, std::uint32_t> batch_limits;  // as HELLO told them
+  std::map<std::string, bool> inline_payloads_to;     // likewise
   std::vector<std::string> forgotten;
   bool subscribers = false;
 };

@@ -1184,6 +1184,110 @@ TEST_CASE("decode_batch_index rejects malformed indexes with one clear error") {
   CHECK(items.size() == mw::kMaxBatchEntries);
 }
 
+TEST_CASE("a Batch told to inline payloads carries the small ones in its index, the large ones in frames") {
+  wire::Batch batch;
+  batch.inline_payloads_up_to(mw::kMaxInlinePayloadBytes);
+  auto submit = wire::encode(wire::Submit{1, "resize"});
+  zmq::message_t small = frame_of("\xa5hello");
+  auto done = wire::encode(wire::Done{9, std::nullopt});
+  const std::string large_bytes = "\xc5\x04\x01" + std::string(mw::kMaxInlinePayloadBytes + 1 - 3, 'x');
+  zmq::message_t large = frame_of(large_bytes);
+  auto fail = wire::encode(wire::Fail{10, "boom", true});
+  auto result = wire::encode(wire::Result{6, mw::kOutcomeDone, "", "resize", 1});
+  const std::string submit_bytes = bytes_of(submit), fail_bytes = bytes_of(fail);
+  batch.add(Command::Submit, submit, &small);
+  batch.add(Command::Done, done, &large);
+  batch.add(Command::Fail, fail, nullptr);
+  batch.add(Command::Result, result, nullptr);  // no payload given: nil, inline too
+
+  const auto frames = drained(batch);
+  REQUIRE(frames.size() == 3);  // tag, index, the one payload too large to go inline
+  CHECK(frames[1].second);
+  CHECK(frames[2] == std::pair<std::string, bool>(large_bytes, false));
+
+  std::vector<wire::BatchItem> items;
+  const auto index = frame_of(frames[1].first);
+  wire::decode_batch(index, 1, items);
+  REQUIRE(items.size() == 4);
+  CHECK(wire::batch_payload_count(items) == 1);
+  CHECK(items[0].command == Command::Submit);
+  CHECK(items[0].header == submit_bytes);
+  CHECK(items[0].inline_payload);
+  CHECK(items[0].payload == "\xa5hello");
+  CHECK(items[1].command == Command::Done);
+  CHECK_FALSE(items[1].inline_payload);
+  CHECK(items[2].command == Command::Fail);
+  CHECK(items[2].header == fail_bytes);
+  CHECK_FALSE(items[2].inline_payload);
+  CHECK(items[3].command == Command::Result);
+  CHECK(items[3].inline_payload);
+  CHECK(items[3].payload == "\xc0");
+  // Counted against the frames that came: the index needs one.
+  CHECK_THROWS_AS(wire::decode_batch(index, 2, items), wire::DecodeError);
+
+  // A batch of one is still the message itself, its payload a frame.
+  auto job = wire::encode(wire::JobHeader{9, "resize", 1, 6, ""});
+  zmq::message_t payload = frame_of("\x07");
+  batch.add(Command::Job, job, &payload);
+  const auto single = drained(batch);
+  REQUIRE(single.size() == 3);
+  CHECK(single[2] == std::pair<std::string, bool>("\x07", false));
+}
+
+TEST_CASE("an index with inline payloads reads in every msgpack form, and rejects what is malformed") {
+  const std::string submit = bytes_of(wire::encode(wire::Submit{1, "resize"}));
+  const std::string accepted = bytes_of(wire::encode(wire::Accepted{5, 6}));
+  const auto head = [](std::size_t n) { return std::string("\xc4") + static_cast<char>(n); };
+  const std::string entry = "\xcc\x87" + head(submit.size()) + submit + head(1) + "\x07";  // SUBMIT | 0x80
+  std::vector<wire::BatchItem> items;
+  // array16, and the payload as bin16.
+  const auto frame = frame_of(std::string("\xdc\x00\x03\xcc\x87", 5) + head(submit.size()) + submit +
+                              std::string("\xc5\x00\x02", 3) + "\x92\x01");
+  wire::decode_batch(frame, 0, items);
+  REQUIRE(items.size() == 1);
+  CHECK(items[0].inline_payload);
+  CHECK(items[0].payload == "\x92\x01");
+
+  auto code_of = [&](const std::string& index) {
+    return decode_error_code([&] { wire::decode_batch_index(frame_of(index), items); });
+  };
+  CHECK_NOTHROW(wire::decode_batch_index(frame_of("\x93" + entry), items));
+  // The flag on a command that has no payload.
+  CHECK(code_of("\x93\xcc\x88" + head(accepted.size()) + accepted + head(1) + "\x07") == ErrorCode::BadRequest);
+  // The payload as a str, not a bin; missing (the count ends first); cut short.
+  CHECK(code_of("\x93\xcc\x87" + head(submit.size()) + submit + "\xa1\x07") == ErrorCode::BadRequest);
+  CHECK(code_of("\x92" + entry.substr(0, entry.size() - 3)) == ErrorCode::BadRequest);
+  for (std::size_t n = 0; n < entry.size(); ++n) {
+    CAPTURE(n);
+    CHECK(code_of("\x93" + entry.substr(0, n)) == ErrorCode::BadRequest);
+  }
+  // An inline entry next to plain ones: 3 + 2 items.
+  CHECK_NOTHROW(wire::decode_batch_index(frame_of("\x95" + entry + "\x08" + head(accepted.size()) + accepted), items));
+  CHECK(items.size() == 2);
+  // 1025 entries are too many, however they are counted.
+  std::string many = "\xdd" + std::string("\x00\x00\x0c\x03", 4);  // 3075 items
+  for (std::uint32_t i = 0; i <= mw::kMaxBatchEntries; ++i) many += entry;
+  CHECK(code_of(many) == ErrorCode::BadRequest);
+}
+
+TEST_CASE("HELLO and WELCOME say whether a side takes inline payloads; absent means no") {
+  wire::Hello hello{"worker", "w", 1, 64};
+  CHECK_FALSE(wire::decode_hello(wire::encode(hello)).inline_payloads);
+  hello.inline_payloads = true;
+  CHECK(wire::decode_hello(wire::encode(hello)).inline_payloads);
+  wire::Welcome welcome{"tcp://x:1", 1000, "1", 1 << 20, 1024, true};
+  CHECK_FALSE(wire::decode_welcome(wire::encode(welcome)).inline_payloads);
+  welcome.inline_payloads = true;
+  const auto decoded = wire::decode_welcome(wire::encode(welcome));
+  CHECK(decoded.inline_payloads);
+  CHECK(decoded.progress);
+  // An older broker's six-field WELCOME.
+  msgpack::sbuffer old;
+  msgpack::packer<msgpack::sbuffer>(old).pack(
+      std::make_tuple(std::string("tcp://x:1"), 1000, std::string("1"), 1 << 20, 1024, true));
+  CHECK_FALSE(wire::decode_welcome(zmq::message_t(old.data(), old.size())).inline_payloads);
+}
+
 TEST_CASE("HELLO and WELCOME carry the batch size a side takes; absent or nil is none") {
   const auto hello = wire::encode(wire::Hello{"worker", "w", 1, 64});
   CHECK(wire::decode_hello(hello).batch == 64);

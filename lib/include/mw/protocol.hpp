@@ -113,6 +113,15 @@ inline constexpr std::uint32_t kMaxCredit = 10000;
 // the broker in WELCOME), and how many the mw library and broker put in one.
 inline constexpr std::uint32_t kMaxBatchEntries = 1024;
 inline constexpr std::uint32_t kDefaultBatchEntries = 64;
+// A BATCH entry whose command byte has this bit set carries its payload in
+// the index, as a bin right after its header (§2.1), instead of in a frame
+// of its own. Sent only to a side that said it takes them (HELLO field 4,
+// WELCOME field 6).
+inline constexpr std::uint8_t kInlinePayloadFlag = 0x80;
+// The largest payload the mw library and broker put in an index: a frame
+// costs both ends more than copying this many bytes; a larger payload keeps
+// its frame (ZeroMQ sends it without a copy).
+inline constexpr std::size_t kMaxInlinePayloadBytes = 1024;
 // SUBMIT options (§7.1): delay and lease at most ten years, priority in
 // [-1000, 1000], idempotency key at most 256 bytes.
 inline constexpr std::uint64_t kMaxSubmitDelayMs = 315'360'000'000ULL;

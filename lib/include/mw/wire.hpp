@@ -47,6 +47,8 @@ struct Hello {
   std::uint32_t version = kProtocolVersion;
   // Messages per BATCH this peer takes from the broker; 0: send it no BATCH.
   std::uint32_t batch = 0;
+  // This peer takes payloads inside a BATCH index (kInlinePayloadFlag).
+  bool inline_payloads = false;
 };
 
 struct Welcome {
@@ -58,6 +60,8 @@ struct Welcome {
   std::uint32_t batch = 0;
   // The broker takes PROGRESS (0x14); false (an older broker): send it none.
   bool progress = false;
+  // The broker takes payloads inside a BATCH index (kInlinePayloadFlag).
+  bool inline_payloads = false;
 };
 
 struct Ready {
@@ -265,15 +269,19 @@ std::size_t frame_count(Command command) noexcept;
 
 // ---- BATCH: several messages in one ---------------------------------------
 //
-// [tag BATCH][index][payload…]. The index is a msgpack array of 2n items,
-// the command byte and then the header (a bin holding the header frame's
-// bytes) of each message; one payload frame follows the index for every
-// message whose command carries one, in order. Only commands with a header
-// go in a batch (not HEARTBEAT, DISCONNECT or BATCH), 1..kMaxBatchEntries.
+// [tag BATCH][index][payload…]. The index is a msgpack array holding, for
+// each message, its command byte and then its header (a bin holding the
+// header frame's bytes). A message whose command carries a payload either
+// has it in a frame after the index (frames in entry order), or, when its
+// command byte has kInlinePayloadFlag set, as a bin right after its header
+// (only to a side that said it takes them). Only commands with a header go
+// in a batch (not HEARTBEAT, DISCONNECT or BATCH), 1..kMaxBatchEntries.
 
 struct BatchItem {
   Command command{};
-  std::string_view header;  // the header frame's bytes, inside the index frame
+  std::string_view header;   // the header frame's bytes, inside the index frame
+  bool inline_payload = false;
+  std::string_view payload;  // inline_payload: the payload's bytes, inside the index frame
 };
 
 // Parses an index frame into `out` (cleared first). Throws DecodeError on
@@ -281,12 +289,13 @@ struct BatchItem {
 void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out);
 
 // decode_batch_index, then checks that `payload_frames` frames followed the
-// index, as many as its entries carry. What a receiver of a BATCH calls.
+// index, as many as its entries carry outside it. What a receiver of a
+// BATCH calls.
 void decode_batch(const zmq::message_t& index, std::size_t payload_frames, std::vector<BatchItem>& out);
 
-// The number of messages an index frame says it holds (from its array
-// header alone), between 1 and kMaxBatchEntries; 1 when it cannot tell.
-// For budgeting work before the index is decoded. Never throws.
+// The number of messages an index frame says it holds at most (from its
+// array header alone), between 1 and kMaxBatchEntries; 1 when it cannot
+// tell. For budgeting work before the index is decoded. Never throws.
 std::size_t batch_size_claimed(const zmq::message_t& index) noexcept;
 
 // How many payload frames must follow an index holding `items`.
@@ -299,6 +308,11 @@ class Batch {
   // Queues a message; `header` and `payload` (if any) are moved from.
   // REQUIRES: frame_count(command) is 2 or 3.
   void add(Command command, zmq::message_t& header, zmq::message_t* payload);
+
+  // Payloads of at most `bytes` go inside the index (kInlinePayloadFlag)
+  // when more than one message is sent; 0 (the default): every payload in
+  // a frame of its own, for a side that did not say it takes them.
+  void inline_payloads_up_to(std::size_t bytes) noexcept { inline_limit_ = bytes; }
 
   std::size_t size() const noexcept { return commands_.size(); }
   bool empty() const noexcept { return commands_.empty(); }
@@ -315,11 +329,15 @@ class Batch {
   void clear() noexcept;
 
  private:
+  bool goes_inline(const zmq::message_t& payload) const noexcept {
+    return inline_limit_ > 0 && payload.size() <= inline_limit_;
+  }
   zmq::message_t index() const;
   std::vector<Command> commands_;
   std::vector<zmq::message_t> headers_;
   std::vector<zmq::message_t> payloads_;  // one per command that carries one
   std::size_t bytes_ = 0;
+  std::size_t inline_limit_ = 0;
 };
 
 template <class SendFrame>
@@ -339,9 +357,12 @@ void Batch::drain(SendFrame&& send) {
   }
   zmq::message_t tag = encode_tag(Command::Batch);
   zmq::message_t idx = index();
+  std::size_t framed = 0;  // payloads left outside the index
+  for (const auto& payload : payloads_) framed += !goes_inline(payload);
   send(tag, true);
-  send(idx, !payloads_.empty());
-  for (std::size_t i = 0; i < payloads_.size(); ++i) send(payloads_[i], i + 1 < payloads_.size());
+  send(idx, framed > 0);
+  for (auto& payload : payloads_)
+    if (!goes_inline(payload)) send(payload, --framed > 0);
 }
 
 // The 9 bytes of `d` as a msgpack float64 (0xcb, then its bits big-endian).

@@ -43,7 +43,9 @@ class Transport {
   // said so): the transport may queue what is sent to it and deliver it in
   // batches, in order, reporting failures through
   // BrokerCore::on_undelivered. 0 or 1: send it each message as it comes.
-  virtual void set_batch_limit(std::string_view /*peer*/, std::uint32_t /*entries*/) {}
+  // `inline_payloads`: it also takes payloads inside a BATCH's index
+  // (kInlinePayloadFlag), which saves a frame each.
+  virtual void set_batch_limit(std::string_view /*peer*/, std::uint32_t /*entries*/, bool /*inline_payloads*/) {}
 
   // The core has forgotten the peer: drop anything still queued for it.
   virtual void forget(std::string_view /*peer*/) {}
