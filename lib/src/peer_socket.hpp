@@ -23,9 +23,10 @@ namespace mw::detail {
 
 struct Inbound {
   Command command{};
-  // Empty for HEARTBEAT / DISCONNECT. For a message that came in a BATCH it
-  // points into the socket's copy of the batch: valid until the next BATCH
-  // arrives, so decode it before calling try_recv() again.
+  // Empty for HEARTBEAT / DISCONNECT. For a message that came in a BATCH,
+  // the header, and a payload that came inside the index, point into the
+  // socket's copy of the batch: valid until the next BATCH arrives, so
+  // decode or copy them before calling try_recv() again.
   zmq::message_t header;
   zmq::message_t payload;  // empty unless the command carries one
 };

@@ -392,8 +392,9 @@ void decode_batch_index(const zmq::message_t& index, std::vector<BatchItem>& out
   };
   std::uint64_t left = items;
   for (std::size_t i = 0; left > 0; ++i) {
-    if (i == kMaxBatchEntries || left < 2)
+    if (i == kMaxBatchEntries)
       bad_batch("index must hold 1.." + std::to_string(kMaxBatchEntries) + " command, header pairs");
+    if (left < 2) bad_batch("an item is left over after entry " + std::to_string(i - 1));
     unsigned b = 0;
     std::uint64_t byte = 0;
     if (!in.byte(b)) bad_batch("truncated index");

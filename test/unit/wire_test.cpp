@@ -1261,6 +1261,9 @@ TEST_CASE("an index with inline payloads reads in every msgpack form, and reject
     CAPTURE(n);
     CHECK(code_of("\x93" + entry.substr(0, n)) == ErrorCode::BadRequest);
   }
+  // One item more than the entries use.
+  CHECK_THROWS_WITH(wire::decode_batch_index(frame_of("\x93\x08" + head(accepted.size()) + accepted + "\xc0"), items),
+                    doctest::Contains("an item is left over after entry 0"));
   // An inline entry next to plain ones: 3 + 2 items.
   CHECK_NOTHROW(wire::decode_batch_index(frame_of("\x95" + entry + "\x08" + head(accepted.size()) + accepted), items));
   CHECK(items.size() == 2);
