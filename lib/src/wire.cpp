@@ -453,15 +453,20 @@ std::size_t batch_payload_count(const std::vector<BatchItem>& items) noexcept {
 }
 
 void Batch::add(Command command, zmq::message_t& header, zmq::message_t* payload) {
-  bytes_ += header.size();
+  const std::size_t header_bytes = header.size();
+  bytes_ += header_bytes;
   commands_.push_back(command);
   headers_.emplace_back(std::move(header));
+  header_sizes_.push_back(header_bytes);
   if (frame_count(command) == 3) {
     if (payload) {
-      bytes_ += payload->size();
+      const std::size_t payload_bytes = payload->size();
+      bytes_ += payload_bytes;
       payloads_.emplace_back(std::move(*payload));
+      payload_sizes_.push_back(payload_bytes);
     } else {
       payloads_.emplace_back("\xc0", 1);
+      payload_sizes_.push_back(1);
       bytes_ += 1;
     }
   }
@@ -471,6 +476,8 @@ void Batch::clear() noexcept {
   commands_.clear();
   headers_.clear();
   payloads_.clear();
+  header_sizes_.clear();
+  payload_sizes_.clear();
   bytes_ = 0;
 }
 
@@ -505,10 +512,10 @@ zmq::message_t Batch::index() const {
   std::size_t p = 0;
   for (std::size_t i = 0; i < commands_.size(); ++i) {
     const bool has_payload = frame_count(commands_[i]) == 3;
-    const bool inline_payload = has_payload && goes_inline(payloads_[p]);
+    const bool inline_payload = has_payload && goes_inline(payload_sizes_[p]);
     items += inline_payload ? 3 : 2;
-    size += (inline_payload ? 2 : 1) + bin_head_size(headers_[i].size()) + headers_[i].size();
-    if (inline_payload) size += bin_head_size(payloads_[p].size()) + payloads_[p].size();
+    size += (inline_payload ? 2 : 1) + bin_head_size(header_sizes_[i]) + header_sizes_[i];
+    if (inline_payload) size += bin_head_size(payload_sizes_[p]) + payload_sizes_[p];
     p += has_payload;
   }
   size += items <= 15 ? 1 : items <= 0xffff ? 3 : 5;
@@ -524,15 +531,15 @@ zmq::message_t Batch::index() const {
     *out++ = 0xdd;
     for (int k = 0; k < 4; ++k) *out++ = static_cast<unsigned char>(items >> (8 * (3 - k)));
   }
-  const auto put_bin = [&out](const zmq::message_t& m) {
-    out += put_bin_head(out, m.size());
-    if (m.size() > 0) std::memcpy(out, m.data(), m.size());
-    out += m.size();
+  const auto put_bin = [&out](const zmq::message_t& m, std::size_t bytes) {
+    out += put_bin_head(out, bytes);
+    if (bytes > 0) std::memcpy(out, m.data(), bytes);
+    out += bytes;
   };
   p = 0;
   for (std::size_t i = 0; i < commands_.size(); ++i) {
     const bool has_payload = frame_count(commands_[i]) == 3;
-    const bool inline_payload = has_payload && goes_inline(payloads_[p]);
+    const bool inline_payload = has_payload && goes_inline(payload_sizes_[p]);
     // Commands are below 0x80: a positive fixint, or with the flag a uint8.
     if (inline_payload) {
       *out++ = 0xcc;
@@ -540,8 +547,8 @@ zmq::message_t Batch::index() const {
     } else {
       *out++ = static_cast<unsigned char>(commands_[i]);
     }
-    put_bin(headers_[i]);
-    if (inline_payload) put_bin(payloads_[p]);
+    put_bin(headers_[i], header_sizes_[i]);
+    if (inline_payload) put_bin(payloads_[p], payload_sizes_[p]);
     p += has_payload;
   }
   return frame;

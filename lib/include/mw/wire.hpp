@@ -329,13 +329,17 @@ class Batch {
   void clear() noexcept;
 
  private:
-  bool goes_inline(const zmq::message_t& payload) const noexcept {
-    return inline_limit_ > 0 && payload.size() <= inline_limit_;
+  bool goes_inline(std::size_t payload_bytes) const noexcept {
+    return inline_limit_ > 0 && payload_bytes <= inline_limit_;
   }
   zmq::message_t index() const;
   std::vector<Command> commands_;
   std::vector<zmq::message_t> headers_;
   std::vector<zmq::message_t> payloads_;  // one per command that carries one
+  // The frames' sizes, kept so that building the index asks ZeroMQ for
+  // each frame's bytes once (every size() is a call into libzmq).
+  std::vector<std::size_t> header_sizes_;
+  std::vector<std::size_t> payload_sizes_;
   std::size_t bytes_ = 0;
   std::size_t inline_limit_ = 0;
 };
@@ -358,11 +362,11 @@ void Batch::drain(SendFrame&& send) {
   zmq::message_t tag = encode_tag(Command::Batch);
   zmq::message_t idx = index();
   std::size_t framed = 0;  // payloads left outside the index
-  for (const auto& payload : payloads_) framed += !goes_inline(payload);
+  for (const auto bytes : payload_sizes_) framed += !goes_inline(bytes);
   send(tag, true);
   send(idx, framed > 0);
-  for (auto& payload : payloads_)
-    if (!goes_inline(payload)) send(payload, --framed > 0);
+  for (std::size_t p = 0; p < payloads_.size(); ++p)
+    if (!goes_inline(payload_sizes_[p])) send(payloads_[p], --framed > 0);
 }
 
 // The 9 bytes of `d` as a msgpack float64 (0xcb, then its bits big-endian).
