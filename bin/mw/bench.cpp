@@ -367,6 +367,12 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   if (o.serial) {
     if (args["window"].count() && o.window != 1) throw UsageError("--serial means --window 1");
     o.window = 1;
+    // Valid, but easy to misread as a measure of W workers.
+    if (o.workers > 1)
+      std::fprintf(stderr,
+                   "mw bench: note: --serial keeps one flow in flight, so one worker of each stage's %u is busy "
+                   "at a time: the latency is that of a single worker\n",
+                   o.workers);
   }
   if (o.window == 0)
     o.window = o.backlog ? kBacklogWindow : std::size_t{o.workers} * o.concurrency * o.stages * kWindowPerCredit;
