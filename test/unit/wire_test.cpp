@@ -1273,6 +1273,25 @@ TEST_CASE("an index with inline payloads reads in every msgpack form, and reject
   CHECK(code_of(many) == ErrorCode::BadRequest);
 }
 
+TEST_CASE("the BATCH of PROTOCOL.md §15.2 decodes as it says: two DONEs, the first with its payload inline") {
+  const auto index = frame_of(std::string("\x95\xcc\x85\xc4\x04\x93\x07\xc0\x01\xc4\x04\x81\xa1\x6e\x2a"
+                                          "\x05\xc4\x04\x93\x08\xc0\x01",
+                                          22));
+  std::vector<wire::BatchItem> items;
+  wire::decode_batch(index, 1, items);  // one payload frame follows: "ok"
+  REQUIRE(items.size() == 2);
+  CHECK(items[0].command == Command::Done);
+  CHECK(items[0].inline_payload);
+  CHECK(items[0].payload == "\x81\xa1n*");
+  const zmq::message_t first(const_cast<char*>(items[0].header.data()), items[0].header.size(), nullptr);
+  CHECK(wire::decode_done(first).job_id == 7);
+  CHECK(wire::decode_done(first).attempt == 1u);
+  CHECK(items[1].command == Command::Done);
+  CHECK_FALSE(items[1].inline_payload);
+  const zmq::message_t second(const_cast<char*>(items[1].header.data()), items[1].header.size(), nullptr);
+  CHECK(wire::decode_done(second).job_id == 8);
+}
+
 TEST_CASE("HELLO and WELCOME say whether a side takes inline payloads; absent means no") {
   wire::Hello hello{"worker", "w", 1, 64};
   CHECK_FALSE(wire::decode_hello(wire::encode(hello)).inline_payloads);
