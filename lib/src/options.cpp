@@ -18,6 +18,18 @@ std::string default_broker_address() {
   return std::string(kDefaultBrokerAddress);
 }
 
+void check_broker_address(std::string_view address) {
+  if (!address.starts_with("tcp://")) return;
+  const auto colon = address.rfind(':');
+  const std::string_view port = colon == std::string_view::npos || colon < 6 ? "" : address.substr(colon + 1);
+  unsigned value = 0;
+  const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || error != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
+    throw Error("cannot connect to broker '" + std::string(address) +
+                    "': its port must be a number from 1 to 65535 (expected an address like tcp://127.0.0.1:5555)",
+                ErrorCode::BadRequest);
+}
+
 namespace {
 
 // "tcp://host:port" → "host"; empty for other transports.

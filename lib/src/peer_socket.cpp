@@ -4,6 +4,7 @@
 
 #include "mw/error.hpp"
 #include "mw/log.hpp"
+#include "mw/options.hpp"
 #include "mw/wire.hpp"
 
 namespace mw::detail {
@@ -28,6 +29,7 @@ void PeerSocket::open() {
   socket_.set(zmq::sockopt::rcvhwm, 0);
   socket_.set(zmq::sockopt::reconnect_ivl, 100);
   socket_.set(zmq::sockopt::reconnect_ivl_max, 2000);
+  check_broker_address(address_);
   try {
     socket_.connect(address_);
   } catch (const zmq::error_t& e) {

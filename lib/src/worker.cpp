@@ -186,6 +186,7 @@ class Worker::Impl final : public detail::ProgressSink {
     if (options_.threads == 0 || options_.threads > 1024)
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
+    check_broker_address(options_.broker);  // before any "serving" line
     running_slots_ = std::make_unique<std::atomic<std::uint64_t>[]>(options_.threads);
     running_attempts_ = std::make_unique<std::atomic<std::uint32_t>[]>(options_.threads);
     if (wake_fd_ < 0) throw Error("eventfd failed");

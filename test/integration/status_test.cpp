@@ -349,6 +349,8 @@ TEST_CASE("a command line that cannot run exits 2 with one line, in every progra
       {bin.cli, "submit", at, "a,b", "{}"},                      // no type name: no --type could serve it
       {bin.broker, "--type-max-waiting", "a b=3"},               // nor here
       {bin.cli, "status", at, "--bogus"},                        // an option nobody has
+      {bin.cli, "status", "--broker=tcp://127.0.0.1:99999"},     // no such port: said at once, not after a wait
+      {bin.sample_worker, "--broker=tcp://127.0.0.1:", "--type", "t"},  // no port at all
       {bin.cli, "result", at, "abc"},                            // not a flow id
       {bin.cli, "cancel", at, "abc"},                            // not a flow id either
       {bin.cli, "get", at, "users"},                             // no ID

@@ -69,3 +69,21 @@ TEST_CASE("connectable_address reaches a wildcard bind on the broker's host") {
   CHECK(mw::connectable_address("tcp://127.0.0.1:5556", "tcp://10.1.2.3:5555") == "tcp://127.0.0.1:5556");
   CHECK(mw::connectable_address("ipc:///tmp/pub", "tcp://10.1.2.3:5555") == "ipc:///tmp/pub");
 }
+
+TEST_CASE("check_broker_address refuses a TCP address whose port no socket can have") {
+  for (const char* fine : {"tcp://127.0.0.1:5555", "tcp://broker.example:1", "tcp://[::1]:65535", "ipc:///tmp/mw.sock",
+                           "inproc://broker"})
+    CHECK_NOTHROW(mw::check_broker_address(fine));
+  for (const char* unusable : {"tcp://127.0.0.1:99999", "tcp://127.0.0.1:0", "tcp://127.0.0.1:", "tcp://127.0.0.1",
+                               "tcp://127.0.0.1:55x", "tcp://127.0.0.1:-1", "tcp://127.0.0.1:*",
+                               "tcp://127.0.0.1:99999999999999999999"}) {
+    CAPTURE(unusable);
+    try {
+      mw::check_broker_address(unusable);
+      FAIL("accepted");
+    } catch (const mw::Error& e) {
+      CHECK(e.code() == mw::ErrorCode::BadRequest);
+      CHECK(std::string(e.what()).find("its port must be a number from 1 to 65535") != std::string::npos);
+    }
+  }
+}

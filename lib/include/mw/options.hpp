@@ -13,6 +13,12 @@ inline constexpr std::string_view kNoBrokerHint = "is mw-broker running there? (
 // empty, else tcp://127.0.0.1:5555.
 std::string default_broker_address();
 
+// Throws mw::Error (BadRequest) for a broker address no connection could
+// reach: a TCP address without a port from 1 to 65535 (ZeroMQ takes
+// "tcp://host:99999" and then never connects, so the caller would wait out
+// its timeout and blame the broker). Other transports are left to ZeroMQ.
+void check_broker_address(std::string_view address);
+
 // Makes an address a broker reported connectable from here: a PUB bound to
 // "tcp://0.0.0.0:5556" or "tcp://*:5556" is reached on the host of
 // `broker_address`. Other addresses are returned as they are.
