@@ -11,11 +11,14 @@
 #include <atomic>
 #include <cmath>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include <doctest/doctest.h>
 #include <msgpack.hpp>
+#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "cluster.hpp"
@@ -72,6 +75,27 @@ std::string batch_index(const std::vector<std::pair<mw::Command, std::string>>& 
     packer.pack_uint8(static_cast<std::uint8_t>(command));
     packer.pack_bin(static_cast<std::uint32_t>(header.size()));
     packer.pack_bin_body(header.data(), static_cast<std::uint32_t>(header.size()));
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
+// A BATCH index with payloads inside it (PROTOCOL.md §2.1): an entry with a
+// payload gets the command's 0x80 bit and the payload as a third item.
+std::string inline_batch_index(
+    const std::vector<std::tuple<mw::Command, std::string, std::optional<std::string>>>& entries) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  std::uint32_t items = 0;
+  for (const auto& entry : entries) items += std::get<2>(entry) ? 3 : 2;
+  packer.pack_array(items);
+  const auto bin = [&packer](const std::string& bytes) {
+    packer.pack_bin(static_cast<std::uint32_t>(bytes.size()));
+    packer.pack_bin_body(bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+  };
+  for (const auto& [command, header, payload] : entries) {
+    packer.pack_uint8(static_cast<std::uint8_t>(command) | (payload ? mw::kInlinePayloadFlag : 0));
+    bin(header);
+    if (payload) bin(*payload);
   }
   return std::string(buffer.data(), buffer.size());
 }
@@ -246,6 +270,14 @@ std::vector<BadMessage> bad_messages() {
       {"BATCH inside a BATCH",
        {tag(Command::Batch), batch_index({{Command::Batch, valid_submit_header()}}), "\xc0"}, ErrorCode::BadRequest},
       {"BATCH of 2000 frames", two_thousand_frames, ErrorCode::BadRequest},
+      {"BATCH with the inline bit on a command without a payload",
+       {tag(Command::Batch), inline_batch_index({{Command::Status, bytes_of(mw::wire::encode(mw::wire::StatusRequest{1})),
+                                                  std::string("\xc0")}})},
+       ErrorCode::BadRequest},
+      {"BATCH whose inline payload is a str, not a bin",
+       {tag(Command::Batch), std::string("\x93\xcc\x87") + inline_batch_index({{Command::Submit, valid_submit_header(),
+                                                                                 std::nullopt}}).substr(2) + "\xa1x"},
+       ErrorCode::BadRequest},
       {"frames under the limit, message over it",
        {tag(Command::Submit), std::string(40000, 'a'), std::string(40000, 'b')}, ErrorCode::TooLarge},
   };
@@ -482,4 +514,86 @@ TEST_CASE("BATCH both ways with a hand-written peer") {
   const auto status = cluster.mw({"status", "--json"});
   REQUIRE(status.exit_status == 0);
   CHECK(status.out.find("nobody.serves.this") != std::string::npos);
+}
+
+// The same hand-written peer, now also announcing inline payloads: it sends
+// CALLs whose bodies sit inside the index (one in a frame, as a sender may
+// mix both), and the broker's REPLYs come back with theirs inside too.
+TEST_CASE("inline payloads both ways with a hand-written peer") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker();
+  zmq::context_t context(1);
+  RawPeer peer(context, cluster.address());
+
+  mw::wire::Hello hello;
+  hello.role = mw::kRoleClient;
+  hello.name = "inlining-peer";
+  hello.batch = 16;
+  hello.inline_payloads = true;
+  peer.send({tag(mw::Command::Hello), bytes_of(mw::wire::encode(hello))});
+  std::optional<std::vector<zmq::message_t>> frames;
+  REQUIRE(wait_until([&] { return (frames = peer.receive(50ms)).has_value(); }, 10s, 1ms));
+  REQUIRE(mw::wire::decode_tag(frames->at(0)) == mw::Command::Welcome);
+  CHECK(mw::wire::decode_welcome(frames->at(1)).inline_payloads);
+
+  std::vector<std::tuple<mw::Command, std::string, std::optional<std::string>>> entries;
+  std::vector<std::uint8_t> body_in_frame;
+  for (std::uint64_t r = 1; r <= 4; ++r) {
+    const std::string id = "n" + std::to_string(r);
+    const auto header = bytes_of(mw::wire::encode(mw::wire::Call{r, "notes", "create", std::nullopt}));
+    std::vector<std::uint8_t> body;
+    nlohmann::json::to_msgpack({{"data", {{"id", id}, {"text", std::string(20 * r, 'x')}}}}, body);
+    if (r == 3) {
+      body_in_frame = body;
+      entries.emplace_back(mw::Command::Call, header, std::nullopt);
+    } else {
+      entries.emplace_back(mw::Command::Call, header, std::string(body.begin(), body.end()));
+    }
+  }
+  peer.send({tag(mw::Command::Batch), inline_batch_index(entries), std::string(body_in_frame.begin(), body_in_frame.end())});
+
+  // Four REPLYs, each with the record it created; small, so inline.
+  std::vector<std::pair<mw::wire::Reply, nlohmann::json>> replies;
+  int inline_replies = 0;
+  REQUIRE(wait_until(
+      [&] {
+        while (replies.size() < 4) {
+          auto got = peer.receive(50ms);
+          if (!got) return false;
+          const auto command = mw::wire::decode_tag(got->at(0));
+          if (command == mw::Command::Heartbeat) continue;
+          REQUIRE(command == mw::Command::Batch);
+          std::vector<mw::wire::BatchItem> items;
+          mw::wire::decode_batch(got->at(1), got->size() - 2, items);
+          std::size_t next_frame = 2;
+          for (const auto& item : items) {
+            REQUIRE(item.command == mw::Command::Reply);
+            const zmq::message_t header(const_cast<char*>(item.header.data()), item.header.size(), nullptr);
+            std::string_view payload = item.payload;
+            if (item.inline_payload) {
+              ++inline_replies;
+            } else {
+              payload = std::string_view(got->at(next_frame).data<char>(), got->at(next_frame).size());
+              ++next_frame;
+            }
+            replies.emplace_back(mw::wire::decode_reply(header), nlohmann::json::from_msgpack(payload));
+          }
+        }
+        return true;
+      },
+      10s, 1ms));
+  REQUIRE(replies.size() == 4);
+  CHECK(inline_replies == 4);
+  for (std::uint64_t r = 1; r <= 4; ++r) {
+    CAPTURE(r);
+    const auto& [reply, record] = replies[r - 1];
+    CHECK(reply.request_id == r);
+    CHECK(reply.code == 0);
+    CHECK(record.at("id") == "n" + std::to_string(r));
+    CHECK(record.at("text") == std::string(20 * r, 'x'));
+  }
+  const auto listed = cluster.mw({"find", "notes"});
+  REQUIRE(listed.exit_status == 0);
+  CHECK(nlohmann::json::parse(listed.out).at("total") == 4);
 }
