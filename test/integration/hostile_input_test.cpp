@@ -418,6 +418,20 @@ TEST_CASE("hostile input: the broker answers ERROR, stays up and bounded, and se
   for (const auto& f : good.failures) MESSAGE(f);
 }
 
+namespace {
+
+// HELLO from a client that takes BATCHes of up to 16 messages.
+void say_hello_as_client(RawPeer& peer, std::string_view name, bool inline_payloads) {
+  mw::wire::Hello hello;
+  hello.role = mw::kRoleClient;
+  hello.name = name;
+  hello.batch = 16;
+  hello.inline_payloads = inline_payloads;
+  peer.send({tag(mw::Command::Hello), bytes_of(mw::wire::encode(hello))});
+}
+
+}  // namespace
+
 // A peer written from docs/PROTOCOL.md alone: it announces BATCH in HELLO,
 // sends SUBMITs in a BATCH, and reads the broker's answers, which may come
 // batched, in order.
@@ -428,11 +442,7 @@ TEST_CASE("BATCH both ways with a hand-written peer") {
   zmq::context_t context(1);
   RawPeer peer(context, cluster.address());
 
-  mw::wire::Hello hello;
-  hello.role = mw::kRoleClient;
-  hello.name = "batching-peer";
-  hello.batch = 16;
-  peer.send({tag(mw::Command::Hello), bytes_of(mw::wire::encode(hello))});
+  say_hello_as_client(peer, "batching-peer", /*inline_payloads=*/false);
 
   // Each answer as (command, header bytes), BATCHes unpacked.
   std::vector<std::pair<mw::Command, std::string>> answers;
@@ -526,12 +536,7 @@ TEST_CASE("inline payloads both ways with a hand-written peer") {
   zmq::context_t context(1);
   RawPeer peer(context, cluster.address());
 
-  mw::wire::Hello hello;
-  hello.role = mw::kRoleClient;
-  hello.name = "inlining-peer";
-  hello.batch = 16;
-  hello.inline_payloads = true;
-  peer.send({tag(mw::Command::Hello), bytes_of(mw::wire::encode(hello))});
+  say_hello_as_client(peer, "inlining-peer", /*inline_payloads=*/true);
   std::optional<std::vector<zmq::message_t>> frames;
   REQUIRE(wait_until([&] { return (frames = peer.receive(50ms)).has_value(); }, 10s, 1ms));
   REQUIRE(mw::wire::decode_tag(frames->at(0)) == mw::Command::Welcome);
