@@ -119,6 +119,14 @@ std::string option_error_text(std::string_view parser_message, int argc, const c
     if (!flag.empty()) return flag + " '" + value + "' is not a valid value";
     return "'" + value + "' is not a valid value";
   }
+  // "mw result -5": the parser takes a negative number for a short option.
+  constexpr std::string_view option_head = "Option '", option_tail = "' does not exist";
+  if (message.starts_with(option_head) && message.ends_with(option_tail)) {
+    const std::string_view name =
+        std::string_view(message).substr(option_head.size(), message.size() - option_head.size() - option_tail.size());
+    if (!name.empty() && name.find_first_not_of("0123456789.") == std::string_view::npos)
+      return "'-" + std::string(name) + "' is not an option, and no value here may be a negative number";
+  }
   return message;
 }
 

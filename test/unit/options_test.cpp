@@ -87,3 +87,9 @@ TEST_CASE("check_broker_address refuses a TCP address whose port no socket can h
     }
   }
 }
+
+TEST_CASE("option_error_text says a negative number is no option, where the parser took one for it") {
+  CHECK(error_for("Option ‘5’ does not exist", {"mw", "result", "-5"}) ==
+        "'-5' is not an option, and no value here may be a negative number");
+  CHECK(error_for("Option ‘x’ does not exist", {"mw", "result", "-x"}) == "Option 'x' does not exist");
+}
