@@ -7,6 +7,7 @@
 
 #include <cxxopts.hpp>
 
+#include "mw/error.hpp"
 #include "mw/listener.hpp"
 #include "mw/stop_signal.hpp"
 
@@ -37,6 +38,6 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "sample_listener: " << e.what() << std::endl;
-    return 1;
+    return mw::exit_code_for(e);  // 2 for what cannot run as given
   }
 }

@@ -13,6 +13,7 @@
 
 #include <cxxopts.hpp>
 
+#include "mw/error.hpp"
 #include "mw/stop_signal.hpp"
 #include "mw/sync.hpp"
 
@@ -82,6 +83,6 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "sample_sync: " << e.what() << std::endl;
-    return 1;
+    return mw::exit_code_for(e);  // 2 for what cannot run as given
   }
 }

@@ -195,15 +195,32 @@ struct RunResult {
   std::vector<std::int64_t> latency_ns;  // one per flow, in finishing order
 };
 
+// Each flow's payload is the template with the flow's sequence number written
+// into the start of its string (16 hex digits, when the string has room), so
+// that a result that comes back changed, cut short or as another flow's is
+// seen: the echo workers must return each flow's own bytes.
+void stamp(std::string& payload, std::size_t body_bytes, std::uint64_t sequence) {
+  if (body_bytes < 16) return;
+  static constexpr char kHex[] = "0123456789abcdef";
+  char* at = payload.data() + (payload.size() - body_bytes);
+  for (int i = 15; i >= 0; --i, sequence >>= 4) at[i] = kHex[sequence & 0xf];
+}
+
 // Pushes `jobs` flows through the pipeline keeping up to `window` in flight,
 // and times each from send to RESULT. Throws mw::Error on an ERROR reply, a
-// dead flow, a broker silent for kStallLimit, or the overall deadline.
+// dead flow, a result that is not the flow's payload echoed, a broker silent
+// for kStallLimit, or the overall deadline.
 RunResult drive(Client& client, const BenchOptions& o, const std::string& first_type, const std::string& payload,
                 std::uint64_t jobs, Clock::time_point deadline, const StageWorkers& workers) {
   RunResult run;
   run.latency_ns.reserve(jobs);
-  std::unordered_map<std::uint64_t, Clock::time_point> sent_by_request;
-  std::unordered_map<std::uint64_t, Clock::time_point> sent_by_flow;
+  struct Sent {
+    Clock::time_point at;
+    std::uint64_t sequence = 0;  // stamped into its payload
+  };
+  std::unordered_map<std::uint64_t, Sent> sent_by_request;
+  std::unordered_map<std::uint64_t, Sent> sent_by_flow;
+  std::string outgoing = payload, expected = payload;  // stamped per flow
   sent_by_request.reserve(o.window * 2);
   sent_by_flow.reserve(o.window * 2);
   std::uint64_t sent = 0, finished = 0;
@@ -213,8 +230,9 @@ RunResult drive(Client& client, const BenchOptions& o, const std::string& first_
   while (finished < jobs) {
     while (sent < jobs && sent - finished < o.window) {
       const auto now = Clock::now();
-      const std::uint64_t request = client.send_submit(first_type, payload, /*wait=*/true);
-      sent_by_request.emplace(request, now);
+      stamp(outgoing, o.payload, sent);
+      const std::uint64_t request = client.send_submit(first_type, outgoing, /*wait=*/true);
+      sent_by_request.emplace(request, Sent{now, sent});
       ++sent;
     }
     auto event = client.next_event(kEventWait);
@@ -248,7 +266,12 @@ RunResult drive(Client& client, const BenchOptions& o, const std::string& first_
         if (!event->outcome.done)
           throw Error("flow " + std::to_string(event->flow_id) + " died at " + event->outcome.last_type + ": " +
                       event->outcome.error);
-        run.latency_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(now - it->second).count());
+        stamp(expected, o.payload, it->second.sequence);
+        if (event->outcome.result.bytes() != expected)
+          throw Error("flow " + std::to_string(event->flow_id) + " came back changed: its echo workers returned " +
+                      std::to_string(event->outcome.result.size()) + " bytes that are not the " +
+                      std::to_string(expected.size()) + " it was sent");
+        run.latency_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(now - it->second.at).count());
         sent_by_flow.erase(it);
         ++finished;
         break;

@@ -12,6 +12,10 @@
 
 namespace mw {
 
+namespace {
+std::string_view tcp_host(std::string_view address);
+}  // namespace
+
 std::string default_broker_address() {
   const char* env = std::getenv(std::string(kBrokerEnvVar).c_str());
   if (env && *env) return env;
@@ -20,6 +24,12 @@ std::string default_broker_address() {
 
 void check_broker_address(std::string_view address) {
   if (!address.starts_with("tcp://")) return;
+  // "*" (every interface) or no host is something to bind, not to reach.
+  if (const std::string_view host = tcp_host(address); host == "*" || host.empty())
+    throw Error("cannot connect to broker '" + std::string(address) + "': '" + std::string(host) +
+                    "' is no host to connect to (a --bind address?); give the broker's host, like "
+                    "tcp://127.0.0.1:5555",
+                ErrorCode::BadRequest);
   const auto colon = address.rfind(':');
   const std::string_view port = colon == std::string_view::npos || colon < 6 ? "" : address.substr(colon + 1);
   unsigned value = 0;
@@ -119,13 +129,19 @@ std::string option_error_text(std::string_view parser_message, int argc, const c
     if (!flag.empty()) return flag + " '" + value + "' is not a valid value";
     return "'" + value + "' is not a valid value";
   }
-  // "mw result -5": the parser takes a negative number for a short option.
+  // "mw result -5": the parser takes a negative number for short options
+  // (and names only the first of them: '1' for -12). Quote the word given.
   constexpr std::string_view option_head = "Option '", option_tail = "' does not exist";
   if (message.starts_with(option_head) && message.ends_with(option_tail)) {
     const std::string_view name =
         std::string_view(message).substr(option_head.size(), message.size() - option_head.size() - option_tail.size());
-    if (!name.empty() && name.find_first_not_of("0123456789.") == std::string_view::npos)
-      return "'-" + std::string(name) + "' is not an option, and no value here may be a negative number";
+    for (int i = 1; i < argc && !name.empty(); ++i) {
+      const std::string_view word = argv[i];
+      const bool negative_number = word.size() > 1 && word[0] == '-' && word[1] >= '0' && word[1] <= '9' &&
+                                   word.find_first_not_of("0123456789.", 1) == std::string_view::npos;
+      if (negative_number && word.substr(1).starts_with(name))
+        return "'" + std::string(word) + "' is not an option, and no value here may be a negative number";
+    }
   }
   return message;
 }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "mw/error.hpp"
+#include "mw/options.hpp"
 #include "mw/log.hpp"
 
 namespace mw {
@@ -60,6 +61,9 @@ class Sync::Impl {
     if (options.interval <= std::chrono::milliseconds::zero())
       throw Error("sync: the interval must be positive", ErrorCode::BadRequest);
     if (options.sync_endpoint.empty()) throw Error("sync: the sync endpoint must not be empty", ErrorCode::BadRequest);
+    // Now, not at the first pass: a pass counts a refused connection per
+    // entity, and would go on refusing it every interval.
+    check_broker_address(options.broker);
     if (options.name.empty()) options.name = options.entity_endpoint.empty() ? "sync" : options.entity_endpoint;
     if (!options.now_ms) options.now_ms = system_now_ms;
   }

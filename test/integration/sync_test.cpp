@@ -354,3 +354,14 @@ TEST_CASE("sync: examples/sample_sync --once, the seed's SampleSync") {
     CHECK(down.err.find("sample_sync: ") != std::string::npos);
   }
 }
+
+TEST_CASE("sync: an address no broker can have is refused before any pass, with exit 2") {
+  Cluster cluster;
+  for (const char* address : {"--broker=tcp://*:5555", "--broker=tcp://127.0.0.1:99999"}) {
+    CAPTURE(address);
+    const auto r = run_to_exit("sample-sync", {sample_sync_binary(), "--once", address}, cluster.dir(), 20s);
+    CHECK(r.exit_status == 2);
+    CHECK(r.err.find("cannot connect to broker") != std::string::npos);
+    CHECK(r.out.empty());  // not a pass that recorded every entity as failed
+  }
+}
