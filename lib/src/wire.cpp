@@ -483,25 +483,19 @@ void Batch::clear() noexcept {
 
 namespace {
 
-// msgpack's bin head for `n` bytes, written at `out`; returns its length.
-std::size_t put_bin_head(unsigned char* out, std::size_t n) noexcept {
-  if (n <= 0xff) {
-    out[0] = 0xc4;
-    out[1] = static_cast<unsigned char>(n);
-    return 2;
-  }
-  if (n <= 0xffff) {
-    out[0] = 0xc5;
-    out[1] = static_cast<unsigned char>(n >> 8);
-    out[2] = static_cast<unsigned char>(n);
-    return 3;
-  }
-  out[0] = 0xc6;
-  for (int k = 0; k < 4; ++k) out[1 + k] = static_cast<unsigned char>(n >> (8 * (3 - k)));
-  return 5;
-}
-
+// The bytes msgpack's head takes for a bin of `n` bytes, and for an array of
+// `n` items (what msgpack-c's packer writes: the smallest form that fits).
 std::size_t bin_head_size(std::size_t n) noexcept { return n <= 0xff ? 2 : n <= 0xffff ? 3 : 5; }
+std::size_t array_head_size(std::size_t n) noexcept { return n <= 15 ? 1 : n <= 0xffff ? 3 : 5; }
+
+// A msgpack-c stream over memory already sized for what is written.
+struct RawOut {
+  char* at;
+  void write(const char* bytes, std::size_t n) noexcept {
+    std::memcpy(at, bytes, n);
+    at += n;
+  }
+};
 
 }  // namespace
 
@@ -514,41 +508,27 @@ zmq::message_t Batch::index() const {
     const bool has_payload = frame_count(commands_[i]) == 3;
     const bool inline_payload = has_payload && goes_inline(payload_sizes_[p]);
     items += inline_payload ? 3 : 2;
+    // Commands are below 0x80: a positive fixint, or with the flag a uint8.
     size += (inline_payload ? 2 : 1) + bin_head_size(header_sizes_[i]) + header_sizes_[i];
     if (inline_payload) size += bin_head_size(payload_sizes_[p]) + payload_sizes_[p];
     p += has_payload;
   }
-  size += items <= 15 ? 1 : items <= 0xffff ? 3 : 5;
+  size += array_head_size(items);
   zmq::message_t frame(size);
-  unsigned char* out = frame.data<unsigned char>();
-  if (items <= 15) {
-    *out++ = static_cast<unsigned char>(0x90 | items);
-  } else if (items <= 0xffff) {
-    *out++ = 0xdc;
-    *out++ = static_cast<unsigned char>(items >> 8);
-    *out++ = static_cast<unsigned char>(items);
-  } else {
-    *out++ = 0xdd;
-    for (int k = 0; k < 4; ++k) *out++ = static_cast<unsigned char>(items >> (8 * (3 - k)));
-  }
-  const auto put_bin = [&out](const zmq::message_t& m, std::size_t bytes) {
-    out += put_bin_head(out, bytes);
-    if (bytes > 0) std::memcpy(out, m.data(), bytes);
-    out += bytes;
+  RawOut out{frame.data<char>()};
+  msgpack::packer<RawOut> packer(out);
+  packer.pack_array(static_cast<std::uint32_t>(items));
+  const auto bin = [&packer](const zmq::message_t& m, std::size_t bytes) {
+    packer.pack_bin(static_cast<std::uint32_t>(bytes));
+    packer.pack_bin_body(m.data<char>(), static_cast<std::uint32_t>(bytes));
   };
   p = 0;
   for (std::size_t i = 0; i < commands_.size(); ++i) {
     const bool has_payload = frame_count(commands_[i]) == 3;
     const bool inline_payload = has_payload && goes_inline(payload_sizes_[p]);
-    // Commands are below 0x80: a positive fixint, or with the flag a uint8.
-    if (inline_payload) {
-      *out++ = 0xcc;
-      *out++ = static_cast<unsigned char>(commands_[i]) | kInlinePayloadFlag;
-    } else {
-      *out++ = static_cast<unsigned char>(commands_[i]);
-    }
-    put_bin(headers_[i], header_sizes_[i]);
-    if (inline_payload) put_bin(payloads_[p], payload_sizes_[p]);
+    packer.pack_uint8(static_cast<std::uint8_t>(commands_[i]) | (inline_payload ? kInlinePayloadFlag : 0));
+    bin(headers_[i], header_sizes_[i]);
+    if (inline_payload) bin(payloads_[p], payload_sizes_[p]);
     p += has_payload;
   }
   return frame;
