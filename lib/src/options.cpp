@@ -12,15 +12,24 @@
 
 namespace mw {
 
-namespace {
-std::string_view tcp_host(std::string_view address);
-}  // namespace
-
 std::string default_broker_address() {
   const char* env = std::getenv(std::string(kBrokerEnvVar).c_str());
   if (env && *env) return env;
   return std::string(kDefaultBrokerAddress);
 }
+
+namespace {
+
+// "tcp://host:port" → "host"; empty for other transports.
+std::string_view tcp_host(std::string_view address) {
+  constexpr std::string_view scheme = "tcp://";
+  if (address.substr(0, scheme.size()) != scheme) return {};
+  address.remove_prefix(scheme.size());
+  const auto colon = address.rfind(':');
+  return colon == std::string_view::npos ? address : address.substr(0, colon);
+}
+
+}  // namespace
 
 void check_broker_address(std::string_view address) {
   if (!address.starts_with("tcp://")) return;
@@ -39,19 +48,6 @@ void check_broker_address(std::string_view address) {
                     "': its port must be a number from 1 to 65535 (expected an address like tcp://127.0.0.1:5555)",
                 ErrorCode::BadRequest);
 }
-
-namespace {
-
-// "tcp://host:port" → "host"; empty for other transports.
-std::string_view tcp_host(std::string_view address) {
-  constexpr std::string_view scheme = "tcp://";
-  if (address.substr(0, scheme.size()) != scheme) return {};
-  address.remove_prefix(scheme.size());
-  const auto colon = address.rfind(':');
-  return colon == std::string_view::npos ? address : address.substr(0, colon);
-}
-
-}  // namespace
 
 std::string connectable_address(std::string_view reported, std::string_view broker_address) {
   const auto host = tcp_host(reported);

@@ -17,6 +17,7 @@ constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 
 PeerSocket::PeerSocket(zmq::context_t& context, std::string address)
     : context_(context), address_(std::move(address)), max_batch_bytes_(kMaxBatchBytes) {
+  check_broker_address(address_);
   open();
 }
 
@@ -29,7 +30,6 @@ void PeerSocket::open() {
   socket_.set(zmq::sockopt::rcvhwm, 0);
   socket_.set(zmq::sockopt::reconnect_ivl, 100);
   socket_.set(zmq::sockopt::reconnect_ivl_max, 2000);
-  check_broker_address(address_);
   try {
     socket_.connect(address_);
   } catch (const zmq::error_t& e) {
