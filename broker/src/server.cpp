@@ -1,6 +1,7 @@
 #include "mw/broker/server.hpp"
 
 #include <poll.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <array>
@@ -117,14 +118,28 @@ class BrokerServer::Impl final : public Transport {
       // JOBs leave before the commit (they need not wait for it, §6.1), and
       // JOBs that could not go are requeued inside this turn's transaction.
       flush_batches();
+      let_io_thread_send();
       core_->end_turn();
       flush_batches();  // the replies that waited for the commit
+      let_io_thread_send();
       if (std::exchange(published_, false)) drain_subscriptions();
     }
     log(LogLevel::info, "broker", "stopping: telling peers goodbye");
     core_->say_goodbye();
     flush_batches();
     router_.set(zmq::sockopt::linger, kShutdownLingerMs);
+  }
+
+  // A message handed to ZeroMQ is sent by its I/O thread, which the hand-off
+  // wakes. The kernel often queues that thread on this thread's CPU without
+  // running it, so the message would wait until this loop blocks in poll at
+  // the end of the turn. Yielding once after a turn's sends runs it at once:
+  // the JOBs and REPLYs of the turn leave before the commit and the next
+  // poll instead of after them (a --serial flow 330 -> 287 us at p50, 10
+  // pairs; docs/PERFORMANCE.md). When the I/O thread runs on another CPU,
+  // or nothing else waits for this one, the yield returns at once.
+  void let_io_thread_send() {
+    if (std::exchange(handed_to_io_thread_, false)) sched_yield();
   }
 
   // ---- Transport ----
@@ -160,6 +175,7 @@ class BrokerServer::Impl final : public Transport {
         zmq::message_t nil("\xc0", 1);
         router_.send(payload ? *payload : nil, last);
       }
+      handed_to_io_thread_ = true;
       return SendResult::Sent;
     } catch (const zmq::error_t& e) {
       return refusal(e);
@@ -221,6 +237,7 @@ class BrokerServer::Impl final : public Transport {
     pub_.send(meta, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     pub_.send(data, zmq::send_flags::dontwait);
     published_ = true;
+    handed_to_io_thread_ = true;
   }
 
  private:
@@ -296,6 +313,7 @@ class BrokerServer::Impl final : public Transport {
     box.batch.drain([&](zmq::message_t& frame, bool more) {
       router_.send(frame, more ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait);
     });
+    handed_to_io_thread_ = true;
   }
 
   // Sends every queued batch, then lets the core deal with the ones that
@@ -389,6 +407,7 @@ class BrokerServer::Impl final : public Transport {
   std::size_t max_message_bytes_ = kDefaultMaxMessageBytes;
   std::set<std::string> subscriptions_;
   bool published_ = false;  // since the last drain_subscriptions()
+  bool handed_to_io_thread_ = false;  // a message, since the last let_io_thread_send()
   std::unordered_map<std::string, Outbox, WorkerRegistry::Hash, std::equal_to<>> outboxes_;
   // The last outbox looked up: the JOBs of a turn mostly go to one or two
   // workers, one after the other (a pointer into a node, which does not move).
