@@ -65,6 +65,7 @@ BrokerCore::BrokerCore(BrokerConfig config, JobQueue& queue, Transport& transpor
 void BrokerCore::attach_entities(Store& store, EntityService& entities) {
   store_ = &store;
   entities_ = &entities;
+  published_seq_ = store.last_event_seq();
   journal_ = std::make_unique<JobJournal>(store, config_.keep_results, config_.keep_results_bytes);
 }
 
@@ -1347,6 +1348,7 @@ void BrokerCore::end_turn_commit() {
       zmq::message_t data(event.data.data(), event.data.size());
       transport_.publish(event.topic, meta, data);
     }
+    published_seq_ = store_->last_event_seq();
   }
   entities_->pending_events().clear();
   auto deferred = std::move(deferred_);
@@ -1399,7 +1401,8 @@ void BrokerCore::publish_heartbeat() {
   const Json data = {{"broker", instance_},
                      {"last_seq", store_ ? store_->last_event_seq() : 0},
                      {"durable", store_ && store_->durable()},
-                     {"interval_ms", config_.heartbeat_ms}};
+                     {"interval_ms", config_.heartbeat_ms},
+                     {"published_seq", published_seq_}};
   std::string bytes;
   Json::to_msgpack(data, bytes);
   const zmq::message_t frame(bytes.data(), bytes.size());

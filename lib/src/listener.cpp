@@ -61,8 +61,15 @@ class Listener::Impl {
       sub_.set(zmq::sockopt::subscribe, std::string(kHeartbeatTopic));
     }
     wants_heartbeats_ = std::find(options_.topics.begin(), options_.topics.end(), kHeartbeatTopic) != options_.topics.end();
+    // Stored events are the entities' (`<endpoint>.<event>`); the broker's
+    // own topics ($mw.*) are never stored.
+    hears_stored_topics_ = options_.topics.empty() ||
+                           std::any_of(options_.topics.begin(), options_.topics.end(),
+                                       [](const std::string& pattern) { return !pattern.starts_with("$mw."); });
     if (options_.since) {
       following_stored_ = true;
+      checkpoint_seq_ = *options_.since;
+      checkpoint_known_ = true;
       replay(*client, *options_.since);
     }
   }
@@ -95,7 +102,7 @@ class Listener::Impl {
         // broker restarted, and what it published before we reconnected
         // comes first. It waits (with those behind it) for that run's
         // first heartbeat, which says how to read the gap back.
-        if (e->seq != 0 && (!held_.empty() || (e->run != 0 && broker_instance_ != 0 && e->run != broker_instance_))) {
+        if (e->seq != 0 && (!held_.empty() || (e->run != 0 && known_run() != 0 && e->run != known_run()))) {
           if (held_.empty()) held_since_ = std::chrono::steady_clock::now();
           held_.push_back(std::move(*e));
           continue;
@@ -147,12 +154,13 @@ class Listener::Impl {
   }
 
   void handle_heartbeat(const Event& e) {
-    std::uint64_t instance = 0, last = 0, interval = 0;
+    std::uint64_t instance = 0, last = 0, published = 0, interval = 0;
     bool durable = false;
     try {
       const auto data = e.data.to_json();
       instance = data.at("broker").get<std::uint64_t>();
       last = data.value("last_seq", std::uint64_t{0});
+      published = data.value("published_seq", std::uint64_t{0});  // 0 from a broker that does not say
       durable = data.value("durable", false);
       interval = data.value("interval_ms", std::uint64_t{0});
     } catch (const std::exception& ex) {
@@ -166,16 +174,23 @@ class Listener::Impl {
       log(LogLevel::info, "listener", "the broker at " + options_.pub_address + " is back");
     }
     const bool first = broker_instance_ == 0;
-    // A first heartbeat behind what we saw: a broker run we never heard from.
-    const bool restarted = first ? last < last_seq_ : instance != broker_instance_;
+    // A first heartbeat behind what we saw, or of another run than the
+    // events we had: a broker run we never heard from.
+    const bool restarted =
+        first ? last < last_seq_ || (run_seen_ != 0 && run_seen_ != instance) : instance != broker_instance_;
     if (!restarted) {
       broker_instance_ = instance;
-      checkpoint_seq_ = last_seq_;
+      // Every stored event up to `published` went out on this socket before
+      // the heartbeat: those we subscribe to have reached us, or came before
+      // we did. So a restart reads back from here, and a listener started
+      // without `since` never reads back what preceded it.
+      checkpoint_seq_ = std::max(last_seq_, published);
+      checkpoint_known_ = true;
       seen_since_checkpoint_.clear();
       return;
     }
     const bool renumbered = !durable || last < checkpoint_seq_;
-    if (!following_stored_) {
+    if (!following_stored_ && !(checkpoint_known_ && hears_stored_topics_)) {
       broker_instance_ = instance;
       if (renumbered) last_seq_ = checkpoint_seq_ = 0;
       return;
@@ -224,12 +239,18 @@ class Listener::Impl {
     if (e.seq != 0) {
       if (!skip_.empty() && skip_.erase(e.seq)) return false;  // had before a restart's read-back
       if (e.seq <= last_seq_) return false;
+      // The first stored event before any heartbeat: where this listener
+      // came in, should the broker restart before a heartbeat says more.
+      if (!checkpoint_known_) {
+        checkpoint_seq_ = e.seq - 1;
+        checkpoint_known_ = true;
+      }
       last_seq_ = e.seq;
+      if (e.run != 0) run_seen_ = e.run;
       following_stored_ = true;
-      // Only while heartbeats come (an older broker sends none), and
-      // bounded: a listener starved of heartbeats must not grow forever.
-      if (broker_instance_ != 0 && seen_since_checkpoint_.size() < kMaxSeenSinceCheckpoint)
-        seen_since_checkpoint_.push_back(e.seq);
+      // Bounded: a listener starved of heartbeats (an older broker sends
+      // none) must not grow forever.
+      if (seen_since_checkpoint_.size() < kMaxSeenSinceCheckpoint) seen_since_checkpoint_.push_back(e.seq);
     }
     return true;
   }
@@ -329,6 +350,9 @@ class Listener::Impl {
     }
   }
 
+  // The broker run we know: from its heartbeats, else from its events.
+  std::uint64_t known_run() const noexcept { return broker_instance_ != 0 ? broker_instance_ : run_seen_; }
+
   static constexpr std::string_view kMarkTopic = "$mw.mark.";
   static constexpr std::size_t kMaxSeenSinceCheckpoint = 1'000'000;
 
@@ -343,8 +367,14 @@ class Listener::Impl {
   // that topic; otherwise they only tell us about the broker.
   bool wants_heartbeats_ = false;
   bool following_stored_ = false;  // a stored event has been accepted (or `since` was given)
+  bool hears_stored_topics_ = false;  // a pattern may match a stored event's topic
   std::uint64_t broker_instance_ = 0;  // 0: no heartbeat yet
-  std::uint64_t checkpoint_seq_ = 0;                 // last_seq_ at the last heartbeat of this run
+  // Where a read-back after a restart starts: `since`, then the first
+  // stored event accepted, then at each heartbeat of this run what it says
+  // was published (or last_seq_, if more).
+  std::uint64_t checkpoint_seq_ = 0;
+  bool checkpoint_known_ = false;
+  std::uint64_t run_seen_ = 0;  // the broker run of the last live stored event accepted
   std::vector<std::uint64_t> seen_since_checkpoint_;  // stored events accepted since
   std::unordered_set<std::uint64_t> skip_;            // a read-back's events we had already
   std::vector<Event> held_;  // stored events of an unknown broker run, waiting for its heartbeat

@@ -490,6 +490,76 @@ TEST_CASE("mw listen across a kill -9 of a broker on a file store: what it publi
   CHECK(events[5]["data"]["id"] == "after4");
 }
 
+// A listener started without --since wants what happens from then on. Its
+// first heartbeat said there was nothing of its own to read back; if the
+// broker then went down less than a heartbeat after the listener's first
+// event, it used to read back every stored event from 0 (the probe of
+// 2026-12-07: 700 old events, after a newer one).
+TEST_CASE("mw listen without --since, broker killed right after its first event: reads back nothing older") {
+  Env env;
+  const std::string store = (env.dir() / "events.db").string();
+  env.start_broker(store, {"--heartbeat-ms", "1000"});
+  INFO(env.report());
+  const std::string address = env.address(), pub = env.pub();
+  for (const char* id : {"old1", "old2", "old3", "old4", "old5"}) env.mw_json({"create", "users", json{{"id", id}}.dump()});
+
+  Process& listener = env.start_mw("listen", {"listen", "users.*", "$mw.heartbeat"});
+  const auto heartbeats = [&] {
+    std::size_t n = 0;
+    for (const auto& e : json_lines(listener.stdout_text())) n += e["topic"] == "$mw.heartbeat";
+    return n;
+  };
+  // Its subscriptions are live once a heartbeat comes; the next one opens a
+  // whole interval in which it knows only what the heartbeat said.
+  REQUIRE(wait_until([&] { return heartbeats() >= 1; }, 5s));
+  const std::size_t seen = heartbeats();
+  REQUIRE(wait_until([&] { return heartbeats() > seen; }, 5s));
+  env.mw_json({"create", "users", R"({"id": "live"})"});
+  REQUIRE(wait_until([&] { return listener.stdout_text().find("\"live\"") != std::string::npos; }, 5s));
+  env.broker().signal(SIGKILL);
+  REQUIRE(env.broker().wait_exit(5s).has_value());
+
+  env.start_broker(store, {"--heartbeat-ms", "200"}, address, pub);
+  env.mw_json({"create", "users", R"({"id": "after"})"});
+  REQUIRE(wait_until([&] { return listener.stdout_text().find("\"after\"") != std::string::npos; }, 10s));
+  mwtest::pause_for(1s);  // room for anything read back late
+  listener.signal(SIGTERM);
+  REQUIRE(listener.wait_exit(5s).has_value());
+  INFO(listener.tail());
+  std::vector<std::string> ids;
+  for (const auto& e : json_lines(listener.stdout_text()))
+    if (e["topic"] != "$mw.heartbeat") ids.push_back(e["data"]["id"].get<std::string>());
+  CHECK(ids == std::vector<std::string>{"live", "after"});
+}
+
+TEST_CASE("mw listen, broker killed before the listener's first heartbeat: what the new run published comes once") {
+  Env env;
+  const std::string store = (env.dir() / "events.db").string();
+  env.start_broker(store, {"--heartbeat-ms", "10000"});  // no heartbeat before the kill
+  INFO(env.report());
+  const std::string address = env.address(), pub = env.pub();
+  for (const char* id : {"old1", "old2", "old3"}) env.mw_json({"create", "users", json{{"id", id}}.dump()});
+  Process& listener = env.start_mw("listen", {"listen", "users.*"});
+  REQUIRE(await_live(env, listener, "users"));
+  const std::size_t probes = lines_of(listener.stdout_text()).size();
+  env.broker().signal(SIGKILL);
+  REQUIRE(env.broker().wait_exit(5s).has_value());
+
+  env.start_broker(store, {"--heartbeat-ms", "200"}, address, pub);
+  // The first ones before the listener has reconnected: only a read-back brings them.
+  for (const char* id : {"after1", "after2", "after3"}) env.mw_json({"create", "users", json{{"id", id}}.dump()});
+  REQUIRE(wait_until([&] { return listener.stdout_text().find("\"after3\"") != std::string::npos; }, 10s));
+  mwtest::pause_for(1s);  // room for anything read back late
+  listener.signal(SIGTERM);
+  REQUIRE(listener.wait_exit(5s).has_value());
+  INFO(listener.tail());
+  const auto events = json_lines(listener.stdout_text());
+  std::vector<std::string> after;
+  for (std::size_t i = probes; i < events.size(); ++i) after.push_back(events[i]["data"]["id"].get<std::string>());
+  CHECK(after == std::vector<std::string>{"after1", "after2", "after3"});
+  for (const auto& e : events) CHECK(e["data"]["id"].get<std::string>().rfind("old", 0) != 0);
+}
+
 TEST_CASE("mw listen --since: missed events, then live ones, none twice, none lost") {
   Env env;
   env.start_broker(":memory:");

@@ -643,6 +643,50 @@ TEST_CASE("a write-back the store rolls back publishes no event of it") {
   CHECK_FALSE(order->contains("total"));
 }
 
+TEST_CASE("$mw.heartbeat: published_seq counts the stored events already published, last_seq also this turn's") {
+  // A listener takes published_seq for where it stands (a restart reads
+  // back from there): an event numbered in this turn is published only
+  // after the turn's commit, after any heartbeat of the turn.
+  const auto last_heartbeat = [](const Broker& b) {
+    Json beat;
+    for (const auto& p : b.h.transport.published)
+      if (p.topic == mw::kHeartbeatTopic) beat = Json::from_msgpack(p.data);
+    return beat;
+  };
+  TempDb db;
+  {
+    Broker b(db.path());
+    b.h.transport.subscribers = true;
+    const auto create = [&](std::uint64_t request, const char* id) {
+      const std::string body = mw::Payload::from_json(Json{{"data", {{"id", id}}}}).bytes();
+      b.h.command("c1", Command::Call, bytes_of(wire::encode(wire::Call{request, "users", "create", std::nullopt})),
+                  body);
+    };
+    create(1, "u1");
+    b.h.core.end_turn();
+    create(2, "u2");  // numbered, not yet committed nor published
+    b.h.now += 1000;
+    b.h.tick();
+    const Json beat = last_heartbeat(b);
+    REQUIRE(beat.is_object());
+    CHECK(beat.at("last_seq") == 2);
+    CHECK(beat.at("published_seq") == 1);
+    b.h.core.end_turn();
+    b.h.now += 1000;
+    b.h.tick();
+    CHECK(last_heartbeat(b).at("published_seq") == 2);
+  }
+  // A broker started on the store: what it holds went out in earlier runs.
+  Broker again(db.path());
+  again.h.transport.subscribers = true;
+  again.h.tick();
+  again.h.now += 1000;
+  again.h.tick();
+  const Json beat = last_heartbeat(again);
+  REQUIRE(beat.is_object());
+  CHECK(beat.at("published_seq") == 2);
+}
+
 namespace {
 
 // Creates (or replaces) a schedule the way `mw schedule` does: a CALL.

@@ -349,6 +349,9 @@ class BrokerCore {
   // Tells this broker's run from others on the same address (listeners
   // see a restart): the first job id, which is unique per start.
   std::uint64_t instance_ = 0;
+  // Every stored event up to this seq has been published (after its turn's
+  // commit): a heartbeat says it, so a listener knows where it stands.
+  std::uint64_t published_seq_ = 0;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::priority_queue<ProgressDue, std::vector<ProgressDue>, std::greater<>> progress_due_;
   std::unordered_map<std::string, TypeCounters, WorkerRegistry::Hash, std::equal_to<>> type_counters_;
