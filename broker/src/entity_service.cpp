@@ -30,9 +30,10 @@ std::string id_of(const Json& value) {
   fail(ErrorCode::BadRequest, "id must be a string or an integer");
 }
 
-// $select keeps the named fields (and the id).
-Json select_fields(Json doc, const std::vector<std::string>& fields) {
-  if (fields.empty()) return doc;
+// $select keeps the named fields (and the id); without it, all of them.
+Json select_fields(Json doc, const std::optional<std::vector<std::string>>& select) {
+  if (!select) return doc;
+  const auto& fields = *select;
   Json out = Json::object();
   ObjectWriter from(doc), to(out);
   if (from.contains("id")) to.set("id", std::move(from.slot("id")));

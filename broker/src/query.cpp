@@ -124,12 +124,25 @@ class Translator {
         const char* sym = op == "$lt" ? " < " : op == "$lte" ? " <= " : op == "$gt" ? " > " : " >= ";
         auto v = scalar(operand, field);
         if (std::holds_alternative<std::nullptr_t>(v)) bad(op + " on '" + field + "' needs a value, not null");
-        add(expr + sym + param(std::move(v)));
+        add(expr + sym + param(std::move(v)) + same_type(field, operand));
       } else {
         bad("unknown operator '" + op + "' on '" + field + "'");
       }
     }
     return sql;
+  }
+
+  // A range compares like with like, as Feathers' and Mongo's do: SQLite
+  // orders every number before every text (and json_extract gives arrays
+  // and objects as JSON text, booleans as 0/1), so `$gt: 5` alone would
+  // match "abc" and [1, 2]; json_type tells them apart. The id column
+  // holds text only.
+  static std::string same_type(const std::string& field, const Json& operand) {
+    if (field == "id") return "";
+    const std::string type = " AND json_type(doc, '$." + field + "')";
+    if (operand.is_boolean()) return type + " IN ('true', 'false')";
+    if (operand.is_number()) return type + " IN ('integer', 'real')";
+    return type + " = 'text'";
   }
 
   TranslatedQuery& out_;
@@ -183,9 +196,10 @@ TranslatedQuery translate_query(const Json& query, const PageLimits& limits) {
   if (auto it = query.find("$skip"); it != query.end()) out.skip = count_value(*it, "$skip");
   if (auto it = query.find("$select"); it != query.end()) {
     if (!it->is_array()) bad("$select takes an array of field names");
+    out.select.emplace();
     for (const auto& f : *it) {
       if (!f.is_string() || !is_valid_field_name(f.get<std::string>())) bad("$select takes field names");
-      out.select.push_back(f.get<std::string>());
+      out.select->push_back(f.get<std::string>());
     }
   }
   std::string order;

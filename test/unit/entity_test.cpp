@@ -151,7 +151,7 @@ TEST_CASE("translate_query: an empty or null query matches everything, with the 
     CHECK(q.params.empty());
     CHECK(q.limit == 7);
     CHECK(q.skip == 0);
-    CHECK(q.select.empty());
+    CHECK_FALSE(q.select.has_value());
     CHECK(q.order_by.find("id ASC") != std::string::npos);
   }
 }
@@ -246,6 +246,8 @@ TEST_CASE("translate_query: $limit, $skip and $select") {
   CHECK(tq(R"({"$limit": 5000})", limits).limit == 100);  // cut to the max
   CHECK(tq(R"({"$skip": 40})", limits).skip == 40);
   CHECK(tq(R"({"$select": ["name", "address.city"]})", limits).select == strings({"name", "address.city"}));
+  CHECK(tq(R"({"$select": []})", limits).select == strings({}));  // only the id
+  CHECK_FALSE(tq("{}", limits).select.has_value());  // everything
   // Paging keys are no filters.
   CHECK(tq(R"({"$limit": 3, "$skip": 1, "$select": ["a"], "$sort": {"a": 1}})", limits).where == "1");
 
@@ -288,9 +290,15 @@ TEST_CASE("translate_query: values never reach the SQL text") {
   query["note"]["$in"] = Json::array({quotes, evil});
   query["$or"] = Json::array({Json{{"title", {{"$ne", quotes}}}}, Json{{"title", {{"$gt", evil}}}}});
   const auto q = translate_query(query, {});
-  CHECK(q.where.find("DROP") == std::string::npos);
-  CHECK(q.where.find("quoted") == std::string::npos);
-  CHECK(q.where.find("''") == std::string::npos);
+  // The $gt's guard (it compares text with text only) has constants of its own.
+  std::string sql = q.where;
+  const std::string guard = " AND json_type(doc, '$.title') = 'text'";
+  const auto at = sql.find(guard);
+  REQUIRE(at != std::string::npos);
+  sql.erase(at, guard.size());
+  CHECK(sql.find("DROP") == std::string::npos);
+  CHECK(sql.find("quoted") == std::string::npos);
+  CHECK(sql.find("''") == std::string::npos);
   REQUIRE(q.params.size() == 5);
   CHECK(param_is(q.params[0], evil));
   CHECK(param_is(q.params[1], quotes));
@@ -298,7 +306,7 @@ TEST_CASE("translate_query: values never reach the SQL text") {
   CHECK(param_is(q.params[3], quotes));
   CHECK(param_is(q.params[4], evil));
   // The only quotes in the SQL are those around the JSON paths.
-  std::size_t quote_count = std::count(q.where.begin(), q.where.end(), '\'');
+  std::size_t quote_count = std::count(sql.begin(), sql.end(), '\'');
   CHECK(quote_count == 2 * 4);  // name, note, title, title
 }
 
@@ -393,7 +401,7 @@ TEST_CASE("find: every operator selects the right documents") {
   CHECK(e.find_ids("items", R"({"tags": {"$nin": ["x"]}})") == strings({"b", "c", "d", "e"}));
   CHECK(e.find_ids("items", R"({"n": {"$lt": 3}})") == strings({"a", "b"}));
   CHECK(e.find_ids("items", R"({"n": {"$lte": 3}})") == strings({"a", "b", "c"}));
-  CHECK(e.find_ids("items", R"({"n": {"$gt": 3}})") == strings({"d", "e"}));  // SQLite: text sorts after numbers
+  CHECK(e.find_ids("items", R"({"n": {"$gt": 3}})") == strings({"d"}));  // not "text": a number compares with numbers
   CHECK(e.find_ids("items", R"({"n": {"$gte": 2, "$lt": 4.5}})") == strings({"b", "c"}));
   CHECK(e.find_ids("items", R"({"n": 4.5})") == strings({"d"}));
   CHECK(e.find_ids("items", R"({"$or": [{"team": "green"}, {"n": 1}]})") == strings({"a", "d"}));
@@ -404,6 +412,42 @@ TEST_CASE("find: every operator selects the right documents") {
   e.create("other", Json::parse(R"({"id": "a", "team": "red"})"));
   CHECK(e.find("items", Json::parse(R"({"team": "red"})"))["total"] == 2);
   CHECK(e.find("other", Json::object())["total"] == 1);
+}
+
+TEST_CASE("find: $lt/$lte/$gt/$gte compare like with like, with or without an index") {
+  // SQLite orders every number before every text, and json_extract gives
+  // arrays and objects as JSON text and booleans as 0/1: a bare comparison
+  // had "abc", "10", [1, 2] and {"a": 1} above a million (the probe of
+  // 2026-12-07). Feathers and Mongo compare only values of one type.
+  for (const bool indexed : {false, true}) {
+    CAPTURE(indexed);
+    TempDb db;
+    EntityConfig config;
+    if (indexed) config.indexes = {"t.v"};
+    Entities e(config, {}, db.path());
+    e.create("t", Json::parse(R"([
+      {"id": "s", "v": "abc"}, {"id": "n5", "v": 5}, {"id": "s10", "v": "10"}, {"id": "arr", "v": [1, 2]},
+      {"id": "obj", "v": {"a": 1}}, {"id": "f", "v": false}, {"id": "t", "v": true}, {"id": "x", "v": 2.5},
+      {"id": "nul", "v": null}, {"id": "none"}
+    ])"));
+    CHECK(e.find_ids("t", R"({"v": {"$gt": 1000000}})").empty());
+    CHECK(e.find_ids("t", R"({"v": {"$gt": 1}})") == strings({"n5", "x"}));
+    CHECK(e.find_ids("t", R"({"v": {"$lte": 5}})") == strings({"n5", "x"}));
+    CHECK(e.find_ids("t", R"({"v": {"$lt": "a"}})") == strings({"s10"}));
+    CHECK(e.find_ids("t", R"({"v": {"$gte": ""}})") == strings({"s", "s10"}));
+    CHECK(e.find_ids("t", R"({"v": {"$gt": false}})") == strings({"t"}));
+    CHECK(e.find_ids("t", R"({"v": {"$gte": 2, "$lt": 6}})") == strings({"n5", "x"}));
+    CHECK(e.find_ids("t", R"({"id": {"$gt": "s"}})") == strings({"s10", "t", "x"}));  // ids are text
+  }
+}
+
+TEST_CASE("find: $select keeps the id and the named top-level fields; an empty $select only the id") {
+  Entities e;
+  e.create("u", Json::parse(R"({"id": "a", "name": "ann", "address": {"city": "Oslo"}, "n": 1})"));
+  const auto only = [&](const char* query) { return e.find("u", Json::parse(query))["data"].at(0); };
+  CHECK(only(R"({"$select": []})") == Json::parse(R"({"id": "a"})"));
+  CHECK(only(R"({"$select": ["name", "address.city"]})") == Json::parse(R"({"id": "a", "name": "ann", "address": {"city": "Oslo"}})"));
+  CHECK(only("{}").contains("created_at"));
 }
 
 TEST_CASE("find: injection attempts in values are data, and the table survives") {

@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -45,7 +46,8 @@ struct TranslatedQuery {
   std::string order_by;             // "" or " ORDER BY …" (always ends with id for stable pages)
   std::size_t limit = 10;
   std::size_t skip = 0;
-  std::vector<std::string> select;  // fields to keep; empty = all (id always kept)
+  // The fields to keep (and the id, always); none given: all of them.
+  std::optional<std::vector<std::string>> select;
 };
 
 // Throws mw::Error(BadRequest) naming what is wrong.
