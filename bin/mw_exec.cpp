@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -93,15 +94,26 @@ struct Pipe {
   }
 };
 
-// The last few non-blank lines of a child's stderr, the part that says
-// what went wrong, on one line (joined by " | "): errors are one line.
+// True when `line` has something to read: a byte that is neither a space,
+// nor a control character. (A NUL would also cut the error short: errors
+// travel as exception texts, which end at the first NUL.)
+bool has_text(std::string_view line) {
+  return std::any_of(line.begin(), line.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c > 0x20 && c != 0x7f;
+  });
+}
+
+// The last few lines of a child's stderr that hold text, the part that
+// says what went wrong, on one line (joined by " | "): errors are one line.
+// Control characters are written as \xNN; lines of nothing else are skipped.
 std::string tail_lines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream stream(text);
   std::string line;
   while (std::getline(stream, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
+    if (has_text(line)) lines.push_back(mw::escaped_controls(line));
   }
   std::string out;
   const std::size_t from = lines.size() > kStderrTailLines ? lines.size() - kStderrTailLines : 0;

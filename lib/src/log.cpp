@@ -23,8 +23,16 @@ std::string_view level_name(LogLevel level) {
   return "?    ";
 }
 
-// `message` with control characters other than tab escaped; only called
-// when it holds one.
+bool has_controls(std::string_view message) {
+  for (const char ch : message) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 && c != '\t') return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::string escaped_controls(std::string_view message) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
@@ -42,16 +50,6 @@ std::string escaped_controls(std::string_view message) {
   }
   return out;
 }
-
-bool has_controls(std::string_view message) {
-  for (const char ch : message) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 && c != '\t') return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 void set_log_level(LogLevel level) noexcept { g_threshold.store(level, std::memory_order_relaxed); }
 

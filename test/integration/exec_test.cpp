@@ -91,6 +91,25 @@ TEST_CASE("mw-exec: stdout is the result; failures are retried, reported and bur
     CHECK(s.dead == 1);
   }
 
+  SUBCASE("stderr of binary bytes: the reason keeps its text, never comes out empty") {
+    // A line of NULs used to empty the reason: it travels as an exception
+    // text, which ends at the first NUL (the probe of 2026-12-07).
+    cluster.start_exec("zeros", {}, {"/bin/sh", "-c", "cat >/dev/null; head -c 100000 /dev/zero >&2; exit 1"});
+    const auto zeros = cluster.mw({"submit", "zeros", "{}", "--wait", "--timeout", "20", "--max-attempts", "1"});
+    CHECK(zeros.exit_status == 1);
+    CHECK(contains(zeros.err, "after 1 attempt(s): exit status 1"));
+    cluster.start_exec("mixed", {}, {"/bin/sh", "-c",
+                                     "cat >/dev/null; printf 'bad \\000\\001 byte\\n\\377\\376 not utf-8\\n' >&2; exit 1"});
+    const auto mixed = cluster.mw({"submit", "mixed", "{}", "--wait", "--timeout", "20", "--max-attempts", "1"});
+    CHECK(mixed.exit_status == 1);
+    CHECK(contains(mixed.err, "after 1 attempt(s): bad \\x00\\x01 byte | "));
+    CHECK(contains(mixed.err, " not utf-8"));
+    CHECK(lines_in(mixed.err) == 1);
+    const auto dead = cluster.mw({"dead", "--json"});
+    CHECK(dead.exit_status == 0);
+    CHECK(contains(dead.out, "exit status 1"));
+  }
+
   SUBCASE("stdout that is not JSON: dead after one attempt") {
     cluster.start_exec("notjson", {}, {"/bin/sh", "-c", "cat >/dev/null; echo 'this is not json'"});
     const auto r = cluster.mw({"submit", "notjson", "{}", "--wait", "--timeout", "20"});

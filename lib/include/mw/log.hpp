@@ -25,6 +25,10 @@ LogLevel parse_log_level(std::string_view text);
 // that every line of the log starts with its time.
 void log(LogLevel level, std::string_view component, std::string_view message);
 
+// `text` with its control characters other than tab written as \n, \r or
+// \xNN: text from elsewhere (a child's stderr, say) that may hold any bytes.
+std::string escaped_controls(std::string_view text);
+
 // `text` on one line: each line break (\n, \r\n) becomes " | ". For
 // messages shown to people that may hold several lines of someone else's.
 std::string one_line(std::string_view text);
