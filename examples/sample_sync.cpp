@@ -5,8 +5,9 @@
 //
 //   ./sample_sync --broker tcp://127.0.0.1:5555 [--once]
 //
-// Prints one line per failed check and, per run, what the run did. With
-// --once: one run, exit 0 (1 when the broker cannot be reached).
+// Prints one line per failed check; the log (stderr) says what each run
+// did. With --once: one run, its summary on stdout, exit 0 (1 when the
+// broker cannot be reached or a signal ended the run).
 #include <iostream>
 #include <optional>
 #include <string>
@@ -29,9 +30,10 @@ std::optional<std::string> check_if_number_is_50(const nlohmann::ordered_json& n
 
 // The seed's super(config, syncChecks, entityEndpoint, fixErrors,
 // syncEndpoint, syncEntityName, syncInterval).
-mw::SyncOptions sample_options(std::string broker) {
+mw::SyncOptions sample_options(std::string broker, const mw::StopSignal& stop) {
   mw::SyncOptions o;
   o.broker = std::move(broker);
+  o.stop = &stop;  // Ctrl-C ends a --once pass that waits for the broker
   o.checks = {check_if_number_is_50};
   o.entity_endpoint = "sampleentity";
   o.fix_errors = true;
@@ -43,7 +45,7 @@ mw::SyncOptions sample_options(std::string broker) {
 
 class SampleSync : public mw::Sync {
  public:
-  explicit SampleSync(std::string broker) : Sync(sample_options(std::move(broker))) {}
+  SampleSync(std::string broker, const mw::StopSignal& stop) : Sync(sample_options(std::move(broker), stop)) {}
 
   // Syncing some numbers.
   std::vector<nlohmann::ordered_json> find_entities_to_sync() override { return {10, 20, 30, 40}; }
@@ -74,7 +76,7 @@ int main(int argc, char** argv) {
       std::cout << options.help() << std::endl;
       return 0;
     }
-    SampleSync sync(args["broker"].as<std::string>());
+    SampleSync sync(args["broker"].as<std::string>(), stop);
     if (args.count("once")) {
       print(sync.run_once());
       return 0;

@@ -69,8 +69,16 @@ class Sync::Impl {
   }
 
   Client& client() {
-    if (!client_) client_ = std::make_unique<Client>(ClientOptions{options.broker, options.timeout});
+    if (!client_) client_ = std::make_unique<Client>(ClientOptions{options.broker, options.timeout, stop()});
     return *client_;
+  }
+
+  // What ends a wait for the broker: run()'s stop while it runs, else the options'.
+  const StopSignal* stop() const noexcept { return run_stop ? run_stop : options.stop; }
+  void watch(const StopSignal* stop) {
+    const StopSignal* before = this->stop();
+    run_stop = stop;
+    if (this->stop() != before) forget_client();  // made with the other stop
   }
 
   // A timed-out request may still sit in the socket's queue and reach a
@@ -80,6 +88,7 @@ class Sync::Impl {
   SyncOptions options;
   FindEntities find;
   FixEntity fix;
+  const StopSignal* run_stop = nullptr;  // run()'s, while it runs
 
  private:
   std::unique_ptr<Client> client_;
@@ -217,11 +226,19 @@ SyncReport Sync::run_once() {
 
 void Sync::run(const StopSignal& stop) {
   const auto interval = impl_->options.interval;
+  impl_->watch(&stop);
+  struct Unwatch {
+    Impl& impl;
+    ~Unwatch() { impl.watch(nullptr); }
+  } unwatch{*impl_};
   while (!stop.fired()) {
     const auto started = std::chrono::steady_clock::now();
     try {
       const auto report = run_once();
       for (const auto& line : report.errors) log(LogLevel::warn, kLogComponent, impl_->options.name + ": " + line);
+    } catch (const Interrupted&) {
+      if (stop.fired()) return;  // the stop, in the middle of a call
+      throw;
     } catch (const std::exception& e) {
       log(LogLevel::warn, kLogComponent,
           impl_->options.name + ": run failed (tried again every " + std::to_string(interval.count()) + " ms): " + e.what());

@@ -2,6 +2,7 @@
 // stamps and fixes, dead jobs it replays, a broker that is down, and the
 // seed's SampleSync example.
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -352,6 +353,28 @@ TEST_CASE("sync: examples/sample_sync --once, the seed's SampleSync") {
                                   cluster.dir(), 20s);
     CHECK(down.exit_status == 1);
     CHECK(down.err.find("sample_sync: ") != std::string::npos);
+  }
+}
+
+TEST_CASE("sync: SIGTERM ends a pass that waits for a broker that is not there at once, looping or --once") {
+  // A pass asks the broker with a 5 s timeout; the stop used to wait it out.
+  Cluster cluster;
+  cluster.start_broker();
+  const std::string address = cluster.address();
+  cluster.broker().stop();  // nobody answers there now
+  for (const bool once : {false, true}) {
+    CAPTURE(once);
+    std::vector<std::string> argv{sample_sync_binary(), "--broker", address};
+    if (once) argv.push_back("--once");
+    Process sync(once ? "sample_sync-once" : "sample_sync-loop", argv, cluster.dir());
+    REQUIRE(sync.wait_for_stderr_line("failed 1 check(s)", 10s).has_value());  // in its pass: the checks ran
+    mwtest::pause_for(200ms);  // and it waits for the broker's answer to its first record
+    const auto asked = std::chrono::steady_clock::now();
+    sync.signal(SIGTERM);
+    const auto status = sync.wait_exit(10s);
+    REQUIRE(status.has_value());
+    CHECK(std::chrono::steady_clock::now() - asked < 2s);
+    CHECK(*status == (once ? 1 : 0));  // --once did not finish its pass
   }
 }
 

@@ -88,6 +88,10 @@ struct SyncOptions {
   std::size_t max_entities = 10000; // the default find takes at most this many per run
   // The clock, in ms since the epoch; empty = the system clock. Tests set it.
   std::function<std::int64_t()> now_ms;
+  // When set, run_once() stops waiting for the broker the moment this
+  // fires, and throws mw::Interrupted (run() watches its own `stop` so).
+  // Not owned: it must outlive the Sync.
+  const StopSignal* stop = nullptr;
 };
 
 // What one run did.
@@ -119,8 +123,9 @@ class Sync {
   // the report's errors and the run goes on.
   SyncReport run_once();
 
-  // Runs a pass at once and then every `interval` until `stop` fires. A
-  // pass that throws is logged and the next one is tried an interval later.
+  // Runs a pass at once and then every `interval` until `stop` fires; a
+  // pass waiting for the broker when it fires ends at once. A pass that
+  // throws is logged and the next one is tried an interval later.
   void run(const StopSignal& stop);
 
   // The entities to check (JSON values; objects with an "id" are stamped).
