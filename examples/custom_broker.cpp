@@ -10,7 +10,9 @@
 #include <cxxopts.hpp>
 
 #include "mw/broker/server.hpp"
+#include "mw/error.hpp"
 #include "mw/log.hpp"
+#include "mw/options.hpp"
 
 using mw::broker::HookContext;
 using mw::broker::Method;
@@ -58,8 +60,11 @@ int main(int argc, char** argv) {
     mw::log(mw::LogLevel::info, "custom_broker", "serving " + broker.bound_address() + ", events on " + broker.pub_address());
     broker.run(stop);
     return 0;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "custom_broker: " << mw::option_error_text(e.what(), argc, argv) << " (see --help)" << std::endl;
+    return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "custom_broker: %s\n", e.what());
-    return 1;
+    return mw::exit_code_for(e);  // 2 for what cannot run as given
   }
 }

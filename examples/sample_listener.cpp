@@ -8,6 +8,7 @@
 #include <cxxopts.hpp>
 
 #include "mw/error.hpp"
+#include "mw/options.hpp"
 #include "mw/listener.hpp"
 #include "mw/stop_signal.hpp"
 
@@ -16,7 +17,8 @@ int main(int argc, char** argv) {
   cxxopts::Options options("sample_listener", "Print finished flows and dead jobs.");
   options.add_options()
       ("h,help", "print this help")
-      ("broker", "broker address", cxxopts::value<std::string>()->default_value(mw::default_broker_address()));
+      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+       cxxopts::value<std::string>()->default_value(mw::default_broker_address()));
   try {
     auto args = options.parse(argc, argv);
     if (args.count("help")) {
@@ -36,6 +38,9 @@ int main(int argc, char** argv) {
         std::cout << "job of flow " << event->flow_id << " dead at " << event->type << ": " << event->error << std::endl;
     }
     return 0;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "sample_listener: " << mw::option_error_text(e.what(), argc, argv) << " (see --help)" << std::endl;
+    return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::cerr << "sample_listener: " << e.what() << std::endl;
     return mw::exit_code_for(e);  // 2 for what cannot run as given

@@ -15,6 +15,7 @@
 #include <cxxopts.hpp>
 
 #include "mw/error.hpp"
+#include "mw/options.hpp"
 #include "mw/stop_signal.hpp"
 #include "mw/sync.hpp"
 
@@ -68,7 +69,8 @@ int main(int argc, char** argv) {
   cxxopts::Options options("sample_sync", "The seed's SampleSync: check that numbers are 50, record and fix.");
   options.add_options()
       ("h,help", "print this help")
-      ("broker", "broker address", cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
+      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+       cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
       ("once", "run a single pass and exit");
   try {
     auto args = options.parse(argc, argv);
@@ -83,6 +85,9 @@ int main(int argc, char** argv) {
     }
     sync.run(stop);
     return 0;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "sample_sync: " << mw::option_error_text(e.what(), argc, argv) << " (see --help)" << std::endl;
+    return mw::kUsageExitCode;
   } catch (const std::exception& e) {
     std::cerr << "sample_sync: " << e.what() << std::endl;
     return mw::exit_code_for(e);  // 2 for what cannot run as given

@@ -71,7 +71,13 @@ int entity(std::string_view method, int argc, char** argv) {
 
   cxxopts::ParseResult args;
   if (parse_or_help(options, argc, argv, args)) return 0;
-  if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "' (usage: " + name + " " + help + ")");
+  if (!args.unmatched().empty()) {
+    // With --query the ID is gone, so an ID given anyway pushes the data one word on.
+    if (by_query && takes_data)
+      throw UsageError("unexpected argument '" + args.unmatched().front() + "': with --query, give no ID (usage: " +
+                       name + " ENDPOINT --query QUERY_JSON JSON|-)");
+    throw UsageError("unexpected argument '" + args.unmatched().front() + "' (usage: " + name + " " + help + ")");
+  }
   if (!args.count("endpoint")) throw UsageError("missing ENDPOINT (usage: " + name + " " + help + ")");
   std::optional<std::string> id;
   nlohmann::ordered_json data, query;

@@ -34,7 +34,11 @@ SubmitOptions submit_options_from(const cxxopts::ParseResult& args) {
   o.max_attempts = args["max-attempts"].as<std::uint32_t>();
   if (args["max-attempts"].count() && o.max_attempts == 0)
     throw UsageError("--max-attempts must be at least 1 (leave it out for the broker's default)");
-  if (args.count("entity")) o.entity = args["entity"].as<std::string>();
+  if (args.count("entity")) {
+    o.entity = args["entity"].as<std::string>();
+    // Most often an unset shell variable ("$ORDER"): say so, not submit without one.
+    if (o.entity.empty()) throw UsageError("--entity is empty: give ENDPOINT/ID, ID or auto (or leave it out)");
+  }
   if (args.count("delay") && args.count("at"))
     throw UsageError("--delay and --at both say when to run: give one of them");
   if (args.count("delay")) o.delay = parse_seconds("--delay", args["delay"].as<std::string>());

@@ -8,11 +8,11 @@
 #include "direct_document.hpp"
 #include "mw/json_objects.hpp"
 #include "mw/payload.hpp"
+#include "mw/protocol.hpp"
 
 namespace mw::broker {
 namespace {
 
-constexpr std::size_t kMaxEndpointBytes = 64;
 constexpr std::size_t kMaxIdBytes = 256;
 
 [[noreturn]] void fail(ErrorCode code, const std::string& message) { throw Error(message, code); }
@@ -70,6 +70,9 @@ EntityService::EntityService(Store& store, Hooks hooks, EntityConfig config)
     const std::string endpoint = spec.substr(0, dot), field = spec.substr(dot + 1);
     check_endpoint_name(endpoint);
     if (!is_valid_field_name(field)) fail(ErrorCode::BadRequest, "index '" + spec + "': bad field name");
+    // Most likely a typo: an index nobody could ever query.
+    if (!allowed_.empty() && !allowed_.count(endpoint))
+      fail(ErrorCode::BadRequest, "index '" + spec + "': endpoint '" + endpoint + "' is not one of --endpoints");
     store_.ensure_index(endpoint, field);
   }
   std::random_device seed;
@@ -77,12 +80,7 @@ EntityService::EntityService(Store& store, Hooks hooks, EntityConfig config)
 }
 
 void EntityService::check_endpoint_name(std::string_view endpoint) {
-  if (endpoint.empty() || endpoint.size() > kMaxEndpointBytes)
-    fail(ErrorCode::BadRequest, "endpoint name must be 1..64 characters");
-  for (char c : endpoint) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    if (!ok) fail(ErrorCode::BadRequest, "endpoint name '" + std::string(endpoint) + "' may hold only letters, digits, _ and -");
-  }
+  if (auto problem = endpoint_name_problem(endpoint); !problem.empty()) fail(ErrorCode::BadRequest, problem);
 }
 
 void EntityService::check_allowed(std::string_view endpoint) const {

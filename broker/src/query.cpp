@@ -211,7 +211,8 @@ TranslatedQuery translate_query(const Json& query, const PageLimits& limits) {
       int dir = 0;
       if (direction.is_number_integer()) dir = direction.get<int>();
       else if (direction.is_string()) dir = direction == "1" || direction == "asc" ? 1 : direction == "-1" || direction == "desc" ? -1 : 0;
-      if (dir != 1 && dir != -1) bad("$sort direction for '" + field + "' must be 1 or -1");
+      if (dir != 1 && dir != -1)
+        bad("$sort direction for '" + field + "' must be 1 or -1 (or \"1\", \"-1\", \"asc\", \"desc\")");
       order += (order.empty() ? "" : ", ") + expr + (dir == 1 ? " ASC" : " DESC");
       has_id = has_id || field == "id";
     }

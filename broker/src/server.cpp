@@ -17,6 +17,7 @@
 #include "mw/broker/worker_registry.hpp"
 #include "mw/error.hpp"
 #include "mw/log.hpp"
+#include "mw/options.hpp"
 
 namespace mw::broker {
 namespace {
@@ -51,6 +52,7 @@ std::uint64_t first_job_id() {
 }
 
 std::string bind_or_throw(zmq::socket_t& socket, const std::string& address, const char* what) {
+  check_bind_address(address, what);
   try {
     socket.bind(address);
   } catch (const zmq::error_t& e) {

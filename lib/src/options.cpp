@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <system_error>
 
 #include "mw/error.hpp"
@@ -29,6 +30,17 @@ std::string_view tcp_host(std::string_view address) {
   return colon == std::string_view::npos ? address : address.substr(0, colon);
 }
 
+// The port of a TCP address as a number, or nullopt when it is none from 0
+// to 65535 (ZeroMQ reads "99999" as 34463, port 99999 modulo 65536).
+std::optional<unsigned> tcp_port(std::string_view address) {
+  const auto colon = address.rfind(':');
+  const std::string_view port = colon == std::string_view::npos || colon < 6 ? "" : address.substr(colon + 1);
+  unsigned value = 0;
+  const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || error != std::errc() || end != port.data() + port.size() || value > 65535) return std::nullopt;
+  return value;
+}
+
 }  // namespace
 
 void check_broker_address(std::string_view address) {
@@ -39,14 +51,17 @@ void check_broker_address(std::string_view address) {
                     "' is no host to connect to (a --bind address?); give the broker's host, like "
                     "tcp://127.0.0.1:5555",
                 ErrorCode::BadRequest);
-  const auto colon = address.rfind(':');
-  const std::string_view port = colon == std::string_view::npos || colon < 6 ? "" : address.substr(colon + 1);
-  unsigned value = 0;
-  const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (port.empty() || error != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
+  if (const auto port = tcp_port(address); !port || *port == 0)
     throw Error("cannot connect to broker '" + std::string(address) +
                     "': its port must be a number from 1 to 65535 (expected an address like tcp://127.0.0.1:5555)",
                 ErrorCode::BadRequest);
+}
+
+void check_bind_address(std::string_view address, std::string_view what) {
+  if (!address.starts_with("tcp://") || address.ends_with(":*") || tcp_port(address)) return;
+  throw Error("cannot bind " + std::string(what) + " to " + std::string(address) +
+                  ": its port must be a number from 0 to 65535, or * for any free one (like tcp://*:5555)",
+              ErrorCode::BadRequest);
 }
 
 std::string connectable_address(std::string_view reported, std::string_view broker_address) {

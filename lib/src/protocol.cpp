@@ -163,6 +163,16 @@ void split_into(std::vector<std::string>& types, std::string_view list, std::str
 
 }  // namespace
 
+std::string endpoint_name_problem(std::string_view endpoint) {
+  constexpr std::size_t kMaxEndpointBytes = 64;
+  if (endpoint.empty() || endpoint.size() > kMaxEndpointBytes) return "endpoint name must be 1..64 characters";
+  for (char c : endpoint) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return "endpoint name '" + std::string(endpoint) + "' may hold only letters, digits, _ and -";
+  }
+  return "";
+}
+
 std::string type_name_problem(std::string_view type) {
   constexpr std::string_view kRule = ": a type is one word of text, without spaces, commas or control characters";
   if (type.empty()) return "a type may not be empty";

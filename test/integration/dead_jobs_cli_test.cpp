@@ -251,6 +251,7 @@ TEST_CASE("mw submit: bad option values fail with one line before anything is se
   check_cli_error(cluster.mw({"submit", "echo", "1", "--lease", "0"}), "--lease");
   check_cli_error(cluster.mw({"submit", "echo", "1", "--key", std::string(300, 'k')}), "--key");
   check_cli_error(cluster.mw({"submit", "echo", "1", "--max-attempts", "0"}), "--max-attempts must be at least 1");
+  check_cli_error(cluster.mw({"submit", "echo", "1", "--entity", ""}), "--entity is empty");  // an unset "$ORDER"
   check_cli_error(cluster.mw({"submit", "echo", "1", "--timeout", "5"}), "give --wait too");
   CHECK(cluster.status().submitted == 0);
 }

@@ -55,6 +55,10 @@ const std::string& cli_bin() {
   static const std::string b = env_or_throw("MW_CLI_BIN");
   return b;
 }
+const std::string& entity_listener_bin() {
+  static const std::string b = env_or_throw("MW_ENTITY_LISTENER_BIN");
+  return b;
+}
 const std::string& exec_bin() {
   static const std::string b = env_or_throw("MW_EXEC_BIN");
   return b;
@@ -270,6 +274,10 @@ TEST_CASE("mw create/get/find/patch/update/remove print the results as JSON") {
     CHECK(refused.err.find("matches every entity of users: add --all") != std::string::npos);
   }
   CHECK(env.mw_json({"find", "users"})["total"] == 1);
+  // An ID as well as --query: the data would be one word too far.
+  const auto both = env.mw({"patch", "users", "keep", "--query", R"({"id": "keep"})", R"({"x": 1})"});
+  CHECK(both.exit_status == 2);
+  CHECK(both.err.find("with --query, give no ID") != std::string::npos);
   CHECK(env.mw_json({"remove", "users", "--query", "{}", "--all"}).size() == 1);
   CHECK(env.mw_json({"find", "users"})["total"] == 0);
 
@@ -306,7 +314,9 @@ TEST_CASE("mw entity errors: one line on stderr and a non-zero exit") {
 
   // Bad entity options stop the broker at start, with one line saying why.
   for (const auto& bad : std::vector<std::vector<std::string>>{
-           {"--index", "users"}, {"--index", "users.a b"}, {"--endpoints", "bad name"}, {"--sync", "sometimes"}}) {
+           {"--index", "users"}, {"--index", "users.a b"}, {"--endpoints", "bad name"}, {"--sync", "sometimes"},
+           {"--endpoints", "users", "--index", "nope.age"},  // an index no find could use
+           {"--bind", "tcp://127.0.0.1:99999"}, {"--pub", "tcp://127.0.0.1:65536"}}) {  // ZeroMQ takes them modulo 65536
     std::vector<std::string> argv{broker_bin(), "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*", "--store",
                                   ":memory:"};
     argv.insert(argv.end(), bad.begin(), bad.end());
@@ -558,6 +568,30 @@ TEST_CASE("mw listen, broker killed before the listener's first heartbeat: what 
   for (std::size_t i = probes; i < events.size(); ++i) after.push_back(events[i]["data"]["id"].get<std::string>());
   CHECK(after == std::vector<std::string>{"after1", "after2", "after3"});
   for (const auto& e : events) CHECK(e["data"]["id"].get<std::string>().rfind("old", 0) != 0);
+}
+
+TEST_CASE("examples/entity_listener prints its endpoint's events; what cannot run stops it with exit 2") {
+  Env env;
+  env.start_broker(":memory:");
+  INFO(env.report());
+  env.mw_json({"create", "sampleendpoint", R"({"id": "s1"})"});
+  env.mw_json({"create", "other", R"({"id": "o1"})"});
+  Process& listener = env.start("entity_listener", {entity_listener_bin(), "--broker", env.address(), "--since", "0"});
+  REQUIRE(wait_until([&] { return listener.stdout_text().find("created: {\"id\":\"s1\"") != std::string::npos; }, 10s));
+  env.mw_json({"patch", "sampleendpoint", "s1", R"({"n": 1})"});
+  REQUIRE(wait_until([&] { return listener.stdout_text().find("patched: ") != std::string::npos; }, 10s));
+  CHECK(listener.stdout_text().find("o1") == std::string::npos);  // another endpoint's
+
+  // A name no endpoint has would wait forever for nothing; a bad number is the parser's to say.
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"--endpoint", "bad name"}, {"--since", "x"}}) {
+    std::vector<std::string> argv{entity_listener_bin(), "--broker", env.address()};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    const auto r = mwtest::run_to_exit("entity_listener-bad", argv, env.dir(), 10s);
+    INFO(bad[0], " ", bad[1], "\nstderr: ", r.err);
+    CHECK(r.exit_status == 2);
+    CHECK(lines_of(r.err).size() == 1);
+    CHECK(r.err.rfind("entity_listener: " + bad[0], 0) == 0);
+  }
 }
 
 TEST_CASE("mw listen --since: missed events, then live ones, none twice, none lost") {

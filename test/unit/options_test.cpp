@@ -98,6 +98,28 @@ TEST_CASE("check_broker_address refuses a TCP address whose port no socket can h
   }
 }
 
+TEST_CASE("check_bind_address refuses a TCP port ZeroMQ would take modulo 65536, and takes * and 0") {
+  const auto refusal = [](const char* address) -> std::string {
+    try {
+      mw::check_bind_address(address, "the broker socket (--bind)");
+      return {};
+    } catch (const mw::Error& e) {
+      CHECK(e.code() == mw::ErrorCode::BadRequest);
+      return e.what();
+    }
+  };
+  for (const char* fine : {"tcp://*:5555", "tcp://127.0.0.1:*", "tcp://0.0.0.0:0", "tcp://[::1]:65535",
+                           "ipc:///tmp/mw.sock", "inproc://broker"})
+    CHECK(refusal(fine).empty());
+  for (const char* unusable : {"tcp://127.0.0.1:99999", "tcp://*:65536", "tcp://127.0.0.1:", "tcp://127.0.0.1",
+                               "tcp://*:55x", "tcp://*:-1"}) {
+    CAPTURE(unusable);
+    CHECK(refusal(unusable) == std::string("cannot bind the broker socket (--bind) to ") + unusable +
+                                   ": its port must be a number from 0 to 65535, or * for any free one (like "
+                                   "tcp://*:5555)");
+  }
+}
+
 TEST_CASE("option_error_text says a negative number is no option, where the parser took one for it") {
   CHECK(error_for("Option ‘5’ does not exist", {"mw", "result", "-5"}) ==
         "'-5' is not an option, and no value here may be a negative number");

@@ -19,6 +19,12 @@ std::string default_broker_address();
 // its timeout and blame the broker). Other transports are left to ZeroMQ.
 void check_broker_address(std::string_view address);
 
+// Throws mw::Error (BadRequest) for a TCP address to bind whose port is
+// neither a number from 0 to 65535 nor "*": ZeroMQ would bind
+// "tcp://*:99999" to port 34463 (99999 modulo 65536) without a word.
+// `what` names the socket in the message ("the broker socket (--bind)").
+void check_bind_address(std::string_view address, std::string_view what);
+
 // Makes an address a broker reported connectable from here: a PUB bound to
 // "tcp://0.0.0.0:5556" or "tcp://*:5556" is reached on the host of
 // `broker_address`. Other addresses are returned as they are.

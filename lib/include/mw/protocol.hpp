@@ -143,6 +143,11 @@ inline constexpr std::string_view kBrokerEnvVar = "MW_BROKER";
 // quoting the text otherwise.
 std::uint64_t parse_flow_id(std::string_view text);
 
+// What is wrong with `endpoint` as an entity endpoint's name, or "" when
+// nothing is: 1 to 64 letters, digits, `_` and `-` (PROTOCOL.md §11.1; the
+// reserved endpoints, whose names start with `$`, are not for users to make).
+std::string endpoint_name_problem(std::string_view endpoint);
+
 // What is wrong with `type` as a job type, or "" when nothing is. A type is
 // 1 to kMaxTypeNameBytes bytes of UTF-8 without spaces, commas or control
 // characters (Unicode's too: no-break spaces, line separators, C1
