@@ -259,10 +259,13 @@ class Worker::Impl final : public detail::ProgressSink {
       }
       send_completions(peer);
 
+      // One clock reading for all that came (a BATCH brings up to 64).
+      bool heard = false;
       while (auto in = peer.try_recv()) {
-        last_heard_ = Clock::now();
+        heard = true;
         if (!handle(peer, *in, stopping)) break;
       }
+      if (heard) last_heard_ = Clock::now();
       if (stopping) {
         std::lock_guard lock(mutex_);
         if (running_ == 0 && completed_.empty()) break;
@@ -816,12 +819,14 @@ class Worker::Impl final : public detail::ProgressSink {
   // reconnect and report). A silence is left to the I/O thread, which first
   // sends the handler's answer: a broker that was only slow still takes it.
   void read_during_handler(detail::PeerSocket& peer) {
+    bool heard = false;
     while (auto in = peer.try_recv()) {
-      last_heard_ = Clock::now();
+      heard = true;
       // A stop is only seen by the I/O thread, between handlers. After a
       // reconnect, the rest is read from the new socket.
       handle(peer, *in, /*stopping=*/false);
     }
+    if (heard) last_heard_ = Clock::now();
     // A dropped job's FAIL frees its credit at the broker: it goes now.
     if (peer.has_queued()) peer.flush();
   }
