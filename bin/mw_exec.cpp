@@ -106,7 +106,8 @@ bool has_text(std::string_view line) {
 
 // The last few lines of a child's stderr that hold text, the part that
 // says what went wrong, on one line (joined by " | "): errors are one line.
-// Control characters are written as \xNN; lines of nothing else are skipped.
+// Control characters (bytes below 0x20 but tab) are written as \xNN; lines
+// with no byte above a space but DEL are skipped.
 std::string tail_lines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream stream(text);
@@ -341,14 +342,13 @@ mw::Payload run_command(const ExecOptions& options, const mw::Job& job) {
     throw mw::JobHandedBack("mw-exec was stopping and '" + options.command[0] + "' ran on for " + kStopGraceText +
                             " s more: it was ended");
 
+  const std::string said = tail_lines(stderr_text);
   if (WIFSIGNALED(status))
     throw mw::JobError("'" + options.command[0] + "' was killed by signal " + std::to_string(WTERMSIG(status)) +
-                       (stderr_text.empty() ? "" : ": " + tail_lines(stderr_text)));
+                       (said.empty() ? "" : ": " + said));
   const int code = WEXITSTATUS(status);
   if (code != 0) {
-    std::string why = tail_lines(stderr_text);
-    if (why.empty()) why = "exit status " + std::to_string(code);
-    throw mw::JobError(why, code != kExitDataError);
+    throw mw::JobError(said.empty() ? "exit status " + std::to_string(code) : said, code != kExitDataError);
   }
   if (stdout_text.find_first_not_of(" \t\r\n") == std::string::npos) return mw::Payload();
   try {

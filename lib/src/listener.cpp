@@ -68,9 +68,9 @@ class Listener::Impl {
                                        [](const std::string& pattern) { return !pattern.starts_with("$mw."); });
     if (options_.since) {
       following_stored_ = true;
-      checkpoint_seq_ = *options_.since;
       checkpoint_known_ = true;
-      replay(*client, *options_.since);
+      // Everything up to the store's end is now in hand (queued).
+      checkpoint_seq_ = replay(*client, *options_.since);
     }
   }
 
@@ -105,6 +105,7 @@ class Listener::Impl {
         if (e->seq != 0 && (!held_.empty() || (e->run != 0 && known_run() != 0 && e->run != known_run()))) {
           if (held_.empty()) held_since_ = std::chrono::steady_clock::now();
           held_.push_back(std::move(*e));
+          restart_pending_ = true;  // until a read-back covers the gap, whatever is accepted meanwhile
           continue;
         }
         if (accept(*e)) return e;
@@ -176,22 +177,24 @@ class Listener::Impl {
     const bool first = broker_instance_ == 0;
     // A first heartbeat behind what we saw, or of another run than the
     // events we had: a broker run we never heard from.
-    const bool restarted =
-        first ? last < last_seq_ || (run_seen_ != 0 && run_seen_ != instance) : instance != broker_instance_;
+    const bool restarted = restart_pending_ || (first ? last < last_seq_ || (run_seen_ != 0 && run_seen_ != instance)
+                                                      : instance != broker_instance_);
     if (!restarted) {
       broker_instance_ = instance;
       // Every stored event up to `published` went out on this socket before
       // the heartbeat: those we subscribe to have reached us, or came before
       // we did. So a restart reads back from here, and a listener started
       // without `since` never reads back what preceded it.
-      checkpoint_seq_ = std::max(last_seq_, published);
+      checkpoint_seq_ = std::max({checkpoint_seq_, last_seq_, published});
       checkpoint_known_ = true;
       seen_since_checkpoint_.clear();
       return;
     }
     const bool renumbered = !durable || last < checkpoint_seq_;
+    restart_pending_ = true;  // until the read-back below succeeds
     if (!following_stored_ && !(checkpoint_known_ && hears_stored_topics_)) {
       broker_instance_ = instance;
+      restart_pending_ = false;  // nothing of ours to read back
       if (renumbered) last_seq_ = checkpoint_seq_ = 0;
       return;
     }
@@ -202,15 +205,20 @@ class Listener::Impl {
     if (!renumbered) skip_.insert(seen_since_checkpoint_.begin(), seen_since_checkpoint_.end());
     last_seq_ = from;
     try {
-      Client client(ClientOptions{options_.broker, options_.timeout});
-      replay(client, from);
+      Client client(ClientOptions{options_.broker, options_.timeout, options_.stop});
+      const std::uint64_t read_to = replay(client, from);
       broker_instance_ = instance;
-      checkpoint_seq_ = from;
+      restart_pending_ = false;
+      checkpoint_seq_ = read_to;  // everything up to there is in hand
+      checkpoint_known_ = true;
       seen_since_checkpoint_.clear();
     } catch (const std::exception& ex) {
-      log(LogLevel::warn, "listener",
-          std::string("cannot read back the events missed over the restart (trying again at the next heartbeat): ") +
-              ex.what());
+      // restart_pending_ stays: the next heartbeat tries again from the same
+      // checkpoint, skipping what is accepted meanwhile (still noted).
+      if (!dynamic_cast<const Interrupted*>(&ex))
+        log(LogLevel::warn, "listener",
+            std::string("cannot read back the events missed over the restart (trying again at the next heartbeat): ") +
+                ex.what());
       last_seq_ = had;
       skip_.clear();
       for (auto& live : live_) queued_.push_back(std::move(live));
@@ -250,12 +258,14 @@ class Listener::Impl {
       following_stored_ = true;
       // Bounded: a listener starved of heartbeats (an older broker sends
       // none) must not grow forever.
-      if (seen_since_checkpoint_.size() < kMaxSeenSinceCheckpoint) seen_since_checkpoint_.push_back(e.seq);
+      if (e.seq > checkpoint_seq_ && seen_since_checkpoint_.size() < kMaxSeenSinceCheckpoint)
+        seen_since_checkpoint_.push_back(e.seq);
     }
     return true;
   }
 
-  void replay(Client& client, std::uint64_t since) {
+  // Returns the seq the store was read to (`since` when it held nothing after).
+  std::uint64_t replay(Client& client, std::uint64_t since) {
     // 1. Have the broker publish a marker on a topic of our own: once it
     //    arrives, every subscription above is live at the broker.
     std::random_device random;
@@ -271,8 +281,12 @@ class Listener::Impl {
         zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
         zmq::poll(&item, 1, std::chrono::milliseconds(10));
         while (auto e = try_receive()) {
-          if (e->topic == mark) marked = true;
-          else live_.push_back(std::move(*e));
+          if (e->topic == mark) {
+            marked = true;
+            if (e->run != 0) run_seen_ = e->run;  // the run we now follow, heartbeat or not
+          } else {
+            live_.push_back(std::move(*e));
+          }
         }
       }
       if (!marked && std::chrono::steady_clock::now() >= deadline)
@@ -305,6 +319,7 @@ class Listener::Impl {
     // 3. Then what arrived live meanwhile; accept() drops what the store gave.
     for (auto& e : live_) queued_.push_back(std::move(e));
     live_.clear();
+    return cursor;
   }
 
   bool matches(std::string_view topic) const {
@@ -374,7 +389,10 @@ class Listener::Impl {
   // was published (or last_seq_, if more).
   std::uint64_t checkpoint_seq_ = 0;
   bool checkpoint_known_ = false;
-  std::uint64_t run_seen_ = 0;  // the broker run of the last live stored event accepted
+  std::uint64_t run_seen_ = 0;  // the broker run of the last live stored event accepted, or of a marker
+  // An event of another run came (held), or a restart's read-back failed:
+  // the next heartbeat reads back, whatever was accepted in between.
+  bool restart_pending_ = false;
   std::vector<std::uint64_t> seen_since_checkpoint_;  // stored events accepted since
   std::unordered_set<std::uint64_t> skip_;            // a read-back's events we had already
   std::vector<Event> held_;  // stored events of an unknown broker run, waiting for its heartbeat

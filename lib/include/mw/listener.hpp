@@ -22,16 +22,21 @@
 // pattern: it subscribes, has the broker publish a marker on a topic of its
 // own, and once the marker arrives — so its subscriptions are live — reads
 // the store; live events are then deduplicated by sequence). Without
-// `since`, a listener gets what is published while it is connected.
+// `since`, a listener gets what is published from when it connected on,
+// never what came before.
 //
 // Broker restarts: the listener follows the broker's $mw.heartbeat topic. It
 // logs when heartbeats stop and when they come back, and waits meanwhile
 // (ZeroMQ reconnects by itself). When they come back from a restarted
-// broker, a listener that follows stored events (it received one, or was
-// given `since`) reads back from the store what it missed, and starts its
-// deduplication over if the new broker numbers events from 1 again (a
-// :memory: store). Heartbeats are handed out only to a listener whose
-// topics include exactly "$mw.heartbeat".
+// broker, a listener that follows stored events (it received one, was given
+// `since`, or has a pattern that can match a stored event's topic and has
+// heard a heartbeat) reads back from the store what it missed since its
+// checkpoint (PROTOCOL.md §12.2), and starts its deduplication over if the
+// new broker numbers events from 1 again (a :memory: store). The read-back
+// waits for the broker's answer (up to `timeout`; `stop` ends it); one that
+// fails is tried again at the next heartbeat. Events a slow listener lost
+// to its high-water mark are not read back. Heartbeats are handed out only
+// to a listener whose topics include exactly "$mw.heartbeat".
 //
 // The seed's Listener, by subclassing or by callbacks:
 //

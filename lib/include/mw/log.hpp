@@ -25,8 +25,9 @@ LogLevel parse_log_level(std::string_view text);
 // that every line of the log starts with its time.
 void log(LogLevel level, std::string_view component, std::string_view message);
 
-// `text` with its control characters other than tab written as \n, \r or
+// `text` with its bytes below 0x20 other than tab written as \n, \r or
 // \xNN: text from elsewhere (a child's stderr, say) that may hold any bytes.
+// Other bytes (DEL, UTF-8) are left as they are.
 std::string escaped_controls(std::string_view text);
 
 // `text` on one line: each line break (\n, \r\n) becomes " | ". For

@@ -143,7 +143,9 @@ class Sync {
   Sync& fix_with(FixEntity fix);
 
   // The connection to the broker, for overrides that call endpoints. A new
-  // one after a pass that lost the broker (queued requests are dropped).
+  // one after a pass that lost the broker (queued requests are dropped), and
+  // when run() starts and ends (its stop ends the client's waits): ask for it
+  // where you use it, do not keep the reference.
   Client& client();
   const SyncOptions& options() const noexcept;
 
