@@ -95,7 +95,10 @@ class Listener::Impl {
       while (auto e = try_receive()) {
         if (e->topic == kHeartbeatTopic) {
           on_heartbeat(*e);
-          if (!queued_.empty()) return take_queued_or_next(deadline);
+          if (!queued_.empty()) {
+            if (wants_heartbeats_) queued_.push_back(std::move(*e));  // after what the read-back brought
+            return take_queued_or_next(deadline);
+          }
           if (!wants_heartbeats_) continue;
         }
         // A stored event from a broker run other than the one we know: the
@@ -144,7 +147,10 @@ class Listener::Impl {
   // again at the next heartbeat.
   void on_heartbeat(const Event& e) {
     handle_heartbeat(e);
-    release_held();  // after whatever the read-back queued: the order of the store
+    // After whatever the read-back queued: the order of the store. While a
+    // failed read-back is pending they wait for the next one (or the
+    // silence limit, should heartbeats stop).
+    if (!restart_pending_) release_held();
   }
 
   // Events held back for a run's first heartbeat, into the queue (where
@@ -156,12 +162,13 @@ class Listener::Impl {
 
   void handle_heartbeat(const Event& e) {
     std::uint64_t instance = 0, last = 0, published = 0, interval = 0;
-    bool durable = false;
+    bool durable = false, says_published = false;
     try {
       const auto data = e.data.to_json();
       instance = data.at("broker").get<std::uint64_t>();
       last = data.value("last_seq", std::uint64_t{0});
-      published = data.value("published_seq", std::uint64_t{0});  // 0 from a broker that does not say
+      says_published = data.contains("published_seq");  // an older broker does not
+      published = data.value("published_seq", std::uint64_t{0});
       durable = data.value("durable", false);
       interval = data.value("interval_ms", std::uint64_t{0});
     } catch (const std::exception& ex) {
@@ -173,6 +180,9 @@ class Listener::Impl {
     if (silent_) {
       silent_ = false;
       log(LogLevel::info, "listener", "the broker at " + options_.pub_address + " is back");
+      // The same run back after a silence (the network, not a restart):
+      // what it published meanwhile did not reach us either.
+      if (broker_instance_ != 0 && instance == broker_instance_) restart_pending_ = true;
     }
     const bool first = broker_instance_ == 0;
     // A first heartbeat behind what we saw, or of another run than the
@@ -186,11 +196,13 @@ class Listener::Impl {
       // we did. So a restart reads back from here, and a listener started
       // without `since` never reads back what preceded it.
       checkpoint_seq_ = std::max({checkpoint_seq_, last_seq_, published});
-      checkpoint_known_ = true;
+      checkpoint_known_ = checkpoint_known_ || says_published;
       seen_since_checkpoint_.clear();
       return;
     }
-    const bool renumbered = !durable || last < checkpoint_seq_;
+    // Only another run numbers its events anew (a :memory: one from 1).
+    const bool same_run = broker_instance_ != 0 && instance == broker_instance_;
+    const bool renumbered = !same_run && (!durable || last < checkpoint_seq_);
     restart_pending_ = true;  // until the read-back below succeeds
     if (!following_stored_ && !(checkpoint_known_ && hears_stored_topics_)) {
       broker_instance_ = instance;
@@ -209,6 +221,12 @@ class Listener::Impl {
       const std::uint64_t read_to = replay(client, from);
       broker_instance_ = instance;
       restart_pending_ = false;
+      // Held events of a run that is gone (it died before its first
+      // heartbeat): a file store's read-back had them; a :memory: one's
+      // numbers now mean other events.
+      held_.erase(std::remove_if(held_.begin(), held_.end(),
+                                 [&](const Event& h) { return h.run != 0 && h.run != instance; }),
+                  held_.end());
       checkpoint_seq_ = read_to;  // everything up to there is in hand
       checkpoint_known_ = true;
       seen_since_checkpoint_.clear();
@@ -297,9 +315,11 @@ class Listener::Impl {
 
     // 2. Read the store from `since` until caught up.
     std::uint64_t cursor = since;
+    std::uint64_t store_last = since;
     for (;;) {
       nlohmann::ordered_json query = {{"since", cursor}};
       const auto page = client.call("$events", "find", std::nullopt, nullptr, query);
+      store_last = page.value("last_seq", std::uint64_t{0});
       const auto first = page.value("first_seq", std::uint64_t{0});
       if (cursor == since && first > since + 1) missed_ = first - since - 1;
       // None kept at all (first_seq 0): every event after `since` was dropped.
@@ -319,7 +339,7 @@ class Listener::Impl {
     // 3. Then what arrived live meanwhile; accept() drops what the store gave.
     for (auto& e : live_) queued_.push_back(std::move(e));
     live_.clear();
-    return cursor;
+    return std::min(cursor, store_last);  // a `since` past the store's end is no place to stand
   }
 
   bool matches(std::string_view topic) const {
