@@ -386,7 +386,8 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   if (o.concurrency < 1 || o.concurrency > kMaxCredit)
     throw UsageError("--concurrency must be between 1 and " + std::to_string(kMaxCredit));
   if (o.payload > kMaxPayloadBytes) throw UsageError("--payload must be at most " + std::to_string(kMaxPayloadBytes));
-  if (!(timeout_s > 0) || timeout_s > 1e6) throw UsageError("--timeout must be a positive number of seconds");
+  if (!(timeout_s > 0) || timeout_s > 1e6)
+    throw UsageError("--timeout must be a positive number of seconds, at most 1000000");
   // Its workers' "registered" lines are not what a bench reports; their
   // warnings (a lost broker) still are.
   set_log_level(LogLevel::warn);

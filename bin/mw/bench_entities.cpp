@@ -101,7 +101,8 @@ int bench_entities(int argc, char** argv) {
   o.endpoint = args["endpoint"].as<std::string>();
   o.json = args.count("json") > 0;
   const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
-  if (!(timeout_s > 0) || timeout_s > 1e6) throw UsageError("--timeout must be a positive number of seconds");
+  if (!(timeout_s > 0) || timeout_s > 1e6)
+    throw UsageError("--timeout must be a positive number of seconds, at most 1000000");
   o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
   if (o.count == 0) throw UsageError("--jobs must be at least 1");
 

@@ -86,7 +86,8 @@ int result(int argc, char** argv) {
   if (!args.unmatched().empty()) throw UsageError("unexpected argument '" + args.unmatched().front() + "'");
   const std::uint64_t flow = parse_flow_id(args["flow"].as<std::string>());
   const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
-  if (!(timeout_s > 0) || timeout_s > 1e7) throw UsageError("--timeout must be a positive number of seconds");
+  if (!(timeout_s > 0) || timeout_s > 1e7)
+    throw UsageError("--timeout must be a positive number of seconds, at most 10000000 (about 116 days)");
   if (args["timeout"].count() && !args.count("wait"))
     throw UsageError("--timeout is how long --wait waits: give --wait too, or leave --timeout out");
   const bool json = args.count("json") > 0;

@@ -110,7 +110,8 @@ int submit(int argc, char** argv) {
   if (text == "-") text = read_stdin();
   const Payload payload = Payload::parse_json(text);
   const double timeout_s = parse_decimal(args["timeout"].as<std::string>(), "--timeout");
-  if (!(timeout_s > 0) || timeout_s > 1e7) throw UsageError("--timeout must be a positive number of seconds");
+  if (!(timeout_s > 0) || timeout_s > 1e7)
+    throw UsageError("--timeout must be a positive number of seconds, at most 10000000 (about 116 days)");
   if (args["timeout"].count() && !args.count("wait"))
     throw UsageError("--timeout is how long --wait waits: give --wait too, or leave --timeout out");
 
