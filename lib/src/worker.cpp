@@ -508,7 +508,10 @@ class Worker::Impl final : public detail::ProgressSink {
     wire::Ready ready;
     for (const auto& t : options_.types) ready.types.push_back(t);
     ready.next = options_.next;
-    ready.credit = options_.concurrency - std::min(carried_over_, options_.concurrency);
+    // A stopping worker that registers again (its broker restarted during
+    // the stop) takes no new jobs: it only answers for the runs it has.
+    const bool stopping = stopping_ || (stop_ && stop_->fired());
+    ready.credit = stopping ? 0 : options_.concurrency - std::min(carried_over_, options_.concurrency);
     const std::string host = host_name();
     ready.host = host;
     ready.pid = static_cast<std::uint32_t>(::getpid());

@@ -274,6 +274,37 @@ TEST_CASE("mw-exec asked to stop lets a running command finish for 10 s, then en
   REQUIRE(wait_until([&] { return cluster.status().done == 1; }, 15s));
 }
 
+TEST_CASE("mw-exec stopping when its broker restarts registers with no credit: the recovered job waits for another") {
+  // It registers again to answer for its run, but must take no new job: it
+  // would only hand it back as it goes (the probe of 2026-12-07).
+  Cluster cluster;
+  INFO(cluster.report());
+  const std::string store = (cluster.dir() / "jobs.db").string();
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "200"});
+  const std::string address = cluster.address(), pub = cluster.pub_address();
+  const auto pid_file = cluster.dir() / "run.pid";
+  Process& exec = cluster.start_exec("slowstop", {"--concurrency", "2"},
+                                     {"/bin/sh", "-c", "echo $$ > '" + pid_file.string() + "'; cat >/dev/null; sleep 3"});
+  REQUIRE(cluster.wait_for_workers("slowstop", 1));
+  REQUIRE(cluster.mw({"submit", "slowstop", "{}"}).exit_status == 0);
+  REQUIRE(wait_until([&] { return pid_in_file(pid_file) > 0; }, 10s));
+  exec.signal(SIGTERM);  // its run may finish (10 s of grace)
+  cluster.broker().signal(SIGKILL);
+  REQUIRE(cluster.broker().wait_exit(5s).has_value());
+  cluster.start_broker({"--store", store, "--heartbeat-ms", "200"}, address, pub);
+
+  // Back with the broker (it answers for its run), with no room for the recovered job.
+  REQUIRE(cluster.wait_for_worker_pid(exec.pid(), true));
+  const auto me = worker_stats(cluster.status(), exec.pid());
+  REQUIRE(me.has_value());
+  CHECK(me->credit == 0);
+  CHECK(me->in_flight == 0);
+  CHECK(exec.wait_exit(20s) == 0);
+  // The recovered job runs on a worker that is not stopping.
+  cluster.start_exec("slowstop", {}, {"/bin/sh", "-c", "cat >/dev/null; echo 1"});
+  REQUIRE(wait_until([&] { return cluster.status().done >= 1; }, 15s));
+}
+
 TEST_CASE("mw-exec killed with SIGKILL: its reaper ends the running command and what it started") {
   Cluster cluster;
   INFO(cluster.report());
