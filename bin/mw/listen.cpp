@@ -75,9 +75,9 @@ int listen(int argc, char** argv) {
              (topic[1] | 0x20) == 'm' && (topic[2] | 0x20) == 'w' && topic[3] == '.')
       std::fprintf(stderr, "mw listen: '%s' matches none of the broker's own topics: topics are case-sensitive, "
                            "and theirs start with '$mw.' in small letters\n", topic.c_str());
-    else if (topic.find_first_of(" \t\n") != std::string::npos)
-      std::fprintf(stderr, "mw listen: '%s' holds white space, which no topic does: it matches nothing\n",
-                   topic.c_str());
+    else if (topic.find_first_of(" \t\n\r") != std::string::npos)
+      throw UsageError("'" + topic + "' holds white space, which no topic does: it would match nothing (topics are " +
+                       "ENDPOINT.EVENT or $mw.…, one word each)");
   }
   if (args.count("since")) lo.since = args["since"].as<std::uint64_t>();
   lo.stop = &stop;

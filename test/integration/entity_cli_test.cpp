@@ -305,6 +305,8 @@ TEST_CASE("mw entity errors: one line on stderr and a non-zero exit") {
   check_cli_error(env.mw({"create", "bad name", "{}"}), "bad name");
   check_cli_error(env.mw({"create", "users", "5"}), "object");
   check_cli_error(env.mw({"get", "users"}), "ID");                                       // usage
+  check_cli_error(env.mw({"listen", "users created"}), "holds white space");            // would match nothing, forever
+  check_cli_error(env.mw({"listen", ""}), "empty TOPIC pattern");
   // The failures changed nothing.
   auto page = env.mw_json({"find", "users"});
   CHECK(page["total"] == 1);
