@@ -137,7 +137,9 @@ Json BrokerCore::flow_record(const QueuedJob& job, std::string_view state, const
   r["stage"] = job.stage + 1;
   r["submitted_at"] = job.submitted_at;
   r["payload_bytes"] = job.payload.size();
-  r["submitter_waits"] = job.submitter_waits || extra_waiters_.contains(job.flow_id);
+  // Only while that client is known here: one that went (Ctrl-C, missed
+  // heartbeats) waits no more, though the job still names it.
+  r["submitter_waits"] = (!job.reply_to.empty() && peers_.contains(job.reply_to)) || extra_waiters_.contains(job.flow_id);
   if (!job.entity.empty()) r["entity"] = job.entity;
   if (!job.key.empty()) r["key"] = job.key;
   if (worker) {

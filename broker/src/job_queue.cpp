@@ -187,11 +187,11 @@ void MemoryJobQueue::for_each(std::string_view type, const std::function<bool(co
     QueuedJob v{p.id,           p.flow_id,       lane_type,
                 p.attempts,     p.max_attempts,  p.priority,
                 p.stage,        p.enqueued_ms,   p.submitted_at,
-                std::string_view(p.payload, p.payload_size), {}, {}, false};
+                std::string_view(p.payload, p.payload_size), {}, {}, {}};
     if (p.rare) {
       v.entity = p.rare->entity;
       v.key = p.rare->key;
-      v.submitter_waits = !p.rare->reply_to.empty();
+      v.reply_to = p.rare->reply_to;
     }
     return v;
   };

@@ -552,6 +552,27 @@ TEST_CASE("FinishedFlows keeps the newest outcomes within its count and bytes") 
   }
 }
 
+TEST_CASE("submitter_waits: the submitter that waits is gone once it says DISCONNECT or misses its heartbeats") {
+  // The job still names it (its RESULT would go nowhere): the record must
+  // not say that anyone waits (the probe of 2026-12-07: true for good after
+  // a Ctrl-C of mw submit --wait).
+  Harness h;
+  h.hello("c1");
+  const auto first = h.submit("c1", "a", payload_bytes(1), /*wait=*/true);
+  CHECK(call_flows(h, "get", std::to_string(first)).result.at("submitter_waits") == true);
+  h.disconnect("c1");
+  CHECK(call_flows(h, "get", std::to_string(first)).result.at("submitter_waits") == false);
+
+  h.hello("c2");
+  const auto second = h.submit("c2", "a", payload_bytes(2), /*wait=*/true);
+  CHECK(call_flows(h, "get", std::to_string(second)).result.at("submitter_waits") == true);
+  for (int beat = 0; beat < 5; ++beat) {  // c2 says nothing more: expired after liveness x interval
+    h.now += 1000;
+    h.tick();
+  }
+  CHECK(call_flows(h, "get", std::to_string(second)).result.at("submitter_waits") == false);
+}
+
 TEST_CASE("a client that asked with WAIT and went away is not waited for") {
   Harness h;
   const auto flow = h.submit("c1", "a", payload_bytes(1), false);

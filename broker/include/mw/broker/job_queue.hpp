@@ -40,12 +40,12 @@ struct QueuedJob {
   std::string_view payload;  // msgpack
   std::string_view entity;
   std::string_view key;
-  bool submitter_waits = false;
+  std::string_view reply_to;  // the submitter that waits for the RESULT; empty: none
 
   static QueuedJob of(const Job& job) noexcept {
     return QueuedJob{job.id, job.flow_id, job.type, job.attempts, job.max_attempts, job.priority, job.stage, job.enqueued_ms,
                      job.submitted_at, std::string_view(job.payload.data<char>(), job.payload.size()), job.entity,
-                     job.key, !job.reply_to.empty()};
+                     job.key, job.reply_to};
   }
 };
 
