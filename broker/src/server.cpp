@@ -57,7 +57,9 @@ std::string bind_or_throw(zmq::socket_t& socket, const std::string& address, con
     socket.bind(address);
   } catch (const zmq::error_t& e) {
     throw Error(std::string("cannot bind ") + what + " to " + address + ": " + e.what() +
-                    (e.num() == EADDRINUSE ? " (another broker running? pick another port)" : ""),
+                    (e.num() == EADDRINUSE
+                         ? " (another broker running, or --bind and --pub on one port? pick another port)"
+                         : ""),
                 // A port taken or an address this host lacks is the machine's
                 // state; anything else is an address that cannot be (a usage error).
                 e.num() == EADDRINUSE || e.num() == EADDRNOTAVAIL || e.num() == EACCES ? ErrorCode::Unavailable
