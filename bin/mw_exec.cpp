@@ -404,7 +404,7 @@ int main(int argc, char** argv) {
                              "stderr, retried up to its max attempts; exit 65 fails it for good.");
     options.custom_help("--type T [OPTION...] -- COMMAND [ARG ...]");
     options.add_options()
-        ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+        ("broker", mw::kBrokerFlagHelp,
          cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
         ("type", "job type(s) to serve, comma-separated (or --type given more than once)",
          cxxopts::value<std::string>())

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   cxxopts::Options options("entity_listener", "Print the events of one endpoint, as the seed's SampleListener.");
   options.add_options()
       ("h,help", "print this help")
-      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+      ("broker", mw::kBrokerFlagHelp,
        cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
       ("endpoint", "endpoint to listen to", cxxopts::value<std::string>()->default_value("sampleendpoint"))
       ("since", "replay stored events after this sequence first", cxxopts::value<std::uint64_t>());

@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   cxxopts::Options options("sample_listener", "Print finished flows and dead jobs.");
   options.add_options()
       ("h,help", "print this help")
-      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+      ("broker", mw::kBrokerFlagHelp,
        cxxopts::value<std::string>()->default_value(mw::default_broker_address()));
   try {
     auto args = options.parse(argc, argv);

@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   cxxopts::Options options("sample_sync", "The seed's SampleSync: check that numbers are 50, record and fix.");
   options.add_options()
       ("h,help", "print this help")
-      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+      ("broker", mw::kBrokerFlagHelp,
        cxxopts::value<std::string>()->default_value(mw::default_broker_address()))
       ("once", "run a single pass and exit");
   try {

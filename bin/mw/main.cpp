@@ -18,7 +18,7 @@ namespace mw::cli {
 
 void add_common_options(cxxopts::Options& options) {
   options.add_options()
-      ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+      ("broker", kBrokerFlagHelp,
        cxxopts::value<std::string>()->default_value(default_broker_address()))
       ("h,help", "print this help");
 }

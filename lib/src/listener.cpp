@@ -319,12 +319,11 @@ class Listener::Impl {
     for (;;) {
       nlohmann::ordered_json query = {{"since", cursor}};
       const auto page = client.call("$events", "find", std::nullopt, nullptr, query);
-      store_last = page.value("last_seq", std::uint64_t{0});
       const auto first = page.value("first_seq", std::uint64_t{0});
+      store_last = page.value("last_seq", std::uint64_t{0});
       if (cursor == since && first > since + 1) missed_ = first - since - 1;
       // None kept at all (first_seq 0): every event after `since` was dropped.
-      const auto last = page.value("last_seq", std::uint64_t{0});
-      if (cursor == since && first == 0 && last > since) missed_ = last - since;
+      if (cursor == since && first == 0 && store_last > since) missed_ = store_last - since;
       const auto& events = page.at("events");
       for (const auto& item : events) {
         Event e;
@@ -334,7 +333,7 @@ class Listener::Impl {
         cursor = e.seq;
         queued_.push_back(std::move(e));
       }
-      if (events.empty() || cursor >= page.value("last_seq", std::uint64_t{0})) break;
+      if (events.empty() || cursor >= store_last) break;
     }
     // 3. Then what arrived live meanwhile; accept() drops what the store gave.
     for (auto& e : live_) queued_.push_back(std::move(e));

@@ -510,8 +510,7 @@ class Worker::Impl final : public detail::ProgressSink {
     ready.next = options_.next;
     // A stopping worker that registers again (its broker restarted during
     // the stop) takes no new jobs: it only answers for the runs it has.
-    const bool stopping = stopping_ || (stop_ && stop_->fired());
-    ready.credit = stopping ? 0 : options_.concurrency - std::min(carried_over_, options_.concurrency);
+    ready.credit = stop_asked() ? 0 : options_.concurrency - std::min(carried_over_, options_.concurrency);
     const std::string host = host_name();
     ready.host = host;
     ready.pid = static_cast<std::uint32_t>(::getpid());
@@ -647,9 +646,10 @@ class Worker::Impl final : public detail::ProgressSink {
 
   // A JobHandedBack while stopping: answered by no DONE or FAIL. (An
   // inline handler returns before the I/O thread has seen the stop.)
-  bool hands_back(const Completion& c) const noexcept {
-    return c.handed_back && (stopping_ || (stop_ && stop_->fired()));
-  }
+  bool hands_back(const Completion& c) const noexcept { return c.handed_back && stop_asked(); }
+
+  // The stop has fired, whether or not the I/O thread has seen it yet.
+  bool stop_asked() const noexcept { return stopping_ || (stop_ && stop_->fired()); }
 
   void count(const Completion& c) {
     if (hands_back(c)) {
@@ -997,7 +997,7 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     auto stop = StopSignal::on_signals();
     cxxopts::Options options(program, "An mw worker: serves jobs of --type, passes results on to --next.");
     options.add_options()
-        ("broker", "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)",
+        ("broker", kBrokerFlagHelp,
          cxxopts::value<std::string>()->default_value(default_broker_address()))
         ("type", "job type(s) to serve, comma-separated (or --type given more than once)",
          cxxopts::value<std::string>()->default_value(std::string(defaults.type)))

@@ -502,6 +502,18 @@ TEST_CASE("mw listen across a kill -9 of a broker on a file store: what it publi
   CHECK(events[5]["data"]["id"] == "after4");
 }
 
+// The end of a restart case: creates user "after" on the broker that is back,
+// waits for the listener to print it, gives anything read back late a
+// second, stops the listener and returns every event it printed.
+std::vector<json> events_up_to_after(Env& env, Process& listener) {
+  env.mw_json({"create", "users", R"({"id": "after"})"});
+  REQUIRE(wait_until([&] { return listener.stdout_text().find("\"after\"") != std::string::npos; }, 10s));
+  mwtest::pause_for(1s);
+  listener.signal(SIGTERM);
+  REQUIRE(listener.wait_exit(5s).has_value());
+  return json_lines(listener.stdout_text());
+}
+
 // A listener started without --since wants what happens from then on. Its
 // first heartbeat said there was nothing of its own to read back; if the
 // broker then went down less than a heartbeat after the listener's first
@@ -531,14 +543,10 @@ TEST_CASE("mw listen without --since, broker killed right after its first event:
   REQUIRE(env.broker().wait_exit(5s).has_value());
 
   env.start_broker(store, {"--heartbeat-ms", "200"}, address, pub);
-  env.mw_json({"create", "users", R"({"id": "after"})"});
-  REQUIRE(wait_until([&] { return listener.stdout_text().find("\"after\"") != std::string::npos; }, 10s));
-  mwtest::pause_for(1s);  // room for anything read back late
-  listener.signal(SIGTERM);
-  REQUIRE(listener.wait_exit(5s).has_value());
+  const auto events = events_up_to_after(env, listener);
   INFO(listener.tail());
   std::vector<std::string> ids;
-  for (const auto& e : json_lines(listener.stdout_text()))
+  for (const auto& e : events)
     if (e["topic"] != "$mw.heartbeat") ids.push_back(e["data"]["id"].get<std::string>());
   CHECK(ids == std::vector<std::string>{"live", "after"});
 }
@@ -563,13 +571,8 @@ TEST_CASE("mw listen, broker killed before the listener's first heartbeat: what 
   REQUIRE(env.broker().wait_exit(5s) == 0);
 
   env.start_broker(store, {"--heartbeat-ms", "200"}, address, pub);
-  env.mw_json({"create", "users", R"({"id": "after"})"});
-  REQUIRE(wait_until([&] { return listener.stdout_text().find("\"after\"") != std::string::npos; }, 10s));
-  mwtest::pause_for(1s);  // room for anything read back late
-  listener.signal(SIGTERM);
-  REQUIRE(listener.wait_exit(5s).has_value());
+  const auto events = events_up_to_after(env, listener);
   INFO(listener.tail());
-  const auto events = json_lines(listener.stdout_text());
   std::vector<std::string> later;  // all but await_live's probes p0, p1, …
   for (const auto& e : events)
     if (e["data"]["id"].get<std::string>().rfind("p", 0) != 0) later.push_back(e["data"]["id"].get<std::string>());

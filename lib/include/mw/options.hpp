@@ -13,6 +13,9 @@ inline constexpr std::string_view kNoBrokerHint = "is mw-broker running there? (
 // empty, else tcp://127.0.0.1:5555.
 std::string default_broker_address();
 
+// What every program's --help says of --broker.
+inline constexpr const char* kBrokerFlagHelp = "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)";
+
 // Throws mw::Error (BadRequest) for a broker address no connection could
 // reach: a TCP address without a port from 1 to 65535 (ZeroMQ takes
 // "tcp://host:99999" and then never connects, so the caller would wait out
