@@ -183,3 +183,14 @@ TEST_CASE("put_json writes a payload as JSON, or null and why when it has no JSO
   CHECK(record.at("result_error").get<std::string>().rfind("the payload is not representable as JSON: ", 0) == 0);
   CHECK(record.at("payload").at("b") == 1);  // the rest of the record stands
 }
+
+TEST_CASE("Payload::of keeps a whole double or float a float") {
+  // 0xcb: float 64, 0xca: float 32 (msgpack-c alone writes 1.0 as 0x01).
+  CHECK(mw::Payload::of(1.0).bytes() == std::string("\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00", 9));
+  CHECK(mw::Payload::of(1.0f).bytes() == std::string("\xca\x3f\x80\x00\x00", 5));
+  CHECK(mw::Payload::of(std::vector<double>{0.0, -0.0, 2.5, 3.0}).to_json_text() == "[0.0,-0.0,2.5,3.0]");
+  CHECK(mw::Payload::of(1.0).as<double>() == 1.0);
+  // Integers stay integers.
+  CHECK(mw::Payload::of(3).to_json_text() == "3");
+  CHECK(mw::Payload::of(std::uint64_t{1} << 40).bytes() == std::string("\xcf\x00\x00\x01\x00\x00\x00\x00\x00", 9));
+}

@@ -13,9 +13,13 @@
 // Thread safety: a const Payload may be read from many threads.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
@@ -23,6 +27,28 @@
 #include "mw/error.hpp"
 
 namespace mw {
+namespace detail {
+// What Payload::of packs into. msgpack-c's packer writes a whole double as
+// an integer (1.0 as 1, -0.0 as 0), so a value would come back, and reach
+// other languages, as another type; the packer of this buffer is
+// specialised below to write floats as floats.
+struct FloatKeepingBuffer {
+  std::string bytes;
+  void write(const char* data, std::size_t size) { bytes.append(data, size); }
+};
+using FloatKeepingPacker = msgpack::v1::packer<FloatKeepingBuffer>;
+
+// A msgpack float 64 (0xcb) or float 32 (0xca): the tag, then the bits big-endian.
+template <typename Float>
+std::array<char, 1 + sizeof(Float)> msgpack_float(Float value) {
+  using Bits = std::conditional_t<sizeof(Float) == 8, std::uint64_t, std::uint32_t>;
+  Bits bits = std::bit_cast<Bits>(value);
+  std::array<char, 1 + sizeof(Float)> bytes{};
+  bytes[0] = static_cast<char>(sizeof(Float) == 8 ? 0xcb : 0xca);
+  for (std::size_t i = sizeof(Float); i > 0; --i, bits >>= 8) bytes[i] = static_cast<char>(bits & 0xff);
+  return bytes;
+}
+}  // namespace detail
 
 class Payload {
  public:
@@ -44,12 +70,13 @@ class Payload {
   // Parses JSON text. Throws mw::Error with the parser's message on bad JSON.
   static Payload parse_json(std::string_view json_text);
 
-  // Packs any value msgpack-c knows how to pack.
+  // Packs any value msgpack-c knows how to pack. A double or float stays
+  // one, also when it is whole (msgpack-c alone packs 1.0 as the integer 1).
   template <typename T>
   static Payload of(const T& value) {
-    msgpack::sbuffer buffer;
+    detail::FloatKeepingBuffer buffer;
     msgpack::pack(buffer, value);
-    return adopt(std::string(buffer.data(), buffer.size()));
+    return adopt(std::move(buffer.bytes));
   }
 
   // Unpacks into T. Throws mw::Error when the bytes are malformed or do not
@@ -100,3 +127,18 @@ class Payload {
 };
 
 }  // namespace mw
+
+// The packer of Payload::of's buffer: float 64 (0xcb) and float 32 (0xca),
+// big-endian, whatever the value. (msgpack-c's packer lives in msgpack::v1.)
+template <>
+inline mw::detail::FloatKeepingPacker& mw::detail::FloatKeepingPacker::pack_double(double d) {
+  const auto bytes = mw::detail::msgpack_float(d);
+  append_buffer(bytes.data(), bytes.size());
+  return *this;
+}
+template <>
+inline mw::detail::FloatKeepingPacker& mw::detail::FloatKeepingPacker::pack_float(float d) {
+  const auto bytes = mw::detail::msgpack_float(d);
+  append_buffer(bytes.data(), bytes.size());
+  return *this;
+}
