@@ -210,6 +210,10 @@ class Listener::Impl {
       if (renumbered) last_seq_ = checkpoint_seq_ = 0;
       return;
     }
+    // After a failed read-back, the next waits a while (doubling): each try
+    // may block next() for the call timeout, and a broker whose events
+    // reach us but whose requests do not must not keep us from our events.
+    if (read_back_failures_ > 0 && std::chrono::steady_clock::now() < next_read_back_) return;
     const std::uint64_t from = renumbered ? 0 : checkpoint_seq_;
     log(LogLevel::info, "listener",
         "the broker restarted; reading back its stored events after " + std::to_string(from));
@@ -221,6 +225,7 @@ class Listener::Impl {
       const std::uint64_t read_to = replay(client, from);
       broker_instance_ = instance;
       restart_pending_ = false;
+      read_back_failures_ = 0;
       // Held events of a run that is gone (it died before its first
       // heartbeat): a file store's read-back had them; a :memory: one's
       // numbers now mean other events.
@@ -231,12 +236,16 @@ class Listener::Impl {
       checkpoint_known_ = true;
       seen_since_checkpoint_.clear();
     } catch (const std::exception& ex) {
-      // restart_pending_ stays: the next heartbeat tries again from the same
+      // restart_pending_ stays: a later heartbeat tries again from the same
       // checkpoint, skipping what is accepted meanwhile (still noted).
+      const auto wait = heartbeat_interval_ * (1u << std::min(read_back_failures_, kMaxReadBackDoublings));
+      ++read_back_failures_;
+      next_read_back_ = std::chrono::steady_clock::now() + wait;
       if (!dynamic_cast<const Interrupted*>(&ex))
         log(LogLevel::warn, "listener",
-            std::string("cannot read back the events missed over the restart (trying again at the next heartbeat): ") +
-                ex.what());
+            "cannot read back the events missed over the restart (trying again in " +
+                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()) +
+                " ms): " + ex.what());
       last_seq_ = had;
       skip_.clear();
       for (auto& live : live_) queued_.push_back(std::move(live));
@@ -389,6 +398,8 @@ class Listener::Impl {
 
   static constexpr std::string_view kMarkTopic = "$mw.mark.";
   static constexpr std::size_t kMaxSeenSinceCheckpoint = 1'000'000;
+  // A failed read-back waits 1, 2, 4 … heartbeat intervals before the next, at most 32.
+  static constexpr std::uint32_t kMaxReadBackDoublings = 5;
 
   ListenerOptions options_;
   zmq::context_t context_;
@@ -412,6 +423,9 @@ class Listener::Impl {
   // An event of another run came (held), or a restart's read-back failed:
   // the next heartbeat reads back, whatever was accepted in between.
   bool restart_pending_ = false;
+  // Failed read-backs in a row, and when the next may be tried.
+  std::uint32_t read_back_failures_ = 0;
+  std::chrono::steady_clock::time_point next_read_back_{};
   std::vector<std::uint64_t> seen_since_checkpoint_;  // stored events accepted since
   std::unordered_set<std::uint64_t> skip_;            // a read-back's events we had already
   std::vector<Event> held_;  // stored events of an unknown broker run, waiting for its heartbeat

@@ -34,7 +34,8 @@
 // checkpoint (PROTOCOL.md §12.2), and starts its deduplication over if the
 // new broker numbers events from 1 again (a :memory: store). The read-back
 // waits for the broker's answer (up to `timeout`; `stop` ends it); one that
-// fails is tried again at the next heartbeat. Events a slow listener lost
+// fails is tried again at a later heartbeat, after 1, 2, 4 … heartbeat
+// intervals (at most 32), and nothing is lost meanwhile. Events a slow listener lost
 // to its high-water mark are not read back. Heartbeats are handed out only
 // to a listener whose topics include exactly "$mw.heartbeat".
 //
