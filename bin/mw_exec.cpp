@@ -64,6 +64,19 @@ const std::string kTermGraceText = std::to_string(kTermGrace.count());
 // How much of a JSON parser's complaint a job's error quotes.
 constexpr std::size_t kMaxQuotedBytes = 200;
 
+// What --help says after the options: how a command reports progress and
+// how mw-exec ends commands (the README says the same).
+std::string help_notes() {
+  const std::string fd = std::to_string(mw::exec::kProgressFd);
+  return "Progress: JSON lines a command writes to descriptor " + fd + " ($MW_PROGRESS_FD) are its job's progress,\n"
+         "  shown by mw flows and mw result while the job runs.\n"
+         "Cleanup: each command runs in a process group of its own, ended with its job; should mw-exec\n"
+         "  be killed with SIGKILL, the small mw-reaper process it forks at start ends them.\n"
+         "Stop: on SIGINT or SIGTERM, running commands get " + kStopGraceText + " s to finish, then SIGTERM and, " +
+         kTermGraceText + " s later,\n"
+         "  SIGKILL; their jobs go back to their queue without using up an attempt.";
+}
+
 struct ExecOptions {
   std::vector<std::string> command;
   std::chrono::milliseconds timeout{0};  // 0 = none
@@ -417,7 +430,7 @@ int main(int argc, char** argv) {
         ("h,help", "print this help");
     auto args = options.parse(split, argv);
     if (args.count("help")) {
-      std::cout << options.help() << std::endl;
+      std::cout << options.help() << "\n" << help_notes() << std::endl;
       return 0;
     }
     if (args.count("version")) {

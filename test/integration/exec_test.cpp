@@ -175,6 +175,16 @@ TEST_CASE("mw-exec refuses at once a command it cannot run") {
   CHECK(contains(not_executable.stderr_text(), "not an executable file"));
 }
 
+TEST_CASE("mw-exec --help says how a command reports progress and how a stop ends it") {
+  Cluster cluster;
+  const auto help = run_to_exit("mw-exec-help", {binaries().exec, "--help"}, cluster.dir(), 10s);
+  CHECK(help.exit_status == 0);
+  CHECK(contains(help.out, "--type T [OPTION...] -- COMMAND [ARG ...]"));
+  CHECK(contains(help.out, "descriptor 3 ($MW_PROGRESS_FD)"));
+  CHECK(contains(help.out, "mw-reaper"));
+  CHECK(contains(help.out, "running commands get 10 s to finish"));
+}
+
 TEST_CASE("a worker whose --next is its own type warns of the loop at start, and a loop can be cancelled") {
   Cluster cluster;
   INFO(cluster.report());
