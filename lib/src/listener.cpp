@@ -144,7 +144,7 @@ class Listener::Impl {
   // skipping those it had; a broker without a durable store numbers from 1
   // again, so then from 0 (and the few events of the new run accepted
   // before this heartbeat may come twice). A failed read-back is tried
-  // again at the next heartbeat.
+  // again at a later heartbeat (backing off), at once for another run.
   void on_heartbeat(const Event& e) {
     handle_heartbeat(e);
     // After whatever the read-back queued: the order of the store. While a
@@ -213,6 +213,8 @@ class Listener::Impl {
     // After a failed read-back, the next waits a while (doubling): each try
     // may block next() for the call timeout, and a broker whose events
     // reach us but whose requests do not must not keep us from our events.
+    // Another run is tried at once: it may well answer.
+    if (instance != read_back_failed_on_) read_back_failures_ = 0;
     if (read_back_failures_ > 0 && std::chrono::steady_clock::now() < next_read_back_) return;
     const std::uint64_t from = renumbered ? 0 : checkpoint_seq_;
     log(LogLevel::info, "listener",
@@ -240,6 +242,7 @@ class Listener::Impl {
       // checkpoint, skipping what is accepted meanwhile (still noted).
       const auto wait = heartbeat_interval_ * (1u << std::min(read_back_failures_, kMaxReadBackDoublings));
       ++read_back_failures_;
+      read_back_failed_on_ = instance;
       next_read_back_ = std::chrono::steady_clock::now() + wait;
       if (!dynamic_cast<const Interrupted*>(&ex))
         log(LogLevel::warn, "listener",
@@ -421,10 +424,13 @@ class Listener::Impl {
   bool checkpoint_known_ = false;
   std::uint64_t run_seen_ = 0;  // the broker run of the last live stored event accepted, or of a marker
   // An event of another run came (held), or a restart's read-back failed:
-  // the next heartbeat reads back, whatever was accepted in between.
+  // a heartbeat reads back (after a failure, once the backoff allows),
+  // whatever was accepted in between.
   bool restart_pending_ = false;
-  // Failed read-backs in a row, and when the next may be tried.
+  // Failed read-backs in a row against one broker run, that run, and when
+  // the next may be tried.
   std::uint32_t read_back_failures_ = 0;
+  std::uint64_t read_back_failed_on_ = 0;
   std::chrono::steady_clock::time_point next_read_back_{};
   std::vector<std::uint64_t> seen_since_checkpoint_;  // stored events accepted since
   std::unordered_set<std::uint64_t> skip_;            // a read-back's events we had already
