@@ -9,6 +9,8 @@
 
 #include <msgpack.hpp>
 
+#include "mw/payload.hpp"
+
 namespace mw::wire {
 namespace {
 
@@ -335,13 +337,7 @@ Command decode_tag(const zmq::message_t& frame) {
   return static_cast<Command>(byte);
 }
 
-std::array<char, 9> float64_bytes(double d) noexcept {
-  std::uint64_t bits;
-  std::memcpy(&bits, &d, sizeof bits);
-  std::array<char, 9> bytes{static_cast<char>(0xcb)};
-  for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
-  return bytes;
-}
+std::array<char, 9> float64_bytes(double d) noexcept { return mw::detail::msgpack_float(d); }
 
 std::size_t frame_count(Command command) noexcept {
   switch (command) {

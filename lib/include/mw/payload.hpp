@@ -40,7 +40,7 @@ using FloatKeepingPacker = msgpack::v1::packer<FloatKeepingBuffer>;
 
 // A msgpack float 64 (0xcb) or float 32 (0xca): the tag, then the bits big-endian.
 template <typename Float>
-std::array<char, 1 + sizeof(Float)> msgpack_float(Float value) {
+std::array<char, 1 + sizeof(Float)> msgpack_float(Float value) noexcept {
   using Bits = std::conditional_t<sizeof(Float) == 8, std::uint64_t, std::uint32_t>;
   Bits bits = std::bit_cast<Bits>(value);
   std::array<char, 1 + sizeof(Float)> bytes{};
