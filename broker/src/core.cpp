@@ -641,7 +641,7 @@ std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEnt
   // at-least-once means the job runs again elsewhere, so this answer is
   // dropped. The worker is done with it: its slot is free again.
   ++counters_.stale_replies;
-  if (worker && worker->expired > 0) --worker->expired;
+  if (worker) worker->answered_expired(job_id);
   if (!worker) send(peer, Command::Disconnect, zmq::message_t());
   return std::nullopt;
 }
@@ -949,9 +949,9 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
     for (auto it = worker->jobs.begin(); it != worker->jobs.end();) {
       if (now_ms - it->dispatched_ms >= static_cast<std::int64_t>(lease_for(*it))) {
         if (!worker->progress.empty()) end_progress(*worker, *it);
+        worker->expired.push_back(it->id);
         expired.push_back(std::move(*it));
         it = worker->jobs.erase(it);
-        ++worker->expired;
       } else {
         ++it;
       }
@@ -1515,7 +1515,8 @@ wire::Stats BrokerCore::stats(std::int64_t now_ms) {
   }
   for (const WorkerEntry* w : workers_.all()) {
     s.workers.push_back({printable_id(w->id), w->types, w->next, w->host, w->pid, w->credit,
-                         static_cast<std::uint32_t>(w->jobs.size()), w->done, w->expired});
+                         static_cast<std::uint32_t>(w->jobs.size()), w->done,
+                         static_cast<std::uint32_t>(w->expired.size())});
   }
   return s;
 }

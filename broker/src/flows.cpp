@@ -286,6 +286,13 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   // is dropped all the same.
   const bool stop_sent = holder && holder->takes_cancel &&
                          send(holder->id, Command::Cancel, wire::encode(wire::CancelJob{job->id})) == SendResult::Sent;
+  // Runs of this job whose lease expired presumably go on on their old
+  // workers: those that take CANCEL are told to stop them too.
+  std::size_t expired_runs_told = 0;
+  for (const WorkerEntry* entry : workers_.all())
+    if (entry != holder && entry->takes_cancel && entry->runs_expired(job->id) &&
+        send(entry->id, Command::Cancel, wire::encode(wire::CancelJob{job->id})) == SendResult::Sent)
+      ++expired_runs_told;
   ++counters_.flows_cancelled;
   cancelled_this_turn_.push_back(flow_id);
   if (journaling()) journal_->remove(flow_id);  // a restart must not bring it back
@@ -295,7 +302,8 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   record["was"] = was;
   if (holder) record["stop_sent"] = stop_sent;
   log(LogLevel::info, kCancelLogComponent,
-      "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request");
+      "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request" +
+          (expired_runs_told ? "; " + std::to_string(expired_runs_told) + " run(s) past their lease told to stop" : ""));
   // A value of the job's held back by the publish throttle goes first:
   // listeners hear nothing of a flow after its end.
   if (holder) end_progress(*workers_.find(holder->id), *job);

@@ -12,7 +12,7 @@ WorkerEntry& WorkerRegistry::upsert(WorkerEntry entry) {
     entry.jobs = std::move(it->second->jobs);
     entry.progress = std::move(it->second->progress);
     entry.done = it->second->done;
-    entry.expired = it->second->expired;
+    entry.expired = std::move(it->second->expired);
     *it->second = std::move(entry);
   } else {
     auto id = entry.id;

@@ -246,6 +246,37 @@ TEST_CASE("$flows remove of a flow in flight on a worker that takes CANCEL: the 
   CHECK(h.results("c1").size() == 1);
 }
 
+TEST_CASE("$flows remove of a flow whose job outlived its lease: the worker still running it is told to stop") {
+  BrokerConfig config = test_config();
+  config.type_lease_ms["a"] = 5'000;
+  Harness h(config);
+  h.ready("w1", {"a"}, "", 1, /*takes_cancel=*/true);
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  const auto job = h.jobs("w1").at(0);
+  for (int i = 0; i < 6; ++i) {  // the lease runs out; the run's slot stays taken, so the job waits queued
+    h.now += 1000;
+    h.heartbeat("w1");
+    h.tick();
+  }
+  REQUIRE(h.core.counters().lease_expired == 1);
+  REQUIRE(h.jobs("w1").size() == 1);
+
+  const std::size_t mark = h.transport.sent.size();
+  const auto r = call_flows(h, "remove", std::to_string(flow));
+  REQUIRE(r.code == 0);
+  CHECK(r.result.at("was") == "queued");
+  const auto to_worker = h.to("w1", mark);
+  REQUIRE(to_worker.size() == 1);
+  CHECK(to_worker[0].command == Command::Cancel);
+  CHECK(wire::decode_cancel(frame_of(to_worker[0].header)).job_id == job.id);
+
+  // Its answer for the stopped run frees the slot: the next job goes to it.
+  h.command("w1", Command::Fail, bytes_of(wire::encode(wire::Fail{job.id, "cancelled", false, job.attempt})));
+  const auto next = h.submit("c1", "a", payload_bytes(2));
+  REQUIRE(h.jobs("w1").size() == 2);
+  CHECK(h.jobs("w1")[1].flow == next);
+}
+
 TEST_CASE("$flows remove of a flow in flight on a worker that does not take CANCEL: nothing is sent to it") {
   Harness h;
   h.ready("w1", {"a"}, "", 1);

@@ -41,10 +41,11 @@ struct WorkerEntry {
   // Set when a send to it would block (its pipe is full); cleared by any
   // message from it. A paused worker gets no new jobs.
   bool paused = false;
-  // Jobs taken back from it when their lease expired: it is presumably
-  // still busy with them, so each keeps a credit slot until it answers
-  // for one (a stale DONE/FAIL) or reconnects.
-  std::uint32_t expired = 0;
+  // The ids of jobs taken back from it when their lease expired: it is
+  // presumably still running them, so each keeps a credit slot until it
+  // answers for one (a stale DONE/FAIL) or reconnects, and a cancel of
+  // their flow tells it to stop them.
+  std::vector<std::uint64_t> expired;
   // The latest PROGRESS of each held job that sent one: shown by $flows
   // while the job is here, gone with it.
   struct Progress {
@@ -57,13 +58,25 @@ struct WorkerEntry {
   };
   std::unordered_map<std::uint64_t, Progress> progress;
 
-  std::size_t load() const noexcept { return jobs.size() + expired; }
+  std::size_t load() const noexcept { return jobs.size() + expired.size(); }
   // The job of that id it holds, or nullptr.
   Job* held(std::uint64_t job_id) noexcept {
     const auto it = std::find_if(jobs.begin(), jobs.end(), [&](const Job& j) { return j.id == job_id; });
     return it == jobs.end() ? nullptr : &*it;
   }
   bool has_free_credit() const noexcept { return !paused && load() < credit; }
+  // It still runs a job of that id whose lease expired here.
+  bool runs_expired(std::uint64_t job_id) const noexcept {
+    return std::find(expired.begin(), expired.end(), job_id) != expired.end();
+  }
+  // A stale answer came: the slot of that expired run is free again (of
+  // the oldest, for an answer that matches none: a run the broker knew
+  // under another attempt still frees one slot).
+  void answered_expired(std::uint64_t job_id) noexcept {
+    if (expired.empty()) return;
+    const auto it = std::find(expired.begin(), expired.end(), job_id);
+    expired.erase(it != expired.end() ? it : expired.begin());
+  }
 };
 
 class WorkerRegistry {
