@@ -336,6 +336,33 @@ TEST_CASE("mw-exec killed with SIGKILL: its reaper ends the running command and 
   CHECK(wait_until([&] { return process_ended(shell) && process_ended(child); }, 10s));
 }
 
+TEST_CASE("mw cancel of a flow whose job outlived its lease: mw-exec ends the command still running it") {
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker({"--heartbeat-ms", "200", "--type-lease", "stuck=1"});
+  const auto pid_file = cluster.dir() / "stuck.pid";
+  cluster.start_exec("stuck", {}, {"/bin/sh", "-c", "echo $$ > '" + pid_file.string() + "'; exec sleep 1000"});
+  REQUIRE(cluster.wait_for_workers("stuck", 1));
+  const auto submitted = cluster.mw({"submit", "stuck", "{}"});
+  REQUIRE(submitted.exit_status == 0);
+  const std::string flow = submitted.out.substr(0, submitted.out.find('\n'));
+  REQUIRE(wait_until([&] { return pid_in_file(pid_file) > 0; }, 10s));
+  const pid_t command = pid_in_file(pid_file);
+  // The lease runs out: the job goes back to its queue, and waits there (the
+  // worker's only slot is still taken by the run).
+  REQUIRE(wait_until([&] { return cluster.status().requeued == 1; }, 10s));
+  CHECK_FALSE(process_ended(command));
+
+  const auto cancelled = cluster.mw({"cancel", flow});
+  CHECK(cancelled.exit_status == 0);
+  CHECK(contains(cancelled.out, "cancelled (was queued"));
+  CHECK(wait_until([&] { return process_ended(command); }, 10s));
+  // The run's answer frees the slot: the next job of the type runs.
+  std::filesystem::remove(pid_file);
+  REQUIRE(cluster.mw({"submit", "stuck", "{}"}).exit_status == 0);
+  CHECK(wait_until([&] { return pid_in_file(pid_file) > 0; }, 10s));
+}
+
 TEST_CASE("a stage sent to a type no worker serves is named once in the broker's log: a --next typo shows") {
   Cluster cluster;
   INFO(cluster.report());
