@@ -949,7 +949,7 @@ void BrokerCore::expire_leases(std::int64_t now_ms) {
     for (auto it = worker->jobs.begin(); it != worker->jobs.end();) {
       if (now_ms - it->dispatched_ms >= static_cast<std::int64_t>(lease_for(*it))) {
         if (!worker->progress.empty()) end_progress(*worker, *it);
-        worker->expired.push_back(it->id);
+        worker->expired.push_back({it->id, it->flow_id});
         expired.push_back(std::move(*it));
         it = worker->jobs.erase(it);
       } else {

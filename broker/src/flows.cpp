@@ -286,13 +286,21 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   // is dropped all the same.
   const bool stop_sent = holder && holder->takes_cancel &&
                          send(holder->id, Command::Cancel, wire::encode(wire::CancelJob{job->id})) == SendResult::Sent;
-  // Runs of this job whose lease expired presumably go on on their old
-  // workers: those that take CANCEL are told to stop them too.
+  // Runs of the flow's jobs (this stage's or an earlier one's) whose lease
+  // expired presumably go on on their old workers: those that take CANCEL
+  // are told to stop them too, once per job (a worker stops every run of it).
   std::size_t expired_runs_told = 0;
-  for (const WorkerEntry* entry : workers_.all())
-    if (entry != holder && entry->takes_cancel && entry->runs_expired(job->id) &&
-        send(entry->id, Command::Cancel, wire::encode(wire::CancelJob{job->id})) == SendResult::Sent)
-      ++expired_runs_told;
+  for (const WorkerEntry* entry : workers_.all()) {
+    if (!entry->takes_cancel) continue;
+    std::vector<std::uint64_t> told;
+    if (entry == holder) told.push_back(job->id);  // told above
+    for (const auto& run : entry->expired) {
+      if (run.flow_id != flow_id || std::find(told.begin(), told.end(), run.job_id) != told.end()) continue;
+      told.push_back(run.job_id);
+      if (send(entry->id, Command::Cancel, wire::encode(wire::CancelJob{run.job_id})) == SendResult::Sent)
+        ++expired_runs_told;
+    }
+  }
   ++counters_.flows_cancelled;
   cancelled_this_turn_.push_back(flow_id);
   if (journaling()) journal_->remove(flow_id);  // a restart must not bring it back

@@ -359,8 +359,12 @@ TEST_CASE("mw cancel of a flow whose job outlived its lease: mw-exec ends the co
   CHECK(wait_until([&] { return process_ended(command); }, 10s));
   // The run's answer frees the slot: the next job of the type runs.
   std::filesystem::remove(pid_file);
-  REQUIRE(cluster.mw({"submit", "stuck", "{}"}).exit_status == 0);
+  const auto next = cluster.mw({"submit", "stuck", "{}"});
+  REQUIRE(next.exit_status == 0);
   CHECK(wait_until([&] { return pid_in_file(pid_file) > 0; }, 10s));
+  // Ended now, not by the stop grace at teardown.
+  CHECK(cluster.mw({"cancel", next.out.substr(0, next.out.find('\n'))}).exit_status == 0);
+  CHECK(wait_until([&] { return process_ended(pid_in_file(pid_file)); }, 10s));
 }
 
 TEST_CASE("a stage sent to a type no worker serves is named once in the broker's log: a --next typo shows") {

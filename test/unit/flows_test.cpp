@@ -246,20 +246,30 @@ TEST_CASE("$flows remove of a flow in flight on a worker that takes CANCEL: the 
   CHECK(h.results("c1").size() == 1);
 }
 
-TEST_CASE("$flows remove of a flow whose job outlived its lease: the worker still running it is told to stop") {
+// Jobs of type "a" have a 5 s lease.
+BrokerConfig five_second_lease_on_a() {
   BrokerConfig config = test_config();
   config.type_lease_ms["a"] = 5'000;
-  Harness h(config);
+  return config;
+}
+
+// 6 s pass with `worker` heartbeating: the lease of the job of type a it holds runs out.
+void outlive_lease(Harness& h, const std::string& worker) {
+  for (int i = 0; i < 6; ++i) {
+    h.now += 1000;
+    h.heartbeat(worker);
+    h.tick();
+  }
+  REQUIRE(h.core.counters().lease_expired >= 1);
+}
+
+TEST_CASE("$flows remove of a flow whose job outlived its lease: the worker still running it is told to stop") {
+  Harness h(five_second_lease_on_a());
   h.ready("w1", {"a"}, "", 1, /*takes_cancel=*/true);
   const auto flow = h.submit("c1", "a", payload_bytes(1));
   const auto job = h.jobs("w1").at(0);
-  for (int i = 0; i < 6; ++i) {  // the lease runs out; the run's slot stays taken, so the job waits queued
-    h.now += 1000;
-    h.heartbeat("w1");
-    h.tick();
-  }
-  REQUIRE(h.core.counters().lease_expired == 1);
-  REQUIRE(h.jobs("w1").size() == 1);
+  outlive_lease(h, "w1");
+  REQUIRE(h.jobs("w1").size() == 1);  // the run's slot stays taken, so the job waits queued
 
   const std::size_t mark = h.transport.sent.size();
   const auto r = call_flows(h, "remove", std::to_string(flow));
@@ -275,6 +285,32 @@ TEST_CASE("$flows remove of a flow whose job outlived its lease: the worker stil
   const auto next = h.submit("c1", "a", payload_bytes(2));
   REQUIRE(h.jobs("w1").size() == 2);
   CHECK(h.jobs("w1")[1].flow == next);
+}
+
+TEST_CASE("$flows remove stops a run past its lease of an earlier stage too: one CANCEL to each worker") {
+  Harness h(five_second_lease_on_a());
+  h.ready("w1", {"a"}, "b", 1, /*takes_cancel=*/true);
+  const auto flow = h.submit("c1", "a", payload_bytes(1));
+  const auto first = h.jobs("w1").at(0);
+  outlive_lease(h, "w1");
+  h.ready("w2", {"a"}, "b", 1, /*takes_cancel=*/true);  // runs stage a again, and ends it
+  REQUIRE(h.jobs("w2").size() == 1);
+  h.done("w2", first.id, std::nullopt, payload_bytes(2));
+  h.ready("w3", {"b"}, "", 1, /*takes_cancel=*/true);  // holds stage b
+  REQUIRE(h.jobs("w3").size() == 1);
+  const auto second = h.jobs("w3").at(0);
+
+  const std::size_t mark = h.transport.sent.size();
+  const auto r = call_flows(h, "remove", std::to_string(flow));
+  REQUIRE(r.code == 0);
+  CHECK(r.result.at("stop_sent") == true);
+  const auto to_w1 = h.to("w1", mark), to_w3 = h.to("w3", mark);
+  REQUIRE(to_w1.size() == 1);
+  CHECK(to_w1[0].command == Command::Cancel);
+  CHECK(wire::decode_cancel(frame_of(to_w1[0].header)).job_id == first.id);
+  REQUIRE(to_w3.size() == 1);
+  CHECK(wire::decode_cancel(frame_of(to_w3[0].header)).job_id == second.id);
+  CHECK(h.to("w2", mark).empty());
 }
 
 TEST_CASE("$flows remove of a flow in flight on a worker that does not take CANCEL: nothing is sent to it") {

@@ -41,11 +41,15 @@ struct WorkerEntry {
   // Set when a send to it would block (its pipe is full); cleared by any
   // message from it. A paused worker gets no new jobs.
   bool paused = false;
-  // The ids of jobs taken back from it when their lease expired: it is
+  // The runs of jobs taken back from it when their lease expired: it is
   // presumably still running them, so each keeps a credit slot until it
-  // answers for one (a stale DONE/FAIL) or reconnects, and a cancel of
+  // answers for it (a stale DONE/FAIL) or reconnects, and a cancel of
   // their flow tells it to stop them.
-  std::vector<std::uint64_t> expired;
+  struct ExpiredRun {
+    std::uint64_t job_id = 0;
+    std::uint64_t flow_id = 0;
+  };
+  std::vector<ExpiredRun> expired;
   // The latest PROGRESS of each held job that sent one: shown by $flows
   // while the job is here, gone with it.
   struct Progress {
@@ -65,17 +69,11 @@ struct WorkerEntry {
     return it == jobs.end() ? nullptr : &*it;
   }
   bool has_free_credit() const noexcept { return !paused && load() < credit; }
-  // It still runs a job of that id whose lease expired here.
-  bool runs_expired(std::uint64_t job_id) const noexcept {
-    return std::find(expired.begin(), expired.end(), job_id) != expired.end();
-  }
-  // A stale answer came: the slot of that expired run is free again (of
-  // the oldest, for an answer that matches none: a run the broker knew
-  // under another attempt still frees one slot).
+  // A stale answer came: if it is for a run whose lease expired here, that
+  // run's slot is free again. (Every attempt of a job has the job's id.)
   void answered_expired(std::uint64_t job_id) noexcept {
-    if (expired.empty()) return;
-    const auto it = std::find(expired.begin(), expired.end(), job_id);
-    expired.erase(it != expired.end() ? it : expired.begin());
+    const auto it = std::find_if(expired.begin(), expired.end(), [&](const ExpiredRun& r) { return r.job_id == job_id; });
+    if (it != expired.end()) expired.erase(it);
   }
 };
 
