@@ -173,6 +173,8 @@ int cancel(int argc, char** argv) {
         std::cout << (record["stop_sent"] == true ? "; its worker was told to stop the job"
                                                   : "; its worker cannot be told to stop: the job runs on, and its "
                                                     "answer will be dropped");
+      if (const auto told = record.value("expired_runs_told", std::uint64_t{0}))
+        std::cout << "; " << told << " run(s) past their lease told to stop";
       std::cout << std::endl;
     } catch (const Error& e) {
       // The others are still worth cancelling; the exit status says one

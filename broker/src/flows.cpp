@@ -309,6 +309,7 @@ Json BrokerCore::cancel_flow_on_request(std::uint64_t flow_id) {
   record["state"] = "cancelled";
   record["was"] = was;
   if (holder) record["stop_sent"] = stop_sent;
+  if (expired_runs_told) record["expired_runs_told"] = expired_runs_told;
   log(LogLevel::info, kCancelLogComponent,
       "flow " + std::to_string(flow_id) + " (" + job->type + ", " + std::string(was) + ") cancelled on request" +
           (expired_runs_told ? "; " + std::to_string(expired_runs_told) + " run(s) past their lease told to stop" : ""));

@@ -356,6 +356,7 @@ TEST_CASE("mw cancel of a flow whose job outlived its lease: mw-exec ends the co
   const auto cancelled = cluster.mw({"cancel", flow});
   CHECK(cancelled.exit_status == 0);
   CHECK(contains(cancelled.out, "cancelled (was queued"));
+  CHECK(contains(cancelled.out, "; 1 run(s) past their lease told to stop"));
   CHECK(wait_until([&] { return process_ended(command); }, 10s));
   // The run's answer frees the slot: the next job of the type runs.
   std::filesystem::remove(pid_file);

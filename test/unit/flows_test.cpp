@@ -228,6 +228,7 @@ TEST_CASE("$flows remove of a flow in flight on a worker that takes CANCEL: the 
   const auto r = call_flows(h, "remove", std::to_string(flow));
   REQUIRE(r.code == 0);
   CHECK(r.result.at("stop_sent") == true);
+  CHECK_FALSE(r.result.contains("expired_runs_told"));  // no run past its lease
   const auto to_worker = h.to("w1", mark);
   REQUIRE(to_worker.size() == 1);
   CHECK(to_worker[0].command == Command::Cancel);
@@ -275,6 +276,7 @@ TEST_CASE("$flows remove of a flow whose job outlived its lease: the worker stil
   const auto r = call_flows(h, "remove", std::to_string(flow));
   REQUIRE(r.code == 0);
   CHECK(r.result.at("was") == "queued");
+  CHECK(r.result.at("expired_runs_told") == 1);
   const auto to_worker = h.to("w1", mark);
   REQUIRE(to_worker.size() == 1);
   CHECK(to_worker[0].command == Command::Cancel);
@@ -304,6 +306,7 @@ TEST_CASE("$flows remove stops a run past its lease of an earlier stage too: one
   const auto r = call_flows(h, "remove", std::to_string(flow));
   REQUIRE(r.code == 0);
   CHECK(r.result.at("stop_sent") == true);
+  CHECK(r.result.at("expired_runs_told") == 1);  // w3's is the job in flight
   const auto to_w1 = h.to("w1", mark), to_w3 = h.to("w3", mark);
   REQUIRE(to_w1.size() == 1);
   CHECK(to_w1[0].command == Command::Cancel);
