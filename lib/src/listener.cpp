@@ -218,7 +218,8 @@ class Listener::Impl {
     if (read_back_failures_ > 0 && std::chrono::steady_clock::now() < next_read_back_) return;
     const std::uint64_t from = renumbered ? 0 : checkpoint_seq_;
     log(LogLevel::info, "listener",
-        "the broker restarted; reading back its stored events after " + std::to_string(from));
+        std::string(same_run ? "the broker's heartbeats came back after a silence" : "the broker restarted") +
+            "; reading back its stored events after " + std::to_string(from));
     const std::uint64_t had = last_seq_;
     if (!renumbered) skip_.insert(seen_since_checkpoint_.begin(), seen_since_checkpoint_.end());
     last_seq_ = from;
