@@ -641,8 +641,10 @@ std::optional<Job> BrokerCore::take_in_flight(const std::string& peer, WorkerEnt
   // at-least-once means the job runs again elsewhere, so this answer is
   // dropped. The worker is done with it: its slot is free again.
   ++counters_.stale_replies;
-  if (worker) worker->answered_expired(job_id);
-  if (!worker) send(peer, Command::Disconnect, zmq::message_t());
+  if (worker)
+    worker->answered_expired(job_id);
+  else
+    send(peer, Command::Disconnect, zmq::message_t());
   return std::nullopt;
 }
 
