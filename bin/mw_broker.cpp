@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
          cxxopts::value<std::string>()->default_value("168"))
         ("heartbeat-ms", "heartbeat interval; a peer silent for 3 intervals is dropped",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultHeartbeatMs)))
+        ("spin-us", "while messages arrive within this many microseconds of each other, look for the next "
+                    "without sleeping for up to this long: more throughput under load for some CPU (0: never)",
+         cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultSpinUs)))
         ("max-message-bytes", "largest message accepted",
          cxxopts::value<std::size_t>()->default_value(std::to_string(mw::kDefaultMaxMessageBytes)))
         ("max-waiting", "jobs that may wait for a worker or their time; a SUBMIT beyond it is refused "
@@ -175,6 +178,9 @@ int main(int argc, char** argv) {
     config.heartbeat_ms = args["heartbeat-ms"].as<std::uint32_t>();
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)
       throw mw::UsageError("--heartbeat-ms must be between 10 and 600000");
+    server.spin_us = args["spin-us"].as<std::uint32_t>();
+    if (server.spin_us > mw::kMaxSpinUs)
+      throw mw::UsageError("--spin-us must be between 0 (never) and " + std::to_string(mw::kMaxSpinUs));
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
     if (config.max_message_bytes < mw::kMinMaxMessageBytes || config.max_message_bytes >= (std::size_t{1} << 32))
       throw mw::UsageError("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes) +

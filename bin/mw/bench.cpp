@@ -76,6 +76,7 @@ struct BenchOptions {
   std::uint32_t stages = 2;
   std::uint32_t workers = 1;
   std::uint32_t concurrency = 64;
+  std::uint32_t spin_us = kDefaultSpinUs;  // of its producer and workers
   std::uint64_t jobs = 0;
   std::uint64_t warmup = 0;
   std::size_t payload = 50;
@@ -123,6 +124,7 @@ class StageWorkers {
         wo.types = {stage_type(run_id, s)};
         if (s < o.stages) wo.next = stage_type(run_id, s + 1);
         wo.concurrency = o.concurrency;
+        wo.spin_us = o.spin_us;
         wo.threads = 1;
         wo.name = wo.types.front() + "#" + std::to_string(w);
         workers_.push_back(std::make_unique<Worker>(std::move(wo), [](const Job& job) { return job.payload; }));
@@ -318,6 +320,7 @@ void report(const BenchOptions& o, RunResult& run) {
     nlohmann::json j = {{"stages", o.stages},
                         {"workers", o.workers},
                         {"concurrency", o.concurrency},
+                        {"spin_us", o.spin_us},
                         {"window", o.window},
                         {"jobs", o.jobs},
                         {"payload", o.payload},
@@ -347,6 +350,8 @@ BenchOptions parse(int argc, char** argv, bool& help) {
       ("workers", "workers per stage W", cxxopts::value<std::uint32_t>()->default_value("1"))
       ("concurrency", "credit of each worker C (jobs in flight on it)", cxxopts::value<std::uint32_t>()->default_value("64"))
       ("jobs", "flows to time (default 200000; with --serial 20000)", cxxopts::value<std::uint64_t>())
+      ("spin-us", "the producer's and workers' spin before they sleep, as a worker's --spin-us (0: never)",
+       cxxopts::value<std::uint32_t>()->default_value(std::to_string(kDefaultSpinUs)))
       ("warmup", "flows run first and left out of the figures", cxxopts::value<std::uint64_t>()->default_value("500"))
       ("payload", "payload size: a msgpack string of this many bytes", cxxopts::value<std::size_t>()->default_value("50"))
       ("window", "flows in flight (default W*C*K*2; --serial: 1)", cxxopts::value<std::size_t>())
@@ -363,6 +368,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
   o.stages = args["stages"].as<std::uint32_t>();
   o.workers = args["workers"].as<std::uint32_t>();
   o.concurrency = args["concurrency"].as<std::uint32_t>();
+  o.spin_us = args["spin-us"].as<std::uint32_t>();
   o.jobs = args.count("jobs") ? args["jobs"].as<std::uint64_t>() : 0;
   o.warmup = args["warmup"].as<std::uint64_t>();
   o.payload = args["payload"].as<std::size_t>();
@@ -385,6 +391,8 @@ BenchOptions parse(int argc, char** argv, bool& help) {
     throw UsageError("--workers must be between 1 and " + std::to_string(kMaxWorkersPerStage));
   if (o.concurrency < 1 || o.concurrency > kMaxCredit)
     throw UsageError("--concurrency must be between 1 and " + std::to_string(kMaxCredit));
+  if (o.spin_us > kMaxSpinUs)
+    throw UsageError("--spin-us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
   if (o.payload > kMaxPayloadBytes) throw UsageError("--payload must be at most " + std::to_string(kMaxPayloadBytes));
   if (!(timeout_s > 0) || timeout_s > 1e6)
     throw UsageError("--timeout must be a positive number of seconds, at most 1000000");
@@ -493,6 +501,7 @@ int bench(int argc, char** argv) {
   ClientOptions co;
   co.broker = o.broker;
   co.timeout = std::min<std::chrono::milliseconds>(o.timeout, kStatusTimeoutMax);
+  co.spin_us = o.spin_us;
   Client client(co);
   (void)client.status();  // a clear error now if nobody answers at --broker
 

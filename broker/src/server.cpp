@@ -18,6 +18,7 @@
 #include "mw/error.hpp"
 #include "mw/log.hpp"
 #include "mw/options.hpp"
+#include "mw/spin_poll.hpp"
 
 namespace mw::broker {
 namespace {
@@ -73,7 +74,9 @@ std::string bind_or_throw(zmq::socket_t& socket, const std::string& address, con
 class BrokerServer::Impl final : public Transport {
  public:
   explicit Impl(ServerOptions options)
-      : router_(context_, zmq::socket_type::router), pub_(context_, zmq::socket_type::xpub) {
+      : router_(context_, zmq::socket_type::router),
+        pub_(context_, zmq::socket_type::xpub),
+        spin_poll_(std::chrono::microseconds(options.spin_us)) {
     auto& config = options.config;
     router_.set(zmq::sockopt::router_mandatory, 1);
     router_.set(zmq::sockopt::linger, 0);
@@ -114,7 +117,7 @@ class BrokerServer::Impl final : public Transport {
       const std::int64_t now = steady_ms();
       const auto due = std::min(core_->next_deadline_ms(), next_release_ms_);
       const auto wait = std::clamp<std::int64_t>(due - now, 0, 1000);
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(wait));
+      spin_poll_.poll(items.data(), items.size(), std::chrono::milliseconds(wait));
       if (items[2].revents & ZMQ_POLLIN) break;
       if (items[0].revents & ZMQ_POLLIN) drain_router(frames);
       if (items[1].revents & ZMQ_POLLIN) drain_subscriptions();
@@ -412,6 +415,7 @@ class BrokerServer::Impl final : public Transport {
   std::set<std::string> subscriptions_;
   bool published_ = false;  // since the last drain_subscriptions()
   bool handed_to_io_thread_ = false;  // a message, since the last let_io_thread_send()
+  SpinPoll spin_poll_;  // spins before it sleeps while messages come steadily (--spin-us)
   std::unordered_map<std::string, Outbox, WorkerRegistry::Hash, std::equal_to<>> outboxes_;
   // The last outbox looked up: the JOBs of a turn mostly go to one or two
   // workers, one after the other (a pointer into a node, which does not move).

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mw/log.hpp"
+#include "mw/spin_poll.hpp"
 #include "peer_socket.hpp"
 
 namespace mw {
@@ -466,7 +467,7 @@ class Client::Impl {
           {peer_.socket().handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, options_.stop ? options_.stop->fd() : -1, ZMQ_POLLIN, 0},
       }};
-      zmq::poll(items.data(), options_.stop ? 2 : 1, wait);
+      spin_poll_.poll(items.data(), options_.stop ? 2 : 1, wait);
       if (options_.stop && options_.stop->fired()) throw Interrupted("interrupted");
     }
   }
@@ -520,6 +521,7 @@ class Client::Impl {
   ClientOptions options_;
   zmq::context_t context_;
   detail::PeerSocket peer_;
+  SpinPoll spin_poll_{std::chrono::microseconds(std::min(options_.spin_us, kMaxSpinUs))};
   std::uint64_t last_request_id_ = 0;
   std::deque<ClientEvent> backlog_;
   bool said_hello_ = false;

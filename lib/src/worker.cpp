@@ -21,6 +21,7 @@
 #include <cxxopts.hpp>
 
 #include "mw/log.hpp"
+#include "mw/spin_poll.hpp"
 #include "mw/options.hpp"
 #include "mw/wire.hpp"
 #include "peer_socket.hpp"
@@ -183,6 +184,8 @@ class Worker::Impl final : public detail::ProgressSink {
       if (auto problem = type_name_problem(options_.next); !problem.empty()) throw UsageError("--next: " + problem);
     if (options_.concurrency == 0 || options_.concurrency > kMaxCredit)
       throw UsageError("--concurrency must be between 1 and 10000");
+    if (options_.spin_us > kMaxSpinUs)
+      throw UsageError("--spin-us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
     if (options_.threads == 0 || options_.threads > 1024)
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);
@@ -227,6 +230,7 @@ class Worker::Impl final : public detail::ProgressSink {
     register_with(peer);
 
     bool stopping = false;
+    SpinPoll waiter(std::chrono::microseconds(options_.spin_us));
     for (;;) {
       const std::int64_t beat = heartbeat_ms_.load();
       const std::int64_t liveness_ms = beat * kHeartbeatLiveness;
@@ -244,7 +248,7 @@ class Worker::Impl final : public detail::ProgressSink {
       };
       // Idle for a whole wait: the keeper need not watch for held-back DONEs
       // (while busy it keeps watching, so a busy worker never wakes it).
-      if (zmq::poll(items, stopping ? 2 : 3, std::chrono::milliseconds(wait)) == 0 && wait > 0) watch_flush_ = false;
+      if (waiter.poll(items, stopping ? 2 : 3, std::chrono::milliseconds(wait)) == 0 && wait > 0) watch_flush_ = false;
 
       if (!stopping && (items[2].revents & ZMQ_POLLIN)) {
         stopping = stopping_ = true;
@@ -1006,6 +1010,9 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
         ("concurrency", "jobs held at once (the broker's credit for this worker)",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(defaults.concurrency)))
         ("threads", "handler threads: jobs run at once", cxxopts::value<std::uint32_t>()->default_value("1"))
+        ("spin-us", "while jobs come steadily, look for the next without sleeping for up to this many "
+                    "microseconds: more throughput under load for some CPU (0: never)",
+         cxxopts::value<std::uint32_t>()->default_value(std::to_string(kDefaultSpinUs)))
         ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
         ("h,help", "print this help");
     auto args = options.parse(argc, argv);
@@ -1025,6 +1032,7 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
     if (!type_lists.empty()) wo.types = split_types(type_lists, "--type");
     wo.next = args["next"].as<std::string>();
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
+    wo.spin_us = args["spin-us"].as<std::uint32_t>();
     wo.threads = args["threads"].as<std::uint32_t>();
     Worker worker(wo, std::move(handler));
     log(LogLevel::info, "worker", "serving " + joined_types(wo.types) + (wo.next.empty() ? "" : " -> " + wo.next) +

@@ -53,6 +53,10 @@ struct ClientOptions {
   // worker serves.
   std::function<void(std::uint64_t flow_id)> on_still_waiting{};
   std::chrono::milliseconds still_waiting_after{3000};
+  // While answers come steadily, look for the next one without sleeping
+  // for up to this many microseconds before sleeping (mw/spin_poll.hpp);
+  // 0: never spin; more than kMaxSpinUs counts as kMaxSpinUs.
+  std::uint32_t spin_us = kDefaultSpinUs;
 };
 
 struct SubmitOptions {

@@ -1,6 +1,7 @@
-// mw/options.hpp — the addresses every mw program agrees on.
+// mw/options.hpp — the addresses and defaults every mw program agrees on.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -15,6 +16,11 @@ std::string default_broker_address();
 
 // What every program's --help says of --broker.
 inline constexpr const char* kBrokerFlagHelp = "broker address (default $MW_BROKER, then tcp://127.0.0.1:5555)";
+
+// How long a loop under steady traffic looks for its next message before
+// it sleeps (mw/spin_poll.hpp; --spin-us), and the most it may be set to.
+inline constexpr std::uint32_t kDefaultSpinUs = 50;
+inline constexpr std::uint32_t kMaxSpinUs = 10'000;
 
 // Throws mw::Error (BadRequest) for a broker address no connection could
 // reach: a TCP address without a port from 1 to 65535 (ZeroMQ takes

@@ -118,6 +118,10 @@ struct WorkerOptions {
   std::uint32_t concurrency = 1;
   std::uint32_t threads = 1;  // handler threads: jobs actually run at once
   std::string name;           // for logs; default "<type>@<host>"
+  // While jobs come steadily, look for the next message without sleeping
+  // for up to this many microseconds before sleeping (mw/spin_poll.hpp);
+  // 0: never spin.
+  std::uint32_t spin_us = kDefaultSpinUs;
 };
 
 class Worker {

@@ -1,0 +1,54 @@
+// mw/spin_poll.hpp — zmq::poll that spins a moment before it sleeps.
+//
+// A loop that sleeps in poll leaves its CPU idle, and an idle CPU (on a
+// virtual machine above all) halts: waking it for the next message takes
+// tens of microseconds, and in a pipeline every other stage waits for that
+// wake-up. SpinPoll keeps the CPU awake while traffic is steady: when the
+// last sleep ended with input on the first poll item within
+// kSpinWindows × spin, the next wait first looks for input without sleeping
+// for up to `spin`, calling sched_yield() between looks so that other
+// threads (ZeroMQ's I/O thread, the peers) still get the CPU. A loop that
+// is idle, or whose messages come further apart, never spins, so it costs
+// CPU time only under load. mw-broker, Worker and Client poll this way
+// (their `spin_us` options; 0 turns it off). docs/ARCHITECTURE.md says what
+// it bought and what it costs.
+//
+//   mw::SpinPoll waiter(std::chrono::microseconds(mw::kDefaultSpinUs));
+//   zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
+//   for (;;) {
+//     waiter.poll(items, 1, std::chrono::milliseconds(1000));
+//     if (items[0].revents & ZMQ_POLLIN) ...   // as after zmq::poll
+//   }
+//
+// Not thread-safe: one per loop.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include <zmq.hpp>
+
+#include "mw/options.hpp"  // kDefaultSpinUs, kMaxSpinUs
+
+namespace mw {
+
+class SpinPoll {
+ public:
+  // A sleep shorter than this many spins means traffic is steady.
+  static constexpr int kSpinWindows = 4;
+
+  // spin 0: never spin (poll() is zmq::poll).
+  explicit SpinPoll(std::chrono::microseconds spin) noexcept : spin_(spin) {}
+
+  // As zmq::poll(items, count, timeout), items[0] being the input that
+  // counts as traffic; returns the number of items with events. The spin
+  // counts towards the timeout, so timers are not late by it.
+  int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);
+
+ private:
+  std::chrono::microseconds spin_;
+  bool steady_ = false;  // the last sleep ended with input within kSpinWindows spins
+};
+
+}  // namespace mw
