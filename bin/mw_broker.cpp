@@ -100,8 +100,7 @@ int main(int argc, char** argv) {
          cxxopts::value<std::string>()->default_value("168"))
         ("heartbeat-ms", "heartbeat interval; a peer silent for 3 intervals is dropped",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultHeartbeatMs)))
-        ("spin-us", "while messages arrive within this many microseconds of each other, look for the next "
-                    "without sleeping for up to this long: more throughput under load for some CPU (0: never)",
+        ("spin-us", mw::kSpinFlagHelp,
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultSpinUs)))
         ("max-message-bytes", "largest message accepted",
          cxxopts::value<std::size_t>()->default_value(std::to_string(mw::kDefaultMaxMessageBytes)))

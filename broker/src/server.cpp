@@ -77,6 +77,8 @@ class BrokerServer::Impl final : public Transport {
       : router_(context_, zmq::socket_type::router),
         pub_(context_, zmq::socket_type::xpub),
         spin_poll_(std::chrono::microseconds(options.spin_us)) {
+    if (options.spin_us > kMaxSpinUs)
+      throw UsageError("spin_us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
     auto& config = options.config;
     router_.set(zmq::sockopt::router_mandatory, 1);
     router_.set(zmq::sockopt::linger, 0);

@@ -49,7 +49,13 @@ void check_submit_options(const SubmitOptions& o) {
 class Client::Impl {
  public:
   explicit Impl(ClientOptions options)
-      : options_(std::move(options)), context_(1), peer_(context_, options_.broker) {}
+      : options_(checked(std::move(options))), context_(1), peer_(context_, options_.broker) {}
+
+  static ClientOptions checked(ClientOptions options) {
+    if (options.spin_us > kMaxSpinUs)
+      throw UsageError("spin_us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
+    return options;
+  }
 
   std::uint64_t send_submit(std::string_view type, std::string_view payload, bool wait, SubmitOptions options) {
     if (auto problem = type_name_problem(type); !problem.empty()) throw Error(problem, ErrorCode::BadRequest);
@@ -521,7 +527,7 @@ class Client::Impl {
   ClientOptions options_;
   zmq::context_t context_;
   detail::PeerSocket peer_;
-  SpinPoll spin_poll_{std::chrono::microseconds(std::min(options_.spin_us, kMaxSpinUs))};
+  SpinPoll spin_poll_{std::chrono::microseconds(options_.spin_us)};
   std::uint64_t last_request_id_ = 0;
   std::deque<ClientEvent> backlog_;
   bool said_hello_ = false;

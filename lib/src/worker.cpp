@@ -1010,8 +1010,7 @@ int run_worker(int argc, char** argv, WorkerDefaults defaults, Handler handler) 
         ("concurrency", "jobs held at once (the broker's credit for this worker)",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(defaults.concurrency)))
         ("threads", "handler threads: jobs run at once", cxxopts::value<std::uint32_t>()->default_value("1"))
-        ("spin-us", "while jobs come steadily, look for the next without sleeping for up to this many "
-                    "microseconds: more throughput under load for some CPU (0: never)",
+        ("spin-us", kSpinFlagHelp,
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(kDefaultSpinUs)))
         ("log-level", "debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
         ("h,help", "print this help");

@@ -1,14 +1,22 @@
 // mw/spin_poll.hpp: SpinPoll answers as zmq::poll does, whether it spins or
-// sleeps, and its spin counts towards the timeout. Inproc sockets only.
+// sleeps; it spins only while traffic is steady, and its spin counts towards
+// the timeout. Inproc sockets only. Whether it spun is told by the thread's
+// CPU time (a spin of 200 ms burns some; a sleep almost none), with wide
+// margins, as the machine may be busy with other tests.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+
+#include <time.h>
 
 #include <chrono>
 #include <thread>
 
 #include <zmq.hpp>
 
+#include "mw/client.hpp"
+#include "mw/error.hpp"
 #include "mw/spin_poll.hpp"
+#include "mw/worker.hpp"
 
 namespace {
 
@@ -44,6 +52,12 @@ struct SteadyPoller {
   }
   int poll(milliseconds timeout) { return poller.poll(items, 1, timeout); }
 };
+
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec t{};
+  REQUIRE(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0);
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
 
 }  // namespace
 
@@ -90,4 +104,48 @@ TEST_CASE("a timeout of 0 only looks: it returns at once, input or not") {
   CHECK(Clock::now() - started < milliseconds(150));
   steady.pipe.send();
   CHECK(steady.poll(milliseconds(0)) == 1);
+}
+
+TEST_CASE("it spins only while steady: a wait that ended with nothing makes the next one sleep") {
+  SteadyPoller steady;
+  auto cpu_before = thread_cpu_time();
+  CHECK(steady.poll(milliseconds(300)) == 0);  // spins 200 ms, then sleeps 100 ms
+  CHECK(thread_cpu_time() - cpu_before >= milliseconds(20));
+  cpu_before = thread_cpu_time();
+  CHECK(steady.poll(milliseconds(300)) == 0);  // no longer steady: sleeps
+  CHECK(thread_cpu_time() - cpu_before < milliseconds(20));
+}
+
+TEST_CASE("a poller that never saw steady input sleeps from the start") {
+  Pipe pipe;
+  mw::SpinPoll poller(std::chrono::microseconds(200'000));
+  zmq::pollitem_t items[] = {{pipe.receiver.handle(), 0, ZMQ_POLLIN, 0}};
+  const auto cpu_before = thread_cpu_time();
+  CHECK(poller.poll(items, 1, milliseconds(300)) == 0);
+  CHECK(thread_cpu_time() - cpu_before < milliseconds(20));
+}
+
+TEST_CASE("a negative timeout waits for input without a limit, after the spin too") {
+  SteadyPoller steady;
+  std::thread late_sender([&] {
+    std::this_thread::sleep_for(milliseconds(300));  // after the 200 ms spin
+    steady.pipe.send();
+  });
+  const int ready = steady.poll(milliseconds(-1));
+  late_sender.join();
+  CHECK(ready == 1);
+  CHECK((steady.items[0].revents & ZMQ_POLLIN) != 0);
+}
+
+TEST_CASE("Worker and Client refuse a spin longer than kMaxSpinUs, by name") {
+  mw::WorkerOptions worker_options;
+  worker_options.types = {"t"};
+  worker_options.spin_us = mw::kMaxSpinUs + 1;
+  CHECK_THROWS_WITH_AS(mw::Worker(worker_options, [](const mw::Job& job) { return job.payload; }),
+                       "--spin-us must be between 0 (never) and 10000", mw::UsageError);
+  mw::ClientOptions client_options;
+  client_options.spin_us = mw::kMaxSpinUs + 1;
+  CHECK_THROWS_WITH_AS(mw::Client{client_options}, "spin_us must be between 0 (never) and 10000", mw::UsageError);
+  client_options.spin_us = mw::kMaxSpinUs;
+  CHECK_NOTHROW(mw::Client{client_options});
 }

@@ -55,7 +55,7 @@ struct ClientOptions {
   std::chrono::milliseconds still_waiting_after{3000};
   // While answers come steadily, look for the next one without sleeping
   // for up to this many microseconds before sleeping (mw/spin_poll.hpp);
-  // 0: never spin; more than kMaxSpinUs counts as kMaxSpinUs.
+  // 0: never spin; more than kMaxSpinUs is refused (mw::UsageError).
   std::uint32_t spin_us = kDefaultSpinUs;
 };
 

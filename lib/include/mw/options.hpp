@@ -21,6 +21,10 @@ inline constexpr const char* kBrokerFlagHelp = "broker address (default $MW_BROK
 // it sleeps (mw/spin_poll.hpp; --spin-us), and the most it may be set to.
 inline constexpr std::uint32_t kDefaultSpinUs = 50;
 inline constexpr std::uint32_t kMaxSpinUs = 10'000;
+// What --help says of --spin-us.
+inline constexpr const char* kSpinFlagHelp =
+    "while messages come steadily (each sleep in poll shorter than 4 spins), look for the next without sleeping "
+    "for up to this many microseconds: more throughput and less latency under load, for CPU time (0: never)";
 
 // Throws mw::Error (BadRequest) for a broker address no connection could
 // reach: a TCP address without a port from 1 to 65535 (ZeroMQ takes

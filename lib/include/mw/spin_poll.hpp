@@ -4,14 +4,17 @@
 // virtual machine above all) halts: waking it for the next message takes
 // tens of microseconds, and in a pipeline every other stage waits for that
 // wake-up. SpinPoll keeps the CPU awake while traffic is steady: when the
-// last sleep ended with input on the first poll item within
-// kSpinWindows × spin, the next wait first looks for input without sleeping
-// for up to `spin`, calling sched_yield() between looks so that other
-// threads (ZeroMQ's I/O thread, the peers) still get the CPU. A loop that
-// is idle, or whose messages come further apart, never spins, so it costs
-// CPU time only under load. mw-broker, Worker and Client poll this way
-// (their `spin_us` options; 0 turns it off). docs/ARCHITECTURE.md says what
-// it bought and what it costs.
+// last sleep in poll ended with input on the first poll item within
+// kSpinWindows × spin (or the last spin found input on any item), the next
+// wait first looks for input without sleeping for up to `spin`, calling
+// sched_yield() between looks so that other threads (ZeroMQ's I/O thread,
+// the peers) still get the CPU. A loop whose sleeps last longer (an idle
+// one, or one whose messages come further apart) does not spin, so it
+// costs CPU time only under load. Any message counts as traffic, heartbeats
+// too: a broker with thousands of idle peers hears one every few hundred
+// microseconds. mw-broker, Worker and Client poll this way (their `spin_us`
+// options; 0 turns it off). docs/ARCHITECTURE.md says what it bought and
+// what it costs.
 //
 //   mw::SpinPoll waiter(std::chrono::microseconds(mw::kDefaultSpinUs));
 //   zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
@@ -38,12 +41,14 @@ class SpinPoll {
   // A sleep shorter than this many spins means traffic is steady.
   static constexpr int kSpinWindows = 4;
 
-  // spin 0: never spin (poll() is zmq::poll).
+  // spin 0 (or less): never spin (poll() is zmq::poll).
   explicit SpinPoll(std::chrono::microseconds spin) noexcept : spin_(spin) {}
 
   // As zmq::poll(items, count, timeout), items[0] being the input that
-  // counts as traffic; returns the number of items with events. The spin
-  // counts towards the timeout, so timers are not late by it.
+  // counts as traffic; returns the number of items with events. A timeout
+  // of 0 only looks; a negative one waits for input without a limit. The
+  // spin counts towards the timeout: the call returns less than a
+  // millisecond after it at most (poll's unit), never before.
   int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);
 
  private:

@@ -120,7 +120,7 @@ struct WorkerOptions {
   std::string name;           // for logs; default "<type>@<host>"
   // While jobs come steadily, look for the next message without sleeping
   // for up to this many microseconds before sleeping (mw/spin_poll.hpp);
-  // 0: never spin.
+  // 0: never spin; more than kMaxSpinUs is refused (mw::UsageError).
   std::uint32_t spin_us = kDefaultSpinUs;
 };
 

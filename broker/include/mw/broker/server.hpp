@@ -37,7 +37,8 @@ struct ServerOptions {
   // While messages come steadily, the loop looks for the next one without
   // sleeping for up to this many microseconds before it sleeps in poll
   // (mw/spin_poll.hpp): more throughput and less latency under load, for
-  // some CPU time. 0: never spin.
+  // some CPU time. 0: never spin; more than kMaxSpinUs is refused
+  // (mw::UsageError).
   std::uint32_t spin_us = kDefaultSpinUs;
 };
 
