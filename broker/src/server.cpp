@@ -305,6 +305,9 @@ class BrokerServer::Impl final : public Transport {
   static bool is_batch(const zmq::message_t& tag) noexcept {
     return tag.size() == kTagFrameBytes && tag.data<char>()[3] == static_cast<char>(Command::Batch);
   }
+  static bool is_heartbeat(const zmq::message_t& tag) noexcept {
+    return tag.size() == kTagFrameBytes && tag.data<char>()[3] == static_cast<char>(Command::Heartbeat);
+  }
 
   // Sends what is queued for one peer, as one message. Never blocks.
   void flush(Outbox& box) {
@@ -356,8 +359,11 @@ class BrokerServer::Impl final : public Transport {
   }
 
   void drain_router(std::vector<zmq::message_t>& frames) {
+    // A turn that read only heartbeats is no reason to spin: thousands of
+    // idle peers would keep the loop spinning on theirs.
+    bool traffic = false;
     for (std::size_t handled = 0; handled < kTurnMessages;) {
-      if (!router_.recv(frames[0], zmq::recv_flags::dontwait)) return;
+      if (!router_.recv(frames[0], zmq::recv_flags::dontwait)) break;
       std::size_t count = 1;
       std::size_t total = 0;  // of the frames the peer sent: its routing id is not its to count
       bool too_many = false;
@@ -388,8 +394,10 @@ class BrokerServer::Impl final : public Transport {
       }
       // A BATCH counts as the messages it holds.
       handled += count > 2 && is_batch(frames[1]) ? wire::batch_size_claimed(frames[2]) : 1;
+      traffic = traffic || count < 2 || !is_heartbeat(frames[1]);
       core_->handle(std::span<zmq::message_t>(frames.data(), count), now);
     }
+    if (!traffic) spin_poll_.not_traffic();
   }
 
   void drain_subscriptions() {

@@ -116,6 +116,14 @@ TEST_CASE("it spins only while steady: a wait that ended with nothing makes the 
   CHECK(thread_cpu_time() - cpu_before < milliseconds(20));
 }
 
+TEST_CASE("told that what it found was not traffic, a steady poller sleeps") {
+  SteadyPoller steady;
+  steady.poller.not_traffic();
+  const auto cpu_before = thread_cpu_time();
+  CHECK(steady.poll(milliseconds(300)) == 0);
+  CHECK(thread_cpu_time() - cpu_before < milliseconds(20));
+}
+
 TEST_CASE("a poller that never saw steady input sleeps from the start") {
   Pipe pipe;
   mw::SpinPoll poller(std::chrono::microseconds(200'000));

@@ -10,8 +10,9 @@
 // sched_yield() between looks so that other threads (ZeroMQ's I/O thread,
 // the peers) still get the CPU. A loop whose sleeps last longer (an idle
 // one, or one whose messages come further apart) does not spin, so it
-// costs CPU time only under load. Any message counts as traffic, heartbeats
-// too: a broker with thousands of idle peers hears one every few hundred
+// costs CPU time only under load. A loop tells it what was not traffic
+// (not_traffic()): mw-broker does for a turn that read only heartbeats, as a
+// broker with thousands of idle peers hears one every few hundred
 // microseconds. mw-broker, Worker and Client poll this way (their `spin_us`
 // options; 0 turns it off). docs/ARCHITECTURE.md says what it bought and
 // what it costs.
@@ -50,6 +51,10 @@ class SpinPoll {
   // spin counts towards the timeout: the call returns less than a
   // millisecond after it at most (poll's unit), never before.
   int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);
+
+  // The input the last wait found was not traffic worth spinning for (only
+  // heartbeats, say): the next wait sleeps at once.
+  void not_traffic() noexcept { steady_ = false; }
 
  private:
   std::chrono::microseconds spin_;
