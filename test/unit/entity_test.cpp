@@ -807,6 +807,16 @@ TEST_CASE("a write's reply is its document as stored (or as it was, for remove)"
   CHECK_FALSE(e.exists("users", "u1"));
 }
 
+// The context of a create call on `endpoint` with `data` (JSON text).
+HookContext create_call(const std::string& endpoint, const char* data, std::int64_t now_ms = 1) {
+  HookContext c;
+  c.endpoint = endpoint;
+  c.method = Method::Create;
+  c.data = Json::parse(data);
+  c.now_ms = now_ms;
+  return c;
+}
+
 TEST_CASE("a failing call leaves no writes and no pending events") {
   Entities e;
   e.create("users", Json::parse(R"({"id": "u1", "n": 1})"));
@@ -814,20 +824,11 @@ TEST_CASE("a failing call leaves no writes and no pending events") {
 
   // Within one open transaction, as in a broker turn with other calls.
   e.store->begin();
-  HookContext ok;
-  ok.endpoint = "users";
-  ok.method = Method::Create;
-  ok.data = Json::parse(R"({"id": "before"})");
-  ok.now_ms = 1;
-  e.service.call(ok);
+  e.service.call(create_call("users", R"({"id": "before"})"));
   const auto pending_before = e.service.pending_events().size();
   CHECK(pending_before == 1);
 
-  HookContext bad;
-  bad.endpoint = "users";
-  bad.method = Method::Create;
-  bad.data = Json::parse(R"([{"id": "n1"}, {"id": "u1"}, {"id": "n2"}])");  // the 2nd conflicts
-  bad.now_ms = 2;
+  const HookContext bad = create_call("users", R"([{"id": "n1"}, {"id": "u1"}, {"id": "n2"}])", 2);  // the 2nd conflicts
   CHECK_ERROR_CODE(e.service.call(bad), Conflict);
   CHECK(e.service.pending_events().size() == pending_before);
   CHECK_FALSE(e.store->get("users", "n1"));
@@ -1105,6 +1106,46 @@ std::vector<std::string> query_column(const std::string& path, const std::string
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   return out;
+}
+
+TEST_CASE("a write SQLite rolls the whole transaction back for abandons the turn: nothing of it stays, numbering goes on") {
+  // RAISE(ROLLBACK) in a trigger ends the transaction from inside SQLite,
+  // as a full disk or an I/O error may: the store must notice that no
+  // transaction is open any more, refuse to commit the turn, and not count
+  // the events it had numbered.
+  TempDb db;
+  Entities e({}, {}, db.path());
+  e.create("users", Json::parse(R"({"id": "u1"})"));
+  const auto seq = e.store->last_event_seq();
+  {
+    sqlite3* other = nullptr;
+    REQUIRE(sqlite3_open(db.path().c_str(), &other) == SQLITE_OK);
+    const char* trigger =
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON entities WHEN NEW.id = 'poison' "
+        "BEGIN SELECT RAISE(ROLLBACK, 'poisoned document'); END;";
+    char* error = nullptr;
+    const int rc = sqlite3_exec(other, trigger, nullptr, nullptr, &error);
+    INFO((error ? error : ""));
+    sqlite3_free(error);
+    sqlite3_close(other);
+    REQUIRE(rc == SQLITE_OK);
+  }
+
+  e.store->begin();
+  e.service.call(create_call("users", R"({"id": "before"})"));
+  CHECK_THROWS_AS(e.service.call(create_call("users", R"({"id": "poison"})")), mw::Error);
+  CHECK_THROWS_WITH(e.store->commit(),
+                    doctest::Contains("transaction abandoned: SQLite rolled the transaction back after: poisoned document"));
+  CHECK_FALSE(e.store->in_transaction());
+  e.service.pending_events().clear();  // as the broker drops a failed turn's events
+
+  CHECK_FALSE(e.exists("users", "before"));
+  CHECK_FALSE(e.exists("users", "poison"));
+  CHECK(e.store->last_event_seq() == seq);
+  // The next turn works, and its event follows the last one stored.
+  e.create("users", Json::parse(R"({"id": "after"})"));
+  CHECK(e.published.back().seq == seq + 1);
+  CHECK(e.exists("users", "after"));
 }
 
 TEST_CASE("a store made with an AUTOINCREMENT events table goes on from its sqlite_sequence") {
