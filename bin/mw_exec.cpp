@@ -464,6 +464,9 @@ int main(int argc, char** argv) {
     wo.next = args["next"].as<std::string>();
     wo.concurrency = args["concurrency"].as<std::uint32_t>();
     wo.threads = wo.concurrency;  // one command per held job
+    // Its jobs are processes, milliseconds each: no gap between messages is
+    // short enough to be worth a spin (mw/spin_poll.hpp).
+    wo.spin_us = 0;
     wo.name = mw::joined_types(wo.types) + "@mw-exec";
     mw::Worker worker(wo, [&exec](const mw::Job& job) {
       try {

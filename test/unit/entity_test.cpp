@@ -1108,7 +1108,7 @@ std::vector<std::string> query_column(const std::string& path, const std::string
   return out;
 }
 
-TEST_CASE("a write SQLite rolls the whole transaction back for abandons the turn: nothing of it stays, numbering goes on") {
+TEST_CASE("when SQLite rolls the whole transaction back, the turn is abandoned: nothing of it stays, numbering goes on") {
   // RAISE(ROLLBACK) in a trigger ends the transaction from inside SQLite,
   // as a full disk or an I/O error may: the store must notice that no
   // transaction is open any more, refuse to commit the turn, and not count
@@ -1134,6 +1134,9 @@ TEST_CASE("a write SQLite rolls the whole transaction back for abandons the turn
   e.store->begin();
   e.service.call(create_call("users", R"({"id": "before"})"));
   CHECK_THROWS_AS(e.service.call(create_call("users", R"({"id": "poison"})")), mw::Error);
+  // A later write of the same turn is refused too: it would not be in a
+  // transaction any more, and would stay whatever became of the turn.
+  CHECK_THROWS_WITH(e.service.call(create_call("users", R"({"id": "later"})")), doctest::Contains("abandoned"));
   CHECK_THROWS_WITH(e.store->commit(),
                     doctest::Contains("transaction abandoned: SQLite rolled the transaction back after: poisoned document"));
   CHECK_FALSE(e.store->in_transaction());
@@ -1141,9 +1144,11 @@ TEST_CASE("a write SQLite rolls the whole transaction back for abandons the turn
 
   CHECK_FALSE(e.exists("users", "before"));
   CHECK_FALSE(e.exists("users", "poison"));
+  CHECK_FALSE(e.exists("users", "later"));
   CHECK(e.store->last_event_seq() == seq);
   // The next turn works, and its event follows the last one stored.
   e.create("users", Json::parse(R"({"id": "after"})"));
+  REQUIRE_FALSE(e.published.empty());
   CHECK(e.published.back().seq == seq + 1);
   CHECK(e.exists("users", "after"));
 }

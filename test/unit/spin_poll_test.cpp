@@ -1,11 +1,13 @@
 // mw/spin_poll.hpp: SpinPoll answers as zmq::poll does, whether it spins or
 // sleeps; it spins only while traffic is steady, and its spin counts towards
-// the timeout. Inproc sockets only. Whether it spun is told by the thread's
-// CPU time (a spin of 200 ms burns some; a sleep almost none), with wide
-// margins, as the machine may be busy with other tests.
+// the timeout. And mw-broker's loop (BrokerServer, on loopback) does not spin
+// for heartbeats alone. Whether a thread spun is told by its CPU time (a spin
+// of 100 ms or more burns some; a sleep almost none), with wide margins, as
+// the machine may be busy with other tests.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <pthread.h>
 #include <time.h>
 
 #include <chrono>
@@ -13,9 +15,13 @@
 
 #include <zmq.hpp>
 
+#include "mw/broker/server.hpp"
 #include "mw/client.hpp"
+#include "mw/log.hpp"
 #include "mw/error.hpp"
 #include "mw/spin_poll.hpp"
+#include "mw/stop_signal.hpp"
+#include "mw/wire.hpp"
 #include "mw/worker.hpp"
 
 namespace {
@@ -53,10 +59,18 @@ struct SteadyPoller {
   int poll(milliseconds timeout) { return poller.poll(items, 1, timeout); }
 };
 
-std::chrono::nanoseconds thread_cpu_time() {
+std::chrono::nanoseconds cpu_time(clockid_t clock) {
   timespec t{};
-  REQUIRE(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0);
+  REQUIRE(clock_gettime(clock, &t) == 0);
   return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
+std::chrono::nanoseconds thread_cpu_time() { return cpu_time(CLOCK_THREAD_CPUTIME_ID); }
+
+// CPU time of a quiet poll of `items` for 200 ms.
+std::chrono::nanoseconds cpu_of_quiet_poll(mw::SpinPoll& poller, zmq::pollitem_t* items, std::size_t count) {
+  const auto cpu_before = thread_cpu_time();
+  CHECK(poller.poll(items, count, milliseconds(200)) == 0);
+  return thread_cpu_time() - cpu_before;
 }
 
 }  // namespace
@@ -156,4 +170,80 @@ TEST_CASE("Worker and Client refuse a spin longer than kMaxSpinUs, by name") {
   CHECK_THROWS_WITH_AS(mw::Client{client_options}, "spin_us must be between 0 (never) and 10000", mw::UsageError);
   client_options.spin_us = mw::kMaxSpinUs;
   CHECK_NOTHROW(mw::Client{client_options});
+}
+
+TEST_CASE("steady means a sleep ended with input within 4 spins: at 50 ms of a 100 ms spin it is, at 500 ms it is not") {
+  for (const auto& [input_after, spins_next] : {std::pair{milliseconds(50), true}, std::pair{milliseconds(500), false}}) {
+    INFO("input after ", input_after.count(), " ms");
+    Pipe pipe;
+    mw::SpinPoll poller(std::chrono::microseconds(100'000));
+    zmq::pollitem_t items[] = {{pipe.receiver.handle(), 0, ZMQ_POLLIN, 0}};
+    std::thread late_sender([&] {
+      std::this_thread::sleep_for(input_after);
+      pipe.send();
+    });
+    CHECK(poller.poll(items, 1, milliseconds(5000)) == 1);  // a sleep: nothing was steady before
+    late_sender.join();
+    pipe.receive();
+    const auto cpu = cpu_of_quiet_poll(poller, items, 1);
+    if (spins_next) CHECK(cpu >= milliseconds(20));
+    else CHECK(cpu < milliseconds(20));
+  }
+}
+
+TEST_CASE("only input on the first item makes traffic steady") {
+  Pipe traffic;
+  Pipe other;  // say, a wake-up descriptor of the loop's own
+  mw::SpinPoll poller(std::chrono::microseconds(100'000));
+  zmq::pollitem_t items[] = {{traffic.receiver.handle(), 0, ZMQ_POLLIN, 0}, {other.receiver.handle(), 0, ZMQ_POLLIN, 0}};
+  other.send();
+  CHECK(poller.poll(items, 2, milliseconds(5000)) == 1);
+  CHECK((items[1].revents & ZMQ_POLLIN) != 0);
+  other.receive();
+  CHECK(cpu_of_quiet_poll(poller, items, 2) < milliseconds(20));
+}
+
+TEST_CASE("mw-broker does not spin for heartbeats alone: a peer heartbeating every 2 ms leaves its loop asleep") {
+  // With 10 ms spins a 40 ms window: every sleep between these heartbeats
+  // is shorter, so a loop that counted them as traffic would spin all along.
+  mw::set_log_level(mw::LogLevel::warn);  // not its "stopping" line
+  mw::broker::ServerOptions options;
+  options.bind = "tcp://127.0.0.1:*";
+  options.pub = "tcp://127.0.0.1:*";
+  options.spin_us = mw::kMaxSpinUs;
+  mw::broker::BrokerServer server(options);
+  mw::StopSignal stop;
+  std::thread loop([&] { server.run(stop); });
+  clockid_t loop_clock{};
+  REQUIRE(pthread_getcpuclockid(loop.native_handle(), &loop_clock) == 0);
+
+  zmq::context_t context(1);
+  zmq::socket_t peer(context, zmq::socket_type::dealer);
+  peer.set(zmq::sockopt::linger, 0);
+  peer.connect(server.bound_address());
+  const auto heartbeats = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      peer.send(mw::wire::encode_tag(mw::Command::Heartbeat), zmq::send_flags::none);
+      zmq::message_t answer;  // a DISCONNECT: the broker never met this peer
+      while (peer.recv(answer, zmq::recv_flags::dontwait)) {
+      }
+      std::this_thread::sleep_for(milliseconds(2));
+    }
+  };
+  heartbeats(20);  // connected, and the loop past its start
+  const auto cpu_before = cpu_time(loop_clock);
+  heartbeats(150);
+  const auto cpu = cpu_time(loop_clock) - cpu_before;
+  stop.notify();
+  loop.join();
+  // A few microseconds a turn; a spinning loop burns most of the 300 ms.
+  CHECK(cpu < milliseconds(60));
+}
+
+TEST_CASE("BrokerServer refuses a spin longer than kMaxSpinUs") {
+  mw::broker::ServerOptions options;
+  options.bind = "tcp://127.0.0.1:*";
+  options.pub = "tcp://127.0.0.1:*";
+  options.spin_us = mw::kMaxSpinUs + 1;
+  CHECK_THROWS_WITH_AS(mw::broker::BrokerServer{options}, "spin_us must be between 0 (never) and 10000", mw::UsageError);
 }
