@@ -178,8 +178,7 @@ int main(int argc, char** argv) {
     if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600'000)
       throw mw::UsageError("--heartbeat-ms must be between 10 and 600000");
     server.spin_us = args["spin-us"].as<std::uint32_t>();
-    if (server.spin_us > mw::kMaxSpinUs)
-      throw mw::UsageError("--spin-us must be between 0 (never) and " + std::to_string(mw::kMaxSpinUs));
+    mw::check_spin_us(server.spin_us, "--spin-us");
     config.max_message_bytes = args["max-message-bytes"].as<std::size_t>();
     if (config.max_message_bytes < mw::kMinMaxMessageBytes || config.max_message_bytes >= (std::size_t{1} << 32))
       throw mw::UsageError("--max-message-bytes must be at least " + std::to_string(mw::kMinMaxMessageBytes) +

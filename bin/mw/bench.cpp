@@ -391,8 +391,7 @@ BenchOptions parse(int argc, char** argv, bool& help) {
     throw UsageError("--workers must be between 1 and " + std::to_string(kMaxWorkersPerStage));
   if (o.concurrency < 1 || o.concurrency > kMaxCredit)
     throw UsageError("--concurrency must be between 1 and " + std::to_string(kMaxCredit));
-  if (o.spin_us > kMaxSpinUs)
-    throw UsageError("--spin-us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
+  check_spin_us(o.spin_us, "--spin-us");
   if (o.payload > kMaxPayloadBytes) throw UsageError("--payload must be at most " + std::to_string(kMaxPayloadBytes));
   if (!(timeout_s > 0) || timeout_s > 1e6)
     throw UsageError("--timeout must be a positive number of seconds, at most 1000000");

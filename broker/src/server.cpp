@@ -77,8 +77,7 @@ class BrokerServer::Impl final : public Transport {
       : router_(context_, zmq::socket_type::router),
         pub_(context_, zmq::socket_type::xpub),
         spin_poll_(std::chrono::microseconds(options.spin_us)) {
-    if (options.spin_us > kMaxSpinUs)
-      throw UsageError("spin_us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
+    check_spin_us(options.spin_us, "spin_us");
     auto& config = options.config;
     router_.set(zmq::sockopt::router_mandatory, 1);
     router_.set(zmq::sockopt::linger, 0);
@@ -302,11 +301,9 @@ class BrokerServer::Impl final : public Transport {
     return SendResult::Sent;
   }
 
-  static bool is_batch(const zmq::message_t& tag) noexcept {
-    return tag.size() == kTagFrameBytes && tag.data<char>()[3] == static_cast<char>(Command::Batch);
-  }
-  static bool is_heartbeat(const zmq::message_t& tag) noexcept {
-    return tag.size() == kTagFrameBytes && tag.data<char>()[3] == static_cast<char>(Command::Heartbeat);
+  // Whether a tag frame, as received (not checked yet), names `command`.
+  static bool tag_is(const zmq::message_t& tag, Command command) noexcept {
+    return tag.size() == kTagFrameBytes && tag.data<char>()[3] == static_cast<char>(command);
   }
 
   // Sends what is queued for one peer, as one message. Never blocks.
@@ -393,8 +390,8 @@ class BrokerServer::Impl final : public Transport {
         continue;
       }
       // A BATCH counts as the messages it holds.
-      handled += count > 2 && is_batch(frames[1]) ? wire::batch_size_claimed(frames[2]) : 1;
-      traffic = traffic || count < 2 || !is_heartbeat(frames[1]);
+      handled += count > 2 && tag_is(frames[1], Command::Batch) ? wire::batch_size_claimed(frames[2]) : 1;
+      traffic = traffic || count < 2 || !tag_is(frames[1], Command::Heartbeat);
       core_->handle(std::span<zmq::message_t>(frames.data(), count), now);
     }
     if (!traffic) spin_poll_.not_traffic();

@@ -52,8 +52,7 @@ class Client::Impl {
       : options_(checked(std::move(options))), context_(1), peer_(context_, options_.broker) {}
 
   static ClientOptions checked(ClientOptions options) {
-    if (options.spin_us > kMaxSpinUs)
-      throw UsageError("spin_us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
+    check_spin_us(options.spin_us, "spin_us");
     return options;
   }
 

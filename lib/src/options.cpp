@@ -57,6 +57,11 @@ void check_broker_address(std::string_view address) {
                 ErrorCode::BadRequest);
 }
 
+void check_spin_us(std::uint32_t spin_us, std::string_view what) {
+  if (spin_us > kMaxSpinUs)
+    throw UsageError(std::string(what) + " must be between 0 (never) and " + std::to_string(kMaxSpinUs));
+}
+
 void check_bind_address(std::string_view address, std::string_view what) {
   if (!address.starts_with("tcp://") || address.ends_with(":*") || tcp_port(address)) return;
   throw Error("cannot bind " + std::string(what) + " to " + std::string(address) +

@@ -21,8 +21,8 @@
 #include <cxxopts.hpp>
 
 #include "mw/log.hpp"
-#include "mw/spin_poll.hpp"
 #include "mw/options.hpp"
+#include "mw/spin_poll.hpp"
 #include "mw/wire.hpp"
 #include "peer_socket.hpp"
 
@@ -184,8 +184,7 @@ class Worker::Impl final : public detail::ProgressSink {
       if (auto problem = type_name_problem(options_.next); !problem.empty()) throw UsageError("--next: " + problem);
     if (options_.concurrency == 0 || options_.concurrency > kMaxCredit)
       throw UsageError("--concurrency must be between 1 and 10000");
-    if (options_.spin_us > kMaxSpinUs)
-      throw UsageError("--spin-us must be between 0 (never) and " + std::to_string(kMaxSpinUs));
+    check_spin_us(options_.spin_us, "--spin-us");
     if (options_.threads == 0 || options_.threads > 1024)
       throw UsageError("--threads must be between 1 and 1024");
     if (!handler_) throw Error("a worker needs a handler", ErrorCode::BadRequest);

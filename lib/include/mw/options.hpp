@@ -21,6 +21,9 @@ inline constexpr const char* kBrokerFlagHelp = "broker address (default $MW_BROK
 // it sleeps (mw/spin_poll.hpp; --spin-us), and the most it may be set to.
 inline constexpr std::uint32_t kDefaultSpinUs = 50;
 inline constexpr std::uint32_t kMaxSpinUs = 10'000;
+// Throws mw::UsageError naming `what` ("--spin-us", "spin_us") for a spin
+// above kMaxSpinUs.
+void check_spin_us(std::uint32_t spin_us, std::string_view what);
 // What --help says of --spin-us.
 inline constexpr const char* kSpinFlagHelp =
     "while messages come steadily (each sleep in poll shorter than 4 spins), look for the next without sleeping "
