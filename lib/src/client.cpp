@@ -1,13 +1,13 @@
 #include "mw/client.hpp"
 
 #include <array>
-#include <deque>
 #include <functional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "mw/log.hpp"
+#include "mw/ring_deque.hpp"
 #include "mw/spin_poll.hpp"
 #include "peer_socket.hpp"
 
@@ -528,7 +528,7 @@ class Client::Impl {
   detail::PeerSocket peer_;
   SpinPoll spin_poll_{std::chrono::microseconds(options_.spin_us)};
   std::uint64_t last_request_id_ = 0;
-  std::deque<ClientEvent> backlog_;
+  RingDeque<ClientEvent> backlog_;
   bool said_hello_ = false;
   std::string pub_address_;
   std::uint64_t last_flow_id_ = 0;

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
-#include <deque>
 #include <exception>
 #include <iostream>
 #include <map>
@@ -22,6 +21,7 @@
 
 #include "mw/log.hpp"
 #include "mw/options.hpp"
+#include "mw/ring_deque.hpp"
 #include "mw/spin_poll.hpp"
 #include "mw/wire.hpp"
 #include "peer_socket.hpp"
@@ -544,7 +544,8 @@ class Worker::Impl final : public detail::ProgressSink {
 
   void send_completions(detail::PeerSocket& peer) {
     // sending_ is a member so this per-wake-up call does not allocate a
-    // fresh deque (map + node) every time; it is empty between calls.
+    // fresh queue every time; it is empty between calls, and the two swap
+    // their slots back and forth.
     auto& batch = sending_;
     {
       std::lock_guard lock(mutex_);
@@ -552,7 +553,7 @@ class Worker::Impl final : public detail::ProgressSink {
     }
     // Cleared on every way out, as the local deque it replaces was.
     struct ClearOnExit {
-      std::deque<Completion>& d;
+      RingDeque<Completion>& d;
       ~ClearOnExit() { d.clear(); }
     } clear_on_exit{batch};
     for (auto& c : batch) report(peer, c);
@@ -641,9 +642,9 @@ class Worker::Impl final : public detail::ProgressSink {
       attempts.push_back(job.attempt);
       return true;
     };
-    std::erase_if(local_, is_copy);
+    erase_if(local_, is_copy);
     std::lock_guard lock(mutex_);
-    std::erase_if(pending_, is_copy);
+    erase_if(pending_, is_copy);
     return attempts;
   }
 
@@ -923,7 +924,7 @@ class Worker::Impl final : public detail::ProgressSink {
 
   // Inline mode (threads == 1): jobs received and not yet run; the I/O
   // thread's, or the keeper's while an inline handler runs (socket_mutex_).
-  std::deque<Job> local_;
+  RingDeque<Job> local_;
   // The running inline handler's job and cancel source: whoever holds
   // socket_mutex_ owns them.
   std::uint64_t inline_running_id_ = 0;
@@ -942,9 +943,9 @@ class Worker::Impl final : public detail::ProgressSink {
 
   std::mutex mutex_;
   std::condition_variable work_ready_;
-  std::deque<Job> pending_;
-  std::deque<Completion> completed_;
-  std::deque<Completion> sending_;  // I/O thread only: completions being sent
+  RingDeque<Job> pending_;
+  RingDeque<Completion> completed_;
+  RingDeque<Completion> sending_;  // I/O thread only: completions being sent
   std::uint32_t running_ = 0;
   // Pool mode: the jobs handler threads run, each with its thread's cancel
   // source (at most `threads` entries: a scan finds one).

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "mw/broker/job.hpp"
+#include "mw/ring_deque.hpp"
 
 namespace mw::broker {
 
@@ -158,7 +159,7 @@ class MemoryJobQueue final : public JobQueue {
   // by `normal` (packed ones): a job joins `hot` only while `normal` is
   // empty, so the order of the lane is kept.
   struct TypeQueue {
-    std::deque<Job> hot;
+    RingDeque<Job> hot;
     std::deque<Packed> normal;
     std::map<std::int32_t, std::deque<Packed>, std::greater<>> ranked;  // priority != 0, highest first
     std::size_t size = 0;

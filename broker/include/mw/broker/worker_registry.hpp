@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "mw/broker/job.hpp"
+#include "mw/ring_deque.hpp"
 
 namespace mw::broker {
 
@@ -36,7 +36,7 @@ struct WorkerEntry {
   // The jobs in flight here, in dispatch order, at most `credit`. The worker
   // holds them itself (not a broker-wide map) so a DONE, which usually
   // answers the oldest, finds its job at the front without a hash lookup.
-  std::deque<Job> jobs;
+  RingDeque<Job> jobs;
   std::uint64_t done = 0;
   // Set when a send to it would block (its pipe is full); cleared by any
   // message from it. A paused worker gets no new jobs.
