@@ -480,19 +480,18 @@ void BrokerCore::on_done(const std::string& peer, const zmq::message_t& header, 
     if (journaling()) journal_->remove(job->flow_id);
     finish_flow(*job, result, now_ms);
   } else {
-    Job stage;
+    // The next stage is this job made over: it keeps the flow's id, options,
+    // submitter, entity and key, and reuses the strings' memory (a type
+    // name is seldom short enough to fit in the string itself).
+    Job& stage = *job;
     stage.id = next_id_++;
-    stage.flow_id = job->flow_id;
-    stage.type = next;
-    stage.max_attempts = job->max_attempts;
-    stage.priority = job->priority;
+    stage.type.assign(next);  // next does not point into job->type
+    stage.attempts = 0;
     stage.stage = job->stage + 1;
-    stage.lease_ms = job->lease_ms;
-    stage.submitted_at = job->submitted_at;
     stage.payload = std::move(result);
-    stage.reply_to = std::move(job->reply_to);
-    stage.entity = std::move(job->entity);
-    stage.key = std::move(job->key);
+    stage.enqueued_ms = 0;
+    stage.dispatched_ms = 0;
+    stage.due_ms = 0;
     if (stage.stage >= config_.max_stages) {
       // A loop (a --next or nextWorkerType that leads back) would never end.
       bury(stage,
@@ -699,9 +698,9 @@ bool BrokerCore::give(WorkerEntry& worker, Job job) {
   // shares the buffer (reference count), it does not copy it.
   zmq::message_t payload;
   payload.copy(job.payload);
-  const auto result = send(worker.id, Command::Job,
-                           wire::encode(wire::JobHeader{job.id, job.type, job.attempts, job.flow_id, job.entity}),
-                           &payload);
+  const auto result = transport_.send_bytes(
+      worker.id, Command::Job, wire::encode_view(wire::JobHeader{job.id, job.type, job.attempts, job.flow_id, job.entity}),
+      &payload, 0);
   if (result == SendResult::Sent) {
     if (!job.entity.empty()) stamp_entity(job);
     worker.jobs.push_back(std::move(job));
@@ -799,7 +798,7 @@ void BrokerCore::send_results(const Job& job, std::string_view outcome, std::str
   }
   if (!job.reply_to.empty()) {
     send_after_commit(job.reply_to, Command::Result,
-                      wire::encode(wire::Result{job.flow_id, outcome, error, job.type, job.attempts}), &payload);
+                      wire::encode_view(wire::Result{job.flow_id, outcome, error, job.type, job.attempts}), &payload);
   }
 }
 
@@ -1379,13 +1378,26 @@ void BrokerCore::send_after_commit(const std::string& peer, Command command, zmq
   // Once something waits for the commit, what follows waits too, so the
   // turn's order holds (a flow's RESULT never overtakes its ACCEPTED, even
   // when a write the ACCEPTED waited for was undone in the same turn).
-  if (!store_ || (deferred_.empty() && !store_->in_transaction() && !(journal_ && journal_->pending()))) {
+  if (!replies_wait_for_commit()) {
     transport_.send_lazy(peer, command, &header, payload, hold_ms);
     return;
   }
   Deferred d{peer, command, std::move(header), zmq::message_t(), payload != nullptr, on_failure, hold_ms};
   if (payload) d.payload.move(*payload);
   deferred_.push_back(std::move(d));
+}
+
+void BrokerCore::send_after_commit(const std::string& peer, Command command, std::string_view header,
+                                   zmq::message_t* payload) {
+  if (!replies_wait_for_commit()) {
+    transport_.send_bytes(peer, command, header, payload, 0);
+    return;
+  }
+  send_after_commit(peer, command, zmq::message_t(header.data(), header.size()), payload);
+}
+
+bool BrokerCore::replies_wait_for_commit() const noexcept {
+  return store_ && (!deferred_.empty() || store_->in_transaction() || (journal_ && journal_->pending()));
 }
 
 // ---- output ---------------------------------------------------------------

@@ -166,6 +166,17 @@ class BrokerServer::Impl final : public Transport {
     return send_now(peer, command, header, payload);
   }
 
+  SendResult send_bytes(std::string_view peer, Command command, std::string_view header, zmq::message_t* payload,
+                        std::uint32_t hold_ms) override {
+    if (Outbox* box = outbox_of(peer); box && header.size() <= kMaxHeaderBytes && wire::frame_count(command) >= 2) {
+      prepare_queue(*box, header.size() + (payload ? payload->size() : 0), hold_ms);
+      box->batch.add(command, header, payload);
+      return queued(*box);
+    }
+    zmq::message_t frame(header.data(), header.size());
+    return send_lazy(peer, command, &frame, payload, hold_ms);
+  }
+
   SendResult send_now(std::string_view peer, Command command, zmq::message_t* header, zmq::message_t* payload) {
     const std::size_t frames = wire::frame_count(command);
     if (const SendResult r = send_routing_id(peer); r != SendResult::Sent) return r;
@@ -283,7 +294,16 @@ class BrokerServer::Impl final : public Transport {
       flush(box);
       return send_now(box.id, command, header, payload);
     }
-    const std::size_t size = (header ? header->size() : 0) + (payload ? payload->size() : 0);
+    prepare_queue(box, (header ? header->size() : 0) + (payload ? payload->size() : 0), hold_ms);
+    zmq::message_t empty;
+    box.batch.add(command, header ? *header : empty, payload);
+    return queued(box);
+  }
+
+  // Before a message of `size` bytes joins the peer's batch: what is
+  // queued goes first if the two would not fit in one, and the batch's
+  // release time takes the message's hold.
+  void prepare_queue(Outbox& box, std::size_t size, std::uint32_t hold_ms) {
     if (!box.batch.empty() && box.batch.bytes() + size > kMaxBatchBytes) flush(box);
     if (hold_ms == 0) {
       box.lazy = false;
@@ -291,8 +311,11 @@ class BrokerServer::Impl final : public Transport {
       const std::int64_t release = steady_ms() + hold_ms;
       box.release_ms = box.batch.empty() ? release : std::min(box.release_ms, release);
     }
-    zmq::message_t empty;
-    box.batch.add(command, header ? *header : empty, payload);
+  }
+
+  // After a message joined the peer's batch: listed for the end of the
+  // turn, or sent now when the batch is full.
+  SendResult queued(Outbox& box) {
     if (!box.dirty) {
       box.dirty = true;
       dirty_.push_back(&box);
@@ -314,7 +337,11 @@ class BrokerServer::Impl final : public Transport {
     if (result != SendResult::Sent) {
       Undelivered lost{box.id, result, {}};
       for (std::size_t i = 0; i < box.batch.size(); ++i)
-        if (box.batch.command(i) == Command::Job) lost.job_ids.push_back(wire::decode_job(box.batch.header(i)).job_id);
+        if (box.batch.command(i) == Command::Job) {
+          const std::string_view bytes = box.batch.header(i);
+          const zmq::message_t header(const_cast<char*>(bytes.data()), bytes.size(), nullptr);  // a view
+          lost.job_ids.push_back(wire::decode_job(header).job_id);
+        }
       box.batch.clear();
       undelivered_.push_back(std::move(lost));
       return;

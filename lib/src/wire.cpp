@@ -238,6 +238,8 @@ std::string_view next_type_name(std::string_view next, const char* what) {
   return next.empty() ? next : type_name(next, what);
 }
 
+zmq::message_t frame_of(std::string_view bytes) { return zmq::message_t(bytes.data(), bytes.size()); }
+
 // This thread's encode buffer, cleared (capacity kept) for every message.
 class Writer {
  public:
@@ -260,6 +262,8 @@ class Writer {
     return *this;
   }
   zmq::message_t frame() { return zmq::message_t(buffer_.data(), buffer_.size()); }
+  // The bytes, in this thread's buffer: valid until the next Writer.
+  std::string_view view() const { return std::string_view(buffer_.data(), buffer_.size()); }
 
  private:
   static msgpack::sbuffer& buffer() {
@@ -449,30 +453,38 @@ std::size_t batch_payload_count(const std::vector<BatchItem>& items) noexcept {
 }
 
 void Batch::add(Command command, zmq::message_t& header, zmq::message_t* payload) {
-  const std::size_t header_bytes = header.size();
-  bytes_ += header_bytes;
+  add(command, std::string_view(header.data<char>(), header.size()), payload);
+  header.rebuild();  // moved from, as the caller was told
+}
+
+void Batch::add(Command command, std::string_view header, zmq::message_t* payload) {
   commands_.push_back(command);
-  headers_.emplace_back(std::move(header));
-  header_sizes_.push_back(header_bytes);
-  if (frame_count(command) == 3) {
-    if (payload) {
-      const std::size_t payload_bytes = payload->size();
-      bytes_ += payload_bytes;
-      payloads_.emplace_back(std::move(*payload));
-      payload_sizes_.push_back(payload_bytes);
-    } else {
-      payloads_.emplace_back("\xc0", 1);
-      payload_sizes_.push_back(1);
-      bytes_ += 1;
-    }
+  header_starts_.push_back(header_bytes_.size());
+  header_sizes_.push_back(header.size());
+  header_bytes_.append(header);
+  bytes_ += header.size();
+  if (frame_count(command) == 3) add_payload(payload);
+}
+
+void Batch::add_payload(zmq::message_t* payload) {
+  if (payload) {
+    const std::size_t payload_bytes = payload->size();
+    bytes_ += payload_bytes;
+    payloads_.emplace_back(std::move(*payload));
+    payload_sizes_.push_back(payload_bytes);
+  } else {
+    payloads_.emplace_back("\xc0", 1);
+    payload_sizes_.push_back(1);
+    bytes_ += 1;
   }
 }
 
 void Batch::clear() noexcept {
   commands_.clear();
-  headers_.clear();
-  payloads_.clear();
+  header_bytes_.clear();
+  header_starts_.clear();
   header_sizes_.clear();
+  payloads_.clear();
   payload_sizes_.clear();
   bytes_ = 0;
 }
@@ -514,17 +526,17 @@ zmq::message_t Batch::index() const {
   RawOut out{frame.data<char>()};
   msgpack::packer<RawOut> packer(out);
   packer.pack_array(static_cast<std::uint32_t>(items));
-  const auto bin = [&packer](const zmq::message_t& m, std::size_t bytes) {
+  const auto bin = [&packer](const char* data, std::size_t bytes) {
     packer.pack_bin(static_cast<std::uint32_t>(bytes));
-    packer.pack_bin_body(m.data<char>(), static_cast<std::uint32_t>(bytes));
+    packer.pack_bin_body(data, static_cast<std::uint32_t>(bytes));
   };
   p = 0;
   for (std::size_t i = 0; i < commands_.size(); ++i) {
     const bool has_payload = frame_count(commands_[i]) == 3;
     const bool inline_payload = has_payload && goes_inline(payload_sizes_[p]);
     packer.pack_uint8(static_cast<std::uint8_t>(commands_[i]) | (inline_payload ? kInlinePayloadFlag : 0));
-    bin(headers_[i], header_sizes_[i]);
-    if (inline_payload) bin(payloads_[p], payload_sizes_[p]);
+    bin(header_bytes_.data() + header_starts_[i], header_sizes_[i]);
+    if (inline_payload) bin(payloads_[p].data<char>(), payload_sizes_[p]);
     p += has_payload;
   }
   return frame;
@@ -557,12 +569,14 @@ zmq::message_t encode(const Ready& m) {
   return w.frame();
 }
 
-zmq::message_t encode(const JobHeader& m) {
+std::string_view encode_view(const JobHeader& m) {
   Writer w;
   w.array(5).u64(m.job_id).str(m.type).u64(m.attempt).u64(m.flow_id);
   if (m.entity.empty()) w.nil(); else w.str(m.entity);
-  return w.frame();
+  return w.view();
 }
+
+zmq::message_t encode(const JobHeader& m) { return frame_of(encode_view(m)); }
 
 zmq::message_t encode(const Done& m) {
   Writer w;
@@ -596,13 +610,15 @@ zmq::message_t encode(const Accepted& m) {
   return w.frame();
 }
 
-zmq::message_t encode(const Result& m) {
+std::string_view encode_view(const Result& m) {
   Writer w;
   w.array(5).u64(m.flow_id).str(m.outcome);
   if (m.error.empty()) w.nil(); else w.str(m.error);
   w.str(m.last_type).u64(m.attempts);
-  return w.frame();
+  return w.view();
 }
+
+zmq::message_t encode(const Result& m) { return frame_of(encode_view(m)); }
 
 zmq::message_t encode(const StatusRequest& m) {
   Writer w;

@@ -1107,6 +1107,58 @@ TEST_CASE("a Batch of several messages is one BATCH whose index decodes to them,
   CHECK(wire::decode_job(header).job_id == 9);
 }
 
+TEST_CASE("encode_view gives encode's bytes, and a Batch takes headers as bytes as it takes frames") {
+  // A type name long enough that the JOB and RESULT headers are over the
+  // 33 bytes ZeroMQ keeps in a frame itself: what encode_view is for.
+  const std::string type = "images.thumbnail.resize-large";
+  const wire::JobHeader job{1839694082699265, type, 2, 1839694082699000, "photos/17"};
+  const wire::Result result{1839694082699000, mw::kOutcomeDone, "", type, 1};
+  const std::string job_bytes(wire::encode_view(job));
+  const std::string result_bytes(wire::encode_view(result));
+  CHECK(job_bytes == bytes_of(wire::encode(job)));
+  CHECK(result_bytes == bytes_of(wire::encode(result)));
+  CHECK(job_bytes.size() > 33);
+  const auto job_frame = frame_of(job_bytes);
+  const auto job_back = wire::decode_job(job_frame);  // views into job_frame
+  CHECK(job_back.type == type);
+  CHECK(job_back.entity == "photos/17");
+  CHECK(wire::decode_result(frame_of(result_bytes)).last_type == type);
+
+  // Mixed in one batch, in order: a frame, bytes, a frame.
+  wire::Batch by_bytes;
+  auto accepted = wire::encode(wire::Accepted{5, 1839694082699000});
+  const std::string accepted_bytes = bytes_of(accepted);
+  zmq::message_t job_payload = frame_of("\x07");
+  zmq::message_t result_payload = frame_of("\xa2ok");
+  auto result_frame = wire::encode(result);
+  by_bytes.add(Command::Accepted, accepted, nullptr);
+  CHECK(accepted.size() == 0);  // moved from, as documented
+  by_bytes.add(Command::Job, wire::encode_view(job), &job_payload);
+  by_bytes.add(Command::Result, result_frame, &result_payload);
+  CHECK(by_bytes.header(0) == accepted_bytes);
+  CHECK(by_bytes.header(1) == job_bytes);
+  CHECK(by_bytes.header(2) == result_bytes);
+  CHECK(by_bytes.bytes() == accepted_bytes.size() + job_bytes.size() + result_bytes.size() + 1 + 3);
+  const auto frames = drained(by_bytes);
+  REQUIRE(frames.size() == 4);  // tag, index, two payloads
+  std::vector<wire::BatchItem> items;
+  const auto index = frame_of(frames[1].first);
+  wire::decode_batch(index, 2, items);
+  REQUIRE(items.size() == 3);
+  CHECK(items[0].header == accepted_bytes);
+  CHECK(items[1].header == job_bytes);
+  CHECK(items[2].header == result_bytes);
+
+  // A batch of one sends the bytes as the header frame.
+  wire::Batch one;
+  zmq::message_t payload = frame_of("\xc3");
+  one.add(Command::Job, wire::encode_view(job), &payload);
+  const auto single = drained(one);
+  REQUIRE(single.size() == 3);
+  CHECK(single[1] == std::pair<std::string, bool>(job_bytes, true));
+  CHECK(single[2] == std::pair<std::string, bool>("\xc3", false));
+}
+
 TEST_CASE("a Batch of one message is sent as that message, without BATCH") {
   wire::Batch batch;
   auto done = wire::encode(wire::Done{9, std::nullopt});

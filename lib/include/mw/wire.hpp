@@ -308,6 +308,9 @@ class Batch {
   // Queues a message; `header` and `payload` (if any) are moved from.
   // REQUIRES: frame_count(command) is 2 or 3.
   void add(Command command, zmq::message_t& header, zmq::message_t* payload);
+  // The same with the header as bytes (encode_view), copied into the
+  // batch: no frame is made for it.
+  void add(Command command, std::string_view header, zmq::message_t* payload);
 
   // Payloads of at most `bytes` go inside the index (kInlinePayloadFlag)
   // when more than one message is sent; 0 (the default): every payload in
@@ -317,7 +320,10 @@ class Batch {
   std::size_t size() const noexcept { return commands_.size(); }
   bool empty() const noexcept { return commands_.empty(); }
   Command command(std::size_t i) const noexcept { return commands_[i]; }
-  const zmq::message_t& header(std::size_t i) const noexcept { return headers_[i]; }
+  // The i-th message's header bytes, valid until the next add or clear.
+  std::string_view header(std::size_t i) const noexcept {
+    return std::string_view(header_bytes_).substr(header_starts_[i], header_sizes_[i]);
+  }
   // Header and payload bytes queued, a bound for the message's size.
   std::size_t bytes() const noexcept { return bytes_; }
 
@@ -333,12 +339,17 @@ class Batch {
     return inline_limit_ > 0 && payload_bytes <= inline_limit_;
   }
   zmq::message_t index() const;
+  void add_payload(zmq::message_t* payload);
   std::vector<Command> commands_;
-  std::vector<zmq::message_t> headers_;
-  std::vector<zmq::message_t> payloads_;  // one per command that carries one
-  // The frames' sizes, kept so that building the index asks ZeroMQ for
-  // each frame's bytes once (every size() is a call into libzmq).
+  // Every header's bytes, one after another: copied in (most are a few
+  // dozen bytes) rather than kept as frames, which ZeroMQ allocates for
+  // anything over 33 bytes. Its capacity is kept from batch to batch.
+  std::string header_bytes_;
+  std::vector<std::size_t> header_starts_;
   std::vector<std::size_t> header_sizes_;
+  std::vector<zmq::message_t> payloads_;  // one per command that carries one
+  // The payloads' sizes, kept so that building the index asks ZeroMQ for
+  // each frame's bytes once (every size() is a call into libzmq).
   std::vector<std::size_t> payload_sizes_;
   std::size_t bytes_ = 0;
   std::size_t inline_limit_ = 0;
@@ -354,8 +365,9 @@ void Batch::drain(SendFrame&& send) {
   if (commands_.size() == 1) {
     zmq::message_t tag = encode_tag(commands_[0]);
     const bool has_payload = !payloads_.empty();
+    zmq::message_t header(header_bytes_.data(), header_bytes_.size());
     send(tag, true);
-    send(headers_[0], has_payload);
+    send(header, has_payload);
     if (has_payload) send(payloads_[0], false);
     return;
   }
@@ -394,6 +406,14 @@ zmq::message_t encode(const Reply& m);
 zmq::message_t encode(const ErrorReply& m);
 zmq::message_t encode(const Stats& m);
 zmq::message_t encode(const EventMeta& m);
+
+// The header's bytes without a frame: valid until this thread's next
+// encode or encode_view. For the headers a broker sends per job that carry
+// a type name (so are often over the 33 bytes ZeroMQ keeps in a frame
+// without allocating), which a Batch copies into its index anyway
+// (Batch::add with bytes).
+std::string_view encode_view(const JobHeader& m);
+std::string_view encode_view(const Result& m);
 
 Hello decode_hello(const zmq::message_t& frame);
 Welcome decode_welcome(const zmq::message_t& frame);

@@ -311,6 +311,10 @@ class BrokerCore {
   // `hold_ms`: the message may wait that long for company (Transport::send_lazy).
   void send_after_commit(const std::string& peer, Command command, zmq::message_t header, zmq::message_t* payload,
                          CommitFailure on_failure = {}, std::uint32_t hold_ms = 0);
+  // The same with the header as bytes (wire::encode_view; Transport::send_bytes).
+  void send_after_commit(const std::string& peer, Command command, std::string_view header, zmq::message_t* payload);
+  // Whether a reply sent now would have to wait for end_turn()'s commit.
+  bool replies_wait_for_commit() const noexcept;
   // $mw.heartbeat: {"broker": instance, "last_seq": newest stored event,
   // "durable": the store keeps events across restarts, "interval_ms": H}.
   void publish_heartbeat();

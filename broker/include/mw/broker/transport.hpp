@@ -39,6 +39,17 @@ class Transport {
     return send(peer, command, header, payload);
   }
 
+  // As send_lazy(), with the header as bytes (wire::encode_view), read
+  // before this returns: a transport that batches copies them into the
+  // batch, so no frame is made for them. The broker sends its per-job
+  // messages (JOB, ACCEPTED, RESULT) this way. By default: a frame of the
+  // bytes, then send_lazy().
+  virtual SendResult send_bytes(std::string_view peer, Command command, std::string_view header,
+                                zmq::message_t* payload, std::uint32_t hold_ms) {
+    zmq::message_t frame(header.data(), header.size());
+    return send_lazy(peer, command, &frame, payload, hold_ms);
+  }
+
   // The peer takes BATCH messages of up to `entries` messages (its HELLO
   // said so): the transport may queue what is sent to it and deliver it in
   // batches, in order, reporting failures through
