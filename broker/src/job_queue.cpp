@@ -135,6 +135,7 @@ std::optional<Job> MemoryJobQueue::pop(std::string_view type) {
   if (!ranked_first && !q.hot.empty()) {
     Job job = std::move(q.hot.front());
     q.hot.pop_front();
+    q.hot.release_if_empty(kKeptHotSlots);
     --hot_jobs_;
     --q.size;
     --size_;
@@ -242,6 +243,7 @@ std::optional<Job> MemoryJobQueue::take_flow(std::uint64_t flow_id) {
         at != q.hot.end()) {
       Job job = std::move(*at);
       q.hot.erase(at);
+      q.hot.release_if_empty(kKeptHotSlots);
       --hot_jobs_;
       return taken(q, std::move(job));
     }

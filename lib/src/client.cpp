@@ -81,6 +81,7 @@ class Client::Impl {
     if (!backlog_.empty()) {
       ClientEvent e = std::move(backlog_.front());
       backlog_.pop_front();
+      backlog_.release_if_empty(kKeptBacklogSlots);
       peer_.flush_older_than(kMaxHold);
       return e;
     }
@@ -369,6 +370,7 @@ class Client::Impl {
     for (auto it = backlog_.begin(); it != backlog_.end(); ++it) {
       if (want(*it)) {
         backlog_.erase(it);
+        backlog_.release_if_empty(kKeptBacklogSlots);
         return true;
       }
     }
@@ -528,6 +530,10 @@ class Client::Impl {
   detail::PeerSocket peer_;
   SpinPoll spin_poll_{std::chrono::microseconds(options_.spin_us)};
   std::uint64_t last_request_id_ = 0;
+  // Answers read but not yet asked for. Unbounded (a caller waiting for one
+  // flow lets the others' pile up), so a drained backlog keeps only
+  // kKeptBacklogSlots slots.
+  static constexpr std::size_t kKeptBacklogSlots = 64;
   RingDeque<ClientEvent> backlog_;
   bool said_hello_ = false;
   std::string pub_address_;

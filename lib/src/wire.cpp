@@ -481,7 +481,12 @@ void Batch::add_payload(zmq::message_t* payload) {
 
 void Batch::clear() noexcept {
   commands_.clear();
-  header_bytes_.clear();
+  // A batch that carried a big header (a STATS, up to kMaxHeaderBytes)
+  // does not keep its bytes for the peer's lifetime.
+  if (header_bytes_.capacity() > kKeptHeaderBytes)
+    std::string().swap(header_bytes_);
+  else
+    header_bytes_.clear();
   header_starts_.clear();
   header_sizes_.clear();
   payloads_.clear();

@@ -191,3 +191,32 @@ TEST_CASE("ring deque: erase_if removes what the predicate holds for, in order, 
   CHECK(erase_if(ring, [](const std::string&) { return false; }) == 0);
   CHECK(ring.size() == 7);
 }
+
+TEST_CASE("ring deque: a full ring can take one of its own elements (moved before it grows)") {
+  RingDeque<std::string> ring;
+  for (int i = 0; i < 8; ++i) ring.push_back(value(i));
+  REQUIRE(ring.size() == ring.capacity());  // full: the next push grows it
+  ring.push_back(std::move(ring.front()));
+  CHECK(ring.back() == value(0));
+  CHECK(ring.size() == 9);
+  while (ring.size() < ring.capacity()) ring.push_back(value(100));
+  ring.push_front(std::move(ring.back()));
+  CHECK(ring.front() == value(100));
+  CHECK(ring[1] == "");  // the moved-from first element
+  CHECK(ring[2] == value(1));
+}
+
+TEST_CASE("ring deque: release_if_empty gives a drained burst's slots back, and keeps a small ring's") {
+  RingDeque<std::string> ring;
+  for (int i = 0; i < 500; ++i) ring.push_back(value(i));
+  ring.release_if_empty(64);
+  CHECK(ring.capacity() >= 500);  // not empty: kept
+  while (!ring.empty()) ring.pop_front();
+  ring.release_if_empty(64);
+  CHECK(ring.capacity() == 0);
+  ring.push_back(value(1));
+  CHECK(ring.front() == value(1));
+  ring.pop_front();
+  ring.release_if_empty(64);
+  CHECK(ring.capacity() == 8);  // within what it may keep
+}

@@ -3,15 +3,20 @@
 // For queues that fill and empty over and over on a hot path: the jobs a
 // broker's worker holds and the first jobs waiting for a type, a worker's
 // jobs waiting to run and answers waiting to go, a client's events not yet
-// read. std::deque allocates in 512-byte nodes, one element per node when
-// the element is larger than half of one (a broker's Job, a ClientEvent),
-// so every push was a malloc and every pop a free. A RingDeque keeps its
-// slots when it empties: once a queue has been as long as it gets, pushes
-// and pops allocate nothing. It grows by doubling and gives its memory back
-// only when destroyed or swapped away, so use it for queues whose length is
-// bounded (by a credit, a window, a budget).
+// read. std::deque allocates in 512-byte nodes, so a queue of elements
+// over 256 bytes (a broker's Job) made a malloc on every push and a free on
+// every pop, and one of elements over 170 bytes (a ClientEvent) every other
+// time. A RingDeque keeps its slots when it empties: once a queue has been
+// as long as it gets, pushes and pops allocate nothing. It grows by
+// doubling and keeps its memory until destroyed, swapped away or given
+// back with release_if_empty(): a queue that may have a burst calls that
+// when it drains, so that the burst's slots do not stay.
 //
-// Iterators and references are invalidated by any push and by erase.
+// Iterators are positions: any push, pop, erase or clear invalidates them.
+// References to elements are invalidated by pushes and by erase.
+//
+// Elements must move without throwing (as std::string, zmq::message_t and
+// the structs made of them do).
 //
 // Thread safety: none.
 #pragma once
@@ -27,6 +32,8 @@ namespace mw {
 
 template <class T>
 class RingDeque {
+  static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_move_assignable_v<T>,
+                "RingDeque moves elements when it grows and erases; a move that throws would lose them");
   template <bool Const>
   class Iter;
 
@@ -75,13 +82,21 @@ class RingDeque {
   T& back() noexcept { return (*this)[size_ - 1]; }
   const T& back() const noexcept { return (*this)[size_ - 1]; }
 
+  // `value` may be an element of this ring (moved from before the ring
+  // grows).
   void push_back(T&& value) {
-    if (size_ == capacity_) grow();
+    if (size_ == capacity_) {
+      grow_with(std::move(value), /*at_front=*/false);
+      return;
+    }
     ::new (static_cast<void*>(slots_ + slot(size_))) T(std::move(value));
     ++size_;
   }
   void push_front(T&& value) {
-    if (size_ == capacity_) grow();
+    if (size_ == capacity_) {
+      grow_with(std::move(value), /*at_front=*/true);
+      return;
+    }
     const size_type at = (head_ + capacity_ - 1) & (capacity_ - 1);
     ::new (static_cast<void*>(slots_ + at)) T(std::move(value));
     head_ = at;
@@ -101,6 +116,10 @@ class RingDeque {
   void clear() noexcept {
     while (!empty()) pop_back();
     head_ = 0;
+  }
+  // When empty and holding more than `keep` slots, gives them all back.
+  void release_if_empty(size_type keep) noexcept {
+    if (empty() && capacity_ > keep) release();
   }
 
   // Removes the element at `at` and returns the iterator to the one that
@@ -148,17 +167,22 @@ class RingDeque {
   // The slot of the i-th element; capacity_ is a power of two.
   size_type slot(size_type i) const noexcept { return (head_ + i) & (capacity_ - 1); }
 
-  void grow() {
+  // A full ring moves to twice the slots, with `value` added at one end.
+  // The new element is made first: `value` may live in the old slots.
+  void grow_with(T&& value, bool at_front) {
     const size_type bigger = capacity_ ? capacity_ * 2 : kFirstCapacity;
-    T* fresh = std::allocator<T>{}.allocate(bigger);
+    T* fresh = std::allocator<T>{}.allocate(bigger);  // the only step that may throw
+    const size_type first = at_front ? 1 : 0;
+    ::new (static_cast<void*>(fresh + (at_front ? 0 : size_))) T(std::move(value));
     for (size_type i = 0; i < size_; ++i) {
-      ::new (static_cast<void*>(fresh + i)) T(std::move((*this)[i]));
+      ::new (static_cast<void*>(fresh + first + i)) T(std::move((*this)[i]));
       (*this)[i].~T();
     }
     if (slots_) std::allocator<T>{}.deallocate(slots_, capacity_);
     slots_ = fresh;
     capacity_ = bigger;
     head_ = 0;
+    ++size_;
   }
 
   void release() noexcept {

@@ -343,7 +343,9 @@ class Batch {
   std::vector<Command> commands_;
   // Every header's bytes, one after another: copied in (most are a few
   // dozen bytes) rather than kept as frames, which ZeroMQ allocates for
-  // anything over 33 bytes. Its capacity is kept from batch to batch.
+  // anything over 33 bytes. Its capacity is kept from batch to batch, up
+  // to kKeptHeaderBytes.
+  static constexpr std::size_t kKeptHeaderBytes = 16 * 1024;
   std::string header_bytes_;
   std::vector<std::size_t> header_starts_;
   std::vector<std::size_t> header_sizes_;

@@ -98,6 +98,10 @@ class JobQueue {
 class MemoryJobQueue final : public JobQueue {
  public:
   static constexpr std::size_t kMaxHotJobs = 1024;
+  // The slots a type's unpacked lane keeps when it drains: enough for the
+  // usual short queue to come and go without allocating, while a burst's
+  // (up to kMaxHotJobs, more with handed-back jobs) are given back.
+  static constexpr std::size_t kKeptHotSlots = 64;
 
   MemoryJobQueue() = default;
   // Not copied or moved: it remembers a pointer into its own map.

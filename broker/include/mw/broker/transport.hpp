@@ -41,9 +41,10 @@ class Transport {
 
   // As send_lazy(), with the header as bytes (wire::encode_view), read
   // before this returns: a transport that batches copies them into the
-  // batch, so no frame is made for them. The broker sends its per-job
-  // messages (JOB, ACCEPTED, RESULT) this way. By default: a frame of the
-  // bytes, then send_lazy().
+  // batch, so no frame is made for them. The broker sends its JOBs and
+  // the RESULT to a flow's submitter this way (headers with a type name,
+  // often over the 33 bytes a frame holds without allocating). By default:
+  // a frame of the bytes, then send_lazy().
   virtual SendResult send_bytes(std::string_view peer, Command command, std::string_view header,
                                 zmq::message_t* payload, std::uint32_t hold_ms) {
     zmq::message_t frame(header.data(), header.size());
