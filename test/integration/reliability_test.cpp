@@ -66,7 +66,13 @@ TEST_CASE("reliability: kill -9 of a worker with jobs in flight loses no job") {
       FAIL("unexpected ERROR from the broker: " << event->message);
     }
     if (!killed && results.size() >= 2) {
-      // Mid-way: the victim must hold jobs when it dies.
+      // Mid-way, and mid-job: the victim must be running jobs when it dies.
+      // The first results come as the first run of 0.3 s jobs ends, so a
+      // kill at once could land as the victim's DONEs go out, leaving it
+      // holding only the JOBs of its next run, which never left the broker
+      // (they go back to the queue as never started, not as requeued).
+      // Half a job later it is running that next run.
+      std::this_thread::sleep_for(150ms);
       REQUIRE(wait_until([&] { return in_flight_of(cluster, victim.pid()) > 0; }, 5s, 5ms));
       victim.signal(SIGKILL);
       killed = true;
