@@ -55,7 +55,12 @@ void shorten_error(std::string& error, std::uint64_t max_message_bytes) {
 // (an expired lease) may come back to it while the first run goes on.
 using RunKey = std::pair<std::uint64_t, std::uint32_t>;
 
-// What a handler thread hands back to the I/O thread.
+}  // namespace
+
+// What a handler thread hands back to the I/O thread. Outside the
+// anonymous namespace because Worker::Impl, a class of the header, keeps
+// queues of them (GCC warns of a member whose type has internal linkage).
+namespace worker_detail {
 struct Completion {
   std::uint64_t job_id = 0;
   std::uint32_t attempt = 0;  // the JOB's, quoted in the answer (0: not said)
@@ -68,6 +73,11 @@ struct Completion {
   bool handed_back = false;  // JobHandedBack: no answer while stopping (error says why)
   std::uint64_t connection = 0;  // the connection (Impl::connection_) its job came on
 };
+}  // namespace worker_detail
+
+namespace {
+
+using worker_detail::Completion;
 
 // What a worker reports for a job whose flow was cancelled (the broker
 // drops it; it only frees the credit).
