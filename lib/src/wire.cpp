@@ -261,9 +261,9 @@ class Writer {
     buffer_.write(bytes.data(), bytes.size());
     return *this;
   }
-  zmq::message_t frame() { return zmq::message_t(buffer_.data(), buffer_.size()); }
   // The bytes, in this thread's buffer: valid until the next Writer.
   std::string_view view() const { return std::string_view(buffer_.data(), buffer_.size()); }
+  zmq::message_t frame() const { return frame_of(view()); }
 
  private:
   static msgpack::sbuffer& buffer() {

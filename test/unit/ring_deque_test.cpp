@@ -133,6 +133,11 @@ TEST_CASE("ring deque: a moved-from ring is empty and usable; the target owns th
   c = std::move(b);
   CHECK(c.size() == 10);
   CHECK(c.back() == value(9));
+  RingDeque<std::string>& same = c;
+  c = std::move(same);  // moved into itself: kept whole
+  CHECK(c.size() == 10);
+  CHECK(c.front() == value(0));
+  CHECK(c.back() == value(9));
   c.clear();
   CHECK(c.empty());
   c.push_front(value(1));

@@ -53,14 +53,10 @@ class RingDeque {
         capacity_(std::exchange(o.capacity_, 0)),
         head_(std::exchange(o.head_, 0)),
         size_(std::exchange(o.size_, 0)) {}
+  // Move and swap: the old elements go with the temporary (and a ring
+  // moved into itself comes back whole).
   RingDeque& operator=(RingDeque&& o) noexcept {
-    if (this != &o) {
-      release();
-      slots_ = std::exchange(o.slots_, nullptr);
-      capacity_ = std::exchange(o.capacity_, 0);
-      head_ = std::exchange(o.head_, 0);
-      size_ = std::exchange(o.size_, 0);
-    }
+    RingDeque(std::move(o)).swap(*this);
     return *this;
   }
   ~RingDeque() { release(); }
