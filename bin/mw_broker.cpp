@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
         ("heartbeat-ms", "heartbeat interval; a peer silent for 3 intervals is dropped",
          cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultHeartbeatMs)))
         ("spin-us", mw::kSpinFlagHelp,
-         cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultSpinUs)))
+         cxxopts::value<std::uint32_t>()->default_value(std::to_string(mw::kDefaultBrokerSpinUs)))
         ("max-message-bytes", "largest message accepted",
          cxxopts::value<std::size_t>()->default_value(std::to_string(mw::kDefaultMaxMessageBytes)))
         ("max-waiting", "jobs that may wait for a worker or their time; a SUBMIT beyond it is refused "

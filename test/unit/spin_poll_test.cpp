@@ -172,7 +172,7 @@ TEST_CASE("Worker and Client refuse a spin longer than kMaxSpinUs, by name") {
   CHECK_NOTHROW(mw::Client{client_options});
 }
 
-TEST_CASE("steady means a sleep ended with input within 4 spins: at 50 ms of a 100 ms spin it is, at 500 ms it is not") {
+TEST_CASE("steady means input came within the spin (when longer than 200 us) of the wait's start: at 50 ms of a 100 ms spin it is, at 500 ms it is not") {
   for (const auto& [input_after, spins_next] : {std::pair{milliseconds(50), true}, std::pair{milliseconds(500), false}}) {
     INFO("input after ", input_after.count(), " ms");
     Pipe pipe;
@@ -191,6 +191,20 @@ TEST_CASE("steady means a sleep ended with input within 4 spins: at 50 ms of a 1
   }
 }
 
+TEST_CASE("input that came only after a whole spin and then a sleep does not keep it steady: the next wait sleeps") {
+  // The wait counts from its start, the spin too: 300 ms into a wait with a
+  // 200 ms spin is past the window, although the sleep itself was short.
+  SteadyPoller steady;
+  std::thread late_sender([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    steady.pipe.send();
+  });
+  CHECK(steady.poll(milliseconds(5000)) == 1);
+  late_sender.join();
+  steady.pipe.receive();
+  CHECK(cpu_of_quiet_poll(steady.poller, steady.items, 1) < milliseconds(20));
+}
+
 TEST_CASE("only input on the first item makes traffic steady") {
   Pipe traffic;
   Pipe other;  // say, a wake-up descriptor of the loop's own
@@ -204,7 +218,7 @@ TEST_CASE("only input on the first item makes traffic steady") {
 }
 
 TEST_CASE("mw-broker does not spin for heartbeats alone: a peer heartbeating every 2 ms leaves its loop asleep") {
-  // With 10 ms spins a 40 ms window: every sleep between these heartbeats
+  // With 10 ms spins a 10 ms window: every wait between these heartbeats
   // is shorter, so a loop that counted them as traffic would spin all along.
   mw::set_log_level(mw::LogLevel::warn);  // not its "stopping" line
   mw::broker::ServerOptions options;

@@ -19,15 +19,22 @@ inline constexpr const char* kBrokerFlagHelp = "broker address (default $MW_BROK
 
 // How long a loop under steady traffic looks for its next message before
 // it sleeps (mw/spin_poll.hpp; --spin-us), and the most it may be set to.
+// Workers and clients spin briefly; the broker, which every hop of every
+// flow passes through, longer: long enough to catch the answer to what it
+// just sent (a round trip to a peer on loopback, 80-130 us), where a
+// shorter spin gives up just before it and then pays for the wake-up too
+// (docs/PERFORMANCE.md, eighth session).
 inline constexpr std::uint32_t kDefaultSpinUs = 50;
+inline constexpr std::uint32_t kDefaultBrokerSpinUs = 200;
 inline constexpr std::uint32_t kMaxSpinUs = 10'000;
 // Throws mw::UsageError naming `what` ("--spin-us", "spin_us") for a spin
 // above kMaxSpinUs.
 void check_spin_us(std::uint32_t spin_us, std::string_view what);
 // What --help says of --spin-us.
 inline constexpr const char* kSpinFlagHelp =
-    "while messages come steadily (each sleep in poll shorter than 4 spins), look for the next without sleeping "
-    "for up to this many microseconds: more throughput and less latency under load, for CPU time (0: never)";
+    "while messages come steadily (each within 200 us of the wait for it, or within the spin if longer), look for "
+    "the next without sleeping for up to this many microseconds: more throughput and less latency under load, for "
+    "CPU time (0: never)";
 
 // Throws mw::Error (BadRequest) for a broker address no connection could
 // reach: a TCP address without a port from 1 to 65535 (ZeroMQ takes

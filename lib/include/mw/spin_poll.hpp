@@ -4,18 +4,18 @@
 // virtual machine above all) halts: waking it for the next message takes
 // tens of microseconds, and in a pipeline every other stage waits for that
 // wake-up. SpinPoll keeps the CPU awake while traffic is steady: when the
-// last sleep in poll ended with input on the first poll item within
-// kSpinWindows × spin (or the last spin found input on any item), the next
-// wait first looks for input without sleeping for up to `spin`, calling
-// sched_yield() between looks so that other threads (ZeroMQ's I/O thread,
-// the peers) still get the CPU. A loop whose sleeps last longer (an idle
-// one, or one whose messages come further apart) does not spin, so it
-// costs CPU time only under load. A loop tells it what was not traffic
-// (not_traffic()): mw-broker does for a turn that read only heartbeats, as a
-// broker with thousands of idle peers hears one every few hundred
-// microseconds. mw-broker, Worker and Client poll this way (their `spin_us`
-// options; 0 turns it off). docs/ARCHITECTURE.md says what it bought and
-// what it costs.
+// last wait ended with input on the first poll item within the steady
+// window of its start (200 µs, or the spin if that is longer), or the last
+// spin found input on any item, the next wait first looks for input
+// without sleeping for up to `spin`, calling sched_yield() between looks so
+// that other threads (ZeroMQ's I/O thread, the peers) still get the CPU. A
+// loop whose messages come further apart (an idle one, or one served
+// slowly) does not spin, so it costs CPU time only under load. A loop tells
+// it what was not traffic (not_traffic()): mw-broker does for a turn that
+// read only heartbeats, as a broker with thousands of idle peers hears one
+// every few hundred microseconds. mw-broker (200 µs by default), Worker and
+// Client (50 µs) poll this way (their `spin_us` options; 0 turns it off).
+// docs/ARCHITECTURE.md says what it bought and what it costs.
 //
 //   mw::SpinPoll waiter(std::chrono::microseconds(mw::kDefaultSpinUs));
 //   zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
@@ -27,6 +27,7 @@
 // Not thread-safe: one per loop.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -39,8 +40,12 @@ namespace mw {
 
 class SpinPoll {
  public:
-  // A sleep shorter than this many spins means traffic is steady.
-  static constexpr int kSpinWindows = 4;
+  // Input that comes within this long of the start of a wait (or within
+  // the spin, if that is longer) means traffic is steady. A floor above
+  // the spin itself keeps short spins going under load, where a peer's
+  // input comes in bursts a little further apart than its spin (with a
+  // window of one spin, `mw bench` throughput fell in 8 of 10 pairs).
+  static constexpr std::chrono::microseconds kSteadyWindow{200};
 
   // spin 0 (or less): never spin (poll() is zmq::poll).
   explicit SpinPoll(std::chrono::microseconds spin) noexcept : spin_(spin) {}
@@ -57,8 +62,10 @@ class SpinPoll {
   void not_traffic() noexcept { steady_ = false; }
 
  private:
+  std::chrono::microseconds steady_window() const noexcept { return std::max(spin_, kSteadyWindow); }
+
   std::chrono::microseconds spin_;
-  bool steady_ = false;  // the last sleep ended with input within kSpinWindows spins
+  bool steady_ = false;  // the last wait ended with input within steady_window(), or its spin found some
 };
 
 }  // namespace mw

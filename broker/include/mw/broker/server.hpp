@@ -37,9 +37,10 @@ struct ServerOptions {
   // While messages come steadily, the loop looks for the next one without
   // sleeping for up to this many microseconds before it sleeps in poll
   // (mw/spin_poll.hpp): more throughput and less latency under load, for
-  // some CPU time. 0: never spin; more than kMaxSpinUs is refused
-  // (mw::UsageError).
-  std::uint32_t spin_us = kDefaultSpinUs;
+  // some CPU time. Longer than a worker's by default: long enough to catch
+  // a peer's answer to what the loop just sent. 0: never spin; more than
+  // kMaxSpinUs is refused (mw::UsageError).
+  std::uint32_t spin_us = kDefaultBrokerSpinUs;
 };
 
 class BrokerServer {
