@@ -220,11 +220,17 @@ RunResult drive(Client& client, const BenchOptions& o, const std::string& first_
     Clock::time_point at;
     std::uint64_t sequence = 0;  // stamped into its payload
   };
-  std::unordered_map<std::uint64_t, Sent> sent_by_request;
-  std::unordered_map<std::uint64_t, Sent> sent_by_flow;
+  // A flow's entry moves from the first map to the second at its ACCEPTED
+  // and back to `spare` at its RESULT, as the same node: the bookkeeping
+  // allocates nothing per flow once the window is full.
+  using SentMap = std::unordered_map<std::uint64_t, Sent>;
+  SentMap sent_by_request;
+  SentMap sent_by_flow;
+  std::vector<SentMap::node_type> spare;
   std::string outgoing = payload, expected = payload;  // stamped per flow
   sent_by_request.reserve(o.window * 2);
   sent_by_flow.reserve(o.window * 2);
+  spare.reserve(o.window);
   std::uint64_t sent = 0, finished = 0;
   auto last_heard = Clock::now();
   const auto started = Clock::now();
@@ -239,7 +245,15 @@ RunResult drive(Client& client, const BenchOptions& o, const std::string& first_
       do {
         stamp(outgoing, o.payload, sent);
         const std::uint64_t request = client.send_submit(first_type, outgoing, /*wait=*/true);
-        sent_by_request.emplace(request, Sent{now, sent});
+        if (spare.empty()) {
+          sent_by_request.emplace(request, Sent{now, sent});
+        } else {
+          auto node = std::move(spare.back());
+          spare.pop_back();
+          node.key() = request;
+          node.mapped() = Sent{now, sent};
+          sent_by_request.insert(std::move(node));
+        }
         ++sent;
       } while (sent < jobs && sent - finished < o.window);
     }
@@ -265,8 +279,9 @@ RunResult drive(Client& client, const BenchOptions& o, const std::string& first_
         // pipe, so the flow id is always known by the time its RESULT comes.
         auto it = sent_by_request.find(event->request_id);
         if (it == sent_by_request.end()) break;  // not ours (an earlier call's)
-        sent_by_flow.emplace(event->flow_id, it->second);
-        sent_by_request.erase(it);
+        auto node = sent_by_request.extract(it);
+        node.key() = event->flow_id;
+        sent_by_flow.insert(std::move(node));
         break;
       }
       case ClientEvent::Kind::Result: {
@@ -282,7 +297,7 @@ RunResult drive(Client& client, const BenchOptions& o, const std::string& first_
                       std::to_string(expected.size()) + " it was sent");
         const auto now = Clock::now();
         run.latency_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(now - it->second.at).count());
-        sent_by_flow.erase(it);
+        spare.push_back(sent_by_flow.extract(it));
         ++finished;
         if (now >= deadline)
           throw Error("--timeout reached with " + std::to_string(finished) + " of " + std::to_string(jobs) +
