@@ -314,13 +314,15 @@ class Worker::Impl final : public detail::ProgressSink {
         case Command::Job: {
           if (stopping) return true;  // handed back by our DISCONNECT
           const auto header = wire::decode_job(in.header);
-          Job job;
+          Job job = inline_ ? reused_job() : Job{};
           job.id = header.job_id;
           job.flow_id = header.flow_id;
           job.type = header.type;
           job.attempt = header.attempt;
           job.entity = header.entity;
-          job.payload = Payload::adopt(std::string(in.payload.data<char>(), in.payload.size()));
+          std::string payload_bytes = std::move(job.payload).take_bytes();
+          payload_bytes.assign(in.payload.data<char>(), in.payload.size());
+          job.payload = Payload::adopt(std::move(payload_bytes));
           job.progress_sink = this;
           if (inline_) {
             local_.push_back(std::move(job));
@@ -756,7 +758,27 @@ class Worker::Impl final : public detail::ProgressSink {
       running_slots_[0].store(0, std::memory_order_release);
       c.connection = started_on;
       report(peer, c);  // the job's waiting progress first
+      keep_for_reuse(std::move(job));
     }
+  }
+
+  // Inline mode keeps the Jobs whose handlers have run, and fills the next
+  // JOBs into them: their type, entity and payload strings keep their
+  // buffers, so a steady stream of jobs allocates none for them. Only with
+  // socket_mutex_ held, as local_.
+  Job reused_job() {
+    if (spare_jobs_.empty()) return Job{};
+    Job job = std::move(spare_jobs_.back());
+    spare_jobs_.pop_back();
+    return job;
+  }
+  void keep_for_reuse(Job&& job) {
+    if (spare_jobs_.size() >= kKeptSpareJobs) return;
+    job.cancel = {};  // no hold on the source of a handler that has ended
+    // A large payload's buffer is not kept: 64 spares of 16 MiB each would
+    // hold a gigabyte for a worker that once saw a burst of them.
+    if (job.payload.bytes().capacity() > kKeptPayloadBytes) job.payload = Payload();
+    spare_jobs_.push_back(std::move(job));
   }
 
   // The keeper sends HEARTBEATs while an inline handler holds the I/O
@@ -935,6 +957,11 @@ class Worker::Impl final : public detail::ProgressSink {
   // Inline mode (threads == 1): jobs received and not yet run; the I/O
   // thread's, or the keeper's while an inline handler runs (socket_mutex_).
   RingDeque<Job> local_;
+  // Jobs kept for reuse (reused_job): enough for a worker's usual
+  // concurrency, with payload buffers of at most 64 KiB.
+  static constexpr std::size_t kKeptSpareJobs = 64;
+  static constexpr std::size_t kKeptPayloadBytes = 64 * 1024;
+  std::vector<Job> spare_jobs_;
   // The running inline handler's job and cancel source: whoever holds
   // socket_mutex_ owns them.
   std::uint64_t inline_running_id_ = 0;

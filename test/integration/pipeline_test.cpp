@@ -314,3 +314,36 @@ TEST_CASE("pipeline: a pipelining client idle past the liveness period goes on w
   const auto flow = client.submit("idle.test", mw::Payload::of(2));
   CHECK(flow > 0);
 }
+
+TEST_CASE("pipeline: a worker's jobs one after another each carry their own type and payload, whatever came before") {
+  // An inline worker fills each JOB into the Job of one whose handler has
+  // run (keeping its buffers): nothing of the earlier job may show through.
+  Cluster cluster;
+  INFO(cluster.report());
+  cluster.start_broker();
+  const std::string long_type = "a-type-name-longer-than-a-short-string";
+  mw::WorkerOptions options;
+  options.broker = cluster.address();
+  options.types = {long_type, "b"};
+  InProcessWorker worker(options, [](const mw::Job& job) {
+    return mw::Payload::from_json(nlohmann::json{{"type", job.type}, {"got", job.payload.to_json()}});
+  });
+  REQUIRE(cluster.wait_for_workers("b", 1));
+
+  mw::Client client({cluster.address()});
+  const std::vector<std::pair<std::string, nlohmann::json>> jobs = {
+      {long_type, std::string(2000, 'x')},
+      {"b", 7},
+      {long_type, nlohmann::json::object()},
+      {"b", std::string(70 * 1024, 'y')},  // a buffer too large to keep
+      {long_type, "z"},
+      {"b", nlohmann::json::array({1, 2, 3})},
+  };
+  for (const auto& [type, input] : jobs) {
+    INFO(type, " ", input.dump().substr(0, 40));
+    const auto outcome = client.submit_and_wait(type, mw::Payload::from_json(input), 20s);
+    REQUIRE(outcome.has_value());
+    REQUIRE(outcome->done);
+    CHECK(outcome->result.to_json() == nlohmann::json{{"type", type}, {"got", input}});
+  }
+}
