@@ -172,11 +172,11 @@ TEST_CASE("Worker and Client refuse a spin longer than kMaxSpinUs, by name") {
   CHECK_NOTHROW(mw::Client{client_options});
 }
 
-TEST_CASE("steady means input came within the spin (when longer than 200 us) of the wait's start: at 50 ms of a 100 ms spin it is, at 500 ms it is not") {
+TEST_CASE("steady means input came within the spin (when longer than 200 us) of the wait's start: at 50 ms of a 200 ms spin it is, at 500 ms it is not") {
   for (const auto& [input_after, spins_next] : {std::pair{milliseconds(50), true}, std::pair{milliseconds(500), false}}) {
     INFO("input after ", input_after.count(), " ms");
     Pipe pipe;
-    mw::SpinPoll poller(std::chrono::microseconds(100'000));
+    mw::SpinPoll poller(std::chrono::microseconds(200'000));
     zmq::pollitem_t items[] = {{pipe.receiver.handle(), 0, ZMQ_POLLIN, 0}};
     std::thread late_sender([&] {
       std::this_thread::sleep_for(input_after);
@@ -192,11 +192,12 @@ TEST_CASE("steady means input came within the spin (when longer than 200 us) of 
 }
 
 TEST_CASE("input that came only after a whole spin and then a sleep does not keep it steady: the next wait sleeps") {
-  // The wait counts from its start, the spin too: 300 ms into a wait with a
-  // 200 ms spin is past the window, although the sleep itself was short.
+  // The wait counts from its start, the spin too: 450 ms into a wait with a
+  // 200 ms spin is past the window, although the sleep itself was shorter
+  // than the old rule's 4 spins.
   SteadyPoller steady;
   std::thread late_sender([&] {
-    std::this_thread::sleep_for(milliseconds(300));
+    std::this_thread::sleep_for(milliseconds(450));
     steady.pipe.send();
   });
   CHECK(steady.poll(milliseconds(5000)) == 1);
