@@ -315,7 +315,7 @@ TEST_CASE("pipeline: a pipelining client idle past the liveness period goes on w
   CHECK(flow > 0);
 }
 
-TEST_CASE("pipeline: a worker's jobs one after another each carry their own type and payload, whatever came before") {
+TEST_CASE("pipeline: a worker's jobs one after another each carry their own type, entity and payload, whatever came before") {
   // An inline worker fills each JOB into the Job of one whose handler has
   // run (keeping its buffers): nothing of the earlier job may show through.
   Cluster cluster;
@@ -326,24 +326,32 @@ TEST_CASE("pipeline: a worker's jobs one after another each carry their own type
   options.broker = cluster.address();
   options.types = {long_type, "b"};
   InProcessWorker worker(options, [](const mw::Job& job) {
-    return mw::Payload::from_json(nlohmann::json{{"type", job.type}, {"got", job.payload.to_json()}});
+    return mw::Payload::from_json(
+        nlohmann::json{{"type", job.type}, {"entity", job.entity}, {"got", job.payload.to_json()}});
   });
   REQUIRE(cluster.wait_for_workers("b", 1));
 
   mw::Client client({cluster.address()});
-  const std::vector<std::pair<std::string, nlohmann::json>> jobs = {
-      {long_type, std::string(2000, 'x')},
-      {"b", 7},
-      {long_type, nlohmann::json::object()},
-      {"b", std::string(70 * 1024, 'y')},  // a buffer too large to keep
-      {long_type, "z"},
-      {"b", nlohmann::json::array({1, 2, 3})},
+  struct Case {
+    std::string type;
+    std::string entity;
+    nlohmann::json input;
   };
-  for (const auto& [type, input] : jobs) {
-    INFO(type, " ", input.dump().substr(0, 40));
-    const auto outcome = client.submit_and_wait(type, mw::Payload::from_json(input), 20s);
+  const std::vector<Case> jobs = {
+      {long_type, "reuse/an-entity-id-longer-than-a-short-string", std::string(2000, 'x')},
+      {"b", "", 7},
+      {long_type, "", nlohmann::json::object()},
+      {"b", "reuse/e2", std::string(70 * 1024, 'y')},  // a buffer too large to keep
+      {long_type, "", "z"},
+      {"b", "", nlohmann::json::array({1, 2, 3})},
+  };
+  for (const auto& [type, entity, input] : jobs) {
+    INFO(type, " ", entity, " ", input.dump().substr(0, 40));
+    mw::SubmitOptions options;
+    options.entity = entity;
+    const auto outcome = client.submit_and_wait(type, mw::Payload::from_json(input), 20s, options);
     REQUIRE(outcome.has_value());
     REQUIRE(outcome->done);
-    CHECK(outcome->result.to_json() == nlohmann::json{{"type", type}, {"got", input}});
+    CHECK(outcome->result.to_json() == nlohmann::json{{"type", type}, {"entity", entity}, {"got", input}});
   }
 }
